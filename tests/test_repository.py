@@ -38,7 +38,8 @@ ALLOWED_THIRD_PARTY: dict[str, set[str]] = {
 
 def _load_pyproject(path: Path) -> dict[str, Any]:
     with path.open("rb") as f:
-        return tomllib.load(f)
+        data: dict[str, Any] = tomllib.load(f)
+    return data
 
 
 def _packages() -> dict[str, dict[str, Any]]:
@@ -142,15 +143,20 @@ def test_every_package_ships_py_typed() -> None:
 
 
 def _load_bump_script() -> Any:
-    spec = importlib.util.spec_from_file_location("bump_version", ROOT / "scripts" / "bump_version.py")
-    assert spec and spec.loader
+    spec = importlib.util.spec_from_file_location(
+        "bump_version", ROOT / "scripts" / "bump_version.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
 def test_bump_script_moves_every_version_and_pin(tmp_path: Path) -> None:
-    shutil.copytree(ROOT / "packages", tmp_path / "packages", ignore=shutil.ignore_patterns("src", "tests"))
+    shutil.copytree(
+        ROOT / "packages", tmp_path / "packages", ignore=shutil.ignore_patterns("src", "tests")
+    )
     bump_version = _load_bump_script()
     changed = bump_version.bump("9.8.7", root=tmp_path)
     assert len(changed) == len(_packages())

@@ -1,0 +1,267 @@
+"""TextReceiveStream, TextSendStream, TextStream and TextConnectable."""
+
+from __future__ import annotations
+
+import codecs
+
+import anyio
+import anyio.streams.text
+import pytest
+from anyio import EndOfStream
+from anyio.abc import ObjectStream, ObjectStreamConnectable
+from anyio.streams.stapled import StapledObjectStream
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from procio_text import TextConnectable, TextReceiveStream, TextSendStream, TextStream
+
+from ._streams import Sink, cuts, feed, split
+
+pytestmark = pytest.mark.anyio
+
+ENCODINGS = ["utf-8", "utf-16", "utf-16-le", "utf-32", "latin-1", "cp1252", "shift_jis"]
+ERRORS = ["strict", "replace", "ignore", "backslashreplace", "surrogateescape"]
+
+
+async def drain(stream: TextReceiveStream) -> str:
+    pieces = []
+    while True:
+        try:
+            pieces.append(await stream.receive())
+        except EndOfStream:
+            return "".join(pieces)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    data=st.binary(max_size=600),
+    cut_points=cuts,
+    encoding=st.sampled_from(["utf-8", "utf-16", "latin-1"]),
+    errors=st.sampled_from(["strict", "replace", "ignore"]),
+)
+async def test_any_chunking_decodes_like_bytes_decode(
+    data: bytes, cut_points: list[int], encoding: str, errors: str
+) -> None:
+    try:
+        expected: str | None = data.decode(encoding, errors)
+    except UnicodeDecodeError:
+        expected = None
+    stream = TextReceiveStream(feed(split(data, cut_points)), encoding=encoding, errors=errors)
+    if expected is None:
+        with pytest.raises(UnicodeDecodeError):
+            await drain(stream)
+    else:
+        assert await drain(stream) == expected
+
+
+@settings(max_examples=100, deadline=None)
+@given(text=st.text(max_size=300), cut_points=cuts, encoding=st.sampled_from(ENCODINGS[:5]))
+async def test_valid_text_round_trips_under_any_chunking(
+    text: str, cut_points: list[int], encoding: str
+) -> None:
+    try:
+        data = text.encode(encoding)
+    except UnicodeEncodeError:
+        return  # latin-1 cannot hold every character; the other property covers bytes
+    stream = TextReceiveStream(feed(split(data, cut_points)), encoding=encoding)
+    assert await drain(stream) == text
+
+
+async def test_character_split_across_chunks_is_held_until_whole() -> None:
+    euro = "€".encode()
+    stream = TextReceiveStream(feed([b"a" + euro[:1], euro[1:2], euro[2:] + b"b"]))
+    assert await stream.receive() == "a"
+    assert await stream.receive() == "€b"
+
+
+async def test_empty_chunks_are_skipped() -> None:
+    stream = TextReceiveStream(feed([b"", b"x", b"", b"", b"y", b""]))
+    assert await stream.receive() == "x"
+    assert await stream.receive() == "y"
+    with pytest.raises(EndOfStream):
+        await stream.receive()
+
+
+async def test_incomplete_character_at_end_raises_when_strict() -> None:
+    stream = TextReceiveStream(feed([b"ok", "é".encode()[:1]]))
+    assert await stream.receive() == "ok"
+    with pytest.raises(UnicodeDecodeError):
+        await stream.receive()
+
+
+async def test_incomplete_character_at_end_becomes_replacement_character() -> None:
+    stream = TextReceiveStream(feed([b"ok", "é".encode()[:1]]), errors="replace")
+    assert await drain(stream) == "ok\ufffd"
+
+
+async def test_incomplete_character_at_end_vanishes_only_with_ignore() -> None:
+    stream = TextReceiveStream(feed([b"ok", "é".encode()[:1]]), errors="ignore")
+    assert await drain(stream) == "ok"
+
+
+async def test_odd_trailing_byte_of_utf16_obeys_errors() -> None:
+    data = "hi".encode("utf-16-le") + b"\x00"
+    with pytest.raises(UnicodeDecodeError):
+        await drain(TextReceiveStream(feed([data]), encoding="utf-16-le"))
+    assert await drain(TextReceiveStream(feed([data]), encoding="utf-16-le", errors="replace")) == (
+        "hi\ufffd"
+    )
+
+
+async def test_invalid_bytes_mid_stream_raise_when_strict() -> None:
+    stream = TextReceiveStream(feed([b"good", b"\xff\xfe bad"]))
+    assert await stream.receive() == "good"
+    with pytest.raises(UnicodeDecodeError):
+        await stream.receive()
+
+
+def test_unknown_encoding_fails_at_construction() -> None:
+    with pytest.raises(LookupError):
+        TextReceiveStream(feed([b""]), encoding="no-such-codec")
+    with pytest.raises(LookupError):
+        TextSendStream(Sink(), encoding="no-such-codec")
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-32", "utf-8-sig"])
+async def test_encoder_writes_byte_order_mark_once(encoding: str) -> None:
+    sink = Sink()
+    stream = TextSendStream(sink, encoding=encoding)
+    for piece in ["ab", "c", "", "déf"]:
+        await stream.send(piece)
+    data = sink.data
+    assert data == "abcdéf".encode(encoding)
+    assert data.decode(encoding) == "abcdéf"
+
+
+async def test_send_encodes_with_errors_scheme() -> None:
+    sink = Sink()
+    stream = TextSendStream(sink, encoding="ascii", errors="replace")
+    await stream.send("café")
+    assert sink.data == b"caf?"
+
+
+async def test_unencodable_text_raises_and_sends_nothing() -> None:
+    sink = Sink()
+    stream = TextSendStream(sink, encoding="ascii")
+    with pytest.raises(UnicodeEncodeError):
+        await stream.send("café")
+    assert sink.items == []
+
+
+async def test_send_rejects_bytes_with_type_error() -> None:
+    sink = Sink()
+    with pytest.raises(TypeError, match="takes str"):
+        await TextSendStream(sink).send(b"raw")  # type: ignore[arg-type]
+    assert sink.items == []
+
+
+def _byte_pair() -> tuple[ObjectStream[bytes], ObjectStream[bytes]]:
+    a_send, b_receive = anyio.create_memory_object_stream[bytes](100)
+    b_send, a_receive = anyio.create_memory_object_stream[bytes](100)
+    return StapledObjectStream(a_send, a_receive), StapledObjectStream(b_send, b_receive)
+
+
+async def test_text_stream_round_trip_both_directions() -> None:
+    left, right = _byte_pair()
+    text_left = TextStream(left, encoding="utf-16")
+    text_right = TextStream(right, encoding="utf-16")
+    await text_left.send("hello ")
+    await text_left.send("wörld")
+    assert await text_right.receive() == "hello "
+    assert await text_right.receive() == "wörld"
+    await text_right.send("back")
+    assert await text_left.receive() == "back"
+    await text_left.send_eof()
+    with pytest.raises(EndOfStream):
+        await text_right.receive()
+    await text_left.aclose()
+    await text_right.aclose()
+    with pytest.raises(anyio.ClosedResourceError):
+        await left.send(b"x")
+
+
+async def test_extra_attributes_pass_through() -> None:
+    left, right = _byte_pair()
+    async with left, right:
+        assert TextStream(left).extra_attributes == left.extra_attributes
+        assert TextReceiveStream(left).extra_attributes == left.extra_attributes
+        assert TextSendStream(left).extra_attributes == left.extra_attributes
+
+
+async def test_aclose_closes_the_transport() -> None:
+    receive = feed([b"x"])
+    stream = TextReceiveStream(receive)
+    await stream.aclose()
+    assert receive.closed
+    with pytest.raises(anyio.ClosedResourceError):
+        await stream.receive()
+
+
+class _Connectable(ObjectStreamConnectable[bytes]):
+    def __init__(self, stream: ObjectStream[bytes]) -> None:
+        self.stream = stream
+
+    async def connect(self) -> ObjectStream[bytes]:
+        return self.stream
+
+
+async def test_text_connectable_takes_encoding_and_errors() -> None:
+    left, right = _byte_pair()
+    stream = await TextConnectable(
+        _Connectable(left), encoding="latin-1", errors="strict"
+    ).connect()
+    async with stream, right:
+        assert isinstance(stream, TextStream)
+        await stream.send("é")
+        assert await right.receive() == "é".encode("latin-1")
+        await right.send(b"\xe9t\xe9")
+        assert await stream.receive() == "été"
+
+
+async def test_text_connectable_defaults_match_anyio() -> None:
+    left, right = _byte_pair()
+    ours = await TextConnectable(_Connectable(left)).connect()
+    async with ours, right:
+        await ours.send("ü")
+        assert await right.receive() == "ü".encode()
+
+
+async def test_text_connectable_rejects_unknown_codec_early() -> None:
+    left, right = _byte_pair()
+    async with left, right:
+        with pytest.raises(LookupError):
+            TextConnectable(_Connectable(left), encoding="no-such-codec")
+
+
+@pytest.mark.parametrize(
+    "name", ["TextReceiveStream", "TextSendStream", "TextStream", "TextConnectable"]
+)
+def test_constructor_arguments_match_anyio(name: str) -> None:
+    import inspect
+
+    import procio_text
+
+    ours = inspect.signature(getattr(procio_text, name))
+    theirs = inspect.signature(getattr(anyio.streams.text, name))
+    for parameter in theirs.parameters.values():
+        assert parameter.name in ours.parameters
+        mine = ours.parameters[parameter.name]
+        assert mine.kind == parameter.kind
+        assert mine.default == parameter.default
+
+
+async def test_decoding_matches_anyio_on_valid_input() -> None:
+    data = "naïve café ✓ 漢字".encode() * 50
+    chunks = split(data, list(range(0, len(data), 7)))
+    ours = await drain(TextReceiveStream(feed(chunks)))
+    theirs_stream = anyio.streams.text.TextReceiveStream(feed(chunks))
+    theirs = []
+    async for piece in theirs_stream:
+        theirs.append(piece)
+    assert ours == "".join(theirs) == data.decode()
+
+
+def test_codecs_agree_on_encodings_under_test() -> None:
+    for encoding in ENCODINGS:
+        codecs.lookup(encoding)
+    for errors in ERRORS:
+        codecs.lookup_error(errors)
