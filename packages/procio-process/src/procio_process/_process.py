@@ -1,0 +1,532 @@
+"""The :class:`Process` handle and :func:`open_process`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import suppress
+from os import PathLike
+from signal import Signals
+from typing import IO, Any, TypeAlias
+
+import anyio
+import anyio.abc
+from anyio import CancelScope, move_on_after
+from anyio.lowlevel import checkpoint
+
+from ._policy import CancelPolicy
+from ._streams import PipeReceiveStream, PipeSendStream
+from ._waiting import open_pidfd, wait_for_exit
+
+StrOrBytesPath: TypeAlias = "str | bytes | PathLike[str] | PathLike[bytes]"
+#: What a standard stream argument may be: ``PIPE``, ``DEVNULL``, ``STDOUT`` (stderr
+#: only), a file descriptor, an object with ``fileno()``, or ``None`` to inherit.
+StreamSpec: TypeAlias = "int | IO[Any] | None"
+
+PIPE = subprocess.PIPE
+DEVNULL = subprocess.DEVNULL
+STDOUT = subprocess.STDOUT
+
+_DEFAULT_POLICY = CancelPolicy()
+
+if sys.platform != "win32":
+    import fcntl
+
+    # Linux only; Popen's own pipesize= uses the same call.
+    _F_SETPIPE_SZ: int | None = getattr(fcntl, "F_SETPIPE_SZ", None)
+else:  # pragma: no cover - Windows
+    _F_SETPIPE_SZ = None
+
+# Options that would turn the byte streams into something else, or that procio sets
+# from its own arguments; passing them through **popen_kwargs is a mistake.
+_REFUSED_POPEN_KWARGS = {
+    "args": "pass the command as the first argument",
+    "shell": "a str or bytes command runs in the shell, a sequence runs directly",
+    "text": "the streams carry bytes; wrap them in procio_text to decode",
+    "universal_newlines": "the streams carry bytes; wrap them in procio_text to decode",
+    "encoding": "the streams carry bytes; wrap them in procio_text to decode",
+    "errors": "the streams carry bytes; wrap them in procio_text to decode",
+    "bufsize": "the streams are unbuffered pipes",
+}
+
+
+class Process(anyio.abc.Process):
+    """A running child process, with byte streams for its standard streams.
+
+    Returned by :func:`open_process`; use it as an async context manager, or call
+    :meth:`aclose`, so the child is always waited for and its pipes closed.
+
+    If :meth:`aclose` (and so leaving ``async with``) is cancelled while waiting, the
+    child is stopped as its :class:`CancelPolicy` says, reaped, and the cancellation
+    goes on; afterwards :attr:`returncode` is set and every stream raises
+    :exc:`anyio.ClosedResourceError`.
+    """
+
+    def __init__(
+        self,
+        popen: subprocess.Popen[bytes],
+        stdin: PipeSendStream | None,
+        stdout: PipeReceiveStream | None,
+        stderr: PipeReceiveStream | None,
+        pidfd: int | None,
+        cancel_policy: CancelPolicy,
+        signal_tree: bool,
+    ) -> None:
+        self._popen = popen
+        self._stdin = stdin
+        self._stdout = stdout
+        self._stderr = stderr
+        self._pidfd = pidfd
+        self._cancel_policy = cancel_policy
+        self._signal_tree = signal_tree
+        self._watching = False
+        self._exit_event: anyio.Event | None = None
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} pid={self.pid} returncode={self._popen.returncode}>"
+
+    # -- what anyio.abc.Process asks for -------------------------------------------
+
+    @property
+    def pid(self) -> int:
+        """The process ID of the child."""
+        return self._popen.pid
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit code, ``-N`` if killed by signal N, or ``None`` while it runs.
+
+        Reading it reaps the child if it has exited, without blocking.
+        """
+        return self._poll()
+
+    @property
+    def stdin(self) -> anyio.abc.ByteSendStream | None:
+        """The child's standard input, if it was opened with ``stdin=PIPE``."""
+        return self._stdin
+
+    @property
+    def stdout(self) -> anyio.abc.ByteReceiveStream | None:
+        """The child's standard output, if it was opened with ``stdout=PIPE``."""
+        return self._stdout
+
+    @property
+    def stderr(self) -> anyio.abc.ByteReceiveStream | None:
+        """The child's standard error, if it was opened with ``stderr=PIPE``."""
+        return self._stderr
+
+    @property
+    def cancel_policy(self) -> CancelPolicy:
+        """How the child is stopped when :meth:`aclose` is cancelled."""
+        return self._cancel_policy
+
+    @property
+    def signal_tree(self) -> bool:
+        """Whether signals go to the child's whole process group."""
+        return self._signal_tree
+
+    async def wait(self) -> int:
+        """Wait until the child exits, reap it and return its exit code.
+
+        It returns as soon as the child exits, even if a grandchild still holds the
+        child's pipes open. Cancelling it leaves the child running.
+        """
+        while True:
+            returncode = self._poll()
+            if returncode is not None:
+                await checkpoint()
+                return returncode
+            if self._watching:
+                # Another task already waits on this child; wake up when it stops,
+                # whether because the child exited or because that task was cancelled.
+                if self._exit_event is None:
+                    self._exit_event = anyio.Event()
+                await self._exit_event.wait()
+                continue
+            self._watching = True
+            try:
+                await wait_for_exit(self._popen, self._pidfd)
+            finally:
+                self._watching = False
+                if self._exit_event is not None:
+                    self._exit_event.set()
+                    self._exit_event = None
+                self._poll()
+
+    def send_signal(self, signal: Signals) -> None:
+        """Send *signal* to the child (to its process group with ``signal_tree=True``).
+
+        Nothing is sent once the child has been reaped, so a recycled pid is never hit.
+        """
+        if self._signal_tree and sys.platform != "win32":
+            if self._popen.returncode is None:
+                with suppress(ProcessLookupError):
+                    os.killpg(self._popen.pid, signal)
+        else:
+            self._popen.send_signal(signal)
+
+    def terminate(self) -> None:
+        """Ask the child to exit: ``SIGTERM`` on POSIX, ``TerminateProcess`` on Windows."""
+        if sys.platform == "win32":
+            self._popen.terminate()
+        else:
+            self.send_signal(Signals.SIGTERM)
+
+    def kill(self) -> None:
+        """Kill the child: ``SIGKILL`` on POSIX, ``TerminateProcess`` on Windows."""
+        if sys.platform == "win32":
+            self._popen.kill()
+        else:
+            self.send_signal(Signals.SIGKILL)
+
+    async def aclose(self) -> None:
+        """Close the pipes, then wait for the child to exit.
+
+        Closing the pipes first lets a child blocked on a full pipe fail its write and
+        exit. If this is cancelled, the child is stopped according to
+        :attr:`cancel_policy` and reaped before the cancellation propagates.
+        """
+        self._close_streams()
+        try:
+            await self.wait()
+        except BaseException:
+            with CancelScope(shield=True):
+                await self.stop()
+            raise
+        finally:
+            self._close_pidfd()
+
+    # -- procio additions ----------------------------------------------------------
+
+    async def stop(self, cancel_policy: CancelPolicy | None = None) -> int:
+        """Stop the child as *cancel_policy* says (default: this process's policy).
+
+        Sends the policy's signal, waits up to its grace period, then sends
+        ``SIGKILL``; waits for the child and reaps it. With ``signal_tree=True`` the
+        rest of the process group gets the same treatment. Returns the exit code. It is
+        what :meth:`aclose` and :func:`run_process` do on cancellation; call it shielded
+        if it must finish even when the caller is cancelled.
+        """
+        policy = self._cancel_policy if cancel_policy is None else cancel_policy
+        loop_clock = anyio.current_time
+        deadline = loop_clock() + policy.grace_period
+        if policy.grace_period > 0:
+            if self._poll() is None or self._signal_tree:
+                self._signal_polite(policy.signal)
+            if self._poll() is None:
+                with move_on_after(policy.grace_period):
+                    await self.wait()
+        if self._poll() is None:
+            self.kill()
+        returncode = await self.wait()
+        if self._signal_tree and sys.platform != "win32":
+            await _finish_group(self._popen.pid, deadline if policy.grace_period > 0 else 0.0)
+        return returncode
+
+    # -- internals -----------------------------------------------------------------
+
+    def _signal_polite(self, sig: Signals) -> None:
+        if sys.platform == "win32":
+            self._popen.terminate()
+        elif self._signal_tree:
+            # The leader may already be gone while the rest of its group lives on.
+            with suppress(ProcessLookupError):
+                os.killpg(self._popen.pid, sig)
+        else:
+            self._popen.send_signal(sig)
+
+    def _poll(self) -> int | None:
+        returncode = self._popen.returncode
+        if returncode is None:
+            returncode = self._popen.poll()
+        if returncode is not None and not self._watching:
+            self._close_pidfd()
+        return returncode
+
+    def _close_pidfd(self) -> None:
+        # Only once the child is reaped (or never will be by us): the pidfd is what
+        # keeps a waiting task informed until then.
+        if self._pidfd is not None and self._popen.returncode is not None:
+            pidfd, self._pidfd = self._pidfd, None
+            os.close(pidfd)
+
+    def _close_streams(self) -> None:
+        for stream in (self._stdin, self._stdout, self._stderr):
+            if stream is not None:
+                stream.close()
+
+
+async def _finish_group(pgid: int, deadline: float) -> None:
+    """Wait until the group *pgid* has no live member left, or kill it at *deadline*."""
+    delay = 0.005
+    while _group_has_live_members(pgid):
+        remaining = deadline - anyio.current_time()
+        if remaining <= 0:
+            with suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGKILL)
+            return
+        await anyio.sleep(min(delay, remaining))
+        delay = min(delay * 2, 0.1)
+
+
+_SCAN_PROC = sys.platform == "linux"
+
+
+def _group_has_live_members(pgid: int) -> bool:
+    if _SCAN_PROC:
+        # An orphaned grandchild that has exited stays a zombie (and a group member)
+        # until its new parent reaps it, which a container's pid 1 may never do; only
+        # members that still run count.
+        return _linux_group_has_running_member(pgid)
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def _linux_group_has_running_member(pgid: int) -> bool:
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return False
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # Fields after the command name (which may hold spaces and parentheses):
+        # state ppid pgrp ...
+        fields = stat[stat.rfind(b")") + 2 :].split(b" ", 3)
+        if len(fields) >= 3 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
+            return True
+    return False
+
+
+def _check_stream_spec(name: str, value: object, *, allow_stdout: bool = False) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be PIPE, DEVNULL, a file descriptor or a file, not a bool")
+    if isinstance(value, int):
+        allowed = {PIPE, DEVNULL} | ({STDOUT} if allow_stdout else set())
+        if value < 0 and value not in allowed:
+            if value == STDOUT:
+                raise ValueError(f"{name}=STDOUT is only valid for stderr")
+            raise ValueError(f"{name} must be PIPE, DEVNULL or a file descriptor, not {value}")
+        return
+    if not callable(getattr(value, "fileno", None)):
+        raise TypeError(
+            f"{name} must be PIPE, DEVNULL, a file descriptor or an object with fileno(), "
+            f"not {type(value).__name__}"
+        )
+
+
+def _normalize_command(
+    command: StrOrBytesPath | Sequence[StrOrBytesPath],
+) -> tuple[str | bytes | list[str | bytes | PathLike[str] | PathLike[bytes]], bool]:
+    if isinstance(command, PathLike):
+        command = os.fspath(command)
+    if isinstance(command, (str, bytes)):
+        if not command:
+            raise ValueError("the command must not be empty")
+        return command, True
+    if isinstance(command, (bytearray, memoryview)) or not isinstance(command, Iterable):
+        raise TypeError(
+            "the command must be a str or bytes (run by the shell) or a sequence of "
+            f"arguments, not {type(command).__name__}"
+        )
+    args = list(command)
+    if not args:
+        raise ValueError("the command must not be an empty sequence")
+    for arg in args:
+        if not isinstance(arg, (str, bytes, PathLike)):
+            raise TypeError(
+                f"every argument must be a str, bytes or path, not {type(arg).__name__}: {arg!r}"
+            )
+    return args, False
+
+
+def _make_pipe(pipesize: int) -> tuple[int, int]:
+    read_fd, write_fd = os.pipe()
+    if pipesize > 0 and _F_SETPIPE_SZ is not None:
+        # Failing is harmless: beyond /proc/sys/fs/pipe-max-size or the user's quota.
+        with suppress(OSError):
+            fcntl.fcntl(write_fd, _F_SETPIPE_SZ, pipesize)
+    return read_fd, write_fd
+
+
+async def open_process(
+    command: StrOrBytesPath | Sequence[StrOrBytesPath],
+    *,
+    stdin: int | IO[Any] | None = PIPE,
+    stdout: int | IO[Any] | None = PIPE,
+    stderr: int | IO[Any] | None = PIPE,
+    cwd: StrOrBytesPath | None = None,
+    env: Mapping[str, str] | None = None,
+    startupinfo: Any = None,
+    creationflags: int = 0,
+    start_new_session: bool = False,
+    pass_fds: Sequence[int] = (),
+    user: str | int | None = None,
+    group: str | int | None = None,
+    extra_groups: Iterable[str | int] | None = None,
+    umask: int = -1,
+    cancel_policy: CancelPolicy = _DEFAULT_POLICY,
+    signal_tree: bool = False,
+    **popen_kwargs: Any,
+) -> Process:
+    """Start a command in a child process and return a :class:`Process` handle.
+
+    The arguments are those of :func:`anyio.open_process`, and mean what they mean for
+    :class:`subprocess.Popen`.
+
+    Args:
+        command: a ``str`` or ``bytes`` runs in the shell (``/bin/sh -c``); a sequence
+            of arguments runs its first item directly.
+        stdin: ``PIPE`` (a :class:`~anyio.abc.ByteSendStream` on
+            :attr:`Process.stdin`), ``DEVNULL``, a file descriptor, a file object, or
+            ``None`` to share the parent's.
+        stdout: like *stdin*, for the child's output (:attr:`Process.stdout`).
+        stderr: like *stdout*, or ``STDOUT`` to send it to the same place as stdout.
+        cwd: the working directory of the child.
+        env: the child's whole environment (the parent's when ``None``).
+        startupinfo: Windows only, as for :class:`subprocess.Popen`.
+        creationflags: Windows only, as for :class:`subprocess.Popen`.
+        start_new_session: run ``setsid()`` in the child (POSIX).
+        pass_fds: file descriptors the child inherits (POSIX).
+        user: the user to run the child as (POSIX).
+        group: the group to run the child as (POSIX).
+        extra_groups: supplementary groups of the child (POSIX).
+        umask: the child's umask, when not negative (POSIX).
+        cancel_policy: how :meth:`Process.aclose` stops the child when it is
+            cancelled; by default ``SIGTERM``, 5 seconds of grace, then ``SIGKILL``.
+        signal_tree: start the child in a new process group and send every signal,
+            including the cancellation policy's, to that whole group, so that its own
+            children are stopped with it (POSIX).
+        **popen_kwargs: passed on to :class:`subprocess.Popen` (``close_fds``,
+            ``executable``, ``process_group``, ``preexec_fn``, ``pipesize``...).
+
+    Returns:
+        The running process.
+
+    Raises:
+        FileNotFoundError: if the executable (or *cwd*) does not exist.
+        TypeError: for an argument of the wrong type, or a Popen option that would
+            change what the streams carry (``text``, ``encoding``, ``shell``...).
+        ValueError: for conflicting or out-of-range options.
+    """
+    await checkpoint()
+    args, shell = _normalize_command(command)
+    _check_stream_spec("stdin", stdin)
+    _check_stream_spec("stdout", stdout)
+    _check_stream_spec("stderr", stderr, allow_stdout=True)
+    if not isinstance(cancel_policy, CancelPolicy):
+        raise TypeError(f"cancel_policy must be a CancelPolicy, not {type(cancel_policy).__name__}")
+    for key in popen_kwargs:
+        if key in _REFUSED_POPEN_KWARGS:
+            raise TypeError(f"open_process() does not accept {key}=: {_REFUSED_POPEN_KWARGS[key]}")
+    pipesize = popen_kwargs.pop("pipesize", -1)
+    if isinstance(pipesize, bool) or not isinstance(pipesize, int):
+        raise TypeError(f"pipesize must be an int, not {type(pipesize).__name__}")
+
+    if user is not None:
+        popen_kwargs["user"] = user
+    if group is not None:
+        popen_kwargs["group"] = group
+    if extra_groups is not None:
+        popen_kwargs["extra_groups"] = extra_groups
+    if umask >= 0:
+        popen_kwargs["umask"] = umask
+    if signal_tree:
+        if sys.platform == "win32":
+            raise ValueError("signal_tree=True needs POSIX process groups")
+        process_group = popen_kwargs.get("process_group")
+        if process_group not in (None, 0):
+            raise ValueError(
+                "signal_tree=True starts the child in a process group of its own; "
+                f"it conflicts with process_group={process_group!r}"
+            )
+        if not start_new_session and process_group is None:
+            if sys.version_info >= (3, 11):
+                popen_kwargs["process_group"] = 0
+            else:  # process_group= is new in 3.11; a new session is a new group too
+                start_new_session = True
+
+    if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
+        return await _open_windows_process(
+            command,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            cwd=cwd,
+            env=env,
+            startupinfo=startupinfo,
+            creationflags=creationflags,
+            cancel_policy=cancel_policy,
+            **popen_kwargs,
+        )
+
+    parent_fds: list[int] = []
+    child_fds: list[int] = []
+
+    def pipe_for_child(spec: int | IO[Any] | None, *, child_reads: bool) -> int | IO[Any] | None:
+        if spec != PIPE:
+            return spec
+        read_fd, write_fd = _make_pipe(pipesize)
+        parent_fds.append(write_fd if child_reads else read_fd)
+        child_fds.append(read_fd if child_reads else write_fd)
+        return child_fds[-1]
+
+    try:
+        child_stdin = pipe_for_child(stdin, child_reads=True)
+        stdin_fd = parent_fds[-1] if stdin == PIPE else None
+        child_stdout = pipe_for_child(stdout, child_reads=False)
+        stdout_fd = parent_fds[-1] if stdout == PIPE else None
+        child_stderr = pipe_for_child(stderr, child_reads=False)
+        stderr_fd = parent_fds[-1] if stderr == PIPE else None
+        # Popen returns once the child has called exec (or failed to): it never waits
+        # for the child to run, so it does not block the event loop for long.
+        popen = subprocess.Popen(  # noqa: ASYNC220
+            args,
+            stdin=child_stdin,
+            stdout=child_stdout,
+            stderr=child_stderr,
+            shell=shell,
+            cwd=cwd,
+            env=env,
+            startupinfo=startupinfo,
+            creationflags=creationflags,
+            start_new_session=start_new_session,
+            pass_fds=pass_fds,
+            **popen_kwargs,
+        )
+    except BaseException:
+        for fd in parent_fds:
+            os.close(fd)
+        raise
+    finally:
+        for fd in child_fds:
+            os.close(fd)
+
+    return Process(
+        popen,
+        None if stdin_fd is None else PipeSendStream(stdin_fd),
+        None if stdout_fd is None else PipeReceiveStream(stdout_fd),
+        None if stderr_fd is None else PipeReceiveStream(stderr_fd),
+        open_pidfd(popen.pid),
+        cancel_policy,
+        signal_tree,
+    )
+
+
+async def _open_windows_process(
+    command: StrOrBytesPath | Sequence[StrOrBytesPath], **kwargs: Any
+) -> Process:  # pragma: no cover - exercised on Windows only
+    raise NotImplementedError("procio_process does not support Windows yet")

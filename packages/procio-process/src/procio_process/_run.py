@@ -1,0 +1,201 @@
+""":func:`run_process`: run a command to completion and collect its output."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from subprocess import PIPE, CalledProcessError, CompletedProcess, TimeoutExpired
+from typing import IO, Any
+
+from anyio import (
+    TASK_STATUS_IGNORED,
+    BrokenResourceError,
+    CancelScope,
+    ClosedResourceError,
+    create_task_group,
+    current_time,
+)
+from anyio.abc import ByteReceiveStream, ByteSendStream, TaskStatus
+
+from ._policy import CancelPolicy
+from ._process import _DEFAULT_POLICY, Process, StrOrBytesPath, open_process
+
+
+async def _collect(stream: ByteReceiveStream, chunks: list[bytes]) -> None:
+    try:
+        async for chunk in stream:
+            chunks.append(chunk)
+    except ClosedResourceError:
+        pass  # closed by the shutdown below, after the child was stopped
+
+
+async def _feed(stream: ByteSendStream, data: bytes) -> None:
+    try:
+        if data:
+            await stream.send(data)
+        await stream.aclose()
+    except (BrokenResourceError, ClosedResourceError):
+        # The child exited (or closed its stdin) before reading everything, which
+        # subprocess.run() does not treat as an error either: the exit code says
+        # whether anything went wrong.
+        await stream.aclose()
+
+
+async def _stop_collecting(
+    process: Process, outputs: list[tuple[ByteReceiveStream, list[bytes]]]
+) -> None:
+    """Stop *process* by its policy while still reading what it writes meanwhile.
+
+    Must run shielded. Reading on during the grace period keeps a child that flushes
+    output on ``SIGTERM`` from blocking on a full pipe, and keeps that output.
+    """
+    async with create_task_group() as tg:
+        for stream, chunks in outputs:
+            tg.start_soon(_collect, stream, chunks)
+        await process.stop()
+        # A grandchild may still hold the pipes open; do not wait for its EOF.
+        tg.cancel_scope.cancel()
+    await process.aclose()
+
+
+async def run_process(
+    command: StrOrBytesPath | Sequence[StrOrBytesPath],
+    *,
+    input: bytes | None = None,
+    stdin: int | IO[Any] | None = None,
+    stdout: int | IO[Any] | None = PIPE,
+    stderr: int | IO[Any] | None = PIPE,
+    check: bool = True,
+    cwd: StrOrBytesPath | None = None,
+    env: Mapping[str, str] | None = None,
+    startupinfo: Any = None,
+    creationflags: int = 0,
+    start_new_session: bool = False,
+    pass_fds: Sequence[int] = (),
+    user: str | int | None = None,
+    group: str | int | None = None,
+    extra_groups: Iterable[str | int] | None = None,
+    umask: int = -1,
+    timeout: float | None = None,
+    cancel_policy: CancelPolicy = _DEFAULT_POLICY,
+    signal_tree: bool = False,
+    task_status: TaskStatus[Process] = TASK_STATUS_IGNORED,
+    **popen_kwargs: Any,
+) -> CompletedProcess[bytes]:
+    """Run a command, wait for it to finish and return its exit code and output.
+
+    The arguments before *timeout* are those of :func:`anyio.run_process`; see
+    :func:`open_process` for the ones they share. Like :func:`subprocess.run`, it waits
+    until the child has exited and its output pipes have reached end of file.
+
+    If the caller is cancelled, the child is stopped as *cancel_policy* says (by
+    default ``SIGTERM``, 5 seconds of grace, then ``SIGKILL``) and reaped before the
+    cancellation propagates.
+
+    Args:
+        command: a ``str`` or ``bytes`` runs in the shell; a sequence runs directly.
+        input: bytes written to the child's standard input, which is then closed
+            (``b""`` gives an empty input, as in :func:`subprocess.run`).
+        stdin: the child's standard input when *input* is not given; ``None`` shares
+            the parent's.
+        stdout: ``PIPE`` (the default) collects the output into the result.
+        stderr: ``PIPE`` (the default) collects it; ``STDOUT`` merges it into stdout.
+        check: raise :exc:`subprocess.CalledProcessError` for a non-zero exit code.
+        cwd: the working directory of the child.
+        env: the child's whole environment (the parent's when ``None``).
+        startupinfo: Windows only, as for :class:`subprocess.Popen`.
+        creationflags: Windows only, as for :class:`subprocess.Popen`.
+        start_new_session: run ``setsid()`` in the child (POSIX).
+        pass_fds: file descriptors the child inherits (POSIX).
+        user: the user to run the child as (POSIX).
+        group: the group to run the child as (POSIX).
+        extra_groups: supplementary groups of the child (POSIX).
+        umask: the child's umask, when not negative (POSIX).
+        timeout: seconds after which the child is stopped (by *cancel_policy*) and
+            :exc:`subprocess.TimeoutExpired` is raised, carrying the output read so far.
+        cancel_policy: how the child is stopped on cancellation or timeout.
+        signal_tree: start the child in a new process group and signal the whole
+            group, so that cancelling leaves none of its own children behind.
+        task_status: with ``await task_group.start(run_process, ...)``, the caller gets
+            the running :class:`Process` as soon as it has started.
+        **popen_kwargs: passed on to :class:`subprocess.Popen`.
+
+    Returns:
+        The exit code and, for the streams opened with ``PIPE``, the collected bytes
+        (``None`` for the others).
+
+    Raises:
+        subprocess.CalledProcessError: if *check* is true and the exit code is not 0;
+            it carries the collected output.
+        subprocess.TimeoutExpired: if *timeout* expired.
+        FileNotFoundError: if the executable does not exist.
+        TypeError: for an argument of the wrong type.
+        ValueError: for conflicting options, such as both *input* and *stdin*.
+    """
+    if input is not None:
+        if stdin is not None:
+            raise ValueError("stdin and input arguments may not both be used")
+        if not isinstance(input, (bytes, bytearray, memoryview)):
+            raise TypeError(
+                f"input must be bytes, not {type(input).__name__}"
+                + ("; encode the text first" if isinstance(input, str) else "")
+            )
+        stdin = PIPE
+    if timeout is not None:
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+            raise TypeError(f"timeout must be a number of seconds, not {type(timeout).__name__}")
+        if math.isnan(timeout):
+            raise ValueError("timeout must not be NaN")
+
+    process = await open_process(
+        command,
+        stdin=stdin,
+        stdout=stdout,
+        stderr=stderr,
+        cwd=cwd,
+        env=env,
+        startupinfo=startupinfo,
+        creationflags=creationflags,
+        start_new_session=start_new_session,
+        pass_fds=pass_fds,
+        user=user,
+        group=group,
+        extra_groups=extra_groups,
+        umask=umask,
+        cancel_policy=cancel_policy,
+        signal_tree=signal_tree,
+        **popen_kwargs,
+    )
+    outputs: list[tuple[ByteReceiveStream, list[bytes]]] = [
+        (stream, []) for stream in (process.stdout, process.stderr) if stream is not None
+    ]
+    try:
+        task_status.started(process)
+        deadline = math.inf if timeout is None else current_time() + timeout
+        with CancelScope(deadline=deadline) as timeout_scope:
+            async with create_task_group() as tg:
+                for stream, chunks in outputs:
+                    tg.start_soon(_collect, stream, chunks)
+                if process.stdin is not None:
+                    tg.start_soon(_feed, process.stdin, b"" if input is None else input)
+                await process.wait()
+        if timeout_scope.cancelled_caught:
+            with CancelScope(shield=True):
+                await _stop_collecting(process, outputs)
+        else:
+            await process.aclose()
+    except BaseException:
+        with CancelScope(shield=True):
+            await _stop_collecting(process, outputs)
+        raise
+
+    collected = {id(stream): b"".join(chunks) for stream, chunks in outputs}
+    stdout_bytes = None if process.stdout is None else collected[id(process.stdout)]
+    stderr_bytes = None if process.stderr is None else collected[id(process.stderr)]
+    if timeout_scope.cancelled_caught:
+        raise TimeoutExpired(command, timeout or 0.0, output=stdout_bytes, stderr=stderr_bytes)
+    returncode = process.returncode
+    assert returncode is not None  # aclose() reaped it
+    if check and returncode != 0:
+        raise CalledProcessError(returncode, command, stdout_bytes, stderr_bytes)
+    return CompletedProcess(command, returncode, stdout_bytes, stderr_bytes)

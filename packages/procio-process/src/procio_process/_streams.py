@@ -1,0 +1,142 @@
+"""Byte streams over the parent's non-blocking ends of a child's pipes.
+
+Each operation tries the system call first and only waits for readiness, through AnyIO's
+``wait_readable``/``wait_writable``, when the pipe would block. The same code therefore
+runs on asyncio, uvloop and Trio, with no transport, protocol or thread in between.
+"""
+
+from __future__ import annotations
+
+import os
+
+from anyio import (
+    BrokenResourceError,
+    ClosedResourceError,
+    EndOfStream,
+    notify_closing,
+    wait_readable,
+    wait_writable,
+)
+from anyio.abc import ByteReceiveStream, ByteSendStream
+from anyio.lowlevel import cancel_shielded_checkpoint, checkpoint, checkpoint_if_cancelled
+
+#: The default ``max_bytes`` of :meth:`PipeReceiveStream.receive`, as in AnyIO.
+DEFAULT_MAX_BYTES = 65536
+
+
+def _close_fd(fd: int, *, notify: bool) -> None:
+    # notify_closing() wakes a task blocked in wait_readable()/wait_writable() on this fd
+    # with ClosedResourceError; it needs a running event loop, which synchronous
+    # clean-up paths (errors during spawn) may not have, and there nobody can be waiting.
+    if notify:
+        notify_closing(fd)
+    os.close(fd)
+
+
+class PipeReceiveStream(ByteReceiveStream):
+    """The read end of a pipe, as an AnyIO byte receive stream."""
+
+    def __init__(self, fd: int) -> None:
+        os.set_blocking(fd, False)
+        self._fd = fd
+        self._closed = False
+
+    def fileno(self) -> int:
+        """Return the file descriptor, which stays owned by this stream."""
+        return self._fd
+
+    async def receive(self, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
+        """Return up to *max_bytes* bytes, waiting until at least one is available.
+
+        Raises:
+            ValueError: if *max_bytes* is less than 1.
+            EndOfStream: once the writing side is closed and everything was read.
+            ClosedResourceError: if this stream is closed, also by another task while
+                this one waits.
+        """
+        if max_bytes < 1:
+            raise ValueError("max_bytes must be a positive integer")
+        await checkpoint_if_cancelled()
+        waited = False
+        while True:
+            if self._closed:
+                raise ClosedResourceError
+            try:
+                data = os.read(self._fd, max_bytes)
+            except BlockingIOError:
+                await wait_readable(self._fd)
+                waited = True
+                continue
+            break
+        # A receive is always a checkpoint; when it did not have to wait, yield once now
+        # without letting a cancellation discard the bytes just read.
+        if not waited:
+            await cancel_shielded_checkpoint()
+        if not data:
+            raise EndOfStream
+        return data
+
+    def close(self) -> None:
+        """Close the pipe at once; a task waiting in :meth:`receive` is woken."""
+        if not self._closed:
+            self._closed = True
+            _close_fd(self._fd, notify=True)
+
+    async def aclose(self) -> None:
+        """Close the pipe; a task waiting in :meth:`receive` is woken."""
+        self.close()
+        await checkpoint()
+
+
+class PipeSendStream(ByteSendStream):
+    """The write end of a pipe, as an AnyIO byte send stream."""
+
+    def __init__(self, fd: int) -> None:
+        os.set_blocking(fd, False)
+        self._fd = fd
+        self._closed = False
+
+    def fileno(self) -> int:
+        """Return the file descriptor, which stays owned by this stream."""
+        return self._fd
+
+    async def send(self, item: bytes) -> None:
+        """Write all of *item*, waiting while the pipe is full.
+
+        A cancellation while waiting may leave *item* partly written.
+
+        Raises:
+            BrokenResourceError: if the reading side of the pipe is closed.
+            ClosedResourceError: if this stream is closed, also by another task while
+                this one waits.
+        """
+        await checkpoint_if_cancelled()
+        view = memoryview(item).cast("B")
+        waited = False
+        while True:
+            if self._closed:
+                raise ClosedResourceError
+            try:
+                written = os.write(self._fd, view)
+            except BlockingIOError:
+                await wait_writable(self._fd)
+                waited = True
+                continue
+            except (BrokenPipeError, ConnectionResetError) as exc:
+                raise BrokenResourceError from exc
+            if written == len(view):
+                break
+            view = view[written:]
+        if not waited:
+            await cancel_shielded_checkpoint()
+
+    def close(self) -> None:
+        """Close the pipe at once; a task waiting in :meth:`send` is woken."""
+        if not self._closed:
+            self._closed = True
+            _close_fd(self._fd, notify=True)
+
+    async def aclose(self) -> None:
+        """Close the pipe; a task waiting in :meth:`send` is woken."""
+        self.close()
+        await checkpoint()
