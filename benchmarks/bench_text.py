@@ -1,0 +1,164 @@
+"""Decoding and line framing of real process output: procio beside AnyIO and the floor.
+
+Rows (one run, on asyncio):
+
+* decoding ASCII and mixed UTF-8 output of a child process to ``str``: procio's
+  ``open_process`` + ``TextReceiveStream``, AnyIO's ``open_process`` +
+  ``TextReceiveStream``, AnyIO's process with procio's ``TextReceiveStream`` (the text
+  layer alone), and the floor: the same bytes decoded in memory with an incremental
+  decoder, 64 KiB at a time;
+* line framing: procio's ``LineReceiveStream``, AnyIO's ``BufferedByteReceiveStream.
+  receive_until`` (AnyIO's nearest tool), and ``asyncio.StreamReader.readline``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import sys
+import time
+from collections.abc import Awaitable, Callable
+
+import anyio
+import anyio.streams.text
+from anyio.streams.buffered import BufferedByteReceiveStream
+
+import procio_process
+import procio_text
+from _harness import Row, parser, report
+
+ASCII_LINE = b"2026-11-26 12:00:00 INFO worker-3 handled request id=1234567 in 0.42 ms\n"
+UTF8_LINE = "2026-11-26 journal: café ✓ naïve 漢字 résumé ok — done 🚀\n".encode()
+
+
+def _child(line: bytes, total: int) -> list[str]:
+    # The child writes 1 MiB blocks so that it is never the bottleneck.
+    code = (
+        "import sys\n"
+        f"line = {line!r}\n"
+        "block = line * (1048576 // len(line))\n"
+        f"total = {total}\n"
+        "w = sys.stdout.buffer.write\n"
+        "while total > 0:\n"
+        "    piece = block[:total]\n"
+        "    w(piece)\n"
+        "    total -= len(piece)\n"
+        "sys.stdout.buffer.flush()\n"
+    )
+    return [sys.executable, "-c", code]
+
+
+async def _procio_decode(command: list[str]) -> int:
+    count = 0
+    async with await procio_process.open_process(command, stdin=None, stderr=None) as process:
+        assert process.stdout is not None
+        async for text in procio_text.TextReceiveStream(process.stdout):
+            count += len(text)
+    return count
+
+
+async def _anyio_decode(command: list[str]) -> int:
+    count = 0
+    async with await anyio.open_process(command, stdin=None, stderr=None) as process:
+        assert process.stdout is not None
+        async for text in anyio.streams.text.TextReceiveStream(process.stdout):
+            count += len(text)
+    return count
+
+
+async def _mixed_decode(command: list[str]) -> int:
+    count = 0
+    async with await anyio.open_process(command, stdin=None, stderr=None) as process:
+        assert process.stdout is not None
+        async for text in procio_text.TextReceiveStream(process.stdout):
+            count += len(text)
+    return count
+
+
+async def _procio_lines(command: list[str]) -> int:
+    count = 0
+    async with await procio_process.open_process(command, stdin=None, stderr=None) as process:
+        assert process.stdout is not None
+        async for _line in procio_text.LineReceiveStream(process.stdout):
+            count += 1
+    return count
+
+
+async def _anyio_lines(command: list[str]) -> int:
+    count = 0
+    async with await anyio.open_process(command, stdin=None, stderr=None) as process:
+        assert process.stdout is not None
+        buffered = BufferedByteReceiveStream(process.stdout)
+        while True:
+            try:
+                await buffered.receive_until(b"\n", 65536)
+            except (anyio.EndOfStream, anyio.IncompleteRead):
+                break
+            count += 1
+    return count
+
+
+async def _asyncio_lines(command: list[str]) -> int:
+    process = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE)
+    assert process.stdout is not None
+    count = 0
+    while await process.stdout.readline():
+        count += 1
+    await process.wait()
+    return count
+
+
+def _in_memory_decode(line: bytes, total: int) -> float:
+    block = (line * (65536 // len(line) + 1))[:65536]
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    start = time.perf_counter()
+    remaining = total
+    while remaining > 0:
+        decoder.decode(block[:remaining])
+        remaining -= len(block)
+    decoder.decode(b"", final=True)
+    return time.perf_counter() - start
+
+
+def _measure(func: Callable[[list[str]], Awaitable[int]], command: list[str], repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        anyio.run(func, command)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def main() -> None:
+    args = parser(__doc__ or "").parse_args()
+    total = (4 if args.quick else 256) * 1024 * 1024
+    repeats = 1 if args.quick else 3
+    mb = total / 1e6
+    rows: list[Row] = []
+    for label, line in (("ASCII", ASCII_LINE), ("mixed UTF-8", UTF8_LINE)):
+        group = f"decode {label} process output, {total >> 20} MiB"
+        command = _child(line, total)
+        for name, role, func in (
+            ("procio (process + text)", "subject", _procio_decode),
+            ("anyio", "anyio", _anyio_decode),
+            ("procio text over anyio process", "other", _mixed_decode),
+        ):
+            rows.append(Row(group, name, mb / _measure(func, command, repeats), "MB/s", True, role))
+        seconds = min(_in_memory_decode(line, total) for _ in range(repeats))
+        rows.append(Row(group, "floor: in-memory decoder", mb / seconds, "MB/s", True, "floor"))
+
+    line_total = (2 if args.quick else 64) * 1024 * 1024
+    lines = line_total // len(ASCII_LINE)
+    group = f"line framing, {line_total >> 20} MiB of {len(ASCII_LINE)}-byte lines"
+    command = _child(ASCII_LINE, line_total)
+    for name, role, func in (
+        ("procio LineReceiveStream", "subject", _procio_lines),
+        ("anyio receive_until", "anyio", _anyio_lines),
+        ("asyncio StreamReader.readline", "other", _asyncio_lines),
+    ):
+        rows.append(Row(group, name, lines / _measure(func, command, repeats), "lines/s", True, role))
+    report(rows, args.json)
+
+
+if __name__ == "__main__":
+    main()
