@@ -97,7 +97,8 @@ async def run_process(
         input: bytes written to the child's standard input, which is then closed
             (``b""`` gives an empty input, as in :func:`subprocess.run`).
         stdin: the child's standard input when *input* is not given; ``None`` shares
-            the parent's.
+            the parent's. With ``PIPE``, :attr:`Process.stdin` is left open for the
+            caller to write to (through *task_status*), as AnyIO does.
         stdout: ``PIPE`` (the default) collects the output into the result.
         stderr: ``PIPE`` (the default) collects it; ``STDOUT`` merges it into stdout.
         check: raise :exc:`subprocess.CalledProcessError` for a non-zero exit code.
@@ -176,8 +177,8 @@ async def run_process(
             async with create_task_group() as tg:
                 for stream, chunks in outputs:
                     tg.start_soon(_collect, stream, chunks)
-                if process.stdin is not None:
-                    tg.start_soon(_feed, process.stdin, b"" if input is None else input)
+                if process.stdin is not None and input is not None:
+                    tg.start_soon(_feed, process.stdin, input)
                 await process.wait()
         if timeout_scope.cancelled_caught:
             with CancelScope(shield=True):

@@ -1,0 +1,308 @@
+"""run_process: AnyIO's semantics, the standard library's where AnyIO strays, and more."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+import anyio
+import pytest
+from procio_process import CancelPolicy, Process, open_process, run_process
+
+pytestmark = pytest.mark.anyio
+
+StartGuard = Callable[[], Callable[[], None]]
+PY = sys.executable
+
+
+async def test_seed_example_shell_ps() -> None:
+    result = await run_process("ps")
+    assert result.returncode == 0
+    assert b"PID" in result.stdout
+
+
+async def test_seed_example_exec_ps() -> None:
+    result = await run_process(["ps"])
+    assert result.args == ["ps"]
+    assert b"PID" in result.stdout
+
+
+async def test_captures_stdout_and_stderr(leak_guard: StartGuard) -> None:
+    check = leak_guard()
+    code = "import sys; sys.stdout.write('out'); sys.stderr.write('err')"
+    result = await run_process([PY, "-c", code])
+    assert (result.returncode, result.stdout, result.stderr) == (0, b"out", b"err")
+    check()
+
+
+async def test_input_is_written_then_closed() -> None:
+    result = await run_process(["cat"], input=b"some input")
+    assert result.stdout == b"some input"
+
+
+async def test_empty_input_is_an_empty_pipe_not_the_parents_stdin() -> None:
+    # AnyIO treats input=b"" as "no input" and lets the child read the parent's stdin.
+    code = (
+        "import os, stat, sys; st = os.fstat(0); "
+        "print(stat.S_ISFIFO(st.st_mode), st.st_dev, st.st_ino, sys.stdin.buffer.read())"
+    )
+    result = await run_process([PY, "-c", code], input=b"")
+    is_fifo, dev, ino, data = result.stdout.split()
+    assert (is_fifo, data) == (b"True", b"b''")
+    try:
+        parent = os.fstat(0)
+    except OSError:
+        return  # the parent has no stdin to share
+    assert (int(dev), int(ino)) != (parent.st_dev, parent.st_ino)
+
+
+async def test_large_input_and_output_do_not_deadlock() -> None:
+    payload = os.urandom(4 * 1024 * 1024)
+    result = await run_process(["cat"], input=payload)
+    assert result.stdout == payload
+
+
+async def test_child_exiting_before_reading_its_input_is_a_plain_result() -> None:
+    result = await run_process(["true"], input=b"x" * 2_000_000)
+    assert result.returncode == 0
+
+
+async def test_child_failing_before_reading_its_input_is_called_process_error() -> None:
+    with pytest.raises(subprocess.CalledProcessError) as info:
+        await run_process(["false"], input=b"x" * 2_000_000)
+    assert info.value.returncode == 1
+    assert not isinstance(info.value, BaseExceptionGroup)
+
+
+async def test_check_raises_called_process_error_with_output() -> None:
+    code = "import sys; print('partial'); sys.stderr.write('oops'); sys.exit(4)"
+    with pytest.raises(subprocess.CalledProcessError) as info:
+        await run_process([PY, "-c", code])
+    error = info.value
+    assert error.returncode == 4
+    assert error.cmd == [PY, "-c", code]
+    assert error.stdout == b"partial\n"
+    assert error.stderr == b"oops"
+
+
+async def test_check_false_returns_the_failure() -> None:
+    result = await run_process(["sh", "-c", "exit 9"], check=False)
+    assert result.returncode == 9
+
+
+async def test_stdout_none_inherits_and_collects_nothing() -> None:
+    result = await run_process(["true"], stdout=None, stderr=subprocess.DEVNULL)
+    assert result.stdout is None
+    assert result.stderr is None
+
+
+async def test_stderr_stdout_merges_into_stdout() -> None:
+    code = "import os; os.write(1, b'a'); os.write(2, b'b')"
+    result = await run_process([PY, "-c", code], stderr=subprocess.STDOUT)
+    assert result.stdout == b"ab"
+    assert result.stderr is None
+
+
+async def test_stdin_from_a_file(tmp_path: Path) -> None:
+    source = tmp_path / "in"
+    source.write_bytes(b"from a file")
+    with source.open("rb") as f:
+        result = await run_process(["cat"], stdin=f)
+    assert result.stdout == b"from a file"
+
+
+async def test_cwd_and_env(tmp_path: Path) -> None:
+    result = await run_process(
+        [PY, "-c", "import os; print(os.getcwd(), os.environ['PROCIO_X'])"],
+        cwd=tmp_path,
+        env={**os.environ, "PROCIO_X": "42"},
+    )
+    assert result.stdout.split() == [str(tmp_path).encode(), b"42"]
+
+
+async def test_start_new_session_makes_a_session_leader() -> None:
+    code = "import os; print(os.getsid(0) == os.getpid())"
+    result = await run_process([PY, "-c", code], start_new_session=True)
+    assert result.stdout == b"True\n"
+
+
+async def test_umask_is_applied() -> None:
+    code = "import os; print(oct(os.umask(0)))"
+    result = await run_process([PY, "-c", code], umask=0o027)
+    assert result.stdout == b"0o27\n"
+
+
+async def test_pass_fds_hands_a_descriptor_to_the_child() -> None:
+    read_fd, write_fd = os.pipe()
+    try:
+        code = f"import os; os.write({write_fd}, b'through pass_fds')"
+        await run_process([PY, "-c", code], pass_fds=[write_fd])
+        assert os.read(read_fd, 100) == b"through pass_fds"
+    finally:
+        os.close(read_fd)
+        os.close(write_fd)
+
+
+async def test_close_fds_false_passes_inheritable_descriptors() -> None:
+    # The seed's to_process example relies on this Popen keyword passing through.
+    read_fd, write_fd = os.pipe()
+    os.set_inheritable(write_fd, True)
+    try:
+        code = f"import os; os.write({write_fd}, b'inherited')"
+        await run_process([PY, "-c", code], close_fds=False)
+        assert os.read(read_fd, 100) == b"inherited"
+    finally:
+        os.close(read_fd)
+        os.close(write_fd)
+
+
+async def test_inheritable_descriptor_is_closed_by_default() -> None:
+    read_fd, write_fd = os.pipe()
+    os.set_inheritable(write_fd, True)
+    try:
+        code = f"import os; os.fstat({write_fd})"
+        result = await run_process([PY, "-c", code], check=False)
+        assert b"Bad file descriptor" in result.stderr
+    finally:
+        os.close(read_fd)
+        os.close(write_fd)
+
+
+async def test_executable_keyword_replaces_argv0_program() -> None:
+    result = await run_process(
+        ["not-a-real-name", "-c", "import sys; print(sys.argv[0])"], executable=PY
+    )
+    assert result.stdout == b"-c\n"
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="Popen(process_group=) is new in 3.11")
+async def test_process_group_keyword_passes_through() -> None:
+    code = "import os; print(os.getpgid(0) == os.getpid())"
+    result = await run_process([PY, "-c", code], process_group=0)
+    assert result.stdout == b"True\n"
+
+
+async def test_path_command_runs_like_a_string(tmp_path: Path) -> None:
+    script = tmp_path / "script.sh"
+    script.write_text("#!/bin/sh\necho from a path\n")
+    script.chmod(0o700)
+    result = await run_process(script)
+    assert result.stdout == b"from a path\n"
+
+
+async def test_timeout_raises_timeout_expired_with_output_so_far(
+    leak_guard: StartGuard,
+) -> None:
+    check = leak_guard()
+    code = "import sys, time; print('early', flush=True); sys.stderr.write('e'); time.sleep(30)"
+    started = time.monotonic()
+    with pytest.raises(subprocess.TimeoutExpired) as info:
+        await run_process([PY, "-c", code], timeout=1.0)
+    assert time.monotonic() - started < 10
+    assert info.value.timeout == 1.0
+    assert info.value.output == b"early\n"
+    assert info.value.stderr == b"e"
+    check()
+
+
+async def test_timeout_not_reached_returns_normally() -> None:
+    result = await run_process(["echo", "quick"], timeout=30)
+    assert result.stdout == b"quick\n"
+
+
+async def test_timeout_keeps_output_written_during_the_grace_period() -> None:
+    code = (
+        "import signal, sys, time\n"
+        "def bye(*a):\n"
+        "    print('goodbye', flush=True); sys.exit(0)\n"
+        "signal.signal(signal.SIGTERM, bye)\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(30)\n"
+    )
+    with pytest.raises(subprocess.TimeoutExpired) as info:
+        await run_process([PY, "-c", code], timeout=1.0)
+    assert info.value.output == b"ready\ngoodbye\n"
+
+
+async def test_task_group_start_hands_back_the_live_process(leak_guard: StartGuard) -> None:
+    check = leak_guard()
+    async with anyio.create_task_group() as tg:
+        process = await tg.start(partial(run_process, ["cat"], stdin=subprocess.PIPE))
+        assert isinstance(process, Process)
+        assert process.returncode is None
+        assert process.stdin is not None
+        await process.stdin.send(b"bye")
+        await process.stdin.aclose()
+    assert process.returncode == 0
+    check()
+
+
+async def test_cancelled_run_reaps_the_child_and_closes_everything(
+    leak_guard: StartGuard,
+) -> None:
+    check = leak_guard()
+    async with anyio.create_task_group() as tg:
+        process = await tg.start(run_process, ["sleep", "30"])
+        tg.cancel_scope.cancel()
+    assert process.returncode == -15
+    assert process.stdout is not None
+    with pytest.raises(anyio.ClosedResourceError):
+        await process.stdout.receive()
+    check()
+
+
+def ignore_sigterm_code(marker: Path) -> str:
+    """A child that ignores SIGTERM, then creates *marker* and sleeps."""
+    return (
+        "import pathlib, signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        f"pathlib.Path({str(marker)!r}).touch(); time.sleep(30)"
+    )
+
+
+async def wait_for_file(path: Path) -> None:
+    with anyio.fail_after(20):
+        while not path.exists():
+            await anyio.sleep(0.01)
+
+
+async def test_cancellation_escalates_to_kill_after_the_grace_period(tmp_path: Path) -> None:
+    marker = tmp_path / "ready"
+    policy = CancelPolicy(grace_period=0.3)
+    async with anyio.create_task_group() as tg:
+        process = await tg.start(
+            partial(run_process, [PY, "-c", ignore_sigterm_code(marker)], cancel_policy=policy)
+        )
+        await wait_for_file(marker)
+        started = time.monotonic()
+        tg.cancel_scope.cancel()
+    assert process.returncode == -9
+    assert time.monotonic() - started >= 0.3
+
+
+async def test_kill_policy_kills_at_once(tmp_path: Path) -> None:
+    marker = tmp_path / "ready"
+    async with anyio.create_task_group() as tg:
+        process = await tg.start(
+            partial(
+                run_process,
+                [PY, "-c", ignore_sigterm_code(marker)],
+                cancel_policy=CancelPolicy.kill(),
+            )
+        )
+        await wait_for_file(marker)
+        started = time.monotonic()
+        tg.cancel_scope.cancel()
+    assert process.returncode == -9
+    assert time.monotonic() - started < 5
+
+
+async def test_open_process_is_usable_after_run_process_in_same_loop() -> None:
+    await run_process(["true"])
+    async with await open_process(["true"]) as process:
+        await process.wait()
+    assert process.returncode == 0
