@@ -26,12 +26,14 @@ ALLOWED_IMPORTS: dict[str, set[str]] = {
     "procio_process": set(),
     "procio_workers": {"procio_process"},
     "procio": {"procio_text", "procio_process", "procio_workers"},
+    "procio_dask": {"procio_workers"},
 }
 # Third-party distributions each layer may import at run time besides the stdlib.
 ALLOWED_THIRD_PARTY: dict[str, set[str]] = {
     "procio_text": {"anyio", "typing_extensions"},
     "procio_process": {"anyio", "typing_extensions"},
     "procio_workers": {"anyio", "typing_extensions", "cloudpickle"},
+    "procio_dask": {"anyio", "typing_extensions", "distributed", "dask"},
     "procio": set(),
 }
 
