@@ -34,7 +34,7 @@ ALLOWED_THIRD_PARTY: dict[str, set[str]] = {
     "procio_process": {"anyio", "typing_extensions"},
     "procio_workers": {"anyio", "typing_extensions", "cloudpickle"},
     "procio_dask": {"anyio", "typing_extensions", "distributed", "dask"},
-    "procio": set(),
+    "procio": {"anyio"},  # the demo in __main__ runs on anyio
 }
 
 
