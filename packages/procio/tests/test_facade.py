@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import ast
-import subprocess
-import sys
 from pathlib import Path
 
 import procio
@@ -46,12 +44,3 @@ def test_facade_init_only_reexports() -> None:
         target = node.targets[0] if isinstance(node, ast.Assign) else node.target
         assert isinstance(target, ast.Name)
         assert target.id == "__all__"
-
-
-def test_demo_runs() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "procio"], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert result.returncode == 0, result.stderr
-    assert "line: 'step 4/5'" in result.stdout
-    assert "UnicodeDecodeError" in result.stdout
