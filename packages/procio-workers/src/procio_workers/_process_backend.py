@@ -1,0 +1,471 @@
+"""The default worker backend: local worker processes speaking the wire protocol."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AsyncExitStack, suppress
+from pathlib import Path
+from typing import Any
+
+import anyio
+from anyio import CancelScope, move_on_after
+from anyio.abc import Process, TaskGroup
+
+from . import _wire
+from ._errors import BrokenWorkerProcess, RemoteTraceback, SerializationError, WorkerError
+from ._serializers import PickleSerializer
+from .abc import Launcher, Serializer, Worker, WorkerBackend
+
+#: Called with ``1`` or ``2`` (the worker's descriptor) and the bytes written to it.
+OutputHandler = Callable[[int, bytes], None]
+
+WORKER_PROGRAM = str(Path(__file__).with_name("_worker.py"))
+
+# Loads the worker program by path, so that neither the package directory (which holds
+# a module called ``abc``) nor ``procio_workers/__init__`` (which imports anyio) is
+# ever imported in the worker.
+BOOTSTRAP = (
+    "import sys,importlib.util as u;"
+    "s=u.spec_from_file_location('_procio_worker',sys.argv[1]);"
+    "m=u.module_from_spec(s);sys.modules['_procio_worker']=m;"
+    "s.loader.exec_module(m);sys.exit(m.main(sys.argv[2:]))"
+)
+
+_PIPE_SIZE = 1 << 20
+_STDERR_TAIL_BYTES = 16 * 1024
+_STDERR_TAIL_LINES = 20
+_READ_CHUNK = 64 * 1024
+# After a worker exits, how long its output pipes may stay open (held by a grandchild
+# that inherited them) before the parent stops forwarding and closes its ends.
+_OUTPUT_GRACE = 0.5
+_RETIRE_GRACE = 2.0
+
+if sys.platform != "win32":
+    import fcntl
+
+    _F_SETPIPE_SZ: int | None = getattr(fcntl, "F_SETPIPE_SZ", None)
+else:  # pragma: no cover - Windows
+    _F_SETPIPE_SZ = None
+
+
+def write_to_parent_streams(which: int, data: bytes) -> None:
+    """Forward a worker's output to the parent's ``sys.stdout`` or ``sys.stderr``."""
+    stream = sys.stdout if which == 1 else sys.stderr
+    if stream is None:
+        return
+    binary = getattr(stream, "buffer", None)
+    if binary is not None:
+        stream.flush()
+        binary.write(data)
+        binary.flush()
+    else:
+        stream.write(data.decode("utf-8", "replace"))
+        stream.flush()
+
+
+def main_module_spec() -> dict[str, str] | None:
+    """Describe how a worker finds the parent's ``__main__`` (``None``: it cannot)."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    name = getattr(spec, "name", None)
+    if name and name != "__main__":
+        return {"module": name}
+    path = getattr(main, "__file__", None)
+    if path and os.path.isfile(path):
+        return {"path": os.path.abspath(path)}
+    return None
+
+
+def _grow_pipe(fd: int) -> None:
+    if _F_SETPIPE_SZ is not None:
+        # Best effort: unprivileged processes are capped by /proc/sys/fs/pipe-max-size.
+        with suppress(OSError):
+            fcntl.fcntl(fd, _F_SETPIPE_SZ, _PIPE_SIZE)
+
+
+def _close_all(fds: Sequence[int]) -> None:
+    for fd in fds:
+        with suppress(OSError):
+            os.close(fd)
+
+
+class ProcessWorker(Worker):
+    """A local worker process; built by :class:`ProcessBackend`."""
+
+    def __init__(
+        self,
+        backend: ProcessBackend,
+        process: Process,
+        request_fd: int,
+        response_fd: int,
+        output_fds: Mapping[int, int],
+    ) -> None:
+        self._backend = backend
+        self.process = process
+        self.pid = process.pid
+        self._request_fd = request_fd
+        self._response_fd = response_fd
+        self._reader = _wire.FrameReader(backend.max_frame_length)
+        self._output_fds = dict(output_fds)  # 1 or 2 -> our read end, while open
+        self._outputs_done = anyio.Event()
+        self._output_scope = CancelScope()
+        self._stderr_tail = bytearray()
+        self._broken: BrokenWorkerProcess | None = None
+        self._closed = False
+        self._finished = False
+
+    @property
+    def alive(self) -> bool:
+        """Whether the process runs and the protocol is intact."""
+        return self._broken is None and not self._closed and self.process.returncode is None
+
+    # -- output forwarding ---------------------------------------------------------
+
+    def _pump(self, which: int) -> bool:
+        """Forward what is waiting on one output pipe; ``False`` once it reached EOF."""
+        fd = self._output_fds.get(which)
+        if fd is None:
+            return False
+        while True:
+            try:
+                data = os.read(fd, _READ_CHUNK)
+            except BlockingIOError:
+                return True
+            except OSError:
+                return False
+            if not data:
+                return False
+            if which == 2:
+                self._stderr_tail += data
+                del self._stderr_tail[:-_STDERR_TAIL_BYTES]
+            with suppress(Exception):
+                self._backend.output(which, data)
+            if len(data) < _READ_CHUNK:
+                return True
+
+    async def forward_output(self) -> None:
+        """Forward both output pipes until they close (run as a background task)."""
+        try:
+            with self._output_scope:
+                async with anyio.create_task_group() as tg:
+                    for which in list(self._output_fds):
+                        tg.start_soon(self._forward, which)
+        finally:
+            for which in list(self._output_fds):
+                self._pump(which)
+                os.close(self._output_fds.pop(which))
+            self._outputs_done.set()
+
+    async def _forward(self, which: int) -> None:
+        fd = self._output_fds[which]
+        while True:
+            await anyio.wait_readable(fd)
+            if not self._pump(which):
+                return
+
+    def stderr_tail(self) -> list[str]:
+        """Return the last lines the worker wrote to its standard error."""
+        text = bytes(self._stderr_tail).decode("utf-8", "replace")
+        return text.splitlines()[-_STDERR_TAIL_LINES:]
+
+    # -- the protocol --------------------------------------------------------------
+
+    async def _send(self, buffers: list[_wire.Segment]) -> None:
+        while buffers:
+            try:
+                written = os.writev(self._request_fd, buffers)
+            except BlockingIOError:
+                try:
+                    await anyio.wait_writable(self._request_fd)
+                except anyio.ClosedResourceError as exc:
+                    raise await self._break("the pool closed during the call") from exc
+                continue
+            except (OSError, anyio.ClosedResourceError) as exc:
+                raise await self._break(f"could not send to the worker ({exc!r})") from exc
+            buffers = _wire.skip_written(buffers, written)
+
+    async def _receive(self) -> _wire.Frame:
+        reader = self._reader
+        try:
+            while not reader.frames:
+                view = reader.buffer()
+                try:
+                    count = os.readv(self._response_fd, [view])
+                except BlockingIOError:
+                    await anyio.wait_readable(self._response_fd)
+                    continue
+                finally:
+                    del view
+                if not count:
+                    reader.eof()
+                    raise _wire.ProtocolError("the worker closed its end of the protocol")
+                reader.commit(count)
+        except _wire.ProtocolError as exc:
+            raise await self._break(str(exc)) from None
+        except (OSError, anyio.ClosedResourceError) as exc:
+            raise await self._break(f"could not read from the worker ({exc!r})") from exc
+        return reader.frames.popleft()
+
+    async def _break(self, reason: str) -> BrokenWorkerProcess:
+        """Mark the worker broken, reap it and describe what happened."""
+        with CancelScope(shield=True):
+            if self.process.returncode is None:
+                # It may be on its way out after closing the pipe: give it a moment to
+                # report its own exit status before deciding for it.
+                with move_on_after(0.2):
+                    await self.process.wait()
+            if self.process.returncode is None:
+                with suppress(ProcessLookupError):
+                    self.process.kill()
+            await self.process.wait()
+            with move_on_after(_OUTPUT_GRACE):
+                await self._outputs_done.wait()
+        self._broken = BrokenWorkerProcess(
+            reason,
+            pid=self.pid,
+            returncode=self.process.returncode,
+            stderr_tail=self.stderr_tail(),
+        )
+        return self._broken
+
+    async def handshake(self, init: dict[str, Any]) -> dict[str, Any]:
+        """Read HELLO, send INIT and read READY; return the worker's HELLO."""
+        frame = await self._receive()
+        if frame.kind != _wire.HELLO or not frame.segments:
+            raise await self._break(f"expected HELLO, got {_wire.KIND_NAMES[frame.kind]}")
+        try:
+            hello = json.loads(frame.segments[0])
+        except ValueError as exc:
+            raise await self._break(f"unreadable HELLO ({exc})") from None
+        if hello.get("protocol") != _wire.PROTOCOL_VERSION:
+            raise await self._break(f"unsupported protocol version {hello.get('protocol')!r}")
+        codec = init["codec"]
+        if codec not in hello.get("codecs", ()) and ":" not in codec:
+            raise await self._break(f"the worker does not support the codec {codec!r}")
+        await self._send(_wire.encode_frame(_wire.INIT, [json.dumps(init).encode()]))
+        frame = await self._receive()
+        if frame.kind != _wire.READY or not frame.segments:
+            raise await self._break(f"expected READY, got {_wire.KIND_NAMES[frame.kind]}")
+        ready = json.loads(frame.segments[0])
+        if not ready.get("ok"):
+            raise await self._break(f"the worker could not start: {ready.get('error')}")
+        return dict(hello)
+
+    async def call(self, request: Any) -> object:
+        """Send a prepared CALL frame and return the result (or raise the error)."""
+        if self._broken is not None:
+            raise self._broken
+        await self._send(list(request))
+        frame = await self._receive()
+        for which in (1, 2):
+            self._pump(which)
+        if frame.kind == _wire.RESULT:
+            try:
+                return self._backend.serializer.load_reply(
+                    [memoryview(segment) for segment in frame.segments]
+                )
+            except Exception as exc:
+                raise SerializationError(
+                    f"the result of the call could not be rebuilt in the parent: {exc!r}"
+                ) from exc
+        if frame.kind == _wire.ERROR:
+            raise self._error(frame.segments)
+        raise await self._break(f"unexpected {_wire.KIND_NAMES[frame.kind]} message")
+
+    def _error(self, segments: list[bytearray]) -> BaseException:
+        try:
+            meta = json.loads(segments[0])
+            type_name = str(meta["type"])
+            message = str(meta.get("message", ""))
+            traceback = str(meta.get("traceback", ""))
+            stage = meta.get("stage", "call")
+        except (ValueError, KeyError, IndexError, TypeError):
+            return WorkerError("ProtocolError", "the worker sent an unreadable error", "")
+        remote = RemoteTraceback(traceback)
+        if stage in ("arguments", "result"):
+            what = "the call's arguments could not be rebuilt in the worker"
+            if stage == "result":
+                what = "the function's result could not be serialized in the worker"
+            error: BaseException = SerializationError(f"{what}: {type_name}: {message}")
+            error.__cause__ = remote
+            return error
+        exception: BaseException | None = None
+        if len(segments) > 1:
+            with suppress(Exception):
+                loaded = self._backend.serializer.load_reply(
+                    [memoryview(segment) for segment in segments[1:]]
+                )
+                if isinstance(loaded, BaseException):
+                    exception = loaded
+        if isinstance(exception, Exception):
+            exception.__cause__ = remote
+            return exception
+        error = WorkerError(type_name, message, traceback, exception)
+        error.__cause__ = remote
+        return error
+
+    # -- ending --------------------------------------------------------------------
+
+    def kill(self) -> None:
+        """Kill the worker process now."""
+        self._closed = True
+        if self.process.returncode is None:
+            with suppress(ProcessLookupError):
+                self.process.kill()
+
+    async def aclose(self) -> None:
+        """Ask the worker to exit (kill it if it does not), reap it, close the pipes."""
+        if self._finished:
+            return
+        with CancelScope(shield=True):
+            if not self._closed and self._broken is None and self.process.returncode is None:
+                self._closed = True
+                frame = _wire.encode_frame(_wire.SHUTDOWN, [])
+                with suppress(OSError):
+                    os.writev(self._request_fd, frame)
+                with move_on_after(_RETIRE_GRACE):
+                    await self.process.wait()
+            self._closed = True
+            if self.process.returncode is None:
+                with suppress(ProcessLookupError):
+                    self.process.kill()
+            await self.process.wait()
+            with move_on_after(_OUTPUT_GRACE):
+                await self._outputs_done.wait()
+            self._output_scope.cancel()
+            await self._outputs_done.wait()
+            for fd in (self._request_fd, self._response_fd):
+                # A call abandoned by a pool closing under it may still wait on them.
+                anyio.notify_closing(fd)
+            _close_all([self._request_fd, self._response_fd])
+            await self.process.aclose()
+            self._finished = True
+
+
+class ProcessBackend(WorkerBackend):
+    """Runs calls in local worker processes started through a :class:`Launcher`.
+
+    Args:
+        python: the interpreter that runs the workers (default: this one).
+        serializer: how calls and results travel (default: :class:`PickleSerializer`).
+        launcher: how a worker process is started (default: :class:`Launcher`).
+        output: where the workers' standard output and error go (default: this
+            process's ``sys.stdout`` and ``sys.stderr``).
+        max_frame_length: the largest frame accepted from, or sent to, a worker.
+        start_timeout: seconds a worker has to complete its handshake.
+    """
+
+    def __init__(
+        self,
+        *,
+        python: str | os.PathLike[str] | None = None,
+        serializer: Serializer | None = None,
+        launcher: Launcher | None = None,
+        output: OutputHandler | None = None,
+        max_frame_length: int = _wire.DEFAULT_MAX_FRAME_LENGTH,
+        start_timeout: float = 30.0,
+    ) -> None:
+        self.python = os.fspath(python) if python is not None else sys.executable
+        self.serializer = serializer if serializer is not None else PickleSerializer()
+        self.launcher = launcher if launcher is not None else Launcher()
+        self.output: OutputHandler = output if output is not None else write_to_parent_streams
+        self.max_frame_length = max_frame_length
+        self.start_timeout = start_timeout
+        self._stack: AsyncExitStack | None = None
+        self._task_group: TaskGroup | None = None
+
+    async def __aenter__(self) -> ProcessBackend:
+        async with AsyncExitStack() as stack:
+            self._task_group = await stack.enter_async_context(anyio.create_task_group())
+            self._stack = stack.pop_all()
+        return self
+
+    async def aclose(self) -> None:
+        """Stop forwarding output; the pool has closed every worker by now."""
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            await stack.aclose()
+        self._task_group = None
+
+    def prepare_call(self, func: Callable[..., object], args: tuple[Any, ...]) -> Any:
+        """Serialize the call into a ready-to-write CALL frame."""
+        try:
+            segments = self.serializer.dump_call(func, args)
+        except Exception as exc:
+            raise SerializationError(
+                f"cannot send {getattr(func, '__qualname__', func)!r} to a worker: {exc}"
+            ) from exc
+        frame = _wire.encode_frame(_wire.CALL, segments)
+        size = sum(memoryview(buffer).nbytes for buffer in frame[1:])
+        if size > self.max_frame_length:
+            raise SerializationError(
+                f"the call takes {size} bytes, more than the frame limit of "
+                f"{self.max_frame_length} bytes"
+            )
+        return frame
+
+    async def start_worker(self, options: Mapping[str, Any]) -> Worker:
+        """Start a worker process, complete its handshake and return it."""
+        if self._task_group is None:
+            raise RuntimeError("the backend is not open; use it as an async context manager")
+        popen_kwargs = dict(options)
+        env = popen_kwargs.pop("env", None)
+        request_read, request_write = os.pipe()
+        response_read, response_write = os.pipe()
+        stdout_read, stdout_write = os.pipe()
+        stderr_read, stderr_write = os.pipe()
+        child_ends = [request_read, response_write, stdout_write, stderr_write]
+        parent_ends = [request_write, response_read, stdout_read, stderr_read]
+        _grow_pipe(request_write)
+        _grow_pipe(response_write)
+        pass_fds: tuple[int, ...] = (request_read, response_write)
+        if popen_kwargs.get("close_fds") is False:
+            # Popen ignores close_fds=False when pass_fds is given (with a warning), and
+            # the caller wants the child to inherit descriptors: let ours be inherited too.
+            for fd in pass_fds:
+                os.set_inheritable(fd, True)
+            pass_fds = ()
+        argv = [self.python, "-c", BOOTSTRAP, WORKER_PROGRAM, str(request_read), str(response_write)]
+        try:
+            process = await self.launcher.launch(
+                argv,
+                pass_fds=pass_fds,
+                stdout=stdout_write,
+                stderr=stderr_write,
+                env=env,
+                popen_kwargs=popen_kwargs,
+            )
+        except BaseException:
+            _close_all(parent_ends)
+            raise
+        finally:
+            _close_all(child_ends)
+        for fd in parent_ends:
+            os.set_blocking(fd, False)
+        worker = ProcessWorker(self, process, request_write, response_read, {1: stdout_read, 2: stderr_read})
+        self._task_group.start_soon(worker.forward_output)
+        init = {
+            "protocol": _wire.PROTOCOL_VERSION,
+            "sys_path": sys.path,
+            "main": main_module_spec(),
+            "codec": self.serializer.worker_codec,
+            "max_frame_length": self.max_frame_length,
+        }
+        try:
+            with anyio.fail_after(self.start_timeout):
+                await worker.handshake(init)
+        except BaseException as exc:
+            worker.kill()
+            await worker.aclose()
+            if isinstance(exc, TimeoutError):
+                raise BrokenWorkerProcess(
+                    f"no handshake within {self.start_timeout} s",
+                    pid=worker.pid,
+                    returncode=process.returncode,
+                    stderr_tail=worker.stderr_tail(),
+                ) from None
+            raise
+        return worker

@@ -1,0 +1,397 @@
+"""The worker wire protocol: framing, message kinds and the built-in pickle codecs.
+
+Both sides import this one module: the parent as ``procio_workers._wire`` and the worker
+program by file path. It must therefore depend on the standard library only, and must not
+import anything from ``procio_workers`` (whose ``__init__`` imports anyio). The protocol
+itself is specified in ``docs/protocol.md``; keep the two in step.
+
+A frame is a 4-byte header (kind: u8, flags: u8, segment count: u16, all big-endian),
+then one u64 length per segment, then the segments back to back. Segments are opaque
+bytes; what they hold depends on the kind of message.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import struct
+import sys
+from collections import deque
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+PROTOCOL_VERSION = 1
+
+# Message kinds. Worker -> parent: HELLO, READY, RESULT, ERROR.
+# Parent -> worker: INIT, CALL, SHUTDOWN.
+HELLO = 1
+INIT = 2
+READY = 3
+CALL = 4
+RESULT = 5
+ERROR = 6
+SHUTDOWN = 7
+
+KIND_NAMES = {
+    HELLO: "HELLO",
+    INIT: "INIT",
+    READY: "READY",
+    CALL: "CALL",
+    RESULT: "RESULT",
+    ERROR: "ERROR",
+    SHUTDOWN: "SHUTDOWN",
+}
+
+HEADER = struct.Struct(">BBH")
+LENGTH = struct.Struct(">Q")
+
+#: Most segments one frame may carry; with the header this stays under IOV_MAX (1024),
+#: so a whole frame goes out in one ``writev``.
+MAX_SEGMENTS = 1000
+
+#: Largest frame (sum of its segment lengths) a reader accepts unless told otherwise.
+DEFAULT_MAX_FRAME_LENGTH = 1 << 30
+
+#: ``bytes``, ``bytearray`` and ``memoryview`` objects at least this long travel out of band.
+OUT_OF_BAND_THRESHOLD = 32 * 1024
+
+#: Exit status of a worker that received a frame it could not understand.
+EXIT_PROTOCOL_ERROR = 3
+
+_SCRATCH_SIZE = 64 * 1024
+
+Segment = bytes | bytearray | memoryview | pickle.PickleBuffer
+
+
+class ProtocolError(Exception):
+    """A frame broke the protocol: unknown kind, bad counts, oversized or truncated."""
+
+
+class Frame(NamedTuple):
+    """One decoded frame: its message kind and its segments."""
+
+    kind: int
+    segments: list[bytearray]
+
+
+def encode_frame(kind: int, segments: Sequence[Segment]) -> list[Segment]:
+    """Return the buffers that make up one frame, ready for ``os.writev``."""
+    if len(segments) > MAX_SEGMENTS:
+        raise ProtocolError(f"a frame carries at most {MAX_SEGMENTS} segments")
+    views = [s.raw() if isinstance(s, pickle.PickleBuffer) else s for s in segments]
+    head = bytearray(HEADER.pack(kind, 0, len(views)))
+    for view in views:
+        head += LENGTH.pack(memoryview(view).nbytes)
+    return [head, *views]
+
+
+def skip_written(buffers: list[Segment], written: int) -> list[Segment]:
+    """Return what is left of *buffers* after the first *written* bytes went out."""
+    remaining: list[Segment] = []
+    for index, buffer in enumerate(buffers):
+        view = memoryview(buffer).cast("B")
+        if written >= view.nbytes:
+            written -= view.nbytes
+            continue
+        remaining.append(view[written:])
+        remaining.extend(buffers[index + 1 :])
+        break
+    return remaining
+
+
+def write_frame_blocking(fd: int, kind: int, segments: Sequence[Segment]) -> None:
+    """Write one whole frame to a blocking file descriptor."""
+    buffers = encode_frame(kind, segments)
+    while buffers:
+        buffers = skip_written(buffers, os.writev(fd, buffers))
+
+
+class FrameReader:
+    """Incremental frame decoder that never allocates more than the frame limit.
+
+    Feed it bytes either through :meth:`feed`, or by reading straight into the view that
+    :meth:`buffer` returns and then calling :meth:`commit` with the byte count; large
+    segments are then read directly into their final buffer, without an extra copy.
+    Complete frames queue up in :attr:`frames`.
+    """
+
+    def __init__(self, max_frame_length: int = DEFAULT_MAX_FRAME_LENGTH) -> None:
+        self.max_frame_length = max_frame_length
+        self.frames: deque[Frame] = deque()
+        self._scratch = bytearray(_SCRATCH_SIZE)
+        self._start = 0
+        self._end = 0
+        self._kind = -1  # -1: waiting for a header
+        self._count = 0
+        self._lengths: list[int] = []
+        self._segments: list[bytearray] = []
+        self._filled = 0  # bytes already in the segment being filled
+        self._direct = False
+
+    @property
+    def mid_frame(self) -> bool:
+        """Whether some bytes of an unfinished frame have been received."""
+        return self._kind != -1 or self._end > self._start
+
+    def buffer(self) -> memoryview:
+        """Return a writable view to read the next bytes into."""
+        if self._end == self._start and self._segments:
+            segment = self._segments[-1]
+            if len(segment) - self._filled >= _SCRATCH_SIZE // 2:
+                self._direct = True
+                return memoryview(segment)[self._filled :]
+        self._direct = False
+        if self._end == self._start:
+            self._start = self._end = 0
+        elif self._end == len(self._scratch):
+            leftover = self._end - self._start
+            self._scratch[:leftover] = self._scratch[self._start : self._end]
+            self._start, self._end = 0, leftover
+        return memoryview(self._scratch)[self._end :]
+
+    def commit(self, count: int) -> None:
+        """Account for *count* bytes written into the last :meth:`buffer` view."""
+        if self._direct:
+            self._direct = False
+            self._filled += count
+            if self._filled == len(self._segments[-1]):
+                self._segment_done()
+        else:
+            self._end += count
+            self._parse()
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """Decode *data*, however it is split from the rest of the stream."""
+        view = memoryview(data).cast("B")
+        while view.nbytes:
+            target = self.buffer()
+            count = min(target.nbytes, view.nbytes)
+            target[:count] = view[:count]
+            self.commit(count)
+            view = view[count:]
+
+    def eof(self) -> None:
+        """Signal the end of the stream; raise if it cut a frame short."""
+        if self.mid_frame:
+            raise ProtocolError("the stream ended in the middle of a frame")
+
+    def _available(self) -> int:
+        return self._end - self._start
+
+    def _take(self, count: int) -> memoryview:
+        view = memoryview(self._scratch)[self._start : self._start + count]
+        self._start += count
+        return view
+
+    def _parse(self) -> None:
+        while True:
+            if self._kind == -1:
+                if self._available() < HEADER.size:
+                    return
+                kind, flags, count = HEADER.unpack(self._take(HEADER.size))
+                if kind not in KIND_NAMES:
+                    raise ProtocolError(f"unknown message kind {kind}")
+                if flags:
+                    raise ProtocolError(f"unknown frame flags {flags:#x}")
+                if count > MAX_SEGMENTS:
+                    raise ProtocolError(f"{count} segments in one frame (at most {MAX_SEGMENTS})")
+                self._kind, self._count = kind, count
+                self._lengths = []
+                self._segments = []
+                self._filled = 0
+            if len(self._lengths) < self._count:
+                needed = LENGTH.size * self._count
+                if self._available() < needed:
+                    return
+                raw = self._take(needed)
+                lengths = [length for (length,) in LENGTH.iter_unpack(raw)]
+                total = sum(lengths)
+                if total > self.max_frame_length:
+                    raise ProtocolError(
+                        f"a frame of {total} bytes exceeds the limit of "
+                        f"{self.max_frame_length} bytes"
+                    )
+                self._lengths = lengths
+            if not self._fill_segments():
+                return
+
+    def _fill_segments(self) -> bool:
+        """Move scratch bytes into segments; return whether the frame completed."""
+        segments = self._segments
+        while len(segments) < self._count or (segments and self._filled < len(segments[-1])):
+            if not self._segments or self._filled == len(self._segments[-1]):
+                self._segments.append(bytearray(self._lengths[len(self._segments)]))
+                self._filled = 0
+                if not self._lengths[len(self._segments) - 1]:
+                    continue
+            segment = self._segments[-1]
+            count = min(len(segment) - self._filled, self._available())
+            if not count:
+                return False
+            segment[self._filled : self._filled + count] = self._take(count)
+            self._filled += count
+        self._finish()
+        return True
+
+    def _segment_done(self) -> None:
+        if len(self._segments) == self._count:
+            self._finish()
+        self._parse()
+
+    def _finish(self) -> None:
+        self.frames.append(Frame(self._kind, self._segments))
+        self._kind = -1
+        self._count = 0
+        self._lengths = []
+        self._segments = []
+        self._filled = 0
+
+
+def read_frame_blocking(fd: int, reader: FrameReader) -> Frame | None:
+    """Read from a blocking descriptor until one frame is complete; ``None`` at EOF."""
+    while not reader.frames:
+        count = os.readv(fd, [reader.buffer()])
+        if not count:
+            reader.eof()
+            return None
+        reader.commit(count)
+    return reader.frames.popleft()
+
+
+# --- the built-in pickle codecs ------------------------------------------------------
+#
+# Segment 0 is the pickle stream (protocol 5); every further segment is one out-of-band
+# buffer, in the order the pickle stream refers to them. The pickled object is a pair
+# ``(value, lifted)``: exact ``bytes`` objects never reach ``reducer_override``, so large
+# ones found at the top of the value (or as items of a top-level tuple or list, one level
+# deeper for a call's arguments) are replaced by a ``PickleBuffer`` before pickling, and
+# ``lifted`` lists the paths to turn back into ``bytes`` on the other side.
+
+Path = tuple[int, ...]
+
+
+def _reduce_buffer(obj: object) -> Any:
+    kind = type(obj)
+    if kind is bytearray:
+        if len(obj) >= OUT_OF_BAND_THRESHOLD:  # type: ignore[arg-type]
+            # The receiving side passes memoryviews of bytearrays: ``.obj`` is the array.
+            return getattr, (pickle.PickleBuffer(obj), "obj")  # type: ignore[arg-type]
+    elif kind is memoryview:
+        view: memoryview = obj  # type: ignore[assignment]
+        if not view.c_contiguous:
+            view = memoryview(view.tobytes()).cast(view.format, view.shape)
+        flat = view if view.ndim == 1 and view.format == "B" else view.cast("B")
+        if flat is view:
+            return memoryview, (pickle.PickleBuffer(view),)
+        return memoryview.cast, (flat, view.format, list(view.shape))
+    return NotImplemented
+
+
+def _lift(value: object, depth: int, path: Path, lifted: list[Path]) -> object:
+    kind = type(value)
+    if kind is bytes:
+        if len(value) >= OUT_OF_BAND_THRESHOLD:  # type: ignore[arg-type]
+            lifted.append(path)
+            return pickle.PickleBuffer(value)  # type: ignore[arg-type]
+        return value
+    if depth and (kind is tuple or kind is list):
+        before = len(lifted)
+        items = [
+            _lift(item, depth - 1, (*path, index), lifted)
+            for index, item in enumerate(value)  # type: ignore[arg-type]
+        ]
+        if len(lifted) != before:
+            return tuple(items) if kind is tuple else items
+    return value
+
+
+def _restore(value: object, path: Path) -> object:
+    if not path:
+        return bytes(value)  # type: ignore[call-overload]
+    head, rest = path[0], path[1:]
+    if type(value) is list:
+        value[head] = _restore(value[head], rest)
+        return value
+    items = list(value)  # type: ignore[call-overload]
+    items[head] = _restore(items[head], rest)
+    return tuple(items)
+
+
+def _make_pickler_class(base: type[pickle.Pickler]) -> type[pickle.Pickler]:
+    class OutOfBandPickler(base):  # type: ignore[valid-type,misc]
+        def reducer_override(self, obj: object) -> Any:
+            reduced = _reduce_buffer(obj)
+            if reduced is NotImplemented:
+                parent = getattr(super(), "reducer_override", None)
+                if parent is not None:
+                    return parent(obj)
+            return reduced
+
+    return OutOfBandPickler
+
+
+class _MainAwareUnpickler(pickle.Unpickler):
+    """Resolves ``__mp_main__`` (a worker's name for the parent's main module) to ``__main__``."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module == "__mp_main__" and "__mp_main__" not in sys.modules:
+            module = "__main__"
+        return super().find_class(module, name)
+
+
+class PickleCodec:
+    """Pickle protocol 5 with out-of-band buffers; the default codec of both sides."""
+
+    name = "pickle"
+
+    def __init__(self, pickler_class: type[pickle.Pickler] | None = None) -> None:
+        self._pickler_class = pickler_class or _make_pickler_class(pickle.Pickler)
+
+    def dumps(self, value: object, depth: int = 1) -> list[Segment]:
+        """Serialize *value* into a pickle stream and its out-of-band buffers."""
+        lifted: list[Path] = []
+        value = _lift(value, depth, (), lifted)
+        segments: list[Segment] = []
+        stream = io.BytesIO()
+        self._pickler_class(
+            stream, protocol=5, buffer_callback=segments.append
+        ).dump((value, lifted))
+        return [stream.getbuffer(), *segments]
+
+    def loads(self, segments: Sequence[bytes | bytearray | memoryview]) -> object:
+        """Rebuild the value that :meth:`dumps` turned into *segments*."""
+        if not segments:
+            raise ProtocolError("a pickled message needs at least one segment")
+        buffers = [memoryview(s) for s in segments[1:]]
+        value, lifted = _MainAwareUnpickler(io.BytesIO(segments[0]), buffers=buffers).load()
+        for path in lifted:
+            value = _restore(value, tuple(path))
+        return value
+
+
+def cloudpickle_codec() -> PickleCodec:
+    """Return the pickle codec built on cloudpickle's pickler (lambdas, closures)."""
+    import cloudpickle  # noqa: PLC0415 - optional, imported only when asked for
+
+    return PickleCodec(_make_pickler_class(cloudpickle.Pickler))
+
+
+def builtin_codec(name: str) -> PickleCodec:
+    """Return the built-in codec called *name* (``pickle`` or ``cloudpickle``)."""
+    if name == "pickle":
+        return PickleCodec()
+    if name == "cloudpickle":
+        return cloudpickle_codec()
+    raise ValueError(f"no built-in codec named {name!r}")
+
+
+def import_object(reference: str) -> Any:
+    """Import ``"package.module:attribute.path"`` and return the object it names."""
+    import importlib  # noqa: PLC0415 - only third-party codecs need it
+
+    module_name, _, attribute = reference.partition(":")
+    obj: Any = importlib.import_module(module_name)
+    for part in attribute.split(".") if attribute else ():
+        obj = getattr(obj, part)
+    return obj

@@ -1,0 +1,217 @@
+"""The worker program: runs calls that arrive over the protocol pipes.
+
+It is started by file path through a short ``-c`` bootstrap (see ``_process_backend``),
+never imported as part of the ``procio_workers`` package, and imports nothing but the
+standard library and the wire module next to it, so a cold start costs little more than
+starting the interpreter. Usage: ``<bootstrap> <this file> <request fd> <response fd>``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import sys
+import types
+from typing import Any
+
+_WIRE_NAME = "_procio_wire"
+
+
+def _load_wire() -> Any:
+    existing = sys.modules.get(_WIRE_NAME)
+    if existing is not None:
+        return existing
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_wire.py")
+    spec = importlib.util.spec_from_file_location(_WIRE_NAME, path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[_WIRE_NAME] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+wire = _load_wire()
+
+#: The descriptors of the protocol pipes, for code that must reach them (tests).
+REQUEST_FD = -1
+RESPONSE_FD = -1
+
+CODECS = ["pickle", "cloudpickle"]
+FEATURES = ["out-of-band", "lazy-main", "traceback"]
+
+
+class _ParentMain(types.ModuleType):
+    """The parent's ``__main__``, executed as ``__mp_main__`` on first use only.
+
+    Most calls never touch the parent's main module, so running it (and whatever it
+    imports) is put off until an unpickled reference asks for one of its names.
+    """
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        super().__init__("__mp_main__")
+        self.__dict__["_procio_spec"] = spec
+        self.__dict__["_procio_loaded"] = False
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or self.__dict__["_procio_loaded"]:
+            raise AttributeError(name)
+        self.__dict__["_procio_loaded"] = True
+        self._procio_run()
+        try:
+            return self.__dict__[name]
+        except KeyError:
+            raise AttributeError(
+                f"the parent's main module has no attribute {name!r}"
+            ) from None
+
+    def _procio_run(self) -> None:
+        spec = self.__dict__["_procio_spec"]
+        namespace = self.__dict__
+        namespace["__builtins__"] = __builtins__
+        if spec.get("module"):
+            found = importlib.util.find_spec(spec["module"])
+            if found is None or found.loader is None:
+                raise ImportError(f"cannot find the parent's main module {spec['module']!r}")
+            namespace["__spec__"] = found
+            namespace["__file__"] = found.origin
+            namespace["__package__"] = found.parent
+            code = found.loader.get_code(found.name)  # type: ignore[attr-defined]
+        else:
+            path = spec["path"]
+            namespace["__file__"] = path
+            namespace["__package__"] = None
+            namespace["__spec__"] = None
+            with open(path, "rb") as source:
+                code = compile(source.read(), path, "exec")
+        exec(code, namespace)
+
+
+def _install_main(spec: dict[str, Any] | None) -> None:
+    if spec and (spec.get("module") or spec.get("path")):
+        main: types.ModuleType = _ParentMain(spec)
+    else:
+        main = types.ModuleType("__mp_main__")
+    sys.modules["__main__"] = sys.modules["__mp_main__"] = main
+
+
+def _describe(exc: BaseException) -> dict[str, str]:
+    import traceback  # noqa: PLC0415 - only failures pay for it
+
+    kind = type(exc)
+    return {
+        "type": f"{kind.__module__}.{kind.__qualname__}",
+        "message": str(exc),
+        "traceback": "".join(traceback.format_exception(exc)),
+    }
+
+
+def _flush_std() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except Exception:  # noqa: BLE001, S110 - a broken user stream must not end the worker
+            pass
+
+
+def _send_error(codec: Any, exc: BaseException, stage: str) -> None:
+    meta = _describe(exc)
+    meta["stage"] = stage
+    try:
+        segments = codec.dumps(exc)
+    except BaseException as problem:  # noqa: BLE001 - any failure: fall back to the text form
+        meta["unserializable"] = f"{type(problem).__name__}: {problem}"
+        segments = []
+    header = json.dumps(meta).encode()
+    wire.write_frame_blocking(RESPONSE_FD, wire.ERROR, [header, *segments])
+
+
+def _serve(codec: Any, reader: Any) -> int:
+    while True:
+        frame = wire.read_frame_blocking(REQUEST_FD, reader)
+        if frame is None or frame.kind == wire.SHUTDOWN:
+            return 0
+        if frame.kind != wire.CALL:
+            name = wire.KIND_NAMES.get(frame.kind, frame.kind)
+            print(f"procio worker: unexpected {name} message", file=sys.__stderr__)
+            return wire.EXIT_PROTOCOL_ERROR
+        try:
+            func, args = codec.loads(frame.segments)
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent
+            _flush_std()
+            _send_error(codec, exc, "arguments")
+            continue
+        del frame
+        try:
+            result = func(*args)
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent
+            del func, args
+            _flush_std()
+            _send_error(codec, exc, "call")
+            continue
+        del func, args
+        _flush_std()
+        try:
+            segments = codec.dumps(result)
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent
+            _send_error(codec, exc, "result")
+            continue
+        del result
+        wire.write_frame_blocking(RESPONSE_FD, wire.RESULT, segments)
+        del segments
+
+
+def main(argv: list[str]) -> int:
+    """Run the worker on the protocol descriptors named in *argv*; return the exit status."""
+    global REQUEST_FD, RESPONSE_FD  # noqa: PLW0603 - set once, read by tests
+    REQUEST_FD, RESPONSE_FD = int(argv[0]), int(argv[1])
+    # A terminal's Ctrl-C reaches the whole foreground process group; the parent decides
+    # what happens to its workers, so an idle or busy worker does not die of it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    hello = {
+        "protocol": wire.PROTOCOL_VERSION,
+        "pid": os.getpid(),
+        "codecs": CODECS,
+        "features": FEATURES,
+        "implementation": sys.implementation.name,
+        "python": ".".join(map(str, sys.version_info[:3])),
+    }
+    wire.write_frame_blocking(RESPONSE_FD, wire.HELLO, [json.dumps(hello).encode()])
+    reader = wire.FrameReader()
+    try:
+        frame = wire.read_frame_blocking(REQUEST_FD, reader)
+        if frame is None:
+            return 0
+        if frame.kind != wire.INIT or len(frame.segments) != 1:
+            raise wire.ProtocolError("the first message must be INIT with one segment")
+        init = json.loads(frame.segments[0])
+        if init.get("protocol") != wire.PROTOCOL_VERSION:
+            raise wire.ProtocolError(f"unsupported protocol version {init.get('protocol')!r}")
+        reader.max_frame_length = int(init.get("max_frame_length", reader.max_frame_length))
+        sys.path[:] = init.get("sys_path", sys.path)
+        _install_main(init.get("main"))
+        codec_name = init.get("codec", "pickle")
+        try:
+            codec = (
+                wire.builtin_codec(codec_name)
+                if codec_name in CODECS
+                else wire.import_object(codec_name)()
+            )
+        except Exception as exc:  # noqa: BLE001 - reported in READY
+            ready = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+            wire.write_frame_blocking(RESPONSE_FD, wire.READY, [json.dumps(ready).encode()])
+            return 1
+        wire.write_frame_blocking(RESPONSE_FD, wire.READY, [json.dumps({"ok": True}).encode()])
+        return _serve(codec, reader)
+    except wire.ProtocolError as exc:
+        print(f"procio worker: protocol error: {exc}", file=sys.__stderr__)
+        return wire.EXIT_PROTOCOL_ERROR
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

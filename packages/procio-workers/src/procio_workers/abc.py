@@ -1,0 +1,194 @@
+"""The extension points of procio_workers: serializers, launchers and worker backends.
+
+Each is a small abstract class with defaults for everything but its core. Third-party
+serializers and launchers may also register themselves under the entry-point groups
+``procio_workers.serializers`` and ``procio_workers.launchers`` so that they can be chosen
+by name, e.g. ``WorkerPool(launcher="nice")``. ``docs/extending.md`` walks through each.
+"""
+
+from __future__ import annotations
+
+import sys
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from types import TracebackType
+from typing import Any, ClassVar
+
+from anyio.abc import Process
+
+if sys.version_info >= (3, 11):
+    from typing import Self
+else:  # pragma: no cover - Python 3.10 only
+    from typing_extensions import Self
+
+if sys.version_info >= (3, 12):
+    from collections.abc import Buffer
+else:  # pragma: no cover - before Python 3.12
+    from typing_extensions import Buffer
+
+__all__ = [
+    "Buffer",
+    "Serializer",
+    "Launcher",
+    "Worker",
+    "WorkerBackend",
+    "SERIALIZER_ENTRY_POINTS",
+    "LAUNCHER_ENTRY_POINTS",
+]
+
+#: Entry-point group for :class:`Serializer` classes, each constructible without arguments.
+SERIALIZER_ENTRY_POINTS = "procio_workers.serializers"
+#: Entry-point group for :class:`Launcher` classes, each constructible without arguments.
+LAUNCHER_ENTRY_POINTS = "procio_workers.launchers"
+
+
+class Serializer(ABC):
+    """Turns a call into bytes for a worker, and a worker's reply back into objects.
+
+    The parent side of the pair; the worker side is the *codec* named by
+    :attr:`worker_codec`, which the worker program loads by name. Both speak in
+    *segments*: a list of buffers whose first item is the main payload, the others
+    out-of-band buffers (see ``docs/protocol.md``).
+    """
+
+    #: The codec the worker uses to read calls and write replies: ``"pickle"`` or
+    #: ``"cloudpickle"`` (built into the worker program), or ``"module:attribute"``
+    #: naming a zero-argument factory importable in the worker whose product has
+    #: ``loads(segments) -> value`` and ``dumps(value) -> list of buffers``.
+    worker_codec: ClassVar[str] = "pickle"
+
+    @abstractmethod
+    def dump_call(self, func: Callable[..., object], args: tuple[Any, ...]) -> Sequence[Buffer]:
+        """Serialize a call of *func* with positional *args* into segments.
+
+        Raises:
+            Exception: any error here is reported as a
+                :class:`~procio_workers.SerializationError` before a worker is reserved.
+        """
+
+    @abstractmethod
+    def load_reply(self, segments: Sequence[memoryview]) -> object:
+        """Rebuild the value or the exception a worker sent back as *segments*."""
+
+
+class Launcher(ABC):
+    """Starts a worker process: which interpreter, environment and wrappers.
+
+    The default runs the worker command as it is, through
+    :func:`procio_process.open_process`. Override :meth:`command` to wrap it (``nice``,
+    ``taskset``, a container runtime), :meth:`environment` to change its environment,
+    or :meth:`launch` to start it some other way entirely.
+    """
+
+    def command(self, argv: Sequence[str]) -> list[str]:
+        """Return the command line that runs the worker program *argv*."""
+        return list(argv)
+
+    def environment(self, env: Mapping[str, str] | None) -> Mapping[str, str] | None:
+        """Return the worker's environment given the requested one (``None``: inherit)."""
+        return env
+
+    async def launch(
+        self,
+        argv: Sequence[str],
+        *,
+        pass_fds: Sequence[int],
+        stdout: int,
+        stderr: int,
+        env: Mapping[str, str] | None,
+        popen_kwargs: Mapping[str, Any],
+    ) -> Process:
+        """Start the worker and return its process handle.
+
+        Args:
+            argv: the worker program's command line, before :meth:`command`.
+            pass_fds: the protocol pipe ends the worker must inherit, at the same
+                numbers.
+            stdout: the descriptor to use as the worker's standard output.
+            stderr: the descriptor to use as the worker's standard error.
+            env: the requested environment, before :meth:`environment`.
+            popen_kwargs: further :class:`subprocess.Popen` keyword arguments.
+        """
+        from procio_process import DEVNULL, open_process  # noqa: PLC0415 - keeps abc light
+
+        return await open_process(
+            self.command(argv),
+            stdin=DEVNULL,
+            stdout=stdout,
+            stderr=stderr,
+            env=self.environment(env),
+            pass_fds=pass_fds,
+            **popen_kwargs,
+        )
+
+
+class Worker(ABC):
+    """One worker that runs calls one at a time, as handed out by a backend."""
+
+    #: The worker's process id, when it is a local process.
+    pid: int | None = None
+
+    @property
+    @abstractmethod
+    def alive(self) -> bool:
+        """Whether the worker can still take calls."""
+
+    @abstractmethod
+    async def call(self, request: Any) -> object:
+        """Run one call prepared by :meth:`WorkerBackend.prepare_call` and return its result.
+
+        Raises:
+            procio_workers.BrokenWorkerProcess: if the worker was lost; the pool then
+                discards it.
+            Exception: whatever the function raised, rebuilt in the parent.
+        """
+
+    @abstractmethod
+    def kill(self) -> None:
+        """Stop the worker at once, abandoning any call (used on cancellation)."""
+
+    @abstractmethod
+    async def aclose(self) -> None:
+        """Retire the worker gracefully (or finish a kill) and release all it holds."""
+
+
+class WorkerBackend(ABC):
+    """Where a :class:`~procio_workers.WorkerPool` gets its workers from.
+
+    The pool keeps the policy (limits, reuse, idle timeout, retirement, figures); the
+    backend starts workers and carries calls to them. A backend is an async context
+    manager, entered and left by the pool.
+    """
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:  # noqa: B027 - a default, not an abstract method
+        """Release whatever the backend holds; the pool closes its workers first."""
+
+    def prepare_call(self, func: Callable[..., object], args: tuple[Any, ...]) -> Any:
+        """Turn a call into the request that :meth:`Worker.call` takes.
+
+        Runs before a worker is reserved, so bad input fails early; the default keeps
+        the call as it is.
+        """
+        return (func, args)
+
+    @abstractmethod
+    async def start_worker(self, options: Mapping[str, Any]) -> Worker:
+        """Start one worker and return it once it can take calls.
+
+        Args:
+            options: per-worker start options (the :class:`subprocess.Popen` keyword
+                arguments given to ``to_process.run_sync``); empty for ordinary,
+                reusable workers. A backend that cannot honour them raises
+                :exc:`TypeError`.
+        """
