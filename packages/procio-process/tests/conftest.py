@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from collections.abc import Callable
 
-import psutil
 import pytest
+
+
+# Linux lists processes in /proc; elsewhere ps does it (a variable, not a platform
+# check, so the type checker keeps both branches).
+HAS_PROC = sys.platform == "linux"
 
 
 def open_fds() -> set[int]:
@@ -17,9 +22,33 @@ def open_fds() -> set[int]:
     return {int(name) for name in os.listdir(directory)}
 
 
-def children() -> list[psutil.Process]:
-    """Return the direct children of this process, zombies included."""
-    return psutil.Process().children(recursive=False)
+def children() -> dict[int, str]:
+    """Return the direct children of this process, zombies included, with their state.
+
+    The state is the one-letter code of ``ps``: ``Z`` for a zombie, ``R``, ``S``...
+    """
+    me = os.getpid()
+    found: dict[int, str] = {}
+    if HAS_PROC:
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as f:
+                    stat = f.read()
+            except OSError:
+                continue  # exited while we looked
+            state, ppid = stat[stat.rfind(b")") + 2 :].split(b" ", 2)[:2]
+            if int(ppid) == me:
+                found[int(entry)] = state.decode()
+        return found
+    with subprocess.Popen(["ps", "-A", "-o", "pid=,ppid=,stat="], stdout=subprocess.PIPE) as ps:
+        listing, _ = ps.communicate()
+    for line in listing.decode().splitlines():
+        pid, ppid, state = line.split()[:3]
+        if int(ppid) == me and int(pid) != ps.pid:
+            found[int(pid)] = state[0]
+    return found
 
 
 class LeakGuard:
@@ -31,12 +60,14 @@ class LeakGuard:
 
     def __init__(self) -> None:
         self._fds = open_fds()
-        self._children = {p.pid for p in children()}
+        self._children = set(children())
 
     def check(self) -> None:
         """Fail if a child or a file descriptor was left behind since creation."""
-        new_children = [p for p in children() if p.pid not in self._children]
-        assert new_children == [], f"children left behind: {new_children}"
+        new_children = {
+            pid: state for pid, state in children().items() if pid not in self._children
+        }
+        assert new_children == {}, f"children (pid: state) left behind: {new_children}"
         leaked = open_fds() - self._fds
         details = {fd: _describe(fd) for fd in leaked}
         assert not leaked, f"file descriptors left open: {details}"
@@ -60,3 +91,9 @@ def leak_guard() -> Callable[[], Callable[[], None]]:
         return LeakGuard().check
 
     return start
+
+
+@pytest.fixture
+def list_children() -> Callable[[], dict[int, str]]:
+    """Give a function listing this process's children (pid to ``ps`` state letter)."""
+    return children

@@ -1,4 +1,4 @@
-"""Bad input gets the error subprocess would give, or a clear TypeError/ValueError; nothing leaks."""
+"""Bad input: the error subprocess would give, or a clear TypeError/ValueError; no leak."""
 
 from __future__ import annotations
 
@@ -104,7 +104,9 @@ async def test_a_bad_policy_is_refused_when_built() -> None:
         await run_process(["true"], cancel_policy=CancelPolicy(grace_period=-1))
 
 
-async def test_permission_denied_is_permission_error(tmp_path: Path, leak_guard: StartGuard) -> None:
+async def test_permission_denied_is_permission_error(
+    tmp_path: Path, leak_guard: StartGuard
+) -> None:
     check = leak_guard()
     script = tmp_path / "not-executable"
     script.write_text("#!/bin/sh\n")

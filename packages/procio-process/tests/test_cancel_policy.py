@@ -94,7 +94,8 @@ async def test_signal_tree_kills_a_grandchild_that_ignores_sigterm(tmp_path: Pat
         f"pathlib.Path({str(marker)!r}).touch(); time.sleep(30)"
     )
     # The leader exits on SIGTERM at once; the grandchild must be killed at the deadline.
-    command = [PY, "-c", f"import subprocess, time; subprocess.Popen([{PY!r}, '-c', {grandchild!r}]); time.sleep(30)"]
+    leader = f"import subprocess, time; subprocess.Popen([{PY!r}, '-c', {grandchild!r}])"
+    command = [PY, "-c", leader + "; time.sleep(30)"]
     policy = CancelPolicy(grace_period=0.3)
     async with anyio.create_task_group() as tg:
         process = await tg.start(

@@ -7,6 +7,8 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
 
 import anyio
 import anyio.abc
@@ -82,22 +84,29 @@ async def test_devnull_and_none_give_no_streams() -> None:
     assert process.returncode == 0
 
 
-async def test_file_object_and_fd_as_streams(tmp_path: os.PathLike[str]) -> None:
-    out_path = os.path.join(tmp_path, "out")
-    err_path = os.path.join(tmp_path, "err")
+async def test_file_object_and_fd_as_streams(tmp_path: Path) -> None:
+    out_path = tmp_path / "out"
+    err_path = tmp_path / "err"
     err_fd = os.open(err_path, os.O_WRONLY | os.O_CREAT, 0o600)
+    out_file = open_for_writing(out_path)
     try:
-        with open(out_path, "wb") as out_file:
-            code = "import os; os.write(1, b'to file'); os.write(2, b'to fd')"
-            process = await open_process([PY, "-c", code], stdout=out_file, stderr=err_fd)
-            async with process:
-                assert process.stdout is None
+        code = "import os; os.write(1, b'to file'); os.write(2, b'to fd')"
+        process = await open_process([PY, "-c", code], stdout=out_file, stderr=err_fd)
+        async with process:
+            assert process.stdout is None
     finally:
         os.close(err_fd)
-    with open(out_path, "rb") as f:
-        assert f.read() == b"to file"
-    with open(err_path, "rb") as f:
-        assert f.read() == b"to fd"
+        out_file.close()
+    assert read_file(out_path) == b"to file"
+    assert read_file(err_path) == b"to fd"
+
+
+def open_for_writing(path: Path) -> BinaryIO:
+    return path.open("wb")
+
+
+def read_file(path: Path) -> bytes:
+    return path.read_bytes()
 
 
 async def test_wait_returns_the_exit_code_and_sets_returncode() -> None:

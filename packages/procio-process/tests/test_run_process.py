@@ -76,7 +76,6 @@ async def test_child_failing_before_reading_its_input_is_called_process_error() 
     with pytest.raises(subprocess.CalledProcessError) as info:
         await run_process(["false"], input=b"x" * 2_000_000)
     assert info.value.returncode == 1
-    assert not isinstance(info.value, BaseExceptionGroup)
 
 
 async def test_check_raises_called_process_error_with_output() -> None:
@@ -97,15 +96,16 @@ async def test_check_false_returns_the_failure() -> None:
 
 async def test_stdout_none_inherits_and_collects_nothing() -> None:
     result = await run_process(["true"], stdout=None, stderr=subprocess.DEVNULL)
-    assert result.stdout is None
-    assert result.stderr is None
+    # CompletedProcess[bytes] types both as bytes, though either may be None.
+    assert vars(result)["stdout"] is None
+    assert vars(result)["stderr"] is None
 
 
 async def test_stderr_stdout_merges_into_stdout() -> None:
     code = "import os; os.write(1, b'a'); os.write(2, b'b')"
     result = await run_process([PY, "-c", code], stderr=subprocess.STDOUT)
     assert result.stdout == b"ab"
-    assert result.stderr is None
+    assert vars(result)["stderr"] is None
 
 
 async def test_stdin_from_a_file(tmp_path: Path) -> None:
@@ -151,7 +151,7 @@ async def test_pass_fds_hands_a_descriptor_to_the_child() -> None:
 async def test_close_fds_false_passes_inheritable_descriptors() -> None:
     # The seed's to_process example relies on this Popen keyword passing through.
     read_fd, write_fd = os.pipe()
-    os.set_inheritable(write_fd, True)
+    os.set_inheritable(write_fd, True)  # noqa: FBT003 - positional-only
     try:
         code = f"import os; os.write({write_fd}, b'inherited')"
         await run_process([PY, "-c", code], close_fds=False)
@@ -163,7 +163,7 @@ async def test_close_fds_false_passes_inheritable_descriptors() -> None:
 
 async def test_inheritable_descriptor_is_closed_by_default() -> None:
     read_fd, write_fd = os.pipe()
-    os.set_inheritable(write_fd, True)
+    os.set_inheritable(write_fd, True)  # noqa: FBT003 - positional-only
     try:
         code = f"import os; os.fstat({write_fd})"
         result = await run_process([PY, "-c", code], check=False)
@@ -265,8 +265,9 @@ def ignore_sigterm_code(marker: Path) -> str:
 
 
 async def wait_for_file(path: Path) -> None:
+    exists = path.exists
     with anyio.fail_after(20):
-        while not path.exists():
+        while not exists():  # noqa: ASYNC110 - polls the file system, which has no event
             await anyio.sleep(0.01)
 
 
