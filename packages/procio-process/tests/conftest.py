@@ -9,7 +9,6 @@ from collections.abc import Callable
 
 import pytest
 
-
 # Linux lists processes in /proc; elsewhere ps does it (a variable, not a platform
 # check, so the type checker keeps both branches).
 HAS_PROC = sys.platform == "linux"
@@ -44,10 +43,10 @@ def children() -> dict[int, str]:
         return found
     with subprocess.Popen(["ps", "-A", "-o", "pid=,ppid=,stat="], stdout=subprocess.PIPE) as ps:
         listing, _ = ps.communicate()
-    for line in listing.decode().splitlines():
-        pid, ppid, state = line.split()[:3]
-        if int(ppid) == me and int(pid) != ps.pid:
-            found[int(pid)] = state[0]
+    for row in listing.decode().splitlines():
+        pid_text, ppid_text, ps_state = row.split()[:3]
+        if int(ppid_text) == me and int(pid_text) != ps.pid:
+            found[int(pid_text)] = ps_state[0]
     return found
 
 
