@@ -82,7 +82,7 @@ def _rebuild_broken(
     return BrokenWorkerProcess(reason, pid=pid, returncode=returncode, stderr_tail=stderr_tail)
 
 
-class RemoteTraceback(Exception):
+class RemoteTraceback(Exception):  # noqa: N818 - a traceback, not an error of its own
     """The traceback of an exception as the worker formatted it.
 
     Set as the ``__cause__`` of an exception re-raised from a worker, so that the usual

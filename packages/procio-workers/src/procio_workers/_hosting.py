@@ -8,6 +8,7 @@ the one place that reaches for the running backend to get one.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from contextlib import suppress
 from typing import Any
 
 import sniffio
@@ -23,11 +24,11 @@ def spawn_loop_task(func: Callable[[], Awaitable[None]]) -> None:
     """
     library = sniffio.current_async_library()
     if library == "trio":
-        import trio  # noqa: PLC0415 - only on Trio
+        import trio
 
         trio.lowlevel.spawn_system_task(_guarded, func)
     else:
-        import asyncio  # noqa: PLC0415 - only on asyncio
+        import asyncio
 
         task = asyncio.get_running_loop().create_task(_guarded(func))
         # The loop keeps only a weak reference to its tasks.
@@ -38,7 +39,5 @@ def spawn_loop_task(func: Callable[[], Awaitable[None]]) -> None:
 async def _guarded(func: Callable[[], Awaitable[None]]) -> None:
     # An exception escaping a Trio system task would crash the whole run; the default
     # pool's host reports nothing anyone could act on, so it ends quietly instead.
-    try:
+    with suppress(Exception):
         await func()
-    except Exception:  # noqa: BLE001, S110
-        pass

@@ -134,8 +134,10 @@ class WorkerPool:
                 max_frame_length=max_frame_length,
             )
         elif any(x is not None for x in (python, serializer, launcher, output)):
-            raise TypeError("python, serializer, launcher and output configure the default "
-                            "backend; they cannot be combined with backend=")
+            raise TypeError(
+                "python, serializer, launcher and output configure the default "
+                "backend; they cannot be combined with backend="
+            )
         self.max_workers = max_workers if max_workers is not None else (os.cpu_count() or 1)
         self.idle_timeout = idle_timeout
         self.initializer = initializer
@@ -276,8 +278,7 @@ class WorkerPool:
             WorkerError: if the function raised ``SystemExit`` or another exception
                 that cannot be re-raised here.
         """
-        result = await self._run(func, args, cancellable=cancellable, options={}, limiter=None)
-        return result  # type: ignore[return-value]
+        return await self._run(func, args, cancellable=cancellable, options={}, limiter=None)  # type: ignore[return-value]
 
     async def _run(
         self,

@@ -17,7 +17,7 @@ from anyio.abc import Process, TaskGroup
 from . import _wire
 from ._errors import BrokenWorkerProcess, RemoteTraceback, SerializationError, WorkerError
 from ._serializers import PickleSerializer
-from .abc import Launcher, Serializer, Worker, WorkerBackend
+from .abc import Buffer, Launcher, Serializer, Worker, WorkerBackend
 
 #: Called with ``1`` or ``2`` (the worker's descriptor) and the bytes written to it.
 OutputHandler = Callable[[int, bytes], None]
@@ -173,7 +173,7 @@ class ProcessWorker(Worker):
 
     # -- the protocol --------------------------------------------------------------
 
-    async def _send(self, buffers: list[_wire.Segment]) -> None:
+    async def _send(self, buffers: list[Buffer]) -> None:
         while buffers:
             try:
                 written = os.writev(self._request_fd, buffers)
@@ -426,9 +426,16 @@ class ProcessBackend(WorkerBackend):
             # Popen ignores close_fds=False when pass_fds is given (with a warning), and
             # the caller wants the child to inherit descriptors: let ours be inherited too.
             for fd in pass_fds:
-                os.set_inheritable(fd, True)
+                os.set_inheritable(fd, True)  # noqa: FBT003 - positional-only
             pass_fds = ()
-        argv = [self.python, "-c", BOOTSTRAP, WORKER_PROGRAM, str(request_read), str(response_write)]
+        argv = [
+            self.python,
+            "-c",
+            BOOTSTRAP,
+            WORKER_PROGRAM,
+            str(request_read),
+            str(response_write),
+        ]
         try:
             process = await self.launcher.launch(
                 argv,
@@ -445,7 +452,9 @@ class ProcessBackend(WorkerBackend):
             _close_all(child_ends)
         for fd in parent_ends:
             os.set_blocking(fd, False)
-        worker = ProcessWorker(self, process, request_write, response_read, {1: stdout_read, 2: stderr_read})
+        worker = ProcessWorker(
+            self, process, request_write, response_read, {1: stdout_read, 2: stderr_read}
+        )
         self._task_group.start_soon(worker.forward_output)
         init = {
             "protocol": _wire.PROTOCOL_VERSION,

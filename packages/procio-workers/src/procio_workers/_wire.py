@@ -19,7 +19,7 @@ import struct
 import sys
 from collections import deque
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 PROTOCOL_VERSION = 1
 
@@ -61,7 +61,8 @@ EXIT_PROTOCOL_ERROR = 3
 
 _SCRATCH_SIZE = 64 * 1024
 
-Segment = bytes | bytearray | memoryview | pickle.PickleBuffer
+if TYPE_CHECKING:
+    from typing_extensions import Buffer as Segment  # noqa: F401 - the alias is the export
 
 
 class ProtocolError(Exception):
@@ -272,48 +273,44 @@ Path = tuple[int, ...]
 
 
 def _reduce_buffer(obj: object) -> Any:
-    kind = type(obj)
-    if kind is bytearray:
-        if len(obj) >= OUT_OF_BAND_THRESHOLD:  # type: ignore[arg-type]
+    if type(obj) is bytearray:
+        if len(obj) >= OUT_OF_BAND_THRESHOLD:
             # The receiving side passes memoryviews of bytearrays: ``.obj`` is the array.
-            return getattr, (pickle.PickleBuffer(obj), "obj")  # type: ignore[arg-type]
-    elif kind is memoryview:
-        view: memoryview = obj  # type: ignore[assignment]
+            return getattr, (pickle.PickleBuffer(obj), "obj")
+    elif type(obj) is memoryview:
+        view = obj
         if not view.c_contiguous:
-            view = memoryview(view.tobytes()).cast(view.format, view.shape)
-        flat = view if view.ndim == 1 and view.format == "B" else view.cast("B")
-        if flat is view:
+            view = memoryview(view.tobytes()).cast("B")
+            if obj.format != "B" or obj.ndim != 1:
+                view = view.cast(obj.format, list(obj.shape or ()))  # type: ignore[call-overload]
+        if view.ndim == 1 and view.format == "B":
             return memoryview, (pickle.PickleBuffer(view),)
-        return memoryview.cast, (flat, view.format, list(view.shape))
+        return memoryview.cast, (view.cast("B"), view.format, list(view.shape or ()))
     return NotImplemented
 
 
 def _lift(value: object, depth: int, path: Path, lifted: list[Path]) -> object:
-    kind = type(value)
-    if kind is bytes:
-        if len(value) >= OUT_OF_BAND_THRESHOLD:  # type: ignore[arg-type]
+    if type(value) is bytes:
+        if len(value) >= OUT_OF_BAND_THRESHOLD:
             lifted.append(path)
-            return pickle.PickleBuffer(value)  # type: ignore[arg-type]
+            return pickle.PickleBuffer(value)
         return value
-    if depth and (kind is tuple or kind is list):
+    if depth and isinstance(value, (tuple, list)) and type(value) in (tuple, list):
         before = len(lifted)
-        items = [
-            _lift(item, depth - 1, (*path, index), lifted)
-            for index, item in enumerate(value)  # type: ignore[arg-type]
-        ]
+        items = [_lift(item, depth - 1, (*path, index), lifted) for index, item in enumerate(value)]
         if len(lifted) != before:
-            return tuple(items) if kind is tuple else items
+            return tuple(items) if type(value) is tuple else items
     return value
 
 
-def _restore(value: object, path: Path) -> object:
+def _restore(value: Any, path: Path) -> object:
     if not path:
-        return bytes(value)  # type: ignore[call-overload]
+        return bytes(value)
     head, rest = path[0], path[1:]
     if type(value) is list:
         value[head] = _restore(value[head], rest)
         return value
-    items = list(value)  # type: ignore[call-overload]
+    items = list(value)
     items[head] = _restore(items[head], rest)
     return tuple(items)
 
@@ -354,9 +351,9 @@ class PickleCodec:
         value = _lift(value, depth, (), lifted)
         segments: list[Segment] = []
         stream = io.BytesIO()
-        self._pickler_class(
-            stream, protocol=5, buffer_callback=segments.append
-        ).dump((value, lifted))
+        self._pickler_class(stream, protocol=5, buffer_callback=segments.append).dump(
+            (value, lifted)
+        )
         return [stream.getbuffer(), *segments]
 
     def loads(self, segments: Sequence[bytes | bytearray | memoryview]) -> object:
@@ -372,7 +369,7 @@ class PickleCodec:
 
 def cloudpickle_codec() -> PickleCodec:
     """Return the pickle codec built on cloudpickle's pickler (lambdas, closures)."""
-    import cloudpickle  # noqa: PLC0415 - optional, imported only when asked for
+    import cloudpickle
 
     return PickleCodec(_make_pickler_class(cloudpickle.Pickler))
 
@@ -388,7 +385,7 @@ def builtin_codec(name: str) -> PickleCodec:
 
 def import_object(reference: str) -> Any:
     """Import ``"package.module:attribute.path"`` and return the object it names."""
-    import importlib  # noqa: PLC0415 - only third-party codecs need it
+    import importlib
 
     module_name, _, attribute = reference.partition(":")
     obj: Any = importlib.import_module(module_name)

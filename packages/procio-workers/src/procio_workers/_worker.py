@@ -63,9 +63,7 @@ class _ParentMain(types.ModuleType):
         try:
             return self.__dict__[name]
         except KeyError:
-            raise AttributeError(
-                f"the parent's main module has no attribute {name!r}"
-            ) from None
+            raise AttributeError(f"the parent's main module has no attribute {name!r}") from None
 
     def _procio_run(self) -> None:
         spec = self.__dict__["_procio_spec"]
@@ -98,7 +96,7 @@ def _install_main(spec: dict[str, Any] | None) -> None:
 
 
 def _describe(exc: BaseException) -> dict[str, str]:
-    import traceback  # noqa: PLC0415 - only failures pay for it
+    import traceback
 
     kind = type(exc)
     return {
@@ -113,7 +111,7 @@ def _flush_std() -> None:
         try:
             if stream is not None:
                 stream.flush()
-        except Exception:  # noqa: BLE001, S110 - a broken user stream must not end the worker
+        except Exception:
             pass
 
 
@@ -122,7 +120,7 @@ def _send_error(codec: Any, exc: BaseException, stage: str) -> None:
     meta["stage"] = stage
     try:
         segments = codec.dumps(exc)
-    except BaseException as problem:  # noqa: BLE001 - any failure: fall back to the text form
+    except BaseException as problem:
         meta["unserializable"] = f"{type(problem).__name__}: {problem}"
         segments = []
     header = json.dumps(meta).encode()
@@ -137,17 +135,17 @@ def _serve(codec: Any, reader: Any) -> int:
         if frame.kind != wire.CALL:
             name = wire.KIND_NAMES.get(frame.kind, frame.kind)
             print(f"procio worker: unexpected {name} message", file=sys.__stderr__)
-            return wire.EXIT_PROTOCOL_ERROR
+            return int(wire.EXIT_PROTOCOL_ERROR)
         try:
             func, args = codec.loads(frame.segments)
-        except BaseException as exc:  # noqa: BLE001 - reported to the parent
+        except BaseException as exc:
             _flush_std()
             _send_error(codec, exc, "arguments")
             continue
         del frame
         try:
             result = func(*args)
-        except BaseException as exc:  # noqa: BLE001 - reported to the parent
+        except BaseException as exc:
             del func, args
             _flush_std()
             _send_error(codec, exc, "call")
@@ -156,7 +154,7 @@ def _serve(codec: Any, reader: Any) -> int:
         _flush_std()
         try:
             segments = codec.dumps(result)
-        except BaseException as exc:  # noqa: BLE001 - reported to the parent
+        except BaseException as exc:
             _send_error(codec, exc, "result")
             continue
         del result
@@ -166,7 +164,7 @@ def _serve(codec: Any, reader: Any) -> int:
 
 def main(argv: list[str]) -> int:
     """Run the worker on the protocol descriptors named in *argv*; return the exit status."""
-    global REQUEST_FD, RESPONSE_FD  # noqa: PLW0603 - set once, read by tests
+    global REQUEST_FD, RESPONSE_FD
     REQUEST_FD, RESPONSE_FD = int(argv[0]), int(argv[1])
     # A terminal's Ctrl-C reaches the whole foreground process group; the parent decides
     # what happens to its workers, so an idle or busy worker does not die of it.
@@ -200,7 +198,7 @@ def main(argv: list[str]) -> int:
                 if codec_name in CODECS
                 else wire.import_object(codec_name)()
             )
-        except Exception as exc:  # noqa: BLE001 - reported in READY
+        except Exception as exc:
             ready = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
             wire.write_frame_blocking(RESPONSE_FD, wire.READY, [json.dumps(ready).encode()])
             return 1
@@ -208,7 +206,7 @@ def main(argv: list[str]) -> int:
         return _serve(codec, reader)
     except wire.ProtocolError as exc:
         print(f"procio worker: protocol error: {exc}", file=sys.__stderr__)
-        return wire.EXIT_PROTOCOL_ERROR
+        return int(wire.EXIT_PROTOCOL_ERROR)
     except BrokenPipeError:
         return 0
 

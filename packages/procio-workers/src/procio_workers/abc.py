@@ -71,7 +71,7 @@ class Serializer(ABC):
         """Rebuild the value or the exception a worker sent back as *segments*."""
 
 
-class Launcher(ABC):
+class Launcher(ABC):  # noqa: B024 - every step has a default; override any of them
     """Starts a worker process: which interpreter, environment and wrappers.
 
     The default runs the worker command as it is, through
@@ -109,7 +109,7 @@ class Launcher(ABC):
             env: the requested environment, before :meth:`environment`.
             popen_kwargs: further :class:`subprocess.Popen` keyword arguments.
         """
-        from procio_process import DEVNULL, open_process  # noqa: PLC0415 - keeps abc light
+        from procio_process import DEVNULL, open_process
 
         return await open_process(
             self.command(argv),

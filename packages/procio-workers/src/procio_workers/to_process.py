@@ -67,14 +67,13 @@ async def run_sync(
             exception that cannot be re-raised here.
     """
     pool = await _get_default_pool()
-    result = await pool._run(
+    return await pool._run(
         func,
         args,
         cancellable=cancellable,
         options=popen_kwargs,
         limiter=limiter or current_default_process_limiter(),
-    )
-    return result  # type: ignore[return-value]
+    )  # type: ignore[return-value]
 
 
 def current_default_process_limiter() -> CapacityLimiter:
