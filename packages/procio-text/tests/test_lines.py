@@ -81,13 +81,16 @@ async def test_explicit_newline_splits_only_there(
     cut_points=cuts,
     limit=st.integers(min_value=1, max_value=12),
     newline=st.sampled_from([None, "\n", "\r\n"]),
+    keepends=st.booleans(),
 )
 async def test_line_limit_loses_nothing_and_bounds_memory(
-    text: str, cut_points: list[int], limit: int, newline: str | None
+    text: str, cut_points: list[int], limit: int, newline: str | None, keepends: bool
 ) -> None:
     chunks = split(text, cut_points)
     longest_chunk = max(len(chunk) for chunk in chunks)
-    stream = LineReceiveStream(feed(chunks), keepends=True, newline=newline, max_line_length=limit)
+    stream = LineReceiveStream(
+        feed(chunks), keepends=keepends, newline=newline, max_line_length=limit
+    )
     delivered: list[str] = []
     errors = 0
     while True:
@@ -101,8 +104,11 @@ async def test_line_limit_loses_nothing_and_bounds_memory(
             assert len(error.buffered) <= limit + longest_chunk + len(newline or "\r\n")
             delivered.append(error.buffered)
         else:
+            assert len(line) <= limit + (len(newline or "\r\n") if keepends else 0)
             delivered.append(line)
-    assert "".join(delivered) == text
+    if keepends:
+        # Lines with their terminators plus the errors' buffered text: the whole input.
+        assert "".join(delivered) == text
     too_long = any(
         len(line) > limit
         for line in (text.splitlines() if newline is None else text.split(newline))

@@ -126,10 +126,12 @@ class LineReceiveStream(ObjectReceiveStream[str]):
                 error, self._pending_error = self._pending_error, None
                 raise error
             if self._eof:
-                if self._buffer:
-                    self._take_final_line()
-                    break
-                raise EndOfStream
+                if not self._buffer:
+                    raise EndOfStream
+                # What _feed(final=True) kept back can only be an unterminated last line.
+                lines.append(self._buffer)
+                self._buffer = ""
+                break
             try:
                 item = await self.transport_stream.receive()
             except EndOfStream:
@@ -143,49 +145,43 @@ class LineReceiveStream(ObjectReceiveStream[str]):
         if not text and not final:
             return
         data = self._buffer + text if self._buffer else text
-        if self.newline is None:
-            parts = data.splitlines(keepends=True)
+        newline = self.newline
+        if newline is None:
+            # Split twice in C rather than trim each line in Python: once with the
+            # terminators to see where the complete lines end, once without them.
+            with_ends = data.splitlines(keepends=True)
             rest = ""
-            if parts:
-                last = parts[-1]
+            if with_ends:
+                tail = with_ends[-1][-1]
                 # An unterminated tail, or a "\r" that may be the first half of "\r\n",
                 # stays buffered until more text (or the end of the stream) arrives.
-                if last[-1] not in _BOUNDARIES or (last[-1] == "\r" and not final):
-                    rest = parts.pop()
-            self._accept(parts, rest, final=final)
-        else:
-            pieces = data.split(self.newline)
-            rest = pieces.pop()
+                if tail not in _BOUNDARIES or (tail == "\r" and not final):
+                    rest = with_ends.pop()
             if self.keepends:
-                newline = self.newline
-                pieces = [piece + newline for piece in pieces]
-            self._accept(pieces, rest, final=final)
-
-    def _accept(self, complete: list[str], rest: str, *, final: bool) -> None:
-        limit = self.max_line_length
-        if limit is not None:
-            measure = _content_length if self.newline is None else self._piece_length
-            for index, line in enumerate(complete):
-                if measure(line) > limit:
-                    self._overflow(complete[:index], "".join(complete[index:]) + rest)
-                    return
+                lines = with_ends
+            else:
+                lines = (data[: len(data) - len(rest)] if rest else data).splitlines()
             rest_length = len(rest) - 1 if rest.endswith("\r") else len(rest)
-            if self.newline is not None:
-                rest_length = self._partial_separator_free_length(rest)
-            if rest_length > limit:
-                self._overflow(complete, rest)
-                return
-        if self.newline is None and not self.keepends:
-            self._lines.extend(line[: _content_length(line)] for line in complete)
         else:
-            self._lines.extend(complete)
-        self._buffer = rest
+            lines = data.split(newline)
+            rest = lines.pop()
+            with_ends = [line + newline for line in lines]
+            if self.keepends:
+                lines = with_ends
+            rest_length = self._partial_separator_free_length(rest)
 
-    def _piece_length(self, piece: str) -> int:
-        if self.keepends:
-            assert self.newline is not None
-            return len(piece) - len(self.newline)
-        return len(piece)
+        limit = self.max_line_length
+        if limit is not None and (rest_length > limit or max(map(len, lines), default=0) > limit):
+            for index, item in enumerate(with_ends):
+                length = _content_length(item) if newline is None else len(item) - len(newline)
+                if length > limit:
+                    self._overflow(lines[:index], "".join(with_ends[index:]) + rest)
+                    return
+            if rest_length > limit:
+                self._overflow(lines, rest)
+                return
+        self._lines.extend(lines)
+        self._buffer = rest
 
     def _partial_separator_free_length(self, rest: str) -> int:
         # The tail may end with the first characters of a multi-character separator;
@@ -199,20 +195,11 @@ class LineReceiveStream(ObjectReceiveStream[str]):
 
     def _overflow(self, good: list[str], buffered: str) -> None:
         assert self.max_line_length is not None
-        if self.newline is None and not self.keepends:
-            self._lines.extend(line[: _content_length(line)] for line in good)
-        else:
-            self._lines.extend(good)
-        self._buffer = ""
         # The lines before the over-long one are delivered first; the error is raised by
         # the receive that would have returned the over-long line.
-        self._pending_error = LineTooLongError(self.max_line_length, buffered)
-
-    def _take_final_line(self) -> None:
-        # Only reached at end of stream with text left over that _feed(final=True) kept
-        # back, which can only be an unterminated last line.
-        self._lines.append(self._buffer)
+        self._lines.extend(good)
         self._buffer = ""
+        self._pending_error = LineTooLongError(self.max_line_length, buffered)
 
     async def aclose(self) -> None:
         """Close the transport stream and drop buffered text."""
