@@ -10,7 +10,6 @@ import sys
 
 import pytest
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
-
 from procio_text import LineReceiveStream, LineTooLongError, TextReceiveStream, TextSendStream
 
 from ._streams import Sink, feed
