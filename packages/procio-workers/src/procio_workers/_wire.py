@@ -264,20 +264,18 @@ def read_frame_blocking(fd: int, reader: FrameReader) -> Frame | None:
 #
 # Segment 0 is the pickle stream (protocol 5); every further segment is one out-of-band
 # buffer, in the order the pickle stream refers to them. The pickled object is a pair
-# ``(value, lifted)``: exact ``bytes`` objects never reach ``reducer_override``, so large
-# ones found at the top of the value (or as items of a top-level tuple or list, one level
-# deeper for a call's arguments) are replaced by a ``PickleBuffer`` before pickling, and
-# ``lifted`` lists the paths to turn back into ``bytes`` on the other side.
+# ``(value, lifted)``: exact ``bytes`` and ``bytearray`` objects never reach
+# ``reducer_override``, so large ones found at the top of the value (or as items of a
+# top-level tuple or list, one level deeper for a call's arguments) are replaced by a
+# ``PickleBuffer`` before pickling, and ``lifted`` lists the paths to turn back into
+# ``bytes`` or ``bytearray`` on the other side. Memoryviews go through
+# ``reducer_override``, wherever they are.
 
 Path = tuple[int, ...]
 
 
 def _reduce_buffer(obj: object) -> Any:
-    if type(obj) is bytearray:
-        if len(obj) >= OUT_OF_BAND_THRESHOLD:
-            # The receiving side passes memoryviews of bytearrays: ``.obj`` is the array.
-            return getattr, (pickle.PickleBuffer(obj), "obj")
-    elif type(obj) is memoryview:
+    if type(obj) is memoryview:
         view = obj
         if not view.c_contiguous:
             view = memoryview(view.tobytes()).cast("B")
@@ -290,22 +288,26 @@ def _reduce_buffer(obj: object) -> Any:
 
 
 def _lift(value: object, depth: int, path: Path, lifted: list[Path]) -> object:
-    if type(value) is bytes:
+    # The last item of a lifted path says what to rebuild: 0 for bytes, 1 for bytearray.
+    if type(value) is bytes or type(value) is bytearray:
         if len(value) >= OUT_OF_BAND_THRESHOLD:
-            lifted.append(path)
+            lifted.append((*path, int(type(value) is bytearray)))
             return pickle.PickleBuffer(value)
         return value
     if depth and isinstance(value, (tuple, list)) and type(value) in (tuple, list):
         before = len(lifted)
-        items = [_lift(item, depth - 1, (*path, index), lifted) for index, item in enumerate(value)]
+        items = [
+            _lift(item, depth - 1, (*path, index), lifted) for index, item in enumerate(value)
+        ]
         if len(lifted) != before:
             return tuple(items) if type(value) is tuple else items
     return value
 
 
 def _restore(value: Any, path: Path) -> object:
-    if not path:
-        return bytes(value)
+    if len(path) == 1:
+        # The receiving side passes memoryviews of bytearrays: ``.obj`` is the array.
+        return value.obj if path[0] else bytes(value)
     head, rest = path[0], path[1:]
     if type(value) is list:
         value[head] = _restore(value[head], rest)

@@ -1,0 +1,304 @@
+"""Conformance kit: check a third-party serializer, launcher, backend or worker program.
+
+Call these from your own test suite; each raises :exc:`AssertionError` describing the
+first deviation from the contract in ``docs/extending.md`` and ``docs/protocol.md``::
+
+    def test_serializer() -> None:
+        check_serializer(MySerializer())
+
+
+    async def test_launcher() -> None:
+        await check_launcher(MyLauncher())
+"""
+
+from __future__ import annotations
+
+import json
+import operator
+import os
+import select
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import anyio
+
+from . import _wire
+from ._errors import RemoteTraceback
+from ._pool import WorkerPool
+from ._process_backend import BOOTSTRAP, WORKER_PROGRAM
+from ._serializers import PickleSerializer
+from .abc import Launcher, Serializer, WorkerBackend
+
+__all__ = [
+    "JSON_SAMPLES",
+    "check_serializer",
+    "check_launcher",
+    "check_backend",
+    "check_worker_command",
+    "python_worker_command",
+]
+
+#: Values every serializer must carry, JSON-compatible so any codec can.
+JSON_SAMPLES: tuple[object, ...] = (
+    None,
+    True,
+    0,
+    -(2**40),
+    2.5,
+    "",
+    "text with ünïcode",
+    [1, "two", [3.0, None]],
+    {"key": [1, 2], "other": {"nested": "yes"}},
+)
+
+
+def _load_codec(name: str) -> Any:
+    if name in ("pickle", "cloudpickle"):
+        return _wire.builtin_codec(name)
+    return _wire.import_object(name)()
+
+
+def _as_received(segments: Sequence[Any]) -> list[bytearray]:
+    return [bytearray(memoryview(segment).cast("B")) for segment in segments]
+
+
+def _as_views(segments: Sequence[Any]) -> list[memoryview]:
+    return [memoryview(bytearray(memoryview(segment).cast("B"))) for segment in segments]
+
+
+def check_serializer(
+    serializer: Serializer,
+    samples: Sequence[object] = JSON_SAMPLES,
+    func: Callable[..., object] = operator.add,
+) -> None:
+    """Check that *serializer* and its worker codec agree, in this process.
+
+    Every sample travels as a call argument (parent to worker) and back as a result
+    (worker to parent), and an exception travels back too.
+
+    Args:
+        serializer: the serializer to check.
+        samples: the values to send both ways; they must compare equal after the trip
+            (JSON-compatible values by default, which any codec must support).
+        func: an importable function to send by reference.
+    """
+    assert isinstance(serializer, Serializer), "a serializer subclasses abc.Serializer"
+    assert isinstance(serializer.worker_codec, str), "worker_codec is a codec name"
+    codec = _load_codec(serializer.worker_codec)
+    for method in ("loads", "dumps"):
+        assert callable(getattr(codec, method, None)), f"the worker codec has no {method}()"
+    for value in samples:
+        segments = serializer.dump_call(func, (value, value))
+        assert len(segments) >= 1, "dump_call() returns at least one segment"
+        received_func, received_args = codec.loads(_as_received(segments))
+        assert received_func is func, f"the function came out as {received_func!r}"
+        assert tuple(received_args) == (value, value), f"{value!r} came out as {received_args!r}"
+        reply = serializer.load_reply(_as_views(codec.dumps(value)))
+        assert reply == value, f"the result {value!r} came back as {reply!r}"
+    error = serializer.load_reply(_as_views(codec.dumps(ValueError("boom"))))
+    assert isinstance(error, ValueError), f"an exception came back as {error!r}"
+    assert str(error) == "boom", f"an exception's message came back as {str(error)!r}"
+
+
+async def check_backend(factory: Callable[[], WorkerBackend], *, workers: int = 2) -> None:
+    """Check a worker backend through a real :class:`~procio_workers.WorkerPool`.
+
+    Args:
+        factory: builds a fresh, unopened backend.
+        workers: how many concurrent calls to try.
+    """
+    async with WorkerPool(max_workers=workers, backend=factory()) as pool:
+        assert await pool.run_sync(operator.add, 2, 3) == 5, "a call returns its result"
+        try:
+            await pool.run_sync(int, "not a number")
+        except ValueError as exc:
+            assert "not a number" in str(exc), f"the exception lost its message: {exc!r}"
+        else:
+            raise AssertionError("an exception in the function must reach the caller")
+        results: dict[int, object] = {}
+
+        async def one(index: int) -> None:
+            results[index] = await pool.run_sync(operator.mul, index, 10)
+
+        async with anyio.create_task_group() as tg:
+            for index in range(workers * 2):
+                tg.start_soon(one, index)
+        assert results == {i: i * 10 for i in range(workers * 2)}, f"got {results}"
+        figures = pool.statistics()
+        assert figures.calls == 2 + workers * 2, f"the pool counted {figures.calls} calls"
+        assert figures.failures == 1, f"the pool counted {figures.failures} failures"
+        assert 1 <= figures.started <= workers, f"{figures.started} workers started"
+    after = pool.statistics()
+    assert after.workers == 0, f"{after.workers} workers outlived the pool"
+
+
+async def check_launcher(launcher: Launcher, serializer: Serializer | None = None) -> None:
+    """Check that workers started by *launcher* run calls and leave nothing behind.
+
+    Args:
+        launcher: the launcher to check.
+        serializer: the serializer to use (default: pickle).
+    """
+    async with WorkerPool(max_workers=1, launcher=launcher, serializer=serializer) as pool:
+        pid = await pool.run_sync(os.getpid)
+        assert isinstance(pid, int), "the worker returns its pid"
+        assert pid != os.getpid(), "the call ran in another process"
+        assert await pool.run_sync(os.getpid) == pid, "an idle worker is reused"
+        try:
+            await pool.run_sync(int, "x")
+        except ValueError as exc:
+            assert isinstance(exc.__cause__, RemoteTraceback), "the traceback comes back"
+        else:
+            raise AssertionError("an exception in the function must reach the caller")
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        pass
+    else:
+        raise AssertionError(f"worker {pid} still exists after the pool closed")
+
+
+def python_worker_command(python: str | None = None) -> list[str]:
+    """Return the command line of procio's own worker program (without descriptors)."""
+    return [python or sys.executable, "-c", BOOTSTRAP, WORKER_PROGRAM]
+
+
+class _Session:
+    def __init__(self, command: Sequence[str], timeout: float) -> None:
+        request_read, self.request = os.pipe()
+        self.response, response_write = os.pipe()
+        self.timeout = timeout
+        self.reader = _wire.FrameReader()
+        try:
+            self.process = subprocess.Popen(
+                [*command, str(request_read), str(response_write)],
+                pass_fds=(request_read, response_write),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+        finally:
+            os.close(request_read)
+            os.close(response_write)
+
+    def receive(self) -> _wire.Frame | None:
+        deadline = time.monotonic() + self.timeout
+        while not self.reader.frames:
+            remaining = deadline - time.monotonic()
+            ready, _, _ = select.select([self.response], [], [], max(remaining, 0))
+            if not ready:
+                raise AssertionError(f"no message from the worker within {self.timeout} s")
+            count = os.readv(self.response, [self.reader.buffer()])
+            if not count:
+                self.reader.eof()
+                return None
+            self.reader.commit(count)
+        return self.reader.frames.popleft()
+
+    def expect(self, kind: int) -> _wire.Frame:
+        frame = self.receive()
+        assert frame is not None, f"the worker closed the protocol instead of sending {kind}"
+        assert frame.kind == kind, (
+            f"expected {_wire.KIND_NAMES[kind]}, got {_wire.KIND_NAMES[frame.kind]}"
+        )
+        return frame
+
+    def send(self, kind: int, segments: Sequence[Any]) -> None:
+        _wire.write_frame_blocking(self.request, kind, segments)
+
+    def handshake(self, codec: str) -> dict[str, Any]:
+        hello = json.loads(self.expect(_wire.HELLO).segments[0])
+        assert hello.get("protocol") == _wire.PROTOCOL_VERSION, f"HELLO says {hello}"
+        assert isinstance(hello.get("pid"), int), "HELLO carries the worker's pid"
+        assert isinstance(hello.get("codecs"), list), "HELLO lists the codecs"
+        init = {"protocol": _wire.PROTOCOL_VERSION, "sys_path": sys.path, "main": None}
+        init["codec"] = codec
+        self.send(_wire.INIT, [json.dumps(init).encode()])
+        ready = json.loads(self.expect(_wire.READY).segments[0])
+        assert ready.get("ok") is True, f"READY says {ready}"
+        return dict(hello)
+
+    def wait(self) -> int:
+        try:
+            return self.process.wait(self.timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"the worker did not exit within {self.timeout} s") from None
+
+    def close(self) -> None:
+        for fd in (self.request, self.response):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        if self.process.stderr is not None:
+            self.process.stderr.close()
+
+
+@contextmanager
+def _session(command: Sequence[str], timeout: float) -> Iterator[_Session]:
+    session = _Session(command, timeout)
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+def _check_worker_command(command: Sequence[str], serializer: Serializer, timeout: float) -> None:
+    codec = serializer.worker_codec
+    with _session(command, timeout) as session:
+        hello = session.handshake(codec)
+        assert codec in hello["codecs"] or ":" in codec, f"the worker lacks codec {codec!r}"
+        session.send(_wire.CALL, serializer.dump_call(operator.add, (2, 3)))
+        reply = session.expect(_wire.RESULT)
+        value = serializer.load_reply([memoryview(s) for s in reply.segments])
+        assert value == 5, f"add(2, 3) came back as {value!r}"
+        session.send(_wire.CALL, serializer.dump_call(int, ("x",)))
+        error = session.expect(_wire.ERROR)
+        meta = json.loads(error.segments[0])
+        assert meta.get("type", "").endswith("ValueError"), f"ERROR says {meta}"
+        assert meta.get("stage") == "call", f"ERROR says {meta}"
+        session.send(_wire.SHUTDOWN, [])
+        assert session.receive() is None, "the worker sends nothing after SHUTDOWN"
+        status = session.wait()
+        assert status == 0, f"after SHUTDOWN the worker exited with {status}"
+    with _session(command, timeout) as session:
+        session.handshake(codec)
+        os.close(session.request)
+        status = session.wait()
+        assert status == 0, f"at end of input the worker exited with {status}"
+    with _session(command, timeout) as session:
+        session.handshake(codec)
+        os.write(session.request, b"\xee\x00\x00\x00")
+        status = session.wait()
+        assert status != 0, "a malformed frame must end the worker with a failure status"
+
+
+async def check_worker_command(
+    command: Sequence[str],
+    serializer: Serializer | None = None,
+    *,
+    timeout: float = 30.0,
+) -> None:
+    """Drive a worker program over the protocol and check how it behaves.
+
+    The program is started as ``command + [request fd, response fd]``. It must
+    complete the handshake, run calls (``operator.add`` and a failing ``int``) through
+    the codec of *serializer*, exit with status 0 on SHUTDOWN and at end of input, and
+    with another status on a malformed frame.
+
+    Args:
+        command: the worker's command line, without the two descriptor numbers.
+        serializer: the serializer whose codec to use (default: pickle).
+        timeout: seconds allowed for each reply and for each exit.
+    """
+    await anyio.to_thread.run_sync(
+        _check_worker_command, list(command), serializer or PickleSerializer(), timeout
+    )
+

@@ -1,0 +1,163 @@
+"""Functions the tests run in workers (importable by name there), and leak checks."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from typing import Any, NoReturn
+
+import psutil
+
+
+class CustomError(Exception):
+    """An exception class both sides can import."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(f"custom failure {code}")
+        self.code = code
+
+
+def echo(value: object) -> object:
+    return value
+
+
+def pid_and_echo(value: object) -> tuple[int, object]:
+    return os.getpid(), value
+
+
+def sleep_and_pid(seconds: float) -> int:
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def fail_deep(code: int) -> NoReturn:
+    def inner_helper_frame() -> NoReturn:
+        raise CustomError(code)
+
+    inner_helper_frame()
+
+
+def exit_with(code: int) -> NoReturn:
+    sys.exit(code)
+
+
+def interrupt() -> NoReturn:
+    raise KeyboardInterrupt
+
+
+def kill_self(signum: int) -> None:
+    os.kill(os.getpid(), signum)
+    time.sleep(10)
+
+
+def die_with_stderr(code: int, text: str) -> None:
+    sys.stderr.write(text)
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def print_things(text: str, size: int = 0) -> int:
+    print(text)
+    if size:
+        sys.stdout.write("x" * size + "\n")
+    os.write(1, b"raw stdout\n")
+    os.write(2, b"raw stderr\n")
+    print("to stderr", file=sys.stderr)
+    return os.getpid()
+
+
+def unpicklable_result() -> object:
+    return lambda: None
+
+
+def raise_unimportable(directory: str) -> None:
+    sys.path.insert(0, directory)
+    import worker_only_module  # type: ignore[import-not-found]  # noqa: PLC0415
+
+    raise worker_only_module.OnlyHereError("from a module the parent cannot import")
+
+
+def write_to_protocol(data: bytes) -> None:
+    worker = sys.modules["_procio_worker"]
+    os.write(worker.RESPONSE_FD, data)
+    time.sleep(5)
+
+
+def modules_loaded() -> list[str]:
+    return sorted(sys.modules)
+
+
+def worker_state() -> dict[str, Any]:
+    return {"path": list(sys.path), "executable": sys.executable, "stdin": os.read(0, 10)}
+
+
+def record_initializer(path: str, tag: str) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(f"{tag}:{os.getpid()}\n")
+
+
+def sleep_then_write(seconds: float, path: str) -> str:
+    time.sleep(seconds)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("done")
+    return "done"
+
+
+def signal_disposition(signum: int) -> int:
+    return int(signal.getsignal(signum))  # type: ignore[arg-type]
+
+
+def getpriority() -> int:
+    return os.getpriority(os.PRIO_PROCESS, 0)
+
+
+def length(data: bytes) -> int:
+    return len(data)
+
+
+# --- leak checks (parent side) ---
+
+
+def open_fds() -> set[int]:
+    """Return the file descriptors open in this process now."""
+    return {int(name) for name in os.listdir("/proc/self/fd")}
+
+
+def child_pids() -> set[int]:
+    """Return this process's children, zombies included, at any depth."""
+    return {child.pid for child in psutil.Process().children(recursive=True)}
+
+
+class LeakGuard:
+    """Snapshot fds and children (create it once the event loop runs); ``check`` compares."""
+
+    def __init__(self) -> None:
+        self.fds = open_fds()
+        self.children = child_pids()
+
+    def check(self) -> None:
+        """Fail if a child process or a file descriptor was left behind."""
+        new_children = child_pids() - self.children
+        assert not new_children, f"children left behind: {new_children}"
+        leaked = open_fds() - self.fds
+        assert not leaked, f"descriptors left open: {_describe(leaked)}"
+
+
+def _describe(fds: set[int]) -> dict[int, str]:
+    described = {}
+    for fd in fds:
+        try:
+            described[fd] = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            described[fd] = "?"
+    return described
+
+
+def pid_gone(pid: int) -> bool:
+    """Whether *pid* no longer runs (a zombie waiting for a parent other than us counts)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True

@@ -1,0 +1,187 @@
+"""WorkerPool: reuse, limits, the idle timer, initializer, retirement, figures, cleanup."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import anyio
+import pytest
+
+from procio_workers import PoolStatistics, WorkerPool
+
+if TYPE_CHECKING:
+    from tests import procio_workers_testfuncs as funcs
+else:
+    import procio_workers_testfuncs as funcs
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_a_call_returns_its_result_and_the_pool_leaves_nothing_behind() -> None:
+    guard = funcs.LeakGuard()
+    async with WorkerPool(max_workers=1) as pool:
+        pid, value = await pool.run_sync(funcs.pid_and_echo, {"a": [1, 2]})
+        assert value == {"a": [1, 2]}
+        assert pid != os.getpid()
+    guard.check()
+
+
+async def test_idle_workers_are_reused_most_recently_used_first() -> None:
+    async with WorkerPool(max_workers=2) as pool:
+        async with anyio.create_task_group() as tg:
+            pids: list[int] = []
+
+            async def slow() -> None:
+                pids.append(await pool.run_sync(funcs.sleep_and_pid, 0.3))
+
+            tg.start_soon(slow)
+            tg.start_soon(slow)
+        assert len(set(pids)) == 2
+        # The worker that finished last is the most recently used: it takes the next calls.
+        first, second = pids
+        assert await pool.run_sync(funcs.sleep_and_pid, 0) == second
+        assert await pool.run_sync(funcs.sleep_and_pid, 0) == second
+        assert pool.statistics().started == 2
+
+
+async def test_max_workers_bounds_concurrent_workers() -> None:
+    async with WorkerPool(max_workers=2) as pool:
+        peak = 0
+
+        async def one() -> None:
+            nonlocal peak
+            await pool.run_sync(funcs.sleep_and_pid, 0.1)
+            peak = max(peak, pool.statistics().workers)
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(6):
+                tg.start_soon(one)
+        figures = pool.statistics()
+        assert figures.started == 2
+        assert peak <= 2
+        assert figures.calls == 6
+
+
+async def test_the_idle_timer_retires_workers_without_another_call() -> None:
+    guard = funcs.LeakGuard()
+    async with WorkerPool(max_workers=1, idle_timeout=0.3) as pool:
+        pid = await pool.run_sync(funcs.sleep_and_pid, 0)
+        assert pool.statistics().idle == 1
+        with anyio.fail_after(5):
+            while pool.statistics().workers or pid in {p.pid for p in _children()}:
+                await anyio.sleep(0.05)
+        assert pool.statistics().idle == 0
+        assert await pool.run_sync(funcs.sleep_and_pid, 0) != pid
+    guard.check()
+
+
+def _children() -> list[object]:
+    import psutil
+
+    return list(psutil.Process().children())
+
+
+async def test_the_initializer_runs_once_per_worker_with_its_arguments(tmp_path: Path) -> None:
+    log = tmp_path / "init.log"
+    async with WorkerPool(
+        max_workers=1,
+        initializer=funcs.record_initializer,
+        initargs=(str(log), "ready"),
+        max_tasks_per_worker=2,
+    ) as pool:
+        pids = [await pool.run_sync(funcs.sleep_and_pid, 0) for _ in range(4)]
+    lines = log.read_text().splitlines()
+    assert lines == [f"ready:{pids[0]}", f"ready:{pids[2]}"]
+
+
+async def test_a_worker_retires_after_max_tasks() -> None:
+    async with WorkerPool(max_workers=1, max_tasks_per_worker=3) as pool:
+        pids = [await pool.run_sync(funcs.sleep_and_pid, 0) for _ in range(7)]
+    assert pids[0] == pids[1] == pids[2]
+    assert pids[3] == pids[4] == pids[5]
+    assert len({pids[0], pids[3], pids[6]}) == 3
+
+
+async def test_prestart_starts_workers_when_the_pool_opens() -> None:
+    async with WorkerPool(max_workers=3, prestart=2) as pool:
+        figures = pool.statistics()
+        assert (figures.started, figures.idle, figures.calls) == (2, 2, 0)
+        await pool.run_sync(funcs.sleep_and_pid, 0)
+        assert pool.statistics().started == 2
+
+
+async def test_the_interpreter_to_run_is_configurable_and_stdin_is_empty(
+    tmp_path: Path,
+) -> None:
+    python = tmp_path / "python-for-workers"
+    python.symlink_to(sys.executable)
+    async with WorkerPool(max_workers=1, python=python) as pool:
+        state = await pool.run_sync(funcs.worker_state)
+    assert state["executable"] == str(python)
+    assert state["path"] == sys.path
+    assert state["stdin"] == b""
+
+
+async def test_statistics_count_calls_failures_and_busy_workers() -> None:
+    async with WorkerPool(max_workers=2) as pool:
+        assert pool.statistics() == PoolStatistics(0, 0, 0, 0, 0, 0, 0)
+        await pool.run_sync(funcs.echo, 1)
+        with pytest.raises(funcs.CustomError):
+            await pool.run_sync(funcs.fail_deep, 1)
+        busy_seen = 0
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(pool.run_sync, funcs.sleep_and_pid, 0.5)
+            await anyio.sleep(0.2)
+            busy_seen = pool.statistics().busy
+        figures = pool.statistics()
+    assert busy_seen == 1
+    assert (figures.calls, figures.failures, figures.broken) == (3, 1, 0)
+    assert pool.statistics().workers == 0
+
+
+async def test_a_closed_pool_refuses_calls() -> None:
+    async with WorkerPool(max_workers=1) as pool:
+        pass
+    with pytest.raises(RuntimeError, match="closed"):
+        await pool.run_sync(funcs.echo, 1)
+
+
+async def test_a_pool_refuses_calls_before_it_is_entered() -> None:
+    pool = WorkerPool(max_workers=1)
+    with pytest.raises(RuntimeError, match="async context manager"):
+        await pool.run_sync(funcs.echo, 1)
+
+
+async def test_closing_the_pool_kills_a_call_that_outlives_its_block() -> None:
+    guard = funcs.LeakGuard()
+    outcome: list[BaseException] = []
+    async with anyio.create_task_group() as tg:
+        async with WorkerPool(max_workers=1) as pool:
+
+            async def long_call() -> None:
+                try:
+                    await pool.run_sync(funcs.sleep_and_pid, 30)
+                except Exception as exc:
+                    outcome.append(exc)
+
+            tg.start_soon(long_call)
+            await anyio.sleep(0.5)
+    assert len(outcome) == 1
+    assert "BrokenWorkerProcess" in type(outcome[0]).__name__
+    guard.check()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"max_workers": 0}, "max_workers"),
+        ({"max_tasks_per_worker": 0}, "max_tasks_per_worker"),
+        ({"idle_timeout": -1}, "idle_timeout"),
+    ],
+)
+async def test_bad_settings_are_refused(kwargs: dict[str, int], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        WorkerPool(**kwargs)  # type: ignore[arg-type]

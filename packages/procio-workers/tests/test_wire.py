@@ -1,0 +1,174 @@
+"""The frame format and the pickle codec, without any process."""
+
+from __future__ import annotations
+
+import pickle
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from procio_workers import _wire
+
+
+def _frame_bytes(kind: int, segments: list[bytes]) -> bytes:
+    return b"".join(bytes(memoryview(b).cast("B")) for b in _wire.encode_frame(kind, segments))
+
+
+segments_strategy = st.lists(st.binary(max_size=300), max_size=5)
+kinds = st.sampled_from(sorted(_wire.KIND_NAMES))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    frames=st.lists(st.tuples(kinds, segments_strategy), min_size=1, max_size=6),
+    data=st.data(),
+)
+def test_frames_decode_the_same_however_the_stream_is_split(
+    frames: list[tuple[int, list[bytes]]], data: st.DataObject
+) -> None:
+    stream = b"".join(_frame_bytes(kind, segments) for kind, segments in frames)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=10)))
+    reader = _wire.FrameReader()
+    start = 0
+    for cut in [*cuts, len(stream)]:
+        reader.feed(stream[start:cut])
+        start = cut
+    reader.eof()
+    decoded = [(frame.kind, [bytes(s) for s in frame.segments]) for frame in reader.frames]
+    assert decoded == frames
+
+
+@settings(max_examples=50, deadline=None)
+@given(size=st.integers(0, 300_000), chunk=st.integers(1, 70_000))
+def test_large_segments_read_straight_into_their_buffer_decode_intact(
+    size: int, chunk: int
+) -> None:
+    payload = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    stream = _frame_bytes(_wire.RESULT, [b"head", payload]) + _frame_bytes(_wire.SHUTDOWN, [])
+    reader = _wire.FrameReader()
+    view = memoryview(stream)
+    while view:
+        target = reader.buffer()
+        count = min(chunk, target.nbytes, view.nbytes)
+        target[:count] = view[:count]
+        reader.commit(count)
+        view = view[count:]
+    assert [f.kind for f in reader.frames] == [_wire.RESULT, _wire.SHUTDOWN]
+    assert bytes(reader.frames[0].segments[1]) == payload
+
+
+def test_an_oversized_frame_is_refused_before_anything_is_allocated() -> None:
+    reader = _wire.FrameReader(max_frame_length=1024)
+    header = struct.pack(">BBH", _wire.RESULT, 0, 1) + struct.pack(">Q", 1 << 60)
+    with pytest.raises(_wire.ProtocolError, match="exceeds the limit"):
+        reader.feed(header)
+
+
+def test_an_unknown_kind_is_a_protocol_error() -> None:
+    with pytest.raises(_wire.ProtocolError, match="unknown message kind"):
+        _wire.FrameReader().feed(b"\xee\x00\x00\x00")
+
+
+def test_unknown_flags_are_a_protocol_error() -> None:
+    with pytest.raises(_wire.ProtocolError, match="flags"):
+        _wire.FrameReader().feed(struct.pack(">BBH", _wire.CALL, 1, 0))
+
+
+def test_too_many_segments_are_a_protocol_error() -> None:
+    with pytest.raises(_wire.ProtocolError, match="segments"):
+        _wire.FrameReader().feed(struct.pack(">BBH", _wire.CALL, 0, _wire.MAX_SEGMENTS + 1))
+
+
+def test_a_stream_cut_inside_a_frame_is_a_protocol_error() -> None:
+    reader = _wire.FrameReader()
+    reader.feed(_frame_bytes(_wire.CALL, [b"abcdef"])[:-2])
+    assert not reader.frames
+    with pytest.raises(_wire.ProtocolError, match="middle of a frame"):
+        reader.eof()
+
+
+def test_encode_refuses_more_segments_than_one_writev_carries() -> None:
+    with pytest.raises(_wire.ProtocolError):
+        _wire.encode_frame(_wire.CALL, [b""] * (_wire.MAX_SEGMENTS + 1))
+
+
+def _round_trip(value: object, depth: int = 1) -> tuple[object, int]:
+    codec = _wire.PickleCodec()
+    segments = codec.dumps(value, depth)
+    received = [bytearray(memoryview(s).cast("B")) for s in segments]
+    return codec.loads(received), len(segments) - 1
+
+
+BIG = _wire.OUT_OF_BAND_THRESHOLD
+
+
+def test_large_bytes_travel_out_of_band_and_come_back_as_bytes() -> None:
+    value = bytes(range(256)) * (BIG // 256 + 1)
+    result, out_of_band = _round_trip(value)
+    assert out_of_band == 1
+    assert type(result) is bytes
+    assert result == value
+
+
+def test_large_bytes_in_call_arguments_travel_out_of_band() -> None:
+    big = b"a" * BIG
+    result, out_of_band = _round_trip((len, (big, [1], big + b"b")), depth=2)
+    assert out_of_band == 2
+    assert result == (len, (big, [1], big + b"b"))
+
+
+def test_small_bytes_stay_in_band() -> None:
+    result, out_of_band = _round_trip(b"small")
+    assert (result, out_of_band) == (b"small", 0)
+
+
+def test_a_large_bytearray_comes_back_as_the_received_buffer_itself() -> None:
+    value = bytearray(b"z" * BIG)
+    result, out_of_band = _round_trip(value)
+    assert out_of_band == 1
+    assert type(result) is bytearray
+    assert result == value
+
+
+def test_memoryviews_keep_their_format_shape_and_readonly_flag() -> None:
+    base = memoryview(bytearray(range(24))).cast("i", [2, 3])
+    result, out_of_band = _round_trip(base)
+    assert out_of_band == 1
+    assert isinstance(result, memoryview)
+    assert (result.format, result.shape, result.readonly) == ("i", (2, 3), False)
+    assert result.tolist() == base.tolist()
+    readonly, _ = _round_trip(memoryview(b"q" * 10))
+    assert isinstance(readonly, memoryview)
+    assert readonly.readonly
+    assert readonly.tobytes() == b"q" * 10
+
+
+def test_lists_with_large_bytes_are_rebuilt_without_touching_the_original() -> None:
+    big = b"m" * BIG
+    original = [big, 1]
+    result, out_of_band = _round_trip(original)
+    assert out_of_band == 1
+    assert result == [big, 1]
+    assert original == [big, 1]
+
+
+class _Thing:
+    pass
+
+
+def test_a_class_from_the_workers_main_resolves_to_the_parents_main(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sys
+    import types
+
+    worker_main = types.ModuleType("__mp_main__")
+    worker_main._Thing = _Thing  # type: ignore[attr-defined]
+    monkeypatch.setattr(_Thing, "__module__", "__mp_main__")
+    monkeypatch.setitem(sys.modules, "__mp_main__", worker_main)
+    segments = _wire.PickleCodec().dumps(_Thing)
+    monkeypatch.delitem(sys.modules, "__mp_main__")
+    monkeypatch.setattr(sys.modules["__main__"], "_Thing", _Thing, raising=False)
+    assert _wire.PickleCodec().loads([bytearray(memoryview(s).cast("B")) for s in segments]) is _Thing
