@@ -134,11 +134,14 @@ class Process(anyio.abc.Process):
         It returns as soon as the child exits, even if a grandchild still holds the
         child's pipes open. Cancelling it leaves the child running.
         """
+        waited = False
         while True:
             returncode = self._poll()
             if returncode is not None:
-                await checkpoint()
+                if not waited:
+                    await checkpoint()
                 return returncode
+            waited = True
             if self._watching:
                 # Another task already waits on this child; wake up when it stops,
                 # whether because the child exited or because that task was cancelled.
@@ -150,11 +153,7 @@ class Process(anyio.abc.Process):
             try:
                 await wait_for_exit(self._popen, self._pidfd)
             finally:
-                self._watching = False
-                if self._exit_event is not None:
-                    self._exit_event.set()
-                    self._exit_event = None
-                self._poll()
+                self._stop_watching()
 
     def send_signal(self, signal: Signals) -> None:
         """Send *signal* to the child (to its process group with ``signal_tree=True``).
@@ -237,6 +236,15 @@ class Process(anyio.abc.Process):
                 os.killpg(self._popen.pid, sig)
         else:
             self._popen.send_signal(sig)
+
+    def _stop_watching(self) -> None:
+        # Called by the task that watched the pidfd when it stops, for any reason: the
+        # other waiters wake up and one of them takes over if the child still runs.
+        self._watching = False
+        if self._exit_event is not None:
+            self._exit_event.set()
+            self._exit_event = None
+        self._poll()
 
     def _poll(self) -> int | None:
         returncode = self._popen.returncode
@@ -423,6 +431,52 @@ async def open_process(
         ValueError: for conflicting or out-of-range options.
     """
     await checkpoint()
+    return spawn(
+        command,
+        stdin=stdin,
+        stdout=stdout,
+        stderr=stderr,
+        cwd=cwd,
+        env=env,
+        startupinfo=startupinfo,
+        creationflags=creationflags,
+        start_new_session=start_new_session,
+        pass_fds=pass_fds,
+        user=user,
+        group=group,
+        extra_groups=extra_groups,
+        umask=umask,
+        cancel_policy=cancel_policy,
+        signal_tree=signal_tree,
+        **popen_kwargs,
+    )
+
+
+def spawn(
+    command: StrOrBytesPath | Sequence[StrOrBytesPath],
+    *,
+    stdin: int | IO[Any] | None,
+    stdout: int | IO[Any] | None,
+    stderr: int | IO[Any] | None,
+    cwd: StrOrBytesPath | None,
+    env: Mapping[str, str] | None,
+    startupinfo: Any,
+    creationflags: int,
+    start_new_session: bool,
+    pass_fds: Sequence[int],
+    user: str | int | None,
+    group: str | int | None,
+    extra_groups: Iterable[str | int] | None,
+    umask: int,
+    cancel_policy: CancelPolicy,
+    signal_tree: bool,
+    **popen_kwargs: Any,
+) -> Process:
+    """Start the child without yielding: what :func:`open_process` does after its checkpoint.
+
+    Nothing between the spawn and the return can be cancelled, so a started child always
+    reaches its caller as a :class:`Process`.
+    """
     args, shell = _normalize_command(command)
     _check_stream_spec("stdin", stdin)
     _check_stream_spec("stdout", stdout)
@@ -460,18 +514,7 @@ async def open_process(
                 start_new_session = True
 
     if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
-        return await _open_windows_process(
-            command,
-            stdin=stdin,
-            stdout=stdout,
-            stderr=stderr,
-            cwd=cwd,
-            env=env,
-            startupinfo=startupinfo,
-            creationflags=creationflags,
-            cancel_policy=cancel_policy,
-            **popen_kwargs,
-        )
+        raise NotImplementedError("procio_process does not run on Windows yet")
 
     parent_fds: list[int] = []
     child_fds: list[int] = []
@@ -493,7 +536,7 @@ async def open_process(
         stderr_fd = parent_fds[-1] if stderr == PIPE else None
         # Popen returns once the child has called exec (or failed to): it never waits
         # for the child to run, so it does not block the event loop for long.
-        popen = subprocess.Popen(  # noqa: ASYNC220
+        popen = subprocess.Popen(
             args,
             stdin=child_stdin,
             stdout=child_stdout,
@@ -524,9 +567,3 @@ async def open_process(
         cancel_policy,
         signal_tree,
     )
-
-
-async def _open_windows_process(
-    command: StrOrBytesPath | Sequence[StrOrBytesPath], **kwargs: Any
-) -> Process:  # pragma: no cover - exercised on Windows only
-    raise NotImplementedError("procio_process does not support Windows yet")

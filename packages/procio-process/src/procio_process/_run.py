@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from subprocess import PIPE, CalledProcessError, CompletedProcess, TimeoutExpired
 from typing import IO, Any
@@ -16,9 +17,12 @@ from anyio import (
     current_time,
 )
 from anyio.abc import ByteReceiveStream, ByteSendStream, TaskStatus
+from anyio.lowlevel import checkpoint_if_cancelled
 
+from ._communicate import can_communicate, communicate
 from ._policy import CancelPolicy
-from ._process import _DEFAULT_POLICY, Process, StrOrBytesPath, open_process
+from ._process import _DEFAULT_POLICY, Process, StrOrBytesPath, spawn
+from ._streams import PipeReceiveStream
 
 
 async def _collect(stream: ByteReceiveStream, chunks: list[bytes]) -> None:
@@ -42,7 +46,7 @@ async def _feed(stream: ByteSendStream, data: bytes) -> None:
 
 
 async def _stop_collecting(
-    process: Process, outputs: list[tuple[ByteReceiveStream, list[bytes]]]
+    process: Process, outputs: list[tuple[PipeReceiveStream, list[bytes]]]
 ) -> None:
     """Stop *process* by its policy while still reading what it writes meanwhile.
 
@@ -55,7 +59,25 @@ async def _stop_collecting(
         await process.stop()
         # A grandchild may still hold the pipes open; do not wait for its EOF.
         tg.cancel_scope.cancel()
+    # The reading tasks may not have run since the child's last write: take what the
+    # pipes already hold without waiting.
+    for stream, chunks in outputs:
+        _read_available(stream, chunks)
     await process.aclose()
+
+
+def _read_available(stream: PipeReceiveStream, chunks: list[bytes]) -> None:
+    if stream.closed:
+        return
+    # Bounded, in case a grandchild keeps writing.
+    for _ in range(256):
+        try:
+            data = os.read(stream.fileno(), 65536)
+        except OSError:  # BlockingIOError: nothing more for now
+            return
+        if not data:
+            return
+        chunks.append(data)
 
 
 async def run_process(
@@ -148,7 +170,10 @@ async def run_process(
         if math.isnan(timeout):
             raise ValueError("timeout must not be NaN")
 
-    process = await open_process(
+    await checkpoint_if_cancelled()
+    # No checkpoint between the spawn and the try block below: a cancellation there
+    # would lose the child.
+    process = spawn(
         command,
         stdin=stdin,
         stdout=stdout,
@@ -167,22 +192,30 @@ async def run_process(
         signal_tree=signal_tree,
         **popen_kwargs,
     )
-    outputs: list[tuple[ByteReceiveStream, list[bytes]]] = [
-        (stream, []) for stream in (process.stdout, process.stderr) if stream is not None
+    outputs: list[tuple[PipeReceiveStream, list[bytes]]] = [
+        (stream, []) for stream in (process._stdout, process._stderr) if stream is not None
     ]
     try:
         task_status.started(process)
         deadline = math.inf if timeout is None else current_time() + timeout
         with CancelScope(deadline=deadline) as timeout_scope:
-            async with create_task_group() as tg:
-                for stream, chunks in outputs:
-                    tg.start_soon(_collect, stream, chunks)
-                if process.stdin is not None and input is not None:
-                    tg.start_soon(_feed, process.stdin, input)
-                await process.wait()
+            if can_communicate(process):
+                sinks = {stream.fileno(): chunks for stream, chunks in outputs}
+                await communicate(process, input, sinks)
+            else:
+                async with create_task_group() as tg:
+                    for stream, chunks in outputs:
+                        tg.start_soon(_collect, stream, chunks)
+                    if process.stdin is not None and input is not None:
+                        tg.start_soon(_feed, process.stdin, input)
+                    await process.wait()
         if timeout_scope.cancelled_caught:
             with CancelScope(shield=True):
                 await _stop_collecting(process, outputs)
+        elif process.returncode is not None:
+            # Reaped and drained: close without another trip through the event loop.
+            process._close_streams()
+            process._close_pidfd()
         else:
             await process.aclose()
     except BaseException:

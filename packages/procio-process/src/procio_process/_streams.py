@@ -45,6 +45,11 @@ class PipeReceiveStream(ByteReceiveStream):
         """Return the file descriptor, which stays owned by this stream."""
         return self._fd
 
+    @property
+    def closed(self) -> bool:
+        """Whether this stream has been closed."""
+        return self._closed
+
     async def receive(self, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
         """Return up to *max_bytes* bytes, waiting until at least one is available.
 

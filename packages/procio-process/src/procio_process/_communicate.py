@@ -1,0 +1,128 @@
+"""Feed a child's stdin, collect its stdout and stderr and wait for its exit in one task.
+
+:func:`run_process` has up to four things to wait for at once: the child's exit, two
+output pipes and the input pipe. One task per pipe (what AnyIO does) costs a task, a
+cancel scope and a readiness registration each, which is most of the parent's CPU time
+for a short command. On Linux all of them go into one private epoll instance instead;
+an epoll file descriptor is itself readable when any of its members is ready, so the
+event loop (asyncio, uvloop or Trio) watches a single fd through AnyIO's
+``wait_readable`` and this task does the reads and writes itself. Where epoll or pidfds
+are missing, :func:`run_process` uses one task per pipe instead.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+from collections.abc import Callable
+
+from anyio import wait_readable
+
+from ._process import Process
+
+#: Whether :func:`communicate` can run here (else run_process uses tasks).
+AVAILABLE = hasattr(select, "epoll")
+
+_READ_SIZE = 65536
+# Reads per pipe per wake-up: a child that writes without pause must not keep this task
+# from yielding to the event loop.
+_READS_PER_WAKEUP = 16
+_WRITE_SIZE = 1 << 20
+
+
+def can_communicate(process: Process) -> bool:
+    """Whether :func:`communicate` can serve *process*."""
+    return AVAILABLE and process._pidfd is not None
+
+
+async def communicate(
+    process: Process, input: bytes | bytearray | memoryview | None, sinks: dict[int, list[bytes]]
+) -> None:
+    """Write *input*, read the output pipes into *sinks* until EOF, and wait for exit.
+
+    *sinks* maps the fd of each output stream to the list its chunks are appended to.
+    Cancellation leaves everything read so far in *sinks* and the child running.
+    """
+    pidfd = process._pidfd
+    assert pidfd is not None
+    poller = select.epoll(4)
+    # Act as the task watching the pidfd, so Process.wait() in other tasks waits for
+    # this one instead of competing for the fd, and the pidfd stays open meanwhile.
+    process._watching = True
+    try:
+        handlers: dict[int, Callable[[], bool]] = {}
+
+        def watch_exit() -> bool:
+            return process._popen.poll() is not None
+
+        poller.register(pidfd, select.EPOLLIN)
+        handlers[pidfd] = watch_exit
+        for fd, chunks in sinks.items():
+            poller.register(fd, select.EPOLLIN)
+            handlers[fd] = _reader(fd, chunks)
+        if input is not None and process._stdin is not None:
+            stdin = process._stdin
+            writer = _writer(stdin.fileno(), memoryview(input).cast("B"))
+            if writer():
+                stdin.close()
+            else:
+                poller.register(stdin.fileno(), select.EPOLLOUT)
+
+                def write_then_close() -> bool:
+                    if writer():
+                        stdin.close()
+                        return True
+                    return False
+
+                handlers[stdin.fileno()] = write_then_close
+        while handlers:
+            await wait_readable(poller.fileno())
+            for fd, _events in poller.poll(0):
+                handler = handlers.get(fd)
+                if handler is not None and handler():
+                    del handlers[fd]
+                    # The stdin fd is closed by now; epoll forgot it then.
+                    if fd in sinks or fd == pidfd:
+                        poller.unregister(fd)
+            if len(handlers) == 1 and pidfd in handlers and watch_exit():
+                # An exiting child closes its pipes just before it becomes waitable:
+                # when the pipes are done, the exit has usually happened too, and
+                # checking now saves a trip through the event loop.
+                break
+    finally:
+        poller.close()
+        process._stop_watching()
+
+
+def _reader(fd: int, chunks: list[bytes]) -> Callable[[], bool]:
+    def read() -> bool:
+        for _ in range(_READS_PER_WAKEUP):
+            try:
+                data = os.read(fd, _READ_SIZE)
+            except BlockingIOError:
+                return False
+            if not data:
+                return True
+            chunks.append(data)
+        return False
+
+    return read
+
+
+def _writer(fd: int, data: memoryview) -> Callable[[], bool]:
+    position = 0
+
+    def write() -> bool:
+        nonlocal position
+        while position < len(data):
+            try:
+                position += os.write(fd, data[position : position + _WRITE_SIZE])
+            except BlockingIOError:
+                return False
+            except (BrokenPipeError, ConnectionResetError):
+                # The child stopped reading: like subprocess.run(), not an error; its
+                # exit code tells whether something went wrong.
+                return True
+        return True
+
+    return write
