@@ -1,0 +1,326 @@
+"""A :class:`~procio_workers.abc.WorkerBackend` that runs calls on a Dask cluster.
+
+The bridge between the caller's event loop and Dask: the backend drives a synchronous
+:class:`distributed.Client`, whose own event loop runs in a thread that Dask starts and
+owns. Nothing of Dask ever runs on the caller's loop, which is why the same code serves
+asyncio, uvloop and Trio. Every blocking client call (connecting, closing, serializing
+and submitting a call, scattering a large argument, waiting for and fetching a result)
+runs in an AnyIO worker thread. A call's waiting thread is abandoned if the call is
+cancelled; releasing the call's Dask future then ends that thread's wait at once, so no
+thread outlives its call. Dask never calls back into the caller's event loop, so a loop
+that ends while Dask still works cannot leave a Dask thread stuck.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import traceback
+from collections.abc import Callable, Mapping
+from functools import partial
+from types import TracebackType
+from typing import Any, cast
+
+from anyio import CancelScope, CapacityLimiter, to_thread
+from anyio.lowlevel import checkpoint
+from distributed import Client, Future, KilledWorker
+from distributed.client import FutureCancelledError
+from distributed.deploy import Cluster
+from procio_workers import BrokenWorkerProcess, RemoteTraceback, SerializationError, WorkerError
+from procio_workers.abc import Worker, WorkerBackend
+
+from . import _task
+
+if sys.version_info >= (3, 11):
+    from typing import Self
+else:  # pragma: no cover - Python 3.10 only
+    from typing_extensions import Self
+
+if sys.version_info >= (3, 12):
+    from typing import override
+else:  # pragma: no cover - before Python 3.12
+    from typing_extensions import override
+
+__all__ = ["DaskBackend"]
+
+#: Positional arguments at least this large (buffers only) are scattered to the cluster
+#: ahead of the call rather than packed into the task itself.
+DEFAULT_SCATTER_THRESHOLD = 1 << 20
+
+# Client.submit arguments that the backend sets itself and that options may not change.
+_RESERVED_SUBMIT_OPTIONS = frozenset({"pure", "key", "actor", "actors"})
+
+
+def _buffer_size(value: object) -> int:
+    """The size in bytes of *value* if it is a buffer, else ``-1``."""
+    if isinstance(value, (bytes, bytearray)):
+        return len(value)
+    try:
+        with memoryview(value) as view:  # type: ignore[arg-type]  # probing any object
+            return view.nbytes
+    except TypeError:
+        return -1
+
+
+class _Outcome:
+    """What a finished Dask future produced: a value, or the exception it raised."""
+
+    __slots__ = ("error", "value")
+
+    def __init__(self, value: object = None, error: BaseException | None = None) -> None:
+        self.value = value
+        self.error = error
+
+
+def _settle(future: Future[Any]) -> _Outcome:
+    """Wait for *future* and fetch its result (in a worker thread: both block)."""
+    try:
+        return _Outcome(value=future.result())
+    except Exception as exc:
+        return _Outcome(error=exc)
+
+
+def _own_frames(tb: TracebackType | None) -> TracebackType | None:
+    """Drop the frames above the user's function: Dask's, and :func:`_task.run_call`'s."""
+    start = tb
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == _task.run_call.__name__:
+            return tb.tb_next
+        tb = tb.tb_next
+    return start
+
+
+def _remote_error(error: BaseException) -> BaseException:
+    """Turn what a Dask future raised into what the pool's caller should see."""
+    if isinstance(error, KilledWorker):
+        return BrokenWorkerProcess(f"the Dask worker died while it ran the call: {error}")
+    if isinstance(error, FutureCancelledError):
+        return BrokenWorkerProcess(f"the Dask cluster dropped the call: {error}")
+    if isinstance(error, WorkerError):
+        error.__cause__ = RemoteTraceback(error.traceback)
+        return error
+    own = _own_frames(error.__traceback__)
+    text = "".join(traceback.format_exception(type(error), error, own))
+    error = error.with_traceback(own)
+    error.__cause__ = RemoteTraceback(text)
+    return error
+
+
+class DaskBackend(WorkerBackend):
+    """Runs a :class:`~procio_workers.WorkerPool`'s calls on a Dask distributed cluster.
+
+    ::
+
+        async with WorkerPool(backend=DaskBackend("tcp://10.0.0.5:8786"), max_workers=64) as pool:
+            result = await pool.run_sync(simulate, params)
+
+    Each worker the pool asks for is a slot for one call at a time on the cluster; the
+    Dask scheduler chooses which Dask worker runs it. *max_workers* of the pool is thus
+    how many calls may run on the cluster at once: match it to the cluster's threads
+    (:meth:`cluster_threads`).
+
+    Calls are submitted with ``pure=False``, so every call runs, even with the same
+    arguments. A Dask worker that dies while it runs a call (after the scheduler's
+    ``distributed.scheduler.allowed-failures`` retries) fails the call with
+    :class:`~procio_workers.BrokenWorkerProcess`. Cancelling a call releases its Dask
+    future: a call still queued on the cluster never runs, but one already running on a
+    Dask worker runs to its end there (Dask cannot interrupt a running task), and its
+    result is dropped.
+
+    Works on asyncio, uvloop and Trio alike: the backend drives a synchronous
+    :class:`distributed.Client`, whose event loop runs in its own thread.
+
+    Args:
+        cluster: where to run calls: a scheduler address such as
+            ``"tcp://10.0.0.5:8786"`` or a Dask cluster object (the backend then opens
+            a client on entry and closes it on exit), or a synchronous
+            :class:`distributed.Client` that the caller keeps open and closes.
+        scatter_threshold: positional arguments that are buffers (``bytes``,
+            ``bytearray``, ``memoryview``, arrays...) of at least this many bytes are
+            scattered to the cluster before the call and released after it, instead of
+            travelling inside the task.
+        submit_options: further keyword arguments for every
+            :meth:`distributed.Client.submit`, such as ``resources``, ``retries``,
+            ``priority`` or ``workers`` (not ``pure`` or ``key``).
+        client_options: further keyword arguments for the :class:`distributed.Client`
+            the backend opens, such as ``timeout`` or ``security``; only with an address
+            or a cluster.
+
+    Raises:
+        TypeError: if *cluster* is an asynchronous client, or an option is not allowed.
+    """
+
+    def __init__(
+        self,
+        cluster: str | Cluster | Client,
+        *,
+        scatter_threshold: int = DEFAULT_SCATTER_THRESHOLD,
+        submit_options: Mapping[str, Any] | None = None,
+        client_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        submit_options = dict(submit_options or {})
+        reserved = _RESERVED_SUBMIT_OPTIONS.intersection(submit_options)
+        if reserved:
+            raise TypeError(f"submit_options may not set {', '.join(sorted(reserved))}")
+        if isinstance(cluster, Client):
+            if cluster.asynchronous:
+                raise TypeError(
+                    "DaskBackend needs a synchronous distributed.Client (its event loop "
+                    "runs in a thread of its own); pass the scheduler address instead of "
+                    "an asynchronous client"
+                )
+            if client_options:
+                raise TypeError("client_options apply only when DaskBackend opens the client")
+        if scatter_threshold < 0:
+            raise ValueError("scatter_threshold must not be negative")
+        self._target = cluster
+        self._client: Client | None = cluster if isinstance(cluster, Client) else None
+        self._owns_client = not isinstance(cluster, Client)
+        self.scatter_threshold = scatter_threshold
+        self.submit_options = submit_options
+        self._client_options = dict(client_options or {})
+        self._entered = False
+        self._waiters: CapacityLimiter | None = None
+
+    @property
+    def client(self) -> Client:
+        """The :class:`distributed.Client` the calls go through.
+
+        Raises:
+            RuntimeError: if the backend opens its own client and has not been entered.
+        """
+        if self._client is None:
+            raise RuntimeError("the DaskBackend has no client yet: enter it (or its pool) first")
+        return self._client
+
+    @override
+    async def __aenter__(self) -> Self:
+        if self._entered:
+            raise RuntimeError("a DaskBackend can be entered only once")
+        self._entered = True
+        # One waiting thread per running call: the pool's own limits bound their number.
+        self._waiters = CapacityLimiter(math.inf)
+        if self._client is None:
+            options = {"set_as_default": False, **self._client_options}
+            with CancelScope(shield=True):
+                # Shielded so that a client, once connected, is never lost to a cancellation.
+                self._client = await to_thread.run_sync(partial(Client, self._target, **options))
+        return self
+
+    @override
+    async def aclose(self) -> None:
+        """Close the client if the backend opened it; a client passed in stays open."""
+        client = self._client
+        if client is None or not self._owns_client:
+            return
+        with CancelScope(shield=True):
+            await to_thread.run_sync(client.close)
+
+    @override
+    def prepare_call(self, func: Callable[..., object], args: tuple[Any, ...]) -> Any:
+        if not callable(func):
+            raise TypeError(f"{func!r} is not callable")
+        return (func, args)
+
+    @override
+    async def start_worker(self, options: Mapping[str, Any]) -> Worker:
+        if options:
+            raise TypeError(
+                "Dask workers are started by the cluster: per-call process options "
+                f"({', '.join(sorted(options))}) do not apply to DaskBackend"
+            )
+        return _DaskWorker(self, self.client)
+
+    async def cluster_threads(self) -> int:
+        """Return how many calls the cluster can run at once now (its worker threads)."""
+        threads = await to_thread.run_sync(self.client.nthreads)
+        return sum(cast("Mapping[str, int]", threads).values())
+
+    # -- used by the workers -----------------------------------------------------------
+
+    def _submit(
+        self, client: Client, func: Callable[..., object], args: tuple[Any, ...]
+    ) -> tuple[Future[Any], list[Future[Any]]]:
+        """Scatter the large arguments and submit the call (in a worker thread)."""
+        scattered: list[Future[Any]] = []
+        sent = list(args)
+        try:
+            for index, value in enumerate(args):
+                if self.scatter_threshold and _buffer_size(value) >= self.scatter_threshold:
+                    held = client.scatter(value, hash=False)
+                    scattered.append(held)
+                    sent[index] = held
+            future = client.submit(_task.run_call, func, *sent, pure=False, **self.submit_options)
+        except BaseException:
+            for held in scattered:
+                held.release()
+            raise
+        return future, scattered
+
+
+class _DaskWorker(Worker):
+    """One call at a time on the cluster, wherever the scheduler places it."""
+
+    def __init__(self, backend: DaskBackend, client: Client) -> None:
+        self._backend = backend
+        self._client = client
+        self._alive = True
+        self._running: Future[Any] | None = None
+
+    @property
+    @override
+    def alive(self) -> bool:
+        return self._alive and self._client.status == "running"
+
+    @override
+    async def call(self, request: Any) -> object:
+        func, args = request
+        if not self.alive:
+            raise BrokenWorkerProcess("the Dask client is closed or this worker was killed")
+        backend = self._backend
+        with CancelScope(shield=True):
+            # Submitted whole or not at all, so that a cancellation never loses a future.
+            try:
+                future, scattered = await to_thread.run_sync(
+                    backend._submit, self._client, func, args
+                )
+            except Exception as exc:
+                if self._client.status != "running":
+                    self._alive = False
+                    raise BrokenWorkerProcess(f"the Dask client cannot submit: {exc!r}") from exc
+                raise SerializationError(f"the call could not be sent to Dask: {exc!r}") from exc
+        self._running = future
+        try:
+            outcome = await to_thread.run_sync(
+                _settle, future, abandon_on_cancel=True, limiter=backend._waiters
+            )
+        finally:
+            # Releasing also cancels the future's local state, which ends the wait of a
+            # thread abandoned by a cancellation.
+            self._running = None
+            future.release()
+            for held in scattered:
+                held.release()
+        if outcome.error is None:
+            return outcome.value
+        if not self._alive:
+            raise BrokenWorkerProcess("the worker was killed while it ran the call")
+        if isinstance(outcome.error, (KilledWorker, FutureCancelledError)):
+            self._alive = False
+        raise _remote_error(outcome.error)
+
+    @override
+    def kill(self) -> None:
+        """Release the running call's future and wake its caller.
+
+        A call still queued on the cluster never runs; one already running on a Dask
+        worker runs to its end there (Dask cannot interrupt it) and its result is dropped.
+        """
+        self._alive = False
+        if self._running is not None:
+            self._running.release()
+
+    @override
+    async def aclose(self) -> None:
+        self.kill()
+        await checkpoint()

@@ -1,0 +1,294 @@
+"""DaskBackend against a real LocalCluster: results, errors, worker loss, cancellation."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
+
+import anyio
+import pytest
+from distributed import Client
+from procio_dask import DaskBackend
+from procio_workers import (
+    BrokenWorkerProcess,
+    RemoteTraceback,
+    SerializationError,
+    WorkerError,
+    WorkerPool,
+)
+from procio_workers.testing import check_backend
+
+pytestmark = pytest.mark.anyio
+
+
+def _functions_for_the_cluster() -> SimpleNamespace:
+    """The functions the tests run on the cluster.
+
+    The Dask workers cannot import this test module by name (pytest imports it from its
+    path), so the functions are nested: Dask then sends them by value, as it sends a
+    lambda.
+    """
+
+    def fail_deep(value: int) -> int:
+        return inner_failure(value)
+
+    def inner_failure(value: int) -> int:
+        raise ValueError(f"no good: {value}")
+
+    def exit_worker_thread() -> None:
+        raise SystemExit(7)
+
+    def kill_own_process() -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def sleep_then_touch(seconds: float, started: str, finished: str) -> None:
+        Path(started).touch()
+        time.sleep(seconds)
+        Path(finished).touch()
+
+    def touch(path: str) -> None:
+        Path(path).touch()
+
+    def digest(data: bytes) -> str:
+        return hashlib.sha256(data).hexdigest()
+
+    return SimpleNamespace(**locals())
+
+
+remote = _functions_for_the_cluster()
+
+
+# -- helpers ----------------------------------------------------------------------------
+
+
+async def eventually(check: Callable[[], bool], timeout: float = 10.0) -> bool:
+    """Poll *check* until it holds or *timeout* seconds pass; return its last answer."""
+    with anyio.move_on_after(timeout):
+        # What is polled (files, the scheduler's state) has no event to wait on.
+        while not check():  # noqa: ASYNC110
+            await anyio.sleep(0.02)
+    return check()
+
+
+def scheduler_tasks(client: Client) -> int:
+    """How many tasks the scheduler still tracks, for every client."""
+    count: int = client.run_on_scheduler(_count_tasks)
+    return count
+
+
+def _count_tasks(dask_scheduler: object) -> int:
+    return len(dask_scheduler.tasks)  # type: ignore[attr-defined]
+
+
+def worker_pids(client: Client) -> set[int]:
+    pids: dict[str, int] = client.run(os.getpid)
+    return set(pids.values())
+
+
+# -- the conformance kit ------------------------------------------------------------------
+
+
+async def test_passes_the_procio_workers_conformance_kit(address: str) -> None:
+    await check_backend(lambda: DaskBackend(address), workers=2)
+
+
+# -- calls --------------------------------------------------------------------------------
+
+
+async def test_calls_run_in_the_clusters_worker_processes(address: str, client: Client) -> None:
+    async with WorkerPool(max_workers=2, backend=DaskBackend(address)) as pool:
+        pid = await pool.run_sync(os.getpid)
+    assert pid != os.getpid()
+    assert pid in worker_pids(client)
+
+
+async def test_every_call_runs_even_with_the_same_arguments(address: str) -> None:
+    # With pure=True, Dask would give concurrent identical calls one shared result.
+    results: list[bytes] = []
+
+    async def one(pool: WorkerPool) -> None:
+        results.append(await pool.run_sync(os.urandom, 16))
+
+    async with (
+        WorkerPool(max_workers=2, backend=DaskBackend(address)) as pool,
+        anyio.create_task_group() as tg,
+    ):
+        for _ in range(4):
+            tg.start_soon(one, pool)
+    assert len(set(results)) == 4
+
+
+async def test_the_functions_traceback_comes_back_with_its_exception(address: str) -> None:
+    async with WorkerPool(max_workers=1, backend=DaskBackend(address)) as pool:
+        with pytest.raises(ValueError, match="no good: 3") as caught:
+            await pool.run_sync(remote.fail_deep, 3)
+    cause = caught.value.__cause__
+    assert isinstance(cause, RemoteTraceback)
+    # The functions travelled by value, so the worker knows their lines but not their
+    # source text.
+    raising_line = remote.inner_failure.__code__.co_firstlineno + 1
+    assert "in fail_deep" in cause.traceback
+    assert f"line {raising_line}, in inner_failure" in cause.traceback
+    assert cause.traceback.rstrip().endswith("ValueError: no good: 3")
+    # Only the function's frames: neither Dask's machinery nor procio_dask's wrapper.
+    assert "distributed" not in cause.traceback
+    assert "procio_dask" not in cause.traceback
+
+
+async def test_system_exit_in_the_function_spares_the_dask_worker(
+    address: str, client: Client
+) -> None:
+    workers_before = set(client.scheduler_info()["workers"])
+    async with WorkerPool(max_workers=1, backend=DaskBackend(address)) as pool:
+        with pytest.raises(WorkerError) as caught:
+            await pool.run_sync(remote.exit_worker_thread)
+        assert caught.value.type_name == "builtins.SystemExit"
+        assert caught.value.message == "7"
+        assert isinstance(caught.value.__cause__, RemoteTraceback)
+        assert "exit_worker_thread" in caught.value.traceback
+        assert await pool.run_sync(abs, -4) == 4
+    # A restarted worker would come back under a new address.
+    assert set(client.scheduler_info()["workers"]) == workers_before
+
+
+async def test_an_unpicklable_argument_is_a_serialization_error(address: str) -> None:
+    async with WorkerPool(max_workers=1, backend=DaskBackend(address)) as pool:
+        with pytest.raises(SerializationError):
+            await pool.run_sync(id, threading.Lock())
+        assert await pool.run_sync(abs, -1) == 1
+        assert pool.statistics().broken == 0
+
+
+async def test_a_dead_dask_worker_fails_only_its_call(address: str, client: Client) -> None:
+    async with WorkerPool(max_workers=2, backend=DaskBackend(address)) as pool:
+        with pytest.raises(BrokenWorkerProcess, match="Dask worker died"):
+            await pool.run_sync(remote.kill_own_process)
+        assert pool.statistics().broken == 1
+        assert await pool.run_sync(abs, -2) == 2
+    # The nanny restarts the killed worker; later tests expect two workers.
+    await anyio.to_thread.run_sync(lambda: client.wait_for_workers(2, timeout=30))
+
+
+# -- large arguments ------------------------------------------------------------------------
+
+
+async def test_a_large_buffer_travels_scattered(address: str, client: Client) -> None:
+    # 12 MiB is over Dask's 10 MB "large graph" warning, which is an error here: the
+    # argument must go ahead of the task, not inside it.
+    data = os.urandom(12 << 20)
+    async with WorkerPool(max_workers=1, backend=DaskBackend(address)) as pool:
+        assert await pool.run_sync(remote.digest, data) == hashlib.sha256(data).hexdigest()
+        echoed = await pool.run_sync(bytes, data)
+        assert echoed == data
+    assert await eventually(lambda: scheduler_tasks(client) == 0)
+
+
+async def test_scatter_threshold_sends_small_buffers_inline(address: str) -> None:
+    backend = DaskBackend(address, scatter_threshold=0)
+    async with WorkerPool(max_workers=1, backend=backend) as pool:
+        assert await pool.run_sync(remote.digest, b"abc") == hashlib.sha256(b"abc").hexdigest()
+
+
+# -- cancellation ---------------------------------------------------------------------------
+
+
+async def test_a_cancelled_running_call_returns_at_once_and_runs_to_its_end(
+    address: str, tmp_path: Path
+) -> None:
+    started, finished = tmp_path / "started", tmp_path / "finished"
+    async with WorkerPool(max_workers=1, backend=DaskBackend(address)) as pool:
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as tg:
+
+                async def call() -> None:
+                    await pool.run_sync(
+                        remote.sleep_then_touch, 1.0, str(started), str(finished), cancellable=True
+                    )
+
+                tg.start_soon(call)
+                assert await eventually(started.exists)
+                scope.cancel()
+        assert scope.cancelled_caught
+        # The caller is free before the function ends: Dask cannot stop a running task.
+        assert not finished.exists()
+        assert await eventually(finished.exists)
+        assert pool.statistics().broken == 0
+
+
+async def test_a_cancelled_queued_call_never_runs(
+    address: str, client: Client, tmp_path: Path
+) -> None:
+    # Both single-threaded Dask workers are busy for a second, so the call waits in the
+    # scheduler's queue when it is cancelled.
+    blockers = [client.submit(time.sleep, 1.0, pure=False) for _ in range(2)]
+    marker = tmp_path / "ran"
+    async with WorkerPool(max_workers=1, backend=DaskBackend(address)) as pool:
+        with anyio.move_on_after(0.3):
+            await pool.run_sync(remote.touch, str(marker), cancellable=True)
+        await anyio.to_thread.run_sync(client.gather, blockers)
+        for blocker in blockers:
+            blocker.release()
+        await anyio.sleep(0.5)
+        assert not marker.exists()
+        assert await pool.run_sync(abs, -3) == 3
+
+
+async def test_leaving_the_pool_leaves_nothing_on_the_cluster(address: str, client: Client) -> None:
+    async with WorkerPool(max_workers=2, backend=DaskBackend(address)) as pool:
+        for value in range(5):
+            assert await pool.run_sync(abs, -value) == value
+        with pytest.raises(ValueError):
+            await pool.run_sync(remote.fail_deep, 1)
+    assert await eventually(lambda: scheduler_tasks(client) == 0)
+
+
+# -- the client -------------------------------------------------------------------------------
+
+
+async def test_a_client_opened_from_an_address_is_closed_on_exit(address: str) -> None:
+    backend = DaskBackend(address)
+    async with WorkerPool(max_workers=1, backend=backend) as pool:
+        await pool.run_sync(abs, 1)
+        assert backend.client.status == "running"
+    assert backend.client.status == "closed"
+
+
+async def test_a_client_passed_in_stays_open(client: Client) -> None:
+    async with WorkerPool(max_workers=1, backend=DaskBackend(client)) as pool:
+        assert await pool.run_sync(abs, -5) == 5
+    assert client.status == "running"
+
+
+async def test_cluster_threads_counts_the_workers_threads(client: Client) -> None:
+    async with DaskBackend(client) as backend:
+        assert await backend.cluster_threads() == 2
+
+
+async def test_process_options_are_refused(client: Client) -> None:
+    async with DaskBackend(client) as backend:
+        with pytest.raises(TypeError, match="env"):
+            await backend.start_worker({"env": {}})
+
+
+def test_reserved_submit_options_are_refused(client: Client) -> None:
+    with pytest.raises(TypeError, match="pure"):
+        DaskBackend(client, submit_options={"pure": True})
+
+
+def test_client_options_need_an_address(client: Client) -> None:
+    with pytest.raises(TypeError, match="client_options"):
+        DaskBackend(client, client_options={"timeout": 5})
+
+
+async def test_an_asynchronous_client_is_refused(address: str, anyio_backend_name: str) -> None:
+    if anyio_backend_name != "asyncio":
+        pytest.skip("an asynchronous Dask client runs only on an asyncio event loop")
+    async with Client(address, asynchronous=True, set_as_default=False) as async_client:
+        with pytest.raises(TypeError, match="synchronous"):
+            DaskBackend(async_client)
