@@ -216,7 +216,7 @@ def main() -> None:
     if args.quick:
         spawns, read_size, concurrent, repeats = 20, 4 << 20, 64, 1
     else:
-        spawns, read_size, concurrent, repeats = 500, 256 << 20, 1000, 3
+        spawns, read_size, concurrent, repeats = 500, 256 << 20, 1000, 5
     rows = spawn_rows(spawns, repeats)
     rows += read_rows(read_size, repeats)
     rows += concurrency_rows(concurrent, repeats)

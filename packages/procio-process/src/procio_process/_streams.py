@@ -18,7 +18,7 @@ from anyio import (
     wait_writable,
 )
 from anyio.abc import ByteReceiveStream, ByteSendStream
-from anyio.lowlevel import cancel_shielded_checkpoint, checkpoint, checkpoint_if_cancelled
+from anyio.lowlevel import checkpoint
 
 #: The default ``max_bytes`` of :meth:`PipeReceiveStream.receive`, as in AnyIO.
 DEFAULT_MAX_BYTES = 65536
@@ -61,8 +61,10 @@ class PipeReceiveStream(ByteReceiveStream):
         """
         if max_bytes < 1:
             raise ValueError("max_bytes must be a positive integer")
-        await checkpoint_if_cancelled()
-        waited = False
+        # The checkpoint comes first: once bytes have been read nothing may cancel
+        # this call, or they would be lost. One plain checkpoint is also the cheapest
+        # way to make every receive a cancellation and a scheduling point.
+        await checkpoint()
         while True:
             if self._closed:
                 raise ClosedResourceError
@@ -70,16 +72,10 @@ class PipeReceiveStream(ByteReceiveStream):
                 data = os.read(self._fd, max_bytes)
             except BlockingIOError:
                 await wait_readable(self._fd)
-                waited = True
                 continue
-            break
-        # A receive is always a checkpoint; when it did not have to wait, yield once now
-        # without letting a cancellation discard the bytes just read.
-        if not waited:
-            await cancel_shielded_checkpoint()
-        if not data:
-            raise EndOfStream
-        return data
+            if not data:
+                raise EndOfStream
+            return data
 
     def close(self) -> None:
         """Close the pipe at once; a task waiting in :meth:`receive` is woken."""
@@ -115,9 +111,9 @@ class PipeSendStream(ByteSendStream):
             ClosedResourceError: if this stream is closed, also by another task while
                 this one waits.
         """
-        await checkpoint_if_cancelled()
+        # As in receive(): one checkpoint first, then the writes, which may wait.
+        await checkpoint()
         view = memoryview(item).cast("B")
-        waited = False
         while True:
             if self._closed:
                 raise ClosedResourceError
@@ -125,15 +121,12 @@ class PipeSendStream(ByteSendStream):
                 written = os.write(self._fd, view)
             except BlockingIOError:
                 await wait_writable(self._fd)
-                waited = True
                 continue
             except (BrokenPipeError, ConnectionResetError) as exc:
                 raise BrokenResourceError from exc
             if written == len(view):
-                break
+                return
             view = view[written:]
-        if not waited:
-            await cancel_shielded_checkpoint()
 
     def close(self) -> None:
         """Close the pipe at once; a task waiting in :meth:`send` is woken."""
