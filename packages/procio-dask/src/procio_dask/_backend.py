@@ -13,7 +13,6 @@ that ends while Dask still works cannot leave a Dask thread stuck.
 
 from __future__ import annotations
 
-import math
 import sys
 import traceback
 from collections.abc import Callable, Mapping
@@ -25,7 +24,7 @@ from anyio import CancelScope, CapacityLimiter, to_thread
 from anyio.lowlevel import checkpoint
 from distributed import Client, Future, KilledWorker
 from distributed.client import FutureCancelledError
-from distributed.deploy import Cluster
+from distributed.deploy.cluster import Cluster
 from procio_workers import BrokenWorkerProcess, RemoteTraceback, SerializationError, WorkerError
 from procio_workers.abc import Worker, WorkerBackend
 
@@ -49,6 +48,16 @@ DEFAULT_SCATTER_THRESHOLD = 1 << 20
 
 # Client.submit arguments that the backend sets itself and that options may not change.
 _RESERVED_SUBMIT_OPTIONS = frozenset({"pure", "key", "actor", "actors"})
+
+
+# distributed leaves these two methods unannotated.
+def _scatter(client: Client, value: object) -> Future[Any]:
+    future: Future[Any] = client.scatter(value, hash=False)  # type: ignore[no-untyped-call]
+    return future
+
+
+def _release(future: Future[Any]) -> None:
+    future.release()  # type: ignore[no-untyped-call]
 
 
 def _buffer_size(value: object) -> int:
@@ -180,7 +189,6 @@ class DaskBackend(WorkerBackend):
         self.submit_options = submit_options
         self._client_options = dict(client_options or {})
         self._entered = False
-        self._waiters: CapacityLimiter | None = None
 
     @property
     def client(self) -> Client:
@@ -198,8 +206,6 @@ class DaskBackend(WorkerBackend):
         if self._entered:
             raise RuntimeError("a DaskBackend can be entered only once")
         self._entered = True
-        # One waiting thread per running call: the pool's own limits bound their number.
-        self._waiters = CapacityLimiter(math.inf)
         if self._client is None:
             options = {"set_as_default": False, **self._client_options}
             with CancelScope(shield=True):
@@ -247,13 +253,13 @@ class DaskBackend(WorkerBackend):
         try:
             for index, value in enumerate(args):
                 if self.scatter_threshold and _buffer_size(value) >= self.scatter_threshold:
-                    held = client.scatter(value, hash=False)
+                    held = _scatter(client, value)
                     scattered.append(held)
                     sent[index] = held
             future = client.submit(_task.run_call, func, *sent, pure=False, **self.submit_options)
         except BaseException:
             for held in scattered:
-                held.release()
+                _release(held)
             raise
         return future, scattered
 
@@ -266,6 +272,8 @@ class _DaskWorker(Worker):
         self._client = client
         self._alive = True
         self._running: Future[Any] | None = None
+        # The thread that waits for this worker's one running call.
+        self._waiter = CapacityLimiter(1)
 
     @property
     @override
@@ -292,15 +300,15 @@ class _DaskWorker(Worker):
         self._running = future
         try:
             outcome = await to_thread.run_sync(
-                _settle, future, abandon_on_cancel=True, limiter=backend._waiters
+                _settle, future, abandon_on_cancel=True, limiter=self._waiter
             )
         finally:
             # Releasing also cancels the future's local state, which ends the wait of a
             # thread abandoned by a cancellation.
             self._running = None
-            future.release()
+            _release(future)
             for held in scattered:
-                held.release()
+                _release(held)
         if outcome.error is None:
             return outcome.value
         if not self._alive:
@@ -318,7 +326,7 @@ class _DaskWorker(Worker):
         """
         self._alive = False
         if self._running is not None:
-            self._running.release()
+            _release(self._running)
 
     @override
     async def aclose(self) -> None:
