@@ -1,15 +1,19 @@
 """Run every benchmark script in one go; print one report, and write it and its chart.
 
-    python benchmarks/run.py [--quick] [--output docs/benchmarks-table.md]
+    python benchmarks/run.py [--quick] [--output docs/benchmarks.md]
                              [--chart docs/img/benchmarks.svg] [--json rows.json]
                              [--rows rows.json] [bench_text ...]
 
 Each ``bench_*.py`` runs in a fresh interpreter, one after the other (never side by
 side, so they do not disturb each other's figures). Their rows are gathered into one
 report: first the figures of DESIGN.md §3 as procio's ratio to AnyIO and to the floor,
-each against its target, then every row with its ratios. ``--output`` writes the report
-as markdown, ``--chart`` draws the ratios as an SVG chart, ``--json`` keeps the raw rows,
-and ``--rows`` reports on rows kept earlier instead of measuring again.
+each against its target, then every row with its ratios.
+
+- ``--output`` writes the report as markdown; into a page that has the report markers
+  (``docs/benchmarks.md``), it replaces only what lies between them.
+- ``--chart`` draws the ratios as an SVG chart (see ``chart.py``).
+- ``--json`` keeps the raw rows; ``--rows`` reports on rows kept earlier instead of
+  measuring again.
 """
 
 from __future__ import annotations
@@ -79,7 +83,7 @@ def design_table(rows: Sequence[Row]) -> str:
     for target in TARGETS:
         matching = [s for s in summaries if target in s.targets]
         if not matching:
-            lines.append(f"| `{target.pattern}`: not measured | | | | {target.wording} | - |")
+            lines.append(f"| {target.figure}: not measured | | | | {target.wording} | - |")
             continue
         for summary in matching:
             value = summary.against(target.reference)
@@ -119,6 +123,25 @@ def report(rows: Sequence[Row], provenance: str, failed: Sequence[str]) -> str:
     return "\n".join(parts) + "\n"
 
 
+BEGIN = "<!-- benchmark report: begin -->"
+END = "<!-- benchmark report: end -->"
+
+
+def write_report(path: Path, text: str) -> None:
+    """Write *text* to *path*, or between its report markers if it has them.
+
+    A page such as ``docs/benchmarks.md`` keeps its own prose around the markers, and
+    each run replaces only what lies between them.
+    """
+    existing = path.read_text(encoding="utf-8") if path.exists() else ""
+    if BEGIN in existing and END in existing.partition(BEGIN)[2]:
+        before, _, rest = existing.partition(BEGIN)
+        after = rest.partition(END)[2]
+        text = f"{before}{BEGIN}\n{text}{END}{after}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -146,12 +169,14 @@ def main() -> int:
     command = shlex.join(["python", "benchmarks/run.py", *(["--quick"] if args.quick else [])])
     if args.only:
         command += " " + shlex.join(args.only)
-    where = f"on {machine()}" if not args.rows else f"earlier (rows read from `{args.rows}`)"
-    text = report(rows, f"Measured with `{command}` {where}.", failed)
+    if args.rows:
+        provenance = f"Rows read from `{args.rows}`, saved by an earlier run with `--json`."
+    else:
+        provenance = f"Measured with `{command}` on {machine()}."
+    text = report(rows, provenance, failed)
     print("\n# Report\n\n" + text, flush=True)
     if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(text, encoding="utf-8")
+        write_report(args.output, text)
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in rows], indent=2), encoding="utf-8")
     if args.chart:
