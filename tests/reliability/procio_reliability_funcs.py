@@ -1,0 +1,129 @@
+"""Functions the reliability suite runs in workers; importable there by module name.
+
+``conftest.py`` puts this folder on ``sys.path``, and workers get the parent's
+``sys.path``. Some of these functions break the worker on purpose, at a chosen point of
+the protocol.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import struct
+import sys
+import tempfile
+import threading
+import time
+from typing import Any, NoReturn
+
+
+def echo(value: object) -> object:
+    return value
+
+
+def pid() -> int:
+    return os.getpid()
+
+
+def sleep(seconds: float) -> int:
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def boom(message: str) -> NoReturn:
+    raise ValueError(message)
+
+
+def exit_abruptly(status: int) -> NoReturn:
+    os._exit(status)
+
+
+def kill_self() -> NoReturn:
+    os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(10)
+    raise AssertionError("still alive after SIGKILL")
+
+
+def _response_fd() -> int:
+    worker = sys.modules["_procio_worker"]
+    fd: int = worker.RESPONSE_FD
+    return fd
+
+
+def die_mid_response(announced: int, sent: int) -> NoReturn:
+    """Write the start of a RESULT frame (of *announced* bytes, *sent* of them), then die."""
+    wire = sys.modules["_procio_wire"]
+    head = wire.HEADER.pack(wire.RESULT, 0, 1) + struct.pack(">Q", announced)
+    os.write(_response_fd(), head + b"\0" * sent)
+    kill_self()
+
+
+def send_garbage_reply(data: bytes) -> NoReturn:
+    """Write raw bytes where the reply should be, then exit."""
+    os.write(_response_fd(), data)
+    os._exit(0)
+
+
+def big_result_killed_after(size: int, delay: float) -> bytes:
+    """Return *size* bytes, while a timer SIGKILLs this worker after *delay* seconds."""
+    timer = threading.Timer(delay, os.kill, (os.getpid(), signal.SIGKILL))
+    timer.daemon = True
+    timer.start()
+    return os.urandom(1) * size
+
+
+def print_lots(lines: int) -> int:
+    """Write to fd 1 and 2 through print() and os.write, then return *lines*."""
+    for n in range(lines):
+        print(f"line {n} from the worker")
+        os.write(2, b"raw stderr line\n")
+    return lines
+
+
+def unpicklable_result() -> object:
+    return threading.Lock()
+
+
+def raise_unimportable() -> NoReturn:
+    """Raise an exception whose class lives in a module only this worker can import."""
+    directory = tempfile.mkdtemp(prefix="procio-worker-only-")
+    with open(os.path.join(directory, "procio_worker_only.py"), "w", encoding="utf-8") as f:
+        f.write("class WorkerOnlyError(Exception):\n    pass\n")
+    sys.path.insert(0, directory)
+    import procio_worker_only  # type: ignore[import-not-found]  # noqa: PLC0415
+
+    raise procio_worker_only.WorkerOnlyError("raised from a class the parent lacks")
+
+
+def raise_unpicklable() -> NoReturn:
+    """Raise an exception that cannot be pickled at all (it holds a lock)."""
+    error = RuntimeError("holds a lock")
+    error.lock = threading.Lock()  # type: ignore[attr-defined]
+    raise error
+
+
+def raise_system_exit(code: int) -> NoReturn:
+    raise SystemExit(code)
+
+
+def raise_keyboard_interrupt() -> NoReturn:
+    raise KeyboardInterrupt
+
+
+def open_descriptors() -> dict[int, str]:
+    """Return what each of this worker's descriptors points to."""
+    result = {}
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            result[int(name)] = os.readlink(f"/proc/self/fd/{name}")
+        except OSError:
+            continue
+    return result
+
+
+def modules_loaded(names: list[str]) -> dict[str, bool]:
+    return {name: name in sys.modules for name in names}
+
+
+def identity_many(values: list[Any]) -> list[Any]:
+    return values
