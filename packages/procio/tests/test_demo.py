@@ -100,7 +100,7 @@ def test_demo_piped_prints_plain_lines_of_every_part() -> None:
     assert "\r" not in out
     assert "\x1b" not in out
     # Piped, each measurement is announced once, as a plain line.
-    assert re.search(r"(?m)^   calling f\(x\) = x \(\d+\) \.\.\.$", out), out
+    assert re.search(r"(?m)^   calling f\(x\) = x, \d+ times \.\.\.$", out), out
     _check_tour(out, demo.pid)
     assert "on asyncio" in out
     assert _survivors(marker) == []

@@ -89,7 +89,7 @@ class Progress:
         if self.interactive:
             self.draw()
         else:
-            count = f" ({self.total})" if self.total else ""
+            count = f", {self.total} times" if self.total else ""
             self.out.write(f"   {self.label}{count} ...\n")
             self.out.flush()
 
@@ -237,6 +237,8 @@ class Demo:
                 statistics.median(theirs),
             )
         )
+        self.say("      (an AnyIO worker runs this program's main module before its first call;")
+        self.say("      a procio worker only when a call needs something from it)")
 
         # Warm both pools up so that only round trips to a running worker are timed.
         for _ in range(5):
