@@ -1,0 +1,148 @@
+"""procio-dask on a local two-worker Dask cluster, beside the local procio pool.
+
+Rows (one run, on asyncio; every contender keeps two workers):
+
+* worker round trip ``f(x) = x``, sequential, in calls per second: a ``WorkerPool`` on
+  ``DaskBackend`` over a ``LocalCluster`` of two single-threaded worker processes on
+  127.0.0.1; Dask's own client used directly (``submit`` then ``result``, blocking, no
+  event loop: what procio-dask adds to Dask is the difference); procio's local
+  ``WorkerPool``; AnyIO's ``to_process``;
+* a 32 MiB ``bytes`` argument echoed back, in MB/s counting the bytes both ways, by the
+  same contenders (Dask directly scatters the argument first, as procio-dask does).
+
+A cluster on one machine pays Dask's scheduler and TCP hops without the benefit of
+more machines: these rows show what the cluster path costs, not what it is for.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import anyio.to_process
+from distributed import Client, LocalCluster
+
+from _harness import Row, parser, report
+from procio_dask import DaskBackend
+from procio_workers import WorkerPool
+
+ROUND_TRIP = "worker round trip f(x) = x, sequential, 2 workers (dask bench)"
+ECHO = "32 MiB bytes argument echoed back, 2 workers (dask bench)"
+
+
+async def _rate(call: Callable[[], Awaitable[object]], count: int, repeats: int) -> float:
+    """Calls per second of *count* sequential awaits of *call*, best of *repeats*."""
+    await call()  # warm up: workers started, modules imported
+    best = 0.0
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(count):
+            await call()
+        best = max(best, count / (time.perf_counter() - start))
+    return best
+
+
+def _blocking_rate(call: Callable[[], object], count: int, repeats: int) -> float:
+    call()
+    best = 0.0
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(count):
+            call()
+        best = max(best, count / (time.perf_counter() - start))
+    return best
+
+
+async def _pool_figures(
+    pool: WorkerPool, payload: bytes, count: int, echoes: int, repeats: int
+) -> tuple[float, float]:
+    async def trip() -> object:
+        return await pool.run_sync(int, 7)
+
+    async def echo() -> object:
+        return await pool.run_sync(bytes, payload)
+
+    calls = await _rate(trip, count, repeats)
+    mbs = await _rate(echo, echoes, repeats) * 2 * len(payload) / 1e6
+    return calls, mbs
+
+
+async def _dask_pool(address: str, payload: bytes, count: int, echoes: int, repeats: int) -> Any:
+    async with WorkerPool(max_workers=2, backend=DaskBackend(address)) as pool:
+        return await _pool_figures(pool, payload, count, echoes, repeats)
+
+
+async def _local_pool(payload: bytes, count: int, echoes: int, repeats: int) -> Any:
+    async with WorkerPool(max_workers=2) as pool:
+        return await _pool_figures(pool, payload, count, echoes, repeats)
+
+
+async def _anyio(payload: bytes, count: int, echoes: int, repeats: int) -> tuple[float, float]:
+    limiter = anyio.CapacityLimiter(2)
+
+    async def trip() -> object:
+        return await anyio.to_process.run_sync(int, 7, limiter=limiter)
+
+    async def echo() -> object:
+        return await anyio.to_process.run_sync(bytes, payload, limiter=limiter)
+
+    calls = await _rate(trip, count, repeats)
+    mbs = await _rate(echo, echoes, repeats) * 2 * len(payload) / 1e6
+    return calls, mbs
+
+
+def _dask_direct(
+    client: Client, payload: bytes, count: int, echoes: int, repeats: int
+) -> tuple[float, float]:
+    def trip() -> object:
+        return client.submit(int, 7, pure=False).result()
+
+    def echo() -> object:
+        scattered = client.scatter(payload, hash=False)
+        result = client.submit(bytes, scattered, pure=False).result()
+        scattered.release()
+        return result
+
+    calls = _blocking_rate(trip, count, repeats)
+    mbs = _blocking_rate(echo, echoes, repeats) * 2 * len(payload) / 1e6
+    return calls, mbs
+
+
+def main() -> None:
+    args = parser(__doc__ or "").parse_args()
+    size = (1 << 20) if args.quick else (32 << 20)
+    count, echoes, repeats = (20, 2, 1) if args.quick else (300, 5, 3)
+    payload = b"\xa5" * size
+    # A worker restart or a slow heartbeat would be logged on every line otherwise.
+    logging.getLogger("distributed").setLevel(logging.ERROR)
+    with LocalCluster(
+        n_workers=2,
+        processes=True,
+        threads_per_worker=1,
+        host="127.0.0.1",
+        dashboard_address=None,
+    ) as cluster:
+        address = str(cluster.scheduler_address)
+        with Client(cluster, set_as_default=False) as client:
+            client.wait_for_workers(2)
+            direct = _dask_direct(client, payload, count, echoes, repeats)
+        dask = anyio.run(_dask_pool, address, payload, count, echoes, repeats)
+    local = anyio.run(_local_pool, payload, count * 5, echoes * 4, repeats)
+    anyio_ = anyio.run(_anyio, payload, count * 5, echoes * 4, repeats)
+
+    rows: list[Row] = []
+    for index, (group, unit) in enumerate(((ROUND_TRIP, "calls/s"), (ECHO, "MB/s"))):
+        rows += [
+            Row(group, "procio-dask: WorkerPool on DaskBackend", dask[index], unit, True, "subject"),
+            Row(group, "floor: Dask client directly", direct[index], unit, True, "floor"),
+            Row(group, "procio: local WorkerPool", local[index], unit, True, "other"),
+            Row(group, "anyio: to_process", anyio_[index], unit, True, "anyio"),
+        ]
+    report(rows, args.json)
+
+
+if __name__ == "__main__":
+    main()
