@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import subprocess
@@ -258,3 +259,12 @@ async def test_cancel_policy_and_signal_tree_are_visible() -> None:
 
 async def test_stdout_pipe_constant_is_subprocess_pipe() -> None:
     assert PIPE == subprocess.PIPE
+
+
+async def test_a_dropped_process_does_not_leak_its_descriptors(leak_guard: StartGuard) -> None:
+    check = leak_guard()
+    process = await open_process(["true"])
+    await process.wait()
+    del process  # never closed
+    gc.collect()
+    check()

@@ -85,6 +85,15 @@ class Process(anyio.abc.Process):
         self._watching = False
         self._exit_event: anyio.Event | None = None
 
+    def __del__(self) -> None:
+        # Dropped without aclose(): at least do not leak the pidfd. (Popen itself warns
+        # about a child still running and reaps it later.)
+        pidfd = getattr(self, "_pidfd", None)
+        if pidfd is not None:
+            self._pidfd = None
+            with suppress(OSError):
+                os.close(pidfd)
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} pid={self.pid} returncode={self._popen.returncode}>"
 
@@ -268,17 +277,30 @@ class Process(anyio.abc.Process):
 
 
 async def _finish_group(pgid: int, deadline: float) -> None:
-    """Wait until the group *pgid* has no live member left, or kill it at *deadline*."""
-    delay = 0.005
+    """Wait until the group *pgid* has no live member left, killing it at *deadline*.
+
+    Returns once nothing in the group runs any more, so the caller can promise that no
+    grandchild outlives it. The wait after ``SIGKILL`` is bounded: a process stuck in
+    the kernel (uninterruptible I/O) dies when that ends, and is left to do so.
+    """
+    killed_at: float | None = None
+    delay = 0.002
     while _group_has_live_members(pgid):
-        remaining = deadline - anyio.current_time()
-        if remaining <= 0:
+        now = anyio.current_time()
+        if killed_at is None and now >= deadline:
             with suppress(ProcessLookupError, PermissionError):
                 os.killpg(pgid, signal.SIGKILL)
+            killed_at = now
+            delay = 0.002
+        elif killed_at is not None and now - killed_at > _KILL_SETTLE_TIME:
             return
-        await anyio.sleep(min(delay, remaining))
-        delay = min(delay * 2, 0.1)
+        pause = delay if killed_at is not None else min(delay, max(deadline - now, 0))
+        await anyio.sleep(pause)
+        delay = min(delay * 2, 0.05)
 
+
+# How long to wait for killed group members to be gone before giving up on them.
+_KILL_SETTLE_TIME = 2.0
 
 _SCAN_PROC = sys.platform == "linux"
 

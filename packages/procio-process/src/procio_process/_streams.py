@@ -8,6 +8,7 @@ runs on asyncio, uvloop and Trio, with no transport, protocol or thread in betwe
 from __future__ import annotations
 
 import os
+from contextlib import suppress
 
 from anyio import (
     BrokenResourceError,
@@ -77,6 +78,14 @@ class PipeReceiveStream(ByteReceiveStream):
                 raise EndOfStream
             return data
 
+    def __del__(self) -> None:
+        # A stream dropped without being closed: nobody can be waiting on it any more
+        # (a waiting task would hold a reference), so close the fd without notifying.
+        if not getattr(self, "_closed", True):
+            self._closed = True
+            with suppress(OSError):
+                os.close(self._fd)
+
     def close(self) -> None:
         """Close the pipe at once; a task waiting in :meth:`receive` is woken."""
         if not self._closed:
@@ -127,6 +136,14 @@ class PipeSendStream(ByteSendStream):
             if written == len(view):
                 return
             view = view[written:]
+
+    def __del__(self) -> None:
+        # A stream dropped without being closed: nobody can be waiting on it any more
+        # (a waiting task would hold a reference), so close the fd without notifying.
+        if not getattr(self, "_closed", True):
+            self._closed = True
+            with suppress(OSError):
+                os.close(self._fd)
 
     def close(self) -> None:
         """Close the pipe at once; a task waiting in :meth:`send` is woken."""
