@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -295,3 +296,29 @@ async def test_an_asynchronous_client_is_refused(address: str, anyio_backend_nam
     async with Client(address, asynchronous=True, set_as_default=False) as async_client:
         with pytest.raises(TypeError, match="synchronous"):
             DaskBackend(async_client)
+
+
+# -- leaks ------------------------------------------------------------------------------------
+
+
+def open_fds() -> set[int]:
+    """The file descriptors open in this process now."""
+    return {int(name) for name in os.listdir("/proc/self/fd")}
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="lists descriptors through /proc")
+async def test_a_pool_that_opened_its_client_leaves_no_fd_or_thread_behind(address: str) -> None:
+    async def use_a_pool() -> None:
+        async with WorkerPool(max_workers=2, backend=DaskBackend(address)) as pool:
+            assert await pool.run_sync(abs, -1) == 1
+            with anyio.move_on_after(0.05):
+                await pool.run_sync(time.sleep, 0.5, cancellable=True)
+
+    # The first pool warms up what Dask and AnyIO keep for the whole process (thread
+    # pools, the callback thread); only the second one is measured.
+    await use_a_pool()
+    await anyio.sleep(0.6)
+    fds, threads = open_fds(), {t.ident for t in threading.enumerate()}
+    await use_a_pool()
+    assert await eventually(lambda: open_fds() <= fds)
+    assert await eventually(lambda: {t.ident for t in threading.enumerate()} <= threads)
