@@ -74,15 +74,17 @@ def unpicklable_result() -> object:
 
 def raise_unimportable(directory: str) -> None:
     sys.path.insert(0, directory)
-    import worker_only_module  # type: ignore[import-not-found]  # noqa: PLC0415
+    import worker_only_module  # type: ignore[import-not-found]
 
     raise worker_only_module.OnlyHereError("from a module the parent cannot import")
 
 
-def write_to_protocol(data: bytes) -> None:
+def write_to_protocol(data: bytes, then_exit: bool) -> None:
     worker = sys.modules["_procio_worker"]
     os.write(worker.RESPONSE_FD, data)
-    time.sleep(5)
+    if then_exit:
+        os._exit(0)
+    time.sleep(30)
 
 
 def modules_loaded() -> list[str]:

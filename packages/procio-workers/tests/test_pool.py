@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 
 import anyio
 import pytest
-
 from procio_workers import PoolStatistics, WorkerPool
 
 if TYPE_CHECKING:
@@ -121,7 +120,7 @@ async def test_the_interpreter_to_run_is_configurable_and_stdin_is_empty(
     async with WorkerPool(max_workers=1, python=python) as pool:
         state = await pool.run_sync(funcs.worker_state)
     assert state["executable"] == str(python)
-    assert state["path"] == sys.path
+    assert state["path"] == [os.path.abspath(entry) for entry in sys.path]
     assert state["stdin"] == b""
 
 
@@ -158,17 +157,16 @@ async def test_a_pool_refuses_calls_before_it_is_entered() -> None:
 async def test_closing_the_pool_kills_a_call_that_outlives_its_block() -> None:
     guard = funcs.LeakGuard()
     outcome: list[BaseException] = []
-    async with anyio.create_task_group() as tg:
-        async with WorkerPool(max_workers=1) as pool:
+    async with anyio.create_task_group() as tg, WorkerPool(max_workers=1) as pool:
 
-            async def long_call() -> None:
-                try:
-                    await pool.run_sync(funcs.sleep_and_pid, 30)
-                except Exception as exc:
-                    outcome.append(exc)
+        async def long_call() -> None:
+            try:
+                await pool.run_sync(funcs.sleep_and_pid, 30)
+            except Exception as exc:
+                outcome.append(exc)
 
-            tg.start_soon(long_call)
-            await anyio.sleep(0.5)
+        tg.start_soon(long_call)
+        await anyio.sleep(0.5)
     assert len(outcome) == 1
     assert "BrokenWorkerProcess" in type(outcome[0]).__name__
     guard.check()

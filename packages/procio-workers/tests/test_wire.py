@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import pickle
 import struct
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from procio_workers import _wire
 
 
@@ -171,4 +169,6 @@ def test_a_class_from_the_workers_main_resolves_to_the_parents_main(
     segments = _wire.PickleCodec().dumps(_Thing)
     monkeypatch.delitem(sys.modules, "__mp_main__")
     monkeypatch.setattr(sys.modules["__main__"], "_Thing", _Thing, raising=False)
-    assert _wire.PickleCodec().loads([bytearray(memoryview(s).cast("B")) for s in segments]) is _Thing
+    assert (
+        _wire.PickleCodec().loads([bytearray(memoryview(s).cast("B")) for s in segments]) is _Thing
+    )

@@ -220,10 +220,11 @@ class WorkerPool:
 
     async def _finish(self, slot: _Slot) -> None:
         with CancelScope(shield=True):
-            try:
-                await slot.worker.aclose()
-            finally:
-                self._retiring.discard(slot)
+            await slot.worker.aclose()
+        # Not in a finally: on asyncio the loop's shutdown cancels every task, shielded
+        # or not, and a worker whose closing was cut short must be closed again by
+        # _close_workers.
+        self._retiring.discard(slot)
 
     async def _prestart_one(self) -> None:
         slot = await self._start(reusable=True, options={})

@@ -337,10 +337,12 @@ class ProcessWorker(Worker):
                 await self._outputs_done.wait()
             self._output_scope.cancel()
             await self._outputs_done.wait()
-            for fd in (self._request_fd, self._response_fd):
+            fds = [fd for fd in (self._request_fd, self._response_fd) if fd >= 0]
+            self._request_fd = self._response_fd = -1
+            for fd in fds:
                 # A call abandoned by a pool closing under it may still wait on them.
                 anyio.notify_closing(fd)
-            _close_all([self._request_fd, self._response_fd])
+            _close_all(fds)
             await self.process.aclose()
             self._finished = True
 
@@ -458,7 +460,9 @@ class ProcessBackend(WorkerBackend):
         self._task_group.start_soon(worker.forward_output)
         init = {
             "protocol": _wire.PROTOCOL_VERSION,
-            "sys_path": sys.path,
+            # Relative entries (and "" for the current directory) are the parent's:
+            # a worker may start elsewhere (cwd=...).
+            "sys_path": [os.path.abspath(entry) for entry in sys.path],
             "main": main_module_spec(),
             "codec": self.serializer.worker_codec,
             "max_frame_length": self.max_frame_length,

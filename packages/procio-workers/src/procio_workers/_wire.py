@@ -62,7 +62,7 @@ EXIT_PROTOCOL_ERROR = 3
 _SCRATCH_SIZE = 64 * 1024
 
 if TYPE_CHECKING:
-    from typing_extensions import Buffer as Segment  # noqa: F401 - the alias is the export
+    from typing_extensions import Buffer as Segment
 
 
 class ProtocolError(Exception):
@@ -296,9 +296,7 @@ def _lift(value: object, depth: int, path: Path, lifted: list[Path]) -> object:
         return value
     if depth and isinstance(value, (tuple, list)) and type(value) in (tuple, list):
         before = len(lifted)
-        items = [
-            _lift(item, depth - 1, (*path, index), lifted) for index, item in enumerate(value)
-        ]
+        items = [_lift(item, depth - 1, (*path, index), lifted) for index, item in enumerate(value)]
         if len(lifted) != before:
             return tuple(items) if type(value) is tuple else items
     return value
@@ -356,7 +354,7 @@ class PickleCodec:
         self._pickler_class(stream, protocol=5, buffer_callback=segments.append).dump(
             (value, lifted)
         )
-        return [stream.getbuffer(), *segments]
+        return [stream.getvalue(), *segments]
 
     def loads(self, segments: Sequence[bytes | bytearray | memoryview]) -> object:
         """Rebuild the value that :meth:`dumps` turned into *segments*."""

@@ -301,4 +301,3 @@ async def check_worker_command(
     await anyio.to_thread.run_sync(
         _check_worker_command, list(command), serializer or PickleSerializer(), timeout
     )
-

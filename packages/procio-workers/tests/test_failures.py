@@ -1,0 +1,179 @@
+"""What goes wrong in a worker stays there: errors, crashes, bad frames, bad input."""
+
+from __future__ import annotations
+
+import os
+import signal
+import struct
+import traceback
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import anyio
+import pytest
+from procio_workers import (
+    BrokenWorkerProcess,
+    RemoteTraceback,
+    SerializationError,
+    WorkerError,
+    WorkerPool,
+    _wire,
+)
+
+if TYPE_CHECKING:
+    from tests import procio_workers_testfuncs as funcs
+else:
+    import procio_workers_testfuncs as funcs
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_the_functions_own_traceback_comes_back_with_its_exception() -> None:
+    async with WorkerPool(max_workers=1) as pool:
+        with pytest.raises(funcs.CustomError) as caught:
+            await pool.run_sync(funcs.fail_deep, 7)
+    assert caught.value.code == 7
+    cause = caught.value.__cause__
+    assert isinstance(cause, RemoteTraceback)
+    assert "inner_helper_frame" in cause.traceback
+    assert "fail_deep" in "".join(traceback.format_exception(caught.value))
+
+
+async def test_a_worker_killed_mid_call_fails_only_that_call() -> None:
+    guard = funcs.LeakGuard()
+    async with WorkerPool(max_workers=2) as pool:
+        with pytest.raises(BrokenWorkerProcess) as caught:
+            await pool.run_sync(funcs.kill_self, signal.SIGKILL)
+        assert isinstance(caught.value, anyio.BrokenWorkerProcess)
+        assert caught.value.signal == signal.SIGKILL
+        assert caught.value.pid is not None
+        assert str(caught.value.pid) in str(caught.value)
+        assert await pool.run_sync(funcs.echo, "still here") == "still here"
+        figures = pool.statistics()
+        assert (figures.broken, figures.failures, figures.calls) == (1, 1, 2)
+    guard.check()
+
+
+async def test_a_worker_that_exits_reports_its_status_and_last_stderr_lines() -> None:
+    async with WorkerPool(max_workers=1) as pool:
+        with pytest.raises(BrokenWorkerProcess) as caught:
+            await pool.run_sync(funcs.die_with_stderr, 3, "line one\nfatal: out of luck\n")
+        assert caught.value.exit_code == 3
+        assert caught.value.signal is None
+        assert caught.value.stderr_tail[-2:] == ("line one", "fatal: out of luck")
+        assert "fatal: out of luck" in str(caught.value)
+        assert await pool.run_sync(funcs.echo, 1) == 1
+
+
+@pytest.mark.parametrize("func", [funcs.exit_with, funcs.interrupt])
+async def test_system_exit_and_keyboard_interrupt_reach_the_caller_as_errors(
+    func: object,
+) -> None:
+    async with WorkerPool(max_workers=1) as pool:
+        pid = await pool.run_sync(funcs.sleep_and_pid, 0)
+        with pytest.raises(WorkerError) as caught:
+            if func is funcs.exit_with:
+                await pool.run_sync(funcs.exit_with, 4)
+            else:
+                await pool.run_sync(funcs.interrupt)
+        assert isinstance(caught.value.exception, (SystemExit, KeyboardInterrupt))
+        assert caught.value.type_name in ("builtins.SystemExit", "builtins.KeyboardInterrupt")
+        # The worker survives it and takes the next call.
+        assert await pool.run_sync(funcs.sleep_and_pid, 0) == pid
+
+
+async def test_sigint_does_not_kill_an_idle_worker() -> None:
+    async with WorkerPool(max_workers=1) as pool:
+        pid = await pool.run_sync(funcs.sleep_and_pid, 0)
+        os.kill(pid, signal.SIGINT)
+        await anyio.sleep(0.2)
+        assert await pool.run_sync(funcs.sleep_and_pid, 0) == pid
+
+
+async def test_an_unpicklable_argument_fails_before_a_worker_is_reserved() -> None:
+    async with WorkerPool(max_workers=1) as pool:
+        with pytest.raises(SerializationError, match="cannot send"):
+            await pool.run_sync(funcs.echo, lambda: None)
+        assert pool.statistics().started == 0
+
+
+async def test_an_unpicklable_result_is_a_clear_error_and_the_worker_stays() -> None:
+    async with WorkerPool(max_workers=1) as pool:
+        pid = await pool.run_sync(funcs.sleep_and_pid, 0)
+        with pytest.raises(SerializationError, match="result"):
+            await pool.run_sync(funcs.unpicklable_result)
+        assert await pool.run_sync(funcs.sleep_and_pid, 0) == pid
+
+
+async def test_an_exception_the_parent_cannot_import_is_a_worker_error(tmp_path: Path) -> None:
+    (tmp_path / "worker_only_module.py").write_text(
+        "class OnlyHereError(Exception):\n    pass\n", encoding="utf-8"
+    )
+    async with WorkerPool(max_workers=1) as pool:
+        pid = await pool.run_sync(funcs.sleep_and_pid, 0)
+        with pytest.raises(WorkerError) as caught:
+            await pool.run_sync(funcs.raise_unimportable, str(tmp_path))
+        assert caught.value.type_name == "worker_only_module.OnlyHereError"
+        assert "cannot import" in caught.value.message
+        assert "raise_unimportable" in caught.value.traceback
+        assert await pool.run_sync(funcs.sleep_and_pid, 0) == pid
+
+
+@pytest.mark.parametrize(
+    ("garbage", "then_exit"),
+    [
+        pytest.param(b"\xee\x00\x00\x01", False, id="unknown-kind"),
+        pytest.param(
+            struct.pack(">BBH", _wire.RESULT, 0, 1) + struct.pack(">Q", 1 << 50),
+            False,
+            id="oversized",
+        ),
+        pytest.param(struct.pack(">BBH", _wire.RESULT, 0, 1) + b"\x00\x00", True, id="truncated"),
+    ],
+)
+async def test_a_malformed_frame_breaks_the_worker_without_hanging(
+    garbage: bytes, then_exit: bool
+) -> None:
+    guard = funcs.LeakGuard()
+    async with WorkerPool(max_workers=1, max_frame_length=1 << 20) as pool:
+        with anyio.fail_after(10), pytest.raises(BrokenWorkerProcess):
+            await pool.run_sync(funcs.write_to_protocol, garbage, then_exit)
+        assert await pool.run_sync(funcs.echo, "fine") == "fine"
+    guard.check()
+
+
+async def test_a_cancellable_call_kills_its_worker_when_cancelled() -> None:
+    guard = funcs.LeakGuard()
+    async with WorkerPool(max_workers=1) as pool:
+        first = await pool.run_sync(funcs.sleep_and_pid, 0)
+        with anyio.move_on_after(0.3) as scope:
+            await pool.run_sync(funcs.sleep_and_pid, 30, cancellable=True)
+        assert scope.cancelled_caught
+        assert await pool.run_sync(funcs.sleep_and_pid, 0) != first
+        assert pool.statistics().started == 2
+    guard.check()
+
+
+async def test_a_call_that_is_not_cancellable_runs_to_completion(tmp_path: Path) -> None:
+    marker = tmp_path / "marker"
+    async with WorkerPool(max_workers=1) as pool:
+        with anyio.move_on_after(0.1):
+            await pool.run_sync(funcs.sleep_then_write, 0.5, str(marker))
+        assert marker.read_text() == "done"
+        assert pool.statistics().started == 1
+        assert pool.statistics().idle == 1
+
+
+async def test_a_call_cancelled_before_it_starts_reserves_no_worker() -> None:
+    async with WorkerPool(max_workers=1) as pool:
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            await pool.run_sync(funcs.echo, 1)
+        assert pool.statistics() == pool.statistics().__class__(0, 0, 0, 0, 0, 0, 0)
+
+
+async def test_a_failing_initializer_fails_the_call_that_started_the_worker() -> None:
+    async with WorkerPool(max_workers=1, initializer=funcs.fail_deep, initargs=(2,)) as pool:
+        with pytest.raises(BrokenWorkerProcess, match="initializer"):
+            await pool.run_sync(funcs.echo, 1)
+        assert pool.statistics().workers == 0

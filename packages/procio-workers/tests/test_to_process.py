@@ -1,0 +1,222 @@
+"""to_process: AnyIO's API on a default pool per event loop, and the seed's examples."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import anyio
+import pytest
+from procio_workers import CloudpickleSerializer, WorkerPool, to_process
+
+if TYPE_CHECKING:
+    from tests import procio_workers_testfuncs as funcs
+else:
+    import procio_workers_testfuncs as funcs
+
+pytestmark = pytest.mark.anyio
+
+HERE = Path(__file__).resolve().parent
+
+
+async def test_run_sync_reuses_one_worker_for_sequential_calls() -> None:
+    first = await to_process.run_sync(funcs.sleep_and_pid, 0)
+    second = await to_process.run_sync(funcs.sleep_and_pid, 0)
+    assert first == second != os.getpid()
+
+
+async def test_popen_keywords_start_a_fresh_worker_that_is_never_reused() -> None:
+    reused = await to_process.run_sync(funcs.sleep_and_pid, 0)
+    fresh = await to_process.run_sync(funcs.sleep_and_pid, 0, cwd="/")
+    again = await to_process.run_sync(funcs.sleep_and_pid, 0, cwd="/")
+    assert len({reused, fresh, again}) == 3
+    assert await to_process.run_sync(funcs.sleep_and_pid, 0) == reused
+
+
+async def test_the_default_limiter_is_one_per_cpu_and_shared() -> None:
+    limiter = to_process.current_default_process_limiter()
+    assert limiter.total_tokens == (os.cpu_count() or 2)
+    assert to_process.current_default_process_limiter() is limiter
+
+
+async def test_a_custom_limiter_bounds_the_workers() -> None:
+    limiter = anyio.CapacityLimiter(1)
+    pids: set[int] = set()
+
+    async def one() -> None:
+        pids.add(await to_process.run_sync(funcs.sleep_and_pid, 0.05, limiter=limiter))
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(4):
+            tg.start_soon(one)
+    assert len(pids) == 1
+
+
+async def test_the_worker_program_does_not_import_anyio() -> None:
+    modules = await to_process.run_sync(funcs.modules_loaded)
+    assert "anyio" not in modules
+    assert "procio_workers" not in modules
+    assert "_procio_wire" in modules
+
+
+async def test_large_buffers_round_trip_through_a_worker() -> None:
+    data = os.urandom(4 * 1024 * 1024)
+    assert await to_process.run_sync(funcs.echo, data) == data
+    array = bytearray(data)
+    back = await to_process.run_sync(funcs.echo, array)
+    assert type(back) is bytearray
+    assert back == array
+    view = await to_process.run_sync(funcs.echo, memoryview(data))
+    assert isinstance(view, memoryview)
+    assert view.tobytes() == data
+    assert await to_process.run_sync(funcs.length, data) == len(data)
+
+
+async def test_cloudpickle_lets_lambdas_and_closures_through() -> None:
+    offset = 5
+    async with WorkerPool(max_workers=1, serializer=CloudpickleSerializer()) as pool:
+        assert await pool.run_sync(lambda x: x + offset, 1) == 6
+        result = await pool.run_sync(lambda: lambda y: y * 2)
+        assert result(21) == 42
+
+
+def _run_script(tmp_path: Path, *args: str, module: str | None = None) -> str:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(HERE), *sys.path])
+    command = [sys.executable, *(["-m", module] if module else []), *args]
+    completed = subprocess.run(
+        command, cwd=tmp_path, env=env, capture_output=True, timeout=60, check=False
+    )
+    assert completed.returncode == 0, completed.stderr.decode()
+    return completed.stdout.decode()
+
+
+SEED_CLOSE_FDS = """
+import os
+from functools import partial
+
+from anyio import create_task_group, run, to_thread
+from procio_workers import to_process
+
+
+def cpu_intensive_function(receiver, sender):
+    data = os.read(receiver, 1024)
+    os.write(sender, data + b", World!")
+
+async def main():
+    receiver0, sender0 = os.pipe()
+    receiver1, sender1 = os.pipe()
+    os.set_inheritable(receiver0, True)
+    os.set_inheritable(sender1, True)
+    async with create_task_group() as tg:
+        tg.start_soon(partial(to_process.run_sync, cpu_intensive_function, receiver0, sender1, close_fds=False))
+        os.write(sender0, b"Hello")
+        data = await to_thread.run_sync(os.read, receiver1, 1024)
+    print(data)  # b'Hello, World!'
+
+if __name__ == '__main__':
+    run(main, backend=BACKEND)
+"""
+
+
+async def test_the_seed_close_fds_example_prints_hello_world(
+    tmp_path: Path, anyio_backend: tuple[str, dict[str, object]]
+) -> None:
+    script = tmp_path / "seed.py"
+    script.write_text(SEED_CLOSE_FDS.replace("BACKEND", repr(anyio_backend[0])))
+    out = await anyio.to_thread.run_sync(_run_script, tmp_path, str(script))
+    assert out.strip() == "b'Hello, World!'"
+
+
+MAIN_SCRIPT = """
+import os
+import sys
+import anyio
+from procio_workers import to_process
+
+def square(x):
+    return x * x, __name__
+
+class Point:
+    def __init__(self, x):
+        self.x = x
+
+def make_point(x):
+    return Point(x)
+
+async def main():
+    value, name = await to_process.run_sync(square, 7)
+    point = await to_process.run_sync(make_point, 3)
+    print(value, name, type(point).__name__, point.x, isinstance(point, Point))
+
+if __name__ == "__main__":
+    anyio.run(main)
+"""
+
+
+async def test_functions_and_classes_of_a_main_script_work(tmp_path: Path) -> None:
+    script = tmp_path / "script.py"
+    script.write_text(MAIN_SCRIPT)
+    out = await anyio.to_thread.run_sync(_run_script, tmp_path, str(script))
+    assert out.split() == ["49", "__mp_main__", "Point", "3", "True"]
+
+
+async def test_a_main_module_run_with_dash_m_and_relative_imports_works(tmp_path: Path) -> None:
+    package = tmp_path / "mypkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "helper.py").write_text("FACTOR = 3\n")
+    (package / "app.py").write_text(
+        MAIN_SCRIPT.replace("import os\n", "import os\nfrom .helper import FACTOR\n").replace(
+            "return x * x, __name__", "return x * FACTOR, __name__"
+        )
+    )
+    out = await anyio.to_thread.run_sync(lambda: _run_script(tmp_path, module="mypkg.app"))
+    assert out.split() == ["21", "__mp_main__", "Point", "3", "True"]
+
+
+async def test_a_dash_c_parent_can_send_its_own_functions(tmp_path: Path) -> None:
+    code = MAIN_SCRIPT.replace('if __name__ == "__main__":\n    ', "")
+    code = code.replace("point = await to_process.run_sync(make_point, 3)", "point = Point(3)")
+    out = await anyio.to_thread.run_sync(_run_script, tmp_path, "-c", code)
+    assert out.split()[0] == "49"
+
+
+async def test_a_console_script_style_main_works(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (tmp_path / "tool_impl.py").write_text(
+        MAIN_SCRIPT.replace('if __name__ == "__main__":', "def cli():")
+    )
+    launcher = bin_dir / "tool"
+    launcher.write_text(
+        "import sys\nfrom tool_impl import cli\nif __name__ == '__main__':\n    sys.exit(cli())\n"
+    )
+    out = await anyio.to_thread.run_sync(_run_script, tmp_path, str(launcher))
+    assert out.split() == ["49", "tool_impl", "Point", "3", "True"]
+
+
+LOOP_END = """
+import anyio
+from procio_workers import to_process
+import procio_workers_testfuncs as funcs
+
+async def main():
+    print(await to_process.run_sync(funcs.sleep_and_pid, 0), flush=True)
+
+if __name__ == "__main__":
+    anyio.run(main, backend=BACKEND)
+"""
+
+
+async def test_workers_end_with_their_event_loop(
+    tmp_path: Path, anyio_backend: tuple[str, dict[str, object]]
+) -> None:
+    script = tmp_path / "loop_end.py"
+    script.write_text(LOOP_END.replace("BACKEND", repr(anyio_backend[0])))
+    out = await anyio.to_thread.run_sync(_run_script, tmp_path, str(script))
+    worker_pid = int(out.strip())
+    assert funcs.pid_gone(worker_pid)
