@@ -74,10 +74,17 @@ def run_async(
 
 
 def spawn_rows(count: int, repeats: int) -> list[Row]:
-    floor = best([spawn_floor(count) for _ in range(repeats)])
-    procio = best([run_async(_spawn_procio, count) for _ in range(repeats)])
-    procio_trio = best([run_async(_spawn_procio, count, "trio") for _ in range(repeats)])
-    anyio_ = best([run_async(_spawn_anyio, count) for _ in range(repeats)])
+    # Interleaved rounds, best of each: on a shared machine the load drifts, and
+    # measuring one contender after the other would hand the drift to one of them.
+    runs: dict[str, list[tuple[float, float]]] = {}
+    for _ in range(repeats):
+        runs.setdefault("floor", []).append(spawn_floor(count))
+        runs.setdefault("procio", []).append(run_async(_spawn_procio, count))
+        runs.setdefault("procio_trio", []).append(run_async(_spawn_procio, count, "trio"))
+        runs.setdefault("anyio", []).append(run_async(_spawn_anyio, count))
+    floor, procio, procio_trio, anyio_ = (
+        best(runs[name]) for name in ("floor", "procio", "procio_trio", "anyio")
+    )
     wall_group = "spawn /bin/true + reap, sequential: wall per spawn"
     cpu_group = "spawn /bin/true + reap, sequential: parent CPU per spawn"
     rows = []
@@ -146,11 +153,18 @@ def read_rows(size: int, repeats: int) -> list[Row]:
     def rate(seconds: list[float]) -> float:
         return megabytes / min(seconds)
 
-    floor = rate([read_floor(size) for _ in range(repeats)])
-    procio = rate([anyio.run(_read_procio, size) for _ in range(repeats)])
-    procio_trio = rate([anyio.run(_read_procio, size, backend="trio") for _ in range(repeats)])
-    big_pipe = rate([anyio.run(_read_procio_big_pipe, size) for _ in range(repeats)])
-    anyio_ = rate([anyio.run(_read_anyio, size) for _ in range(repeats)])
+    contenders: dict[str, Callable[[], float]] = {
+        "floor": lambda: read_floor(size),
+        "procio": lambda: anyio.run(_read_procio, size),
+        "procio_trio": lambda: anyio.run(_read_procio, size, backend="trio"),
+        "big_pipe": lambda: anyio.run(_read_procio_big_pipe, size),
+        "anyio": lambda: anyio.run(_read_anyio, size),
+    }
+    seconds: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(repeats):  # interleaved, as for the spawns
+        for name, measure in contenders.items():
+            seconds[name].append(measure())
+    floor, procio, procio_trio, big_pipe, anyio_ = (rate(seconds[name]) for name in contenders)
     return [
         Row(group, "procio (asyncio)", procio, "MB/s", higher_is_better=True, role="subject"),
         Row(group, "procio (trio)", procio_trio, "MB/s", higher_is_better=True, role="other"),
@@ -201,9 +215,12 @@ async def _concurrent_anyio(total: int) -> float:
 
 def concurrency_rows(total: int, repeats: int) -> list[Row]:
     group = "spawn /bin/true + reap, 16 at a time"
-    procio = max(anyio.run(_concurrent_procio, total) for _ in range(repeats))
-    procio_trio = max(anyio.run(_concurrent_procio, total, backend="trio") for _ in range(repeats))
-    anyio_ = max(anyio.run(_concurrent_anyio, total) for _ in range(repeats))
+    rates: dict[str, list[float]] = {"procio": [], "procio_trio": [], "anyio": []}
+    for _ in range(repeats):  # interleaved, as for the spawns
+        rates["procio"].append(anyio.run(_concurrent_procio, total))
+        rates["procio_trio"].append(anyio.run(_concurrent_procio, total, backend="trio"))
+        rates["anyio"].append(anyio.run(_concurrent_anyio, total))
+    procio, procio_trio, anyio_ = (max(rates[name]) for name in ("procio", "procio_trio", "anyio"))
     return [
         Row(group, "procio (asyncio)", procio, "spawns/s", higher_is_better=True, role="subject"),
         Row(group, "procio (trio)", procio_trio, "spawns/s", higher_is_better=True, role="other"),
@@ -216,7 +233,7 @@ def main() -> None:
     if args.quick:
         spawns, read_size, concurrent, repeats = 20, 4 << 20, 64, 1
     else:
-        spawns, read_size, concurrent, repeats = 500, 256 << 20, 1000, 5
+        spawns, read_size, concurrent, repeats = 200, 256 << 20, 400, 7
     rows = spawn_rows(spawns, repeats)
     rows += read_rows(read_size, repeats)
     rows += concurrency_rows(concurrent, repeats)
