@@ -8,8 +8,6 @@ import sys
 import time
 from typing import Any, NoReturn
 
-import psutil
-
 
 class CustomError(Exception):
     """An exception class both sides can import."""
@@ -127,9 +125,31 @@ def open_fds() -> set[int]:
     return {int(name) for name in os.listdir("/proc/self/fd")}
 
 
+def _process_table() -> dict[int, tuple[int, str]]:
+    """Map every pid to (parent pid, state letter), from /proc."""
+    table: dict[int, tuple[int, str]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue  # exited while we looked
+        state, ppid = stat[stat.rfind(b")") + 2 :].split(b" ", 2)[:2]
+        table[int(entry)] = (int(ppid), state.decode())
+    return table
+
+
 def child_pids() -> set[int]:
     """Return this process's children, zombies included, at any depth."""
-    return {child.pid for child in psutil.Process().children(recursive=True)}
+    table = _process_table()
+    found: set[int] = set()
+    frontier = {os.getpid()}
+    while frontier:
+        frontier = {pid for pid, (ppid, _) in table.items() if ppid in frontier} - found
+        found |= frontier
+    return found
 
 
 class LeakGuard:
@@ -159,7 +179,5 @@ def _describe(fds: set[int]) -> dict[int, str]:
 
 def pid_gone(pid: int) -> bool:
     """Whether *pid* no longer runs (a zombie waiting for a parent other than us counts)."""
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
+    entry = _process_table().get(pid)
+    return entry is None or entry[1] == "Z"

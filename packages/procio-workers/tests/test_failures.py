@@ -6,6 +6,7 @@ import os
 import signal
 import struct
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -65,17 +66,16 @@ async def test_a_worker_that_exits_reports_its_status_and_last_stderr_lines() ->
         assert await pool.run_sync(funcs.echo, 1) == 1
 
 
-@pytest.mark.parametrize("func", [funcs.exit_with, funcs.interrupt])
+@pytest.mark.parametrize(
+    ("func", "args"), [(funcs.exit_with, (4,)), (funcs.interrupt, ())], ids=["exit", "interrupt"]
+)
 async def test_system_exit_and_keyboard_interrupt_reach_the_caller_as_errors(
-    func: object,
+    func: Callable[..., object], args: tuple[object, ...]
 ) -> None:
     async with WorkerPool(max_workers=1) as pool:
         pid = await pool.run_sync(funcs.sleep_and_pid, 0)
         with pytest.raises(WorkerError) as caught:
-            if func is funcs.exit_with:
-                await pool.run_sync(funcs.exit_with, 4)
-            else:
-                await pool.run_sync(funcs.interrupt)
+            await pool.run_sync(func, *args)
         assert isinstance(caught.value.exception, (SystemExit, KeyboardInterrupt))
         assert caught.value.type_name in ("builtins.SystemExit", "builtins.KeyboardInterrupt")
         # The worker survives it and takes the next call.

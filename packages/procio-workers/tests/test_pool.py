@@ -40,7 +40,7 @@ async def test_idle_workers_are_reused_most_recently_used_first() -> None:
             tg.start_soon(slow)
         assert len(set(pids)) == 2
         # The worker that finished last is the most recently used: it takes the next calls.
-        first, second = pids
+        _, second = pids
         assert await pool.run_sync(funcs.sleep_and_pid, 0) == second
         assert await pool.run_sync(funcs.sleep_and_pid, 0) == second
         assert pool.statistics().started == 2
@@ -70,17 +70,19 @@ async def test_the_idle_timer_retires_workers_without_another_call() -> None:
         pid = await pool.run_sync(funcs.sleep_and_pid, 0)
         assert pool.statistics().idle == 1
         with anyio.fail_after(5):
-            while pool.statistics().workers or pid in {p.pid for p in _children()}:
+            while pool.statistics().workers or pid in _children():  # noqa: ASYNC110 - polls another process
                 await anyio.sleep(0.05)
         assert pool.statistics().idle == 0
         assert await pool.run_sync(funcs.sleep_and_pid, 0) != pid
     guard.check()
 
 
-def _children() -> list[object]:
-    import psutil
+def _absolute(paths: list[str]) -> list[str]:
+    return [os.path.abspath(entry) for entry in paths]
 
-    return list(psutil.Process().children())
+
+def _children() -> set[int]:
+    return funcs.child_pids()
 
 
 async def test_the_initializer_runs_once_per_worker_with_its_arguments(tmp_path: Path) -> None:
@@ -120,7 +122,7 @@ async def test_the_interpreter_to_run_is_configurable_and_stdin_is_empty(
     async with WorkerPool(max_workers=1, python=python) as pool:
         state = await pool.run_sync(funcs.worker_state)
     assert state["executable"] == str(python)
-    assert state["path"] == [os.path.abspath(entry) for entry in sys.path]
+    assert state["path"] == _absolute(sys.path)
     assert state["stdin"] == b""
 
 

@@ -79,8 +79,11 @@ async def test_cloudpickle_lets_lambdas_and_closures_through() -> None:
     offset = 5
     async with WorkerPool(max_workers=1, serializer=CloudpickleSerializer()) as pool:
         assert await pool.run_sync(lambda x: x + offset, 1) == 6
-        result = await pool.run_sync(lambda: lambda y: y * 2)
-        assert result(21) == 42
+        def make_doubler() -> Callable[[int], int]:
+            return lambda y: y * 2
+
+        double = await pool.run_sync(make_doubler)
+        assert double(21) == 42
 
 
 def _run_script(tmp_path: Path, *args: str, module: str | None = None) -> str:
@@ -112,7 +115,8 @@ async def main():
     os.set_inheritable(receiver0, True)
     os.set_inheritable(sender1, True)
     async with create_task_group() as tg:
-        tg.start_soon(partial(to_process.run_sync, cpu_intensive_function, receiver0, sender1, close_fds=False))
+        tg.start_soon(partial(to_process.run_sync, cpu_intensive_function, receiver0, sender1,
+                              close_fds=False))
         os.write(sender0, b"Hello")
         data = await to_thread.run_sync(os.read, receiver1, 1024)
     print(data)  # b'Hello, World!'

@@ -409,6 +409,17 @@ class ProcessBackend(WorkerBackend):
             )
         return frame
 
+    def _init_message(self) -> dict[str, Any]:
+        return {
+            "protocol": _wire.PROTOCOL_VERSION,
+            # Relative entries (and "" for the current directory) are the parent's:
+            # a worker may start elsewhere (cwd=...).
+            "sys_path": [os.path.abspath(entry) for entry in sys.path],
+            "main": main_module_spec(),
+            "codec": self.serializer.worker_codec,
+            "max_frame_length": self.max_frame_length,
+        }
+
     async def start_worker(self, options: Mapping[str, Any]) -> Worker:
         """Start a worker process, complete its handshake and return it."""
         if self._task_group is None:
@@ -458,15 +469,7 @@ class ProcessBackend(WorkerBackend):
             self, process, request_write, response_read, {1: stdout_read, 2: stderr_read}
         )
         self._task_group.start_soon(worker.forward_output)
-        init = {
-            "protocol": _wire.PROTOCOL_VERSION,
-            # Relative entries (and "" for the current directory) are the parent's:
-            # a worker may start elsewhere (cwd=...).
-            "sys_path": [os.path.abspath(entry) for entry in sys.path],
-            "main": main_module_spec(),
-            "codec": self.serializer.worker_codec,
-            "max_frame_length": self.max_frame_length,
-        }
+        init = self._init_message()
         try:
             with anyio.fail_after(self.start_timeout):
                 await worker.handshake(init)

@@ -20,8 +20,8 @@ import select
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import anyio
@@ -104,6 +104,14 @@ def check_serializer(
     assert str(error) == "boom", f"an exception's message came back as {str(error)!r}"
 
 
+async def _raised(call: Awaitable[object]) -> BaseException:
+    try:
+        await call
+    except Exception as exc:
+        return exc
+    raise AssertionError("an exception in the function must reach the caller")
+
+
 async def check_backend(factory: Callable[[], WorkerBackend], *, workers: int = 2) -> None:
     """Check a worker backend through a real :class:`~procio_workers.WorkerPool`.
 
@@ -113,12 +121,9 @@ async def check_backend(factory: Callable[[], WorkerBackend], *, workers: int = 
     """
     async with WorkerPool(max_workers=workers, backend=factory()) as pool:
         assert await pool.run_sync(operator.add, 2, 3) == 5, "a call returns its result"
-        try:
-            await pool.run_sync(int, "not a number")
-        except ValueError as exc:
-            assert "not a number" in str(exc), f"the exception lost its message: {exc!r}"
-        else:
-            raise AssertionError("an exception in the function must reach the caller")
+        error = await _raised(pool.run_sync(int, "not a number"))
+        assert isinstance(error, ValueError), f"int('not a number') raised {error!r}"
+        assert "not a number" in str(error), f"the exception lost its message: {error!r}"
         results: dict[int, object] = {}
 
         async def one(index: int) -> None:
@@ -148,12 +153,9 @@ async def check_launcher(launcher: Launcher, serializer: Serializer | None = Non
         assert isinstance(pid, int), "the worker returns its pid"
         assert pid != os.getpid(), "the call ran in another process"
         assert await pool.run_sync(os.getpid) == pid, "an idle worker is reused"
-        try:
-            await pool.run_sync(int, "x")
-        except ValueError as exc:
-            assert isinstance(exc.__cause__, RemoteTraceback), "the traceback comes back"
-        else:
-            raise AssertionError("an exception in the function must reach the caller")
+        error = await _raised(pool.run_sync(int, "x"))
+        assert isinstance(error, ValueError), f"int('x') raised {error!r}"
+        assert isinstance(error.__cause__, RemoteTraceback), "the traceback comes back"
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -230,10 +232,8 @@ class _Session:
 
     def close(self) -> None:
         for fd in (self.request, self.response):
-            try:
+            with suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait()
