@@ -39,6 +39,10 @@ async def test_run_process_without_pidfd(leak_guard: StartGuard) -> None:
     assert result.stdout == b"x" * 300_000
     with pytest.raises(subprocess.CalledProcessError):
         await run_process(["false"])
+    # A child that exits without reading its input: a plain result, no ExceptionGroup.
+    assert (await run_process(["true"], input=b"x" * 2_000_000)).returncode == 0
+    with pytest.raises(subprocess.CalledProcessError):
+        await run_process(["false"], input=b"x" * 2_000_000)
     check()
 
 
