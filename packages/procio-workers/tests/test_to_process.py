@@ -80,6 +80,7 @@ async def test_cloudpickle_lets_lambdas_and_closures_through() -> None:
     offset = 5
     async with WorkerPool(max_workers=1, serializer=CloudpickleSerializer()) as pool:
         assert await pool.run_sync(lambda x: x + offset, 1) == 6
+
         def make_doubler() -> Callable[[int], int]:
             return lambda y: y * 2
 

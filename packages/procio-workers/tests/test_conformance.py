@@ -1,0 +1,105 @@
+"""The built-in serializers, launcher, backend and worker program pass the conformance kit."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pytest
+from procio_workers import CloudpickleSerializer, PickleSerializer, ProcessBackend, testing
+from procio_workers.abc import Launcher, Worker, WorkerBackend
+
+pytestmark = pytest.mark.anyio
+
+PICKLE_SAMPLES = (
+    *testing.JSON_SAMPLES,
+    (1, 2),
+    b"bytes" * 20_000,
+    bytearray(b"array" * 20_000),
+    frozenset({1, 2}),
+    ValueError("an exception is a value too"),
+)
+
+
+@pytest.mark.parametrize("serializer", [PickleSerializer(), CloudpickleSerializer()])
+def test_the_built_in_serializers_conform(serializer: PickleSerializer) -> None:
+    samples = [s for s in PICKLE_SAMPLES if not isinstance(s, BaseException)]
+    testing.check_serializer(serializer, samples)
+
+
+async def test_the_default_launcher_conforms() -> None:
+    await testing.check_launcher(Launcher())
+
+
+async def test_the_process_backend_conforms() -> None:
+    await testing.check_backend(ProcessBackend)
+
+
+@pytest.mark.parametrize("serializer", [PickleSerializer(), CloudpickleSerializer()])
+async def test_the_worker_program_conforms(serializer: PickleSerializer) -> None:
+    await testing.check_worker_command(testing.python_worker_command(), serializer)
+
+
+class _SwallowingSerializer(PickleSerializer):
+    def load_reply(self, segments: Sequence[memoryview]) -> object:
+        return None
+
+
+def test_the_kit_catches_a_serializer_that_loses_results() -> None:
+    with pytest.raises(AssertionError, match="came back as None"):
+        testing.check_serializer(_SwallowingSerializer())
+
+
+class _ErrorSwallowingWorker(Worker):
+    def __init__(self) -> None:
+        self.closed = False
+
+    @property
+    def alive(self) -> bool:
+        return not self.closed
+
+    async def call(self, request: Any) -> object:
+        func, args = request
+        if func is int:
+            return 0  # swallows the error the kit expects
+        return func(*args)
+
+    def kill(self) -> None:
+        self.closed = True
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+class _InProcessBackend(WorkerBackend):
+    async def start_worker(self, options: Mapping[str, Any]) -> Worker:
+        return _ErrorSwallowingWorker()
+
+
+async def test_the_kit_catches_a_backend_that_swallows_errors() -> None:
+    with pytest.raises(AssertionError, match="must reach the caller"):
+        await testing.check_backend(_InProcessBackend)
+
+
+class _BrokenLauncher(Launcher):
+    def command(self, argv: Sequence[str]) -> list[str]:
+        # Drops the protocol descriptors: the worker cannot speak.
+        return [sys.executable, "-c", "pass"]
+
+
+async def test_the_kit_catches_a_launcher_that_breaks_the_worker() -> None:
+    with pytest.raises(Exception, match="worker"):
+        await testing.check_launcher(_BrokenLauncher())
+
+
+async def test_the_kit_catches_a_worker_program_that_ignores_shutdown() -> None:
+    program = (
+        "import os, sys, time, json, struct\n"
+        "w = int(sys.argv[2])\n"
+        "hello = json.dumps({'protocol': 1, 'pid': os.getpid(), 'codecs': ['pickle']}).encode()\n"
+        "os.write(w, struct.pack('>BBH', 1, 0, 1) + struct.pack('>Q', len(hello)) + hello)\n"
+        "time.sleep(60)\n"
+    )
+    with pytest.raises(AssertionError):
+        await testing.check_worker_command([sys.executable, "-c", program], timeout=1.0)
