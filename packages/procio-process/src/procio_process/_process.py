@@ -22,9 +22,6 @@ from ._streams import PipeReceiveStream, PipeSendStream
 from ._waiting import open_pidfd, wait_for_exit
 
 StrOrBytesPath: TypeAlias = "str | bytes | PathLike[str] | PathLike[bytes]"
-#: What a standard stream argument may be: ``PIPE``, ``DEVNULL``, ``STDOUT`` (stderr
-#: only), a file descriptor, an object with ``fileno()``, or ``None`` to inherit.
-StreamSpec: TypeAlias = "int | IO[Any] | None"
 
 PIPE = subprocess.PIPE
 DEVNULL = subprocess.DEVNULL
@@ -219,8 +216,7 @@ class Process(anyio.abc.Process):
         if it must finish even when the caller is cancelled.
         """
         policy = self._cancel_policy if cancel_policy is None else cancel_policy
-        loop_clock = anyio.current_time
-        deadline = loop_clock() + policy.grace_period
+        deadline = anyio.current_time() + policy.grace_period
         if policy.grace_period > 0:
             if self._poll() is None or self._signal_tree:
                 self._signal_polite(policy.signal)
