@@ -307,3 +307,13 @@ async def test_open_process_is_usable_after_run_process_in_same_loop() -> None:
     async with await open_process(["true"]) as process:
         await process.wait()
     assert process.returncode == 0
+
+
+async def test_seed_example_open_process_and_iterate() -> None:
+    chunks = []
+    async with await open_process(["ps"]) as process:
+        assert process.stdout is not None
+        async for chunk in process.stdout:
+            chunks.append(chunk)
+    assert b"PID" in b"".join(chunks)
+    assert process.returncode == 0
