@@ -1,7 +1,8 @@
 """The path used where pidfds are missing (macOS, old kernels, strict sandboxes).
 
 The tests switch pidfds off, so that Linux runs the same code as macOS: a thread waits
-for the child's exit and run_process uses one task per pipe.
+for the child's exit (with Popen.wait(), as on macOS, or with waitid as Linux does) and
+run_process uses one task per pipe.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ pytestmark = pytest.mark.anyio
 StartGuard = Callable[[], Callable[[], None]]
 
 
-@pytest.fixture(autouse=True)
-def without_pidfds(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture(autouse=True, params=["waitid", "Popen.wait"])
+def without_pidfds(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Switch pidfds off; the thread waits with waitid(WNOWAIT) or with Popen.wait()."""
     monkeypatch.setattr(_waiting, "_pidfd_usable", False)
+    monkeypatch.setattr(_waiting, "_USE_WAITID", request.param == "waitid")
 
 
 async def test_wait_without_pidfd(leak_guard: StartGuard) -> None:

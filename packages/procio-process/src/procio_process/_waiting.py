@@ -3,10 +3,11 @@
 On Linux (5.3 and later) :func:`os.pidfd_open` gives a file descriptor that becomes
 readable when the process exits; AnyIO's ``wait_readable`` waits on it on asyncio, uvloop
 and Trio alike. Elsewhere, or when a sandbox refuses ``pidfd_open``, a worker thread
-blocks in ``waitid(..., WNOWAIT)`` (or, where that call does not exist, as on macOS, in
-:meth:`subprocess.Popen.wait`) until the child exits. In every case the child is reaped
-through :class:`subprocess.Popen`'s own bookkeeping, so its ``returncode`` and its
-protection against signalling a reaped pid keep working.
+blocks until the child exits: in ``waitid(..., WNOWAIT)`` on Linux, which leaves the
+reaping to the event loop's thread, and in :meth:`subprocess.Popen.wait` elsewhere (as on
+macOS). In every case the child is reaped through :class:`subprocess.Popen`'s own
+bookkeeping, so its ``returncode`` and its protection against signalling a reaped pid
+keep working.
 """
 
 from __future__ import annotations
@@ -44,8 +45,13 @@ async def wait_for_exit(popen: subprocess.Popen[bytes], pidfd: int | None) -> No
         await to_thread.run_sync(_block_until_exit, popen, abandon_on_cancel=True)
 
 
+# waitid(WNOWAIT) is used where it is known to behave (Linux); elsewhere the thread
+# simply runs Popen.wait(), whose lock keeps it consistent with polls from the loop.
+_USE_WAITID = sys.platform == "linux" and hasattr(os, "waitid")
+
+
 def _block_until_exit(popen: subprocess.Popen[bytes]) -> None:
-    if hasattr(os, "waitid"):
+    if _USE_WAITID:
         # WNOWAIT leaves the child to be reaped by Popen in the event loop thread, so
         # an abandoned thread never races Popen's own bookkeeping.
         try:
