@@ -269,6 +269,15 @@ async def test_a_client_passed_in_stays_open(client: Client) -> None:
     assert client.status == "running"
 
 
+async def test_calls_through_a_closed_client_fail_as_broken_workers(address: str) -> None:
+    own = await anyio.to_thread.run_sync(lambda: Client(address, set_as_default=False))
+    async with WorkerPool(max_workers=1, backend=DaskBackend(own)) as pool:
+        assert await pool.run_sync(abs, -1) == 1
+        await anyio.to_thread.run_sync(own.close)
+        with pytest.raises(BrokenWorkerProcess, match="client is closed"):
+            await pool.run_sync(abs, -1)
+
+
 async def test_cluster_threads_counts_the_workers_threads(client: Client) -> None:
     async with DaskBackend(client) as backend:
         assert await backend.cluster_threads() == 2

@@ -13,6 +13,7 @@ that ends while Dask still works cannot leave a Dask thread stuck.
 
 from __future__ import annotations
 
+import pickle
 import sys
 import traceback
 from collections.abc import Callable, Mapping
@@ -292,11 +293,12 @@ class _DaskWorker(Worker):
                 future, scattered = await to_thread.run_sync(
                     backend._submit, self._client, func, args
                 )
+            except (TypeError, pickle.PicklingError) as exc:
+                # What Dask raises when it cannot serialize the task.
+                raise SerializationError(f"the call could not be serialized: {exc}") from exc
             except Exception as exc:
-                if self._client.status != "running":
-                    self._alive = False
-                    raise BrokenWorkerProcess(f"the Dask client cannot submit: {exc!r}") from exc
-                raise SerializationError(f"the call could not be sent to Dask: {exc!r}") from exc
+                self._alive = self._client.status == "running"
+                raise BrokenWorkerProcess(f"the call could not reach Dask: {exc!r}") from exc
         self._running = future
         try:
             outcome = await to_thread.run_sync(
