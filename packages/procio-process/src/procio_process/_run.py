@@ -45,6 +45,23 @@ async def _feed(stream: ByteSendStream, data: bytes) -> None:
         await stream.aclose()
 
 
+async def _exchange(
+    process: Process,
+    input: bytes | None,
+    outputs: list[tuple[PipeReceiveStream, list[bytes]]],
+) -> None:
+    """Feed *input*, collect the outputs until EOF and wait for the child's exit."""
+    if can_communicate(process):
+        await communicate(process, input, {stream.fileno(): chunks for stream, chunks in outputs})
+        return
+    async with create_task_group() as tg:
+        for stream, chunks in outputs:
+            tg.start_soon(_collect, stream, chunks)
+        if process.stdin is not None and input is not None:
+            tg.start_soon(_feed, process.stdin, input)
+        await process.wait()
+
+
 async def _stop_collecting(
     process: Process, outputs: list[tuple[PipeReceiveStream, list[bytes]]]
 ) -> None:
@@ -197,19 +214,14 @@ async def run_process(
     ]
     try:
         task_status.started(process)
-        deadline = math.inf if timeout is None else current_time() + timeout
-        with CancelScope(deadline=deadline) as timeout_scope:
-            if can_communicate(process):
-                sinks = {stream.fileno(): chunks for stream, chunks in outputs}
-                await communicate(process, input, sinks)
-            else:
-                async with create_task_group() as tg:
-                    for stream, chunks in outputs:
-                        tg.start_soon(_collect, stream, chunks)
-                    if process.stdin is not None and input is not None:
-                        tg.start_soon(_feed, process.stdin, input)
-                    await process.wait()
-        if timeout_scope.cancelled_caught:
+        timed_out = False
+        if timeout is None:
+            await _exchange(process, input, outputs)
+        else:
+            with CancelScope(deadline=current_time() + timeout) as timeout_scope:
+                await _exchange(process, input, outputs)
+            timed_out = timeout_scope.cancelled_caught
+        if timed_out:
             with CancelScope(shield=True):
                 await _stop_collecting(process, outputs)
         elif process.returncode is not None:
@@ -226,7 +238,7 @@ async def run_process(
     collected = {id(stream): b"".join(chunks) for stream, chunks in outputs}
     stdout_bytes = None if process.stdout is None else collected[id(process.stdout)]
     stderr_bytes = None if process.stderr is None else collected[id(process.stderr)]
-    if timeout_scope.cancelled_caught:
+    if timed_out:
         raise TimeoutExpired(command, timeout or 0.0, output=stdout_bytes, stderr=stderr_bytes)
     returncode = process.returncode
     assert returncode is not None  # aclose() reaped it
