@@ -127,3 +127,15 @@ def modules_loaded(names: list[str]) -> dict[str, bool]:
 
 def identity_many(values: list[Any]) -> list[Any]:
     return values
+
+
+def protocol_fds() -> tuple[int, int]:
+    """Return this worker's request and response descriptors."""
+    worker = sys.modules["_procio_worker"]
+    return worker.REQUEST_FD, worker.RESPONSE_FD
+
+
+def start_background_child(seconds: int) -> int:
+    """Start a program in the background, as ``os.system("... &")`` would, and return its
+    pid without waiting for it: it inherits whatever this worker lets it inherit."""
+    return os.posix_spawn("/bin/sleep", ["sleep", str(seconds)], dict(os.environ))
