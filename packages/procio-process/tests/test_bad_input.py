@@ -122,3 +122,13 @@ async def test_unknown_user_is_refused(leak_guard: StartGuard) -> None:
     with pytest.raises(KeyError):
         await run_process(["true"], user="no-such-user-procio")
     check()
+
+
+async def test_text_options_pass_when_no_stream_is_a_pipe() -> None:
+    # They change nothing without pipes, so a caller forwarding every Popen option
+    # (a worker pool, say) is not refused.
+    process = await open_process(
+        ["true"], stdin=subprocess.DEVNULL, stdout=None, stderr=None, text=True, bufsize=0
+    )
+    async with process:
+        assert await process.wait() == 0

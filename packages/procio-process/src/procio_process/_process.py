@@ -37,11 +37,15 @@ if sys.platform != "win32":
 else:  # pragma: no cover - Windows
     _F_SETPIPE_SZ = None
 
-# Options that would turn the byte streams into something else, or that procio sets
-# from its own arguments; passing them through **popen_kwargs is a mistake.
+# Popen options that procio sets from its own arguments: passing them is a mistake.
 _REFUSED_POPEN_KWARGS = {
     "args": "pass the command as the first argument",
     "shell": "a str or bytes command runs in the shell, a sequence runs directly",
+}
+# Popen options that would turn the pipes into something other than byte streams. They
+# do nothing when no stream is a pipe (a worker started with file descriptors, say), and
+# are accepted then, so that any Popen option can still pass through.
+_PIPE_POPEN_KWARGS = {
     "text": "the streams carry bytes; wrap them in procio_text to decode",
     "universal_newlines": "the streams carry bytes; wrap them in procio_text to decode",
     "encoding": "the streams carry bytes; wrap them in procio_text to decode",
@@ -504,6 +508,8 @@ def spawn(
     for key in popen_kwargs:
         if key in _REFUSED_POPEN_KWARGS:
             raise TypeError(f"open_process() does not accept {key}=: {_REFUSED_POPEN_KWARGS[key]}")
+        if key in _PIPE_POPEN_KWARGS and PIPE in (stdin, stdout, stderr):
+            raise TypeError(f"{key}= does not go with PIPE streams: {_PIPE_POPEN_KWARGS[key]}")
     pipesize = popen_kwargs.pop("pipesize", -1)
     if isinstance(pipesize, bool) or not isinstance(pipesize, int):
         raise TypeError(f"pipesize must be an int, not {type(pipesize).__name__}")
