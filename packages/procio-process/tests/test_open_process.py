@@ -268,3 +268,14 @@ async def test_a_dropped_process_does_not_leak_its_descriptors(leak_guard: Start
     del process  # never closed
     gc.collect()
     check()
+
+
+def test_closing_a_stream_outside_the_event_loop_closes_its_descriptor() -> None:
+    process = anyio.run(open_process, ["true"])
+    stdout = process.stdout
+    assert stdout is not None
+    fd = stdout.fileno()  # type: ignore[attr-defined]
+    stdout.close()  # type: ignore[attr-defined]
+    with pytest.raises(OSError):
+        os.fstat(fd)
+    anyio.run(process.aclose)

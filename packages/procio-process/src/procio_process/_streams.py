@@ -25,11 +25,11 @@ from anyio.lowlevel import checkpoint
 DEFAULT_MAX_BYTES = 65536
 
 
-def _close_fd(fd: int, *, notify: bool) -> None:
+def _close_fd(fd: int) -> None:
     # notify_closing() wakes a task blocked in wait_readable()/wait_writable() on this fd
-    # with ClosedResourceError; it needs a running event loop, which synchronous
-    # clean-up paths (errors during spawn) may not have, and there nobody can be waiting.
-    if notify:
+    # with ClosedResourceError. It needs a running event loop; without one (a close from
+    # synchronous code) nobody can be waiting, so the fd is simply closed.
+    with suppress(RuntimeError):
         notify_closing(fd)
     os.close(fd)
 
@@ -90,7 +90,7 @@ class PipeReceiveStream(ByteReceiveStream):
         """Close the pipe at once; a task waiting in :meth:`receive` is woken."""
         if not self._closed:
             self._closed = True
-            _close_fd(self._fd, notify=True)
+            _close_fd(self._fd)
 
     async def aclose(self) -> None:
         """Close the pipe; a task waiting in :meth:`receive` is woken."""
@@ -149,7 +149,7 @@ class PipeSendStream(ByteSendStream):
         """Close the pipe at once; a task waiting in :meth:`send` is woken."""
         if not self._closed:
             self._closed = True
-            _close_fd(self._fd, notify=True)
+            _close_fd(self._fd)
 
     async def aclose(self) -> None:
         """Close the pipe; a task waiting in :meth:`send` is woken."""
