@@ -17,10 +17,9 @@ import os
 import random
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterator
 from typing import Any
 
-import psutil
+import psutil  # type: ignore[import-untyped]  # this psutil release ships no types
 import pytest
 
 SEED = int(os.environ.get("PROCIO_RELIABILITY_SEED") or random.SystemRandom().randrange(2**32))
@@ -90,20 +89,29 @@ def open_fds() -> dict[int, str]:
     return fds
 
 
-def descendants() -> list[psutil.Process]:
-    """Return every process below this one, zombies included."""
+def descendants(*, recursive: bool = True) -> list[Any]:
+    """Return every process (``psutil.Process``) below this one, zombies included."""
     try:
-        return psutil.Process().children(recursive=True)
+        found: list[Any] = psutil.Process().children(recursive=recursive)
     except psutil.Error:  # pragma: no cover - a child vanished mid-walk; look again
-        return psutil.Process().children(recursive=True)
+        found = psutil.Process().children(recursive=recursive)
+    return found
 
 
 def pid_alive(pid: int) -> bool:
     """Whether *pid* names a process that still runs (a zombie counts as gone)."""
     try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        status: str = psutil.Process(pid).status()
     except psutil.NoSuchProcess:
         return False
+    zombie: str = psutil.STATUS_ZOMBIE
+    return status != zombie
+
+
+def pid_exists(pid: int) -> bool:
+    """Whether *pid* names a process at all, a zombie included."""
+    exists: bool = psutil.pid_exists(pid)
+    return exists
 
 
 class LeakGuard:
@@ -135,14 +143,14 @@ class LeakGuard:
         assert not leaked, f"file descriptors left open: {leaked}; {hint}"
 
 
-def _status(process: psutil.Process) -> str:
+def _status(process: Any) -> str:
     try:
         return str(process.status())
     except psutil.NoSuchProcess:
         return "gone"
 
 
-def _describe(process: psutil.Process) -> str:
+def _describe(process: Any) -> str:
     try:
         return f"{process.pid} {process.status()} {process.cmdline()}"
     except psutil.Error:

@@ -90,7 +90,7 @@ def raise_unimportable() -> NoReturn:
     with open(os.path.join(directory, "procio_worker_only.py"), "w", encoding="utf-8") as f:
         f.write("class WorkerOnlyError(Exception):\n    pass\n")
     sys.path.insert(0, directory)
-    import procio_worker_only  # type: ignore[import-not-found]  # noqa: PLC0415
+    import procio_worker_only  # type: ignore[import-not-found]
 
     raise procio_worker_only.WorkerOnlyError("raised from a class the parent lacks")
 

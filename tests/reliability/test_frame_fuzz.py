@@ -8,6 +8,7 @@ limit because a header says so.
 
 from __future__ import annotations
 
+import itertools
 import struct
 
 import pytest
@@ -49,7 +50,7 @@ def encode(frame_list: list[tuple[int, list[bytes]]]) -> bytes:
 
 def split(data: bytes, cuts: list[int]) -> list[bytes]:
     points = sorted({min(cut, len(data)) for cut in cuts} | {0, len(data)})
-    return [data[a:b] for a, b in zip(points, points[1:], strict=False)]
+    return [data[a:b] for a, b in itertools.pairwise(points)]
 
 
 def decoded(reader: FrameReader) -> list[tuple[int, list[bytes]]]:
@@ -109,9 +110,7 @@ def test_a_truncated_stream_is_a_protocol_error_and_keeps_the_whole_frames(
     ends = [len(encode(frame_list[: index + 1])) for index in range(len(frame_list))]
     boundaries = {0, *ends}
     cut = data.draw(
-        st.integers(min_value=1, max_value=len(encoded) - 1).filter(
-            lambda n: n not in boundaries
-        ),
+        st.integers(min_value=1, max_value=len(encoded) - 1).filter(lambda n: n not in boundaries),
         label="cut",
     )
     reader = FrameReader()

@@ -88,9 +88,7 @@ async def stubborn_child(rng: random.Random, guard: LeakGuard) -> str:
 
 async def timed_out(rng: random.Random, guard: LeakGuard) -> str:
     with pytest.raises(subprocess.TimeoutExpired) as caught:
-        await run_process(
-            ["sh", "-c", "echo started; sleep 30"], timeout=rng.uniform(0.05, 0.1)
-        )
+        await run_process(["sh", "-c", "echo started; sleep 30"], timeout=rng.uniform(0.05, 0.1))
     assert caught.value.output == b"started\n"
     return "timed out"
 

@@ -22,8 +22,7 @@ from anyio import fail_after
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from procio_process import DEVNULL, PIPE, Process, open_process
-from procio_workers import BrokenWorkerProcess, SerializationError, WorkerError, WorkerPool
-from procio_workers import _wire
+from procio_workers import BrokenWorkerProcess, SerializationError, WorkerError, WorkerPool, _wire
 from procio_workers._process_backend import BOOTSTRAP, WORKER_PROGRAM
 from procio_workers.abc import Launcher
 
@@ -56,8 +55,14 @@ class RawWorker:
         response_read, response_write = os.pipe()
         try:
             process = await open_process(
-                [sys.executable, "-c", BOOTSTRAP, WORKER_PROGRAM, str(request_read),
-                 str(response_write)],
+                [
+                    sys.executable,
+                    "-c",
+                    BOOTSTRAP,
+                    WORKER_PROGRAM,
+                    str(request_read),
+                    str(response_write),
+                ],
                 stdin=DEVNULL,
                 stdout=DEVNULL,
                 stderr=PIPE,
@@ -199,11 +204,21 @@ INIT_NOT_AN_OBJECT = (
     "payload",
     [
         pytest.param(b'{"protocol": []}', id="wrong-version-type"),
-        pytest.param(b"", id="empty", marks=pytest.mark.xfail(strict=True, reason=INIT_NOT_AN_OBJECT)),
-        pytest.param(b"\x80", id="not-utf8", marks=pytest.mark.xfail(strict=True, reason=INIT_NOT_AN_OBJECT)),
-        pytest.param(b"{", id="bad-json", marks=pytest.mark.xfail(strict=True, reason=INIT_NOT_AN_OBJECT)),
-        pytest.param(b"[]", id="list", marks=pytest.mark.xfail(strict=True, reason=INIT_NOT_AN_OBJECT)),
-        pytest.param(b"null", id="null", marks=pytest.mark.xfail(strict=True, reason=INIT_NOT_AN_OBJECT)),
+        pytest.param(
+            b"", id="empty", marks=pytest.mark.xfail(strict=True, reason=INIT_NOT_AN_OBJECT)
+        ),
+        pytest.param(
+            b"\x80", id="not-utf8", marks=pytest.mark.xfail(strict=True, reason=INIT_NOT_AN_OBJECT)
+        ),
+        pytest.param(
+            b"{", id="bad-json", marks=pytest.mark.xfail(strict=True, reason=INIT_NOT_AN_OBJECT)
+        ),
+        pytest.param(
+            b"[]", id="list", marks=pytest.mark.xfail(strict=True, reason=INIT_NOT_AN_OBJECT)
+        ),
+        pytest.param(
+            b"null", id="null", marks=pytest.mark.xfail(strict=True, reason=INIT_NOT_AN_OBJECT)
+        ),
     ],
 )
 async def test_the_worker_refuses_an_init_that_is_not_a_json_object(
@@ -306,7 +321,7 @@ async def call_fake(**settings: Any) -> BaseException:
                 value = await pool.run_sync(len, "abc")
             except (BrokenWorkerProcess, SerializationError, WorkerError) as error:
                 return error
-            except Exception as error:  # noqa: BLE001 - any other type is the failure
+            except Exception as error:
                 raise AssertionError(f"an untyped error from a fake worker: {error!r}") from error
     raise AssertionError(f"a fake worker produced a result: {value!r}")
 
@@ -346,7 +361,10 @@ HANDSHAKE_NOT_AN_OBJECT = (
 
 def _untyped(stage: str, payload: bytes, name: str) -> Any:
     return pytest.param(
-        stage, payload, id=name, marks=pytest.mark.xfail(strict=True, reason=HANDSHAKE_NOT_AN_OBJECT)
+        stage,
+        payload,
+        id=name,
+        marks=pytest.mark.xfail(strict=True, reason=HANDSHAKE_NOT_AN_OBJECT),
     )
 
 

@@ -26,7 +26,7 @@ from procio_process import open_process
 from procio_workers import BrokenWorkerProcess, WorkerPool, _wire
 from procio_workers._process_backend import WORKER_PROGRAM
 
-from ._support import LeakGuard, tally
+from ._support import LeakGuard, descendants, tally
 
 if TYPE_CHECKING:
     from tests.reliability import procio_reliability_funcs as funcs
@@ -40,7 +40,7 @@ O_CLOEXEC = 0o2000000
 
 def descriptors(pid: int) -> dict[int, str]:
     """What each descriptor of *pid* points to ({} if it cannot be read)."""
-    result = {}
+    result: dict[int, str] = {}
     try:
         names = os.listdir(f"/proc/{pid}/fd")
     except OSError:
@@ -76,11 +76,11 @@ async def test_each_worker_talks_over_pipes_only_it_and_the_parent_hold(
 ) -> None:
     guard = LeakGuard(request.node.name)
     me = os.getpid()
-    async with WorkerPool(max_workers=3, prestart=3) as pool:
+    async with WorkerPool(max_workers=3, prestart=3):
         # An unrelated child started while the workers run must inherit none of it.
         bystander = await open_process(["sleep", "30"])
         try:
-            workers = {p.pid for p in pool_children()} - {bystander.pid}
+            workers = {p.pid for p in descendants(recursive=False)} - {bystander.pid}
             assert len(workers) == 3
             owners = holders()
             for worker in workers:
@@ -102,17 +102,13 @@ async def test_each_worker_talks_over_pipes_only_it_and_the_parent_hold(
             }
             for fd, target in descriptors(me).items():
                 if target in worker_pipes:
-                    assert fd_flags(fd) & O_CLOEXEC, f"the parent's end {fd} ({target}) is inheritable"
+                    assert fd_flags(fd) & O_CLOEXEC, (
+                        f"the parent's end {fd} ({target}) is inheritable"
+                    )
         finally:
             bystander.kill()
             await bystander.aclose()
     guard.check()
-
-
-def pool_children() -> list[Any]:
-    import psutil  # noqa: PLC0415
-
-    return psutil.Process().children(recursive=False)
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="reads /proc, which is Linux's")
@@ -221,8 +217,20 @@ def imported_modules(path: str) -> set[str]:
 def test_the_worker_program_imports_only_the_standard_library_and_no_networking() -> None:
     for path in (WORKER_PROGRAM, _wire.__file__):
         modules = imported_modules(path) - {"__future__"}
-        assert modules <= set(sys.stdlib_module_names), (path, modules - set(sys.stdlib_module_names))
-        networking = modules & {"socket", "ssl", "multiprocessing", "http", "urllib", "xmlrpc", "asyncio", "selectors"}
+        assert modules <= set(sys.stdlib_module_names), (
+            path,
+            modules - set(sys.stdlib_module_names),
+        )
+        networking = modules & {
+            "socket",
+            "ssl",
+            "multiprocessing",
+            "http",
+            "urllib",
+            "xmlrpc",
+            "asyncio",
+            "selectors",
+        }
         assert not networking, (path, networking)
 
 

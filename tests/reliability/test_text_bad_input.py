@@ -10,6 +10,7 @@ limit plus one chunk. The same properties hold over a real pipe from a child pro
 from __future__ import annotations
 
 import codecs
+import itertools
 from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
 
@@ -56,7 +57,7 @@ def run_now(coroutine: Coroutine[Any, Any, T]) -> T:
 
 def split(data: bytes, cuts: list[int]) -> list[bytes]:
     points = sorted({min(cut, len(data)) for cut in cuts} | {0, len(data)})
-    return [data[a:b] for a, b in zip(points, points[1:], strict=False)]
+    return [data[a:b] for a, b in itertools.pairwise(points)]
 
 
 # Text that is mostly line-shaped: valid UTF-8, every kind of line boundary, and bytes
@@ -215,6 +216,7 @@ async def test_lines_from_a_child_process_lose_nothing(
     anyio_backend: Any, data: bytes, limit: int
 ) -> None:
     """The same property over a real pipe, which splits the bytes where it likes."""
+
     async def feed(stdin: ByteSendStream) -> None:
         await stdin.send(data * 50)
         await stdin.aclose()

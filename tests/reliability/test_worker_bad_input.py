@@ -31,7 +31,7 @@ def parent_only_module() -> Iterator[types.ModuleType]:
     """A module that exists in the parent only: its objects pickle, but no worker can
     unpickle them."""
     module = types.ModuleType("procio_parent_only")
-    exec(  # noqa: S102 - defines a class inside the throwaway module
+    exec(
         "class ParentOnly:\n    def __init__(self, n):\n        self.n = n\n",
         module.__dict__,
     )
@@ -51,7 +51,13 @@ async def test_unpicklable_arguments_fail_before_any_worker_is_used(
     guard = LeakGuard(request.node.name)
     async with WorkerPool(max_workers=1) as pool:
         pid = await pool.run_sync(funcs.pid)
-        for bad in (threading.Lock(), lambda: None, (x for x in ()), [1, {2: threading.Event()}]):
+        unpicklable: list[object] = [
+            threading.Lock(),
+            lambda: None,
+            (x for x in range(3)),
+            [1, {2: threading.Event()}],
+        ]
+        for bad in unpicklable:
             with pytest.raises(SerializationError):
                 await pool.run_sync(funcs.echo, bad)
             tally("unpicklable arguments refused")
