@@ -135,7 +135,7 @@ def summarize(rows: Sequence[Row]) -> list[Summary]:
     return summaries
 
 
-def _format_ratio(value: float) -> str:
+def format_ratio(value: float) -> str:
     if value < 0.1:
         return f"{value:.3f}x"
     return f"{value:.2f}x" if value < 10 else f"{value:.1f}x"
@@ -247,12 +247,12 @@ def render_svg(rows: Sequence[Row], subtitle: str = "") -> str:
             out.append(
                 f'<rect x="{start:.1f}" y="{y}" width="{max(end - start, 1.5):.1f}" '
                 f'height="{BAR}" fill="{COLOURS[role]}"><title>'
-                f"{escape(summary.group)}: {_format_ratio(value)} vs {role}</title></rect>"
+                f"{escape(summary.group)}: {format_ratio(value)} vs {role}</title></rect>"
             )
             text_x, anchor = (end + 4, "start") if value >= 1 else (start - 4, "end")
             out.append(
                 f'<text x="{text_x:.1f}" y="{y + BAR - 2}" text-anchor="{anchor}" '
-                f'font-size="11" fill="#222">{_format_ratio(value)}</text>'
+                f'font-size="11" fill="#222">{format_ratio(value)}</text>'
             )
             for target in summary.targets:
                 if target.reference == role:

@@ -32,7 +32,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from _harness import Row, table
-from chart import TARGETS, load_rows, render_svg, summarize
+from chart import TARGETS, format_ratio, load_rows, render_svg, summarize
 
 HERE = Path(__file__).resolve().parent
 
@@ -97,7 +97,7 @@ def design_table(rows: Sequence[Row]) -> str:
 
 
 def _ratio(value: float | None) -> str:
-    return "" if value is None else f"{value:.2f}x"
+    return "" if value is None else format_ratio(value)
 
 
 def report(rows: Sequence[Row], provenance: str, failed: Sequence[str]) -> str:
