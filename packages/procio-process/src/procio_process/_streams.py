@@ -25,12 +25,14 @@ from anyio.lowlevel import checkpoint
 DEFAULT_MAX_BYTES = 65536
 
 
-def _close_fd(fd: int) -> None:
+def _close_fd(fd: int, *, waited_on: bool) -> None:
     # notify_closing() wakes a task blocked in wait_readable()/wait_writable() on this fd
-    # with ClosedResourceError. It needs a running event loop; without one (a close from
-    # synchronous code) nobody can be waiting, so the fd is simply closed.
-    with suppress(RuntimeError):
-        notify_closing(fd)
+    # with ClosedResourceError. It costs a few microseconds, so it is only called when a
+    # task is actually waiting; and it needs a running event loop, without which (a
+    # close from synchronous code) nobody can be waiting anyway.
+    if waited_on:
+        with suppress(RuntimeError):
+            notify_closing(fd)
     os.close(fd)
 
 
@@ -41,6 +43,7 @@ class PipeReceiveStream(ByteReceiveStream):
         os.set_blocking(fd, False)
         self._fd = fd
         self._closed = False
+        self._waiters = 0
 
     def fileno(self) -> int:
         """Return the file descriptor, which stays owned by this stream."""
@@ -72,7 +75,11 @@ class PipeReceiveStream(ByteReceiveStream):
             try:
                 data = os.read(self._fd, max_bytes)
             except BlockingIOError:
-                await wait_readable(self._fd)
+                self._waiters += 1
+                try:
+                    await wait_readable(self._fd)
+                finally:
+                    self._waiters -= 1
                 continue
             if not data:
                 raise EndOfStream
@@ -90,7 +97,7 @@ class PipeReceiveStream(ByteReceiveStream):
         """Close the pipe at once; a task waiting in :meth:`receive` is woken."""
         if not self._closed:
             self._closed = True
-            _close_fd(self._fd)
+            _close_fd(self._fd, waited_on=self._waiters > 0)
 
     async def aclose(self) -> None:
         """Close the pipe; a task waiting in :meth:`receive` is woken."""
@@ -105,6 +112,7 @@ class PipeSendStream(ByteSendStream):
         os.set_blocking(fd, False)
         self._fd = fd
         self._closed = False
+        self._waiters = 0
 
     def fileno(self) -> int:
         """Return the file descriptor, which stays owned by this stream."""
@@ -129,7 +137,11 @@ class PipeSendStream(ByteSendStream):
             try:
                 written = os.write(self._fd, view)
             except BlockingIOError:
-                await wait_writable(self._fd)
+                self._waiters += 1
+                try:
+                    await wait_writable(self._fd)
+                finally:
+                    self._waiters -= 1
                 continue
             except (BrokenPipeError, ConnectionResetError) as exc:
                 raise BrokenResourceError from exc
@@ -149,7 +161,7 @@ class PipeSendStream(ByteSendStream):
         """Close the pipe at once; a task waiting in :meth:`send` is woken."""
         if not self._closed:
             self._closed = True
-            _close_fd(self._fd)
+            _close_fd(self._fd, waited_on=self._waiters > 0)
 
     async def aclose(self) -> None:
         """Close the pipe; a task waiting in :meth:`send` is woken."""
