@@ -132,7 +132,15 @@ def summarize(rows: Sequence[Row]) -> list[Summary]:
             continue
         targets = tuple(t for t in TARGETS if re.search(t.pattern, group, re.IGNORECASE))
         summaries.append(Summary(group, subject, ratios.get("anyio"), ratios.get("floor"), targets))
-    return summaries
+
+    # DESIGN.md's figures first, in its order; then the rest as the scripts gave them,
+    # other backends' figures last.
+    def rank(summary: Summary) -> int:
+        if not re.search(_LOCAL, summary.group, re.IGNORECASE):
+            return len(TARGETS) + 1
+        return min((TARGETS.index(t) for t in summary.targets), default=len(TARGETS))
+
+    return sorted(summaries, key=rank)
 
 
 def format_ratio(value: float) -> str:
@@ -249,10 +257,16 @@ def render_svg(rows: Sequence[Row], subtitle: str = "") -> str:
                 f'height="{BAR}" fill="{COLOURS[role]}"><title>'
                 f"{escape(summary.group)}: {format_ratio(value)} vs {role}</title></rect>"
             )
-            text_x, anchor = (end + 4, "start") if value >= 1 else (start - 4, "end")
+            colour = "#222"
+            if value >= 1:
+                text_x, anchor = end + 4, "start"
+            elif start - PLOT_LEFT > 44:
+                text_x, anchor = start - 4, "end"
+            else:  # no room left of the bar: write the figure inside it
+                text_x, anchor, colour = start + 4, "start", "#fff"
             out.append(
                 f'<text x="{text_x:.1f}" y="{y + BAR - 2}" text-anchor="{anchor}" '
-                f'font-size="11" fill="#222">{format_ratio(value)}</text>'
+                f'font-size="11" fill="{colour}">{format_ratio(value)}</text>'
             )
             for target in summary.targets:
                 if target.reference == role:
