@@ -24,10 +24,10 @@ from ._process import Process
 AVAILABLE = hasattr(select, "epoll")
 
 _READ_SIZE = 65536
-# Reads per pipe per wake-up: a child that writes without pause must not keep this task
-# from yielding to the event loop.
-_READS_PER_WAKEUP = 16
 _WRITE_SIZE = 1 << 20
+# System calls per pipe per wake-up: a child that writes (or reads) without pause must
+# not keep this task from yielding to the event loop.
+_CALLS_PER_WAKEUP = 16
 
 
 def can_communicate(process: Process) -> bool:
@@ -96,7 +96,7 @@ async def communicate(
 
 def _reader(fd: int, chunks: list[bytes]) -> Callable[[], bool]:
     def read() -> bool:
-        for _ in range(_READS_PER_WAKEUP):
+        for _ in range(_CALLS_PER_WAKEUP):
             try:
                 data = os.read(fd, _READ_SIZE)
             except BlockingIOError:
@@ -114,7 +114,9 @@ def _writer(fd: int, data: memoryview) -> Callable[[], bool]:
 
     def write() -> bool:
         nonlocal position
-        while position < len(data):
+        for _ in range(_CALLS_PER_WAKEUP):
+            if position >= len(data):
+                return True
             try:
                 position += os.write(fd, data[position : position + _WRITE_SIZE])
             except BlockingIOError:
@@ -123,6 +125,6 @@ def _writer(fd: int, data: memoryview) -> Callable[[], bool]:
                 # The child stopped reading: like subprocess.run(), not an error; its
                 # exit code tells whether something went wrong.
                 return True
-        return True
+        return position >= len(data)
 
     return write
