@@ -11,6 +11,7 @@ from functools import partial
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 import pytest
 from procio_process import CancelPolicy, Process, open_process, run_process
 
@@ -310,3 +311,22 @@ async def test_seed_example_open_process_and_iterate() -> None:
             chunks.append(chunk)
     assert b"PID" in b"".join(chunks)
     assert process.returncode == 0
+
+
+async def test_run_process_leaves_room_for_other_tasks() -> None:
+    payload = b"x" * 20_000_000
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await anyio.lowlevel.checkpoint()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(ticker)
+        result = await run_process(["cat"], input=payload)
+        tg.cancel_scope.cancel()
+    assert result.stdout == payload
+    # Hundreds of pipe-fulls went through; the other task ran between many of them.
+    assert ticks > 20
