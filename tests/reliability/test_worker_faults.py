@@ -266,14 +266,18 @@ async def test_cancelling_calls_while_their_worker_starts_leaves_nothing(
     rng = rng_for(request.node.name)
     guard = LeakGuard(request.node.name)
     cancelled = 0
-    for _ in range(scaled(12)):
+    count = scaled(12)
+    # A third of the deadlines (2 ms) expire before any interpreter can have started and
+    # answered the handshake; the others land anywhere from the spawn to the result.
+    deadlines = [0.002 if n % 3 == 0 else rng.uniform(0, 0.08) for n in range(count)]
+    for deadline in deadlines:
         async with WorkerPool(max_workers=1) as pool:
-            with move_on_after(rng.uniform(0, 0.08)) as scope:
+            with move_on_after(deadline) as scope:
                 await pool.run_sync(funcs.pid, cancellable=rng.random() < 0.5)
             cancelled += scope.cancelled_caught
             await assert_pool_recovers(pool)
     guard.check()
-    assert cancelled > 0, replay_hint()
+    assert cancelled >= deadlines.count(0.002), replay_hint()
     tally("calls cancelled while their worker started", cancelled)
 
 
