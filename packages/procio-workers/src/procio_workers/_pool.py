@@ -150,6 +150,7 @@ class WorkerPool:
         self._retiring: set[_Slot] = set()  # dropped, still being closed
         self._idle: list[_Slot] = []  # most recently used last
         self._idle_changed = anyio.Event()
+        self._timer_waits_for_idle = True
         self._task_group: TaskGroup | None = None
         self._stack: AsyncExitStack | None = None
         self._closed = False
@@ -293,13 +294,21 @@ class WorkerPool:
         await checkpoint_if_cancelled()
         self._check_open()
         request = self.backend.prepare_call(func, args)
-        async with AsyncExitStack() as stack:
+        held: list[CapacityLimiter] = []
+        try:
             for each in (limiter, self._limiter):
                 if each is not None:
-                    await stack.enter_async_context(each)
+                    # A free token is taken without a trip through the event loop.
+                    try:
+                        each.acquire_nowait()
+                    except anyio.WouldBlock:
+                        await each.acquire()
+                    held.append(each)
             slot = await self._acquire(options)
             return await self._call(slot, request, cancellable)
-        raise AssertionError("unreachable")  # pragma: no cover - for mypy
+        finally:
+            for each in reversed(held):
+                each.release()
 
     async def _acquire(self, options: Mapping[str, Any]) -> _Slot:
         if options:
@@ -366,7 +375,10 @@ class WorkerPool:
             return
         slot.idle_since = current_time()
         self._idle.append(slot)
-        self._idle_changed.set()
+        # Only a timer with nothing to watch needs waking: otherwise it already sleeps
+        # until an expiry no later than this worker's.
+        if self._timer_waits_for_idle:
+            self._idle_changed.set()
 
     def _drop(self, slot: _Slot) -> None:
         """Forget a worker and close it in the background (it is reaped either way)."""
@@ -391,5 +403,6 @@ class WorkerPool:
                 if self._idle:
                     deadline = min(slot.idle_since for slot in self._idle) + timeout
             self._idle_changed = anyio.Event()
+            self._timer_waits_for_idle = deadline == math.inf
             with anyio.move_on_after(deadline - current_time()):
                 await self._idle_changed.wait()

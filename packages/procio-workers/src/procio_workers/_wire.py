@@ -61,6 +61,9 @@ EXIT_PROTOCOL_ERROR = 3
 
 _SCRATCH_SIZE = 64 * 1024
 
+#: Frames up to this size are written as one buffer (see :func:`encode_frame`).
+COALESCE_LIMIT = 64 * 1024
+
 if TYPE_CHECKING:
     from typing_extensions import Buffer as Segment
 
@@ -77,13 +80,26 @@ class Frame(NamedTuple):
 
 
 def encode_frame(kind: int, segments: Sequence[Segment]) -> list[Segment]:
-    """Return the buffers that make up one frame, ready for ``os.writev``."""
+    """Return the buffers that make up one frame, ready for ``os.writev``.
+
+    A frame of at most :data:`COALESCE_LIMIT` bytes comes back as one buffer: a
+    ``writev`` of several buffers can wake the reader between them, which costs a
+    second wake-up (and, in an event loop, a second trip through it) for every small
+    message. Larger frames keep their big buffers as they are, to avoid copying them.
+    """
     if len(segments) > MAX_SEGMENTS:
         raise ProtocolError(f"a frame carries at most {MAX_SEGMENTS} segments")
     views = [s.raw() if isinstance(s, pickle.PickleBuffer) else s for s in segments]
     head = bytearray(HEADER.pack(kind, 0, len(views)))
+    total = 0
     for view in views:
-        head += LENGTH.pack(memoryview(view).nbytes)
+        size = memoryview(view).nbytes
+        total += size
+        head += LENGTH.pack(size)
+    if total <= COALESCE_LIMIT:
+        for view in views:
+            head += view
+        return [head]
     return [head, *views]
 
 
@@ -187,6 +203,8 @@ class FrameReader:
 
     def _parse(self) -> None:
         while True:
+            if self._kind == -1 and self._whole_frame():
+                continue
             if self._kind == -1:
                 if self._available() < HEADER.size:
                     return
@@ -216,6 +234,28 @@ class FrameReader:
                 self._lengths = lengths
             if not self._fill_segments():
                 return
+
+    def _whole_frame(self) -> bool:
+        """Decode a frame lying entirely in the scratch buffer in one go (the usual case)."""
+        scratch, start, available = self._scratch, self._start, self._end - self._start
+        if available < HEADER.size:
+            return False
+        kind, flags, count = HEADER.unpack_from(scratch, start)
+        table_end = start + HEADER.size + LENGTH.size * count
+        if kind not in KIND_NAMES or flags or count > MAX_SEGMENTS or table_end > self._end:
+            return False  # the careful path reports errors and waits for more
+        lengths = struct.unpack_from(f">{count}Q", scratch, start + HEADER.size)
+        total = sum(lengths)
+        if total > self.max_frame_length or table_end + total > self._end:
+            return False
+        segments = []
+        position = table_end
+        for length in lengths:
+            segments.append(scratch[position : position + length])
+            position += length
+        self._start = position
+        self.frames.append(Frame(kind, segments))
+        return True
 
     def _fill_segments(self) -> bool:
         """Move scratch bytes into segments; return whether the frame completed."""
