@@ -10,6 +10,7 @@ promised to stop.
 
 from __future__ import annotations
 
+import math
 import random
 import subprocess
 from collections import Counter
@@ -20,6 +21,7 @@ import anyio
 import pytest
 from anyio import CancelScope, CapacityLimiter, create_task_group, fail_after, move_on_after
 from procio_process import CancelPolicy, Process, open_process, run_process
+from procio_text import LineReceiveStream
 
 from ._support import LOAD_BACKENDS, LeakGuard, replay_hint, rng_for, scaled, tally
 
@@ -140,6 +142,24 @@ async def process_tree(rng: random.Random, guard: LeakGuard) -> str:
     return "cancelled"
 
 
+async def lines_of_output(rng: random.Random, guard: LeakGuard) -> str:
+    """Read a child's output as lines, cancelled at a random moment or not at all."""
+    count = rng.randrange(1, 3000)
+    deadline = rng.choice([0.005, 0.02, math.inf])
+    received: list[str] = []
+    with move_on_after(deadline) as scope:
+        async with await open_process(["seq", str(count)]) as process:
+            assert process.stdout is not None
+            async for line in LineReceiveStream(process.stdout, max_line_length=20):
+                received.append(line)
+    # Whatever arrived is the start of the output, in order, nothing torn.
+    assert received == [str(n) for n in range(1, len(received) + 1)]
+    if scope.cancelled_caught:
+        return "cancelled"
+    assert len(received) == count
+    return "completed"
+
+
 SCENARIOS: list[Scenario] = [
     quick_command,
     quick_command,
@@ -153,6 +173,7 @@ SCENARIOS: list[Scenario] = [
     started_then_cancelled,
     open_and_cancel,
     process_tree,
+    lines_of_output,
 ]
 
 

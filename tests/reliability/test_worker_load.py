@@ -119,6 +119,46 @@ async def test_thousands_of_calls_with_random_cancellation_and_breakage(
     tally("workers started", figures.started)
 
 
+async def test_workers_retired_while_calls_arrive_lose_no_call(
+    anyio_backend: Any, request: pytest.FixtureRequest
+) -> None:
+    """Constant churn: workers expire after 2 ms idle or 10 calls while calls keep coming,
+    so retiring a worker races with handing it a call."""
+    rng = rng_for(request.node.name)
+    guard = LeakGuard(request.node.name)
+    count = scaled(600)
+    seeds = [rng.randrange(2**32) for _ in range(count)]
+    failures: list[str] = []
+    done = 0
+
+    async def runner(pool: WorkerPool, indices: range) -> None:
+        nonlocal done
+        for index in indices:
+            local = random.Random(seeds[index])
+            value = random_value(local)
+            try:
+                assert await pool.run_sync(funcs.echo, value) == value
+                done += 1
+            except Exception as exc:
+                failures.append(f"call {index} (seed {seeds[index]}): {exc!r}")
+            await anyio.sleep(local.choice([0, 0, 0.001, 0.003]))
+
+    with fail_after(50 * max(1.0, count / 600)):
+        async with WorkerPool(max_workers=3, idle_timeout=0.002, max_tasks_per_worker=10) as pool:
+            async with create_task_group() as tg:
+                for task in range(8):
+                    tg.start_soon(runner, pool, range(task, count, 8))
+            figures = pool.statistics()
+    assert not failures, f"{len(failures)} calls failed: {failures[:5]}; {replay_hint()}"
+    assert done == count
+    assert figures.calls == count
+    assert figures.failures == 0
+    assert figures.started >= count // 10, figures
+    guard.check()
+    tally("worker calls", count)
+    tally("workers retired while calls arrived", figures.started)
+
+
 def test_to_process_calls_under_random_cancellation_leave_nothing_after_the_loop(
     anyio_backend: Any, request: pytest.FixtureRequest
 ) -> None:
@@ -134,9 +174,11 @@ def test_to_process_calls_under_random_cancellation_leave_nothing_after_the_loop
         for index in indices:
             local = random.Random(seeds[index])
             value = random_value(local)
+            # Now and then a Popen option: a fresh worker, used once, never reused.
+            options = {"cwd": "/"} if local.random() < 0.01 else {}
             try:
                 with move_on_after(local.uniform(0, 0.004)) as scope:
-                    result = await to_process.run_sync(funcs.echo, value)
+                    result = await to_process.run_sync(funcs.echo, value, **options)
                 if scope.cancelled_caught:
                     outcomes["cancelled"] += 1
                 else:
