@@ -175,7 +175,7 @@ def test_to_process_calls_under_random_cancellation_leave_nothing_after_the_loop
             local = random.Random(seeds[index])
             value = random_value(local)
             # Now and then a Popen option: a fresh worker, used once, never reused.
-            options = {"cwd": "/"} if local.random() < 0.01 else {}
+            options: dict[str, Any] = {"cwd": "/"} if local.random() < 0.01 else {}
             try:
                 with move_on_after(local.uniform(0, 0.004)) as scope:
                     result = await to_process.run_sync(funcs.echo, value, **options)
