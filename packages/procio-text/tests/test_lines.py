@@ -182,6 +182,14 @@ async def test_stream_goes_on_after_an_over_long_line() -> None:
     assert await lines_of(stream) == ["ij", "k"]
 
 
+async def test_last_line_ending_in_half_a_separator_obeys_the_limit() -> None:
+    # At the end of the stream the "\r" cannot begin "\r\n" any more: it is content.
+    stream = LineReceiveStream(feed([b"ab\r"]), newline="\r\n", max_line_length=2)
+    with pytest.raises(LineTooLongError) as info:
+        await stream.receive()
+    assert info.value.buffered == "ab\r"
+
+
 async def test_no_limit_accepts_long_lines() -> None:
     stream = LineReceiveStream(feed(["z" * 200_000, "\n"]), max_line_length=None)
     assert await lines_of(stream) == ["z" * 200_000]

@@ -168,7 +168,9 @@ class LineReceiveStream(ObjectReceiveStream[str]):
             with_ends = [line + newline for line in lines]
             if self.keepends:
                 lines = with_ends
-            rest_length = self._partial_separator_free_length(rest)
+            # At the end of the stream the tail can no longer begin a separator: all of
+            # it is line content.
+            rest_length = len(rest) if final else self._partial_separator_free_length(rest)
 
         limit = self.max_line_length
         if limit is not None and (rest_length > limit or max(map(len, lines), default=0) > limit):
