@@ -181,3 +181,7 @@ def pid_gone(pid: int) -> bool:
     """Whether *pid* no longer runs (a zombie waiting for a parent other than us counts)."""
     entry = _process_table().get(pid)
     return entry is None or entry[1] == "Z"
+
+
+def concat(a: str, b: bytes, c: int) -> tuple[str, bytes, int]:
+    return a, b, c

@@ -177,3 +177,14 @@ async def test_a_failing_initializer_fails_the_call_that_started_the_worker() ->
         with pytest.raises(BrokenWorkerProcess, match="initializer"):
             await pool.run_sync(funcs.echo, 1)
         assert pool.statistics().workers == 0
+
+
+async def test_a_worker_that_dies_while_idle_is_reaped_and_replaced() -> None:
+    async with WorkerPool(max_workers=1) as pool:
+        pid = await pool.run_sync(funcs.sleep_and_pid, 0)
+        os.kill(pid, signal.SIGKILL)
+        with anyio.fail_after(5):
+            while pid in funcs.child_pids():  # noqa: ASYNC110 - polls another process
+                await anyio.sleep(0.05)
+        assert await pool.run_sync(funcs.sleep_and_pid, 0) != pid
+        assert pool.statistics().broken == 0

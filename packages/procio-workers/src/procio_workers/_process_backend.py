@@ -153,6 +153,11 @@ class ProcessWorker(Worker):
                 async with anyio.create_task_group() as tg:
                     for which in list(self._output_fds):
                         tg.start_soon(self._forward, which)
+                # Both pipes reached end of file: the worker has exited. Reap it now, so
+                # that one dying while idle is not left a zombie until the pool next
+                # looks at it.
+                with move_on_after(_OUTPUT_GRACE):
+                    await self.process.wait()
         finally:
             for which in list(self._output_fds):
                 self._pump(which)
