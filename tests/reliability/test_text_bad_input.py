@@ -110,14 +110,9 @@ def test_over_long_lines_and_bad_bytes_lose_nothing(
     assert "".join(text for _, text in pieces) == data.decode("utf-8", errors)
     overflows = [text for overflow, text in pieces if overflow]
     lines = [text for overflow, text in pieces if not overflow]
-    for index, line in enumerate(lines):
+    for line in lines:
         content = line.removesuffix(newline) if newline else (line.splitlines() or [""])[0]
-        slack = 0
-        if newline and index == len(lines) - 1 and not line.endswith(newline):
-            # The final, unterminated line may end with the start of the separator; see
-            # test_the_last_line_obeys_the_limit_when_it_ends_with_half_a_separator.
-            slack = len(newline) - 1
-        assert len(content) <= limit + slack, (line, limit)
+        assert len(content) <= limit, (line, limit)
     longest_chunk = max((len(chunk) for chunk in chunks), default=0)
     for buffered in overflows:
         # backslashreplace turns one byte into four characters; a held-back "\r" or a
@@ -127,15 +122,6 @@ def test_over_long_lines_and_bad_bytes_lose_nothing(
     tally("over-long lines refused", len(overflows))
 
 
-LAST_LINE_SLACK = (
-    "procio_text/_lines.py LineReceiveStream._accept: with a multi-character newline, the "
-    "tail's partial separator is not counted against max_line_length "
-    "(_partial_separator_free_length) even at end of stream, where it can no longer "
-    "become a separator; _take_final_line then delivers a last line longer than the limit"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=LAST_LINE_SLACK)
 def test_the_last_line_obeys_the_limit_when_it_ends_with_half_a_separator() -> None:
     stream = LineReceiveStream(Chunks([b"ab\r"]), newline="\r\n", max_line_length=2)
     pieces = receive_everything(stream)
