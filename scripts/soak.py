@@ -2,11 +2,13 @@
 
 The suite in ``tests/reliability`` is sized for CI (about a minute on two cores). This
 script runs it again and again, each round with a fresh seed and every count multiplied
-by ``--scale``, until ``--minutes`` have passed (or for ``--rounds`` rounds), then prints
+by ``--scale`` (the two storms can also be sized directly with ``--spawns`` and
+``--calls``), until ``--minutes`` have passed (or for ``--rounds`` rounds), then prints
 the summed counts: spawns, calls, cancellations, faults survived, inputs fuzzed. It
 stops at the first failing round and prints the seed that replays it.
 
     hatch run hatch-test.py3.11:python scripts/soak.py --minutes 30 --scale 5
+    hatch run hatch-test.py3.11:python scripts/soak.py --spawns 20000 --calls 100000
     hatch run hatch-test.py3.11:python scripts/soak.py --rounds 1          # the CI figures
 """
 
@@ -37,23 +39,34 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--scale", type=float, default=1.0, help="multiply every count by this (default: 1)"
     )
+    parser.add_argument(
+        "--spawns", type=int, help="spawns per round in the spawn storm (default: scaled)"
+    )
+    parser.add_argument(
+        "--calls", type=int, help="calls per round in the worker-call storm (default: scaled)"
+    )
     parser.add_argument("--seed", type=int, help="the first round's seed (default: random)")
     parser.add_argument("-k", dest="keyword", help="only the tests matching this expression")
     return parser.parse_args(argv)
 
 
-def run_round(
-    seed: int, scale: float, keyword: str | None
-) -> tuple[int, Counter[str], Counter[str]]:
+def run_round(args: argparse.Namespace, seed: int) -> tuple[int, Counter[str], Counter[str]]:
     """Run the suite once; return pytest's exit status, its outcomes and the tally."""
     with tempfile.TemporaryDirectory(prefix="procio-soak-") as scratch:
         report = Path(scratch, "tally.json")
+        scale = args.scale
         env = dict(
             os.environ,
             PROCIO_RELIABILITY_SEED=str(seed),
             PROCIO_RELIABILITY_SCALE=str(scale),
             PROCIO_RELIABILITY_REPORT=str(report),
         )
+        # The CI totals of the two storms, to size the per-test time limit.
+        for figure, ci_total in (("spawns", 2000), ("calls", 10000)):
+            wanted = getattr(args, figure)
+            if wanted is not None:
+                env[f"PROCIO_RELIABILITY_{figure.upper()}"] = str(wanted)
+                scale = max(scale, wanted / ci_total)
         command = [
             sys.executable,
             "-m",
@@ -65,8 +78,8 @@ def run_round(
             # The per-test limit of pytest.ini is sized for CI counts.
             f"--timeout={int(120 * max(1.0, scale))}",
         ]
-        if keyword:
-            command += ["-k", keyword]
+        if args.keyword:
+            command += ["-k", args.keyword]
         completed = subprocess.run(
             command, cwd=ROOT, env=env, capture_output=True, text=True, check=False
         )
@@ -96,7 +109,7 @@ def main(argv: list[str]) -> int:
     status = 0
     while True:
         round_started = time.monotonic()
-        status, round_outcomes, tally = run_round(seed, args.scale, args.keyword)
+        status, round_outcomes, tally = run_round(args, seed)
         done += 1
         totals.update(tally)
         outcomes.update(round_outcomes)

@@ -35,6 +35,18 @@ def scaled(count: int) -> int:
     return max(1, round(count * SCALE))
 
 
+def load_count(figure: str, per_backend: int) -> int:
+    """Return how many spawns or calls one load test makes on one backend.
+
+    ``PROCIO_RELIABILITY_SPAWNS`` / ``PROCIO_RELIABILITY_CALLS`` set the total across the
+    load backends (``soak.py --spawns/--calls``); otherwise *per_backend*, scaled.
+    """
+    total = os.environ.get(f"PROCIO_RELIABILITY_{figure.upper()}")
+    if total:
+        return max(1, int(total) // len(LOAD_BACKENDS))
+    return scaled(per_backend)
+
+
 def rng_for(name: str) -> random.Random:
     """Return a generator seeded from the session seed and *name* (a test's own stream)."""
     return random.Random(f"{SEED}:{name}")

@@ -23,7 +23,7 @@ from anyio import CancelScope, CapacityLimiter, create_task_group, fail_after, m
 from procio_process import CancelPolicy, Process, open_process, run_process
 from procio_text import LineReceiveStream
 
-from ._support import LOAD_BACKENDS, LeakGuard, replay_hint, rng_for, scaled, tally
+from ._support import LOAD_BACKENDS, LeakGuard, load_count, replay_hint, rng_for, scaled, tally
 
 pytestmark = pytest.mark.anyio
 
@@ -183,7 +183,7 @@ async def test_spawns_under_random_cancellation_leave_nothing_behind(
     rng = rng_for(request.node.name)
     guard = LeakGuard(request.node.name)
     limiter = CapacityLimiter(CONCURRENCY)
-    count = scaled(SPAWNS)
+    count = load_count("spawns", SPAWNS)
     outcomes: Counter[str] = Counter()
     failures: list[str] = []
 

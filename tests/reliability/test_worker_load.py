@@ -19,7 +19,16 @@ import pytest
 from anyio import CancelScope, create_task_group, fail_after, move_on_after
 from procio_workers import BrokenWorkerProcess, WorkerPool, to_process
 
-from ._support import LOAD_BACKENDS, LeakGuard, open_fds, replay_hint, rng_for, scaled, tally
+from ._support import (
+    LOAD_BACKENDS,
+    LeakGuard,
+    load_count,
+    open_fds,
+    replay_hint,
+    rng_for,
+    scaled,
+    tally,
+)
 
 if TYPE_CHECKING:
     from tests.reliability import procio_reliability_funcs as funcs
@@ -87,7 +96,7 @@ async def test_thousands_of_calls_with_random_cancellation_and_breakage(
 ) -> None:
     rng = rng_for(request.node.name)
     guard = LeakGuard(request.node.name)
-    count = scaled(CALLS)
+    count = load_count("calls", CALLS)
     seeds = [rng.randrange(2**32) for _ in range(count)]
     outcomes: Counter[str] = Counter()
     failures: list[str] = []
