@@ -50,6 +50,23 @@ def children() -> dict[int, str]:
     return found
 
 
+def running_group_members(pgid: int) -> list[int]:
+    """Return the pids in process group *pgid* that still run (zombies excluded); Linux."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue  # exited while we looked
+        state, _ppid, pgrp = stat[stat.rfind(b")") + 2 :].split(b" ", 3)[:3]
+        if int(pgrp) == pgid and state not in (b"Z", b"X"):
+            members.append(int(entry))
+    return members
+
+
 class LeakGuard:
     """Remembers the fds and children open when created; :meth:`check` compares.
 
@@ -96,3 +113,11 @@ def leak_guard() -> Callable[[], Callable[[], None]]:
 def list_children() -> Callable[[], dict[int, str]]:
     """Give a function listing this process's children (pid to ``ps`` state letter)."""
     return children
+
+
+@pytest.fixture
+def group_members() -> Callable[[int], list[int]]:
+    """Give a function listing the running members of a process group (Linux only)."""
+    if not HAS_PROC:
+        pytest.skip("reads process groups from /proc, which is Linux's")
+    return running_group_members

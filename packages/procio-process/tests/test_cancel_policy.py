@@ -18,27 +18,8 @@ from procio_process import DEFAULT_GRACE_PERIOD, CancelPolicy, open_process, run
 pytestmark = pytest.mark.anyio
 
 StartGuard = Callable[[], Callable[[], None]]
+GroupMembers = Callable[[int], list[int]]
 PY = sys.executable
-
-linux_only = pytest.mark.skipif(
-    sys.platform != "linux", reason="reads process groups from /proc, which is Linux's"
-)
-
-
-def running_group_members(pgid: int) -> list[int]:
-    """Return the pids in process group *pgid* that still run (zombies excluded)."""
-    members = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_bytes()
-        except OSError:
-            continue
-        state, _ppid, pgrp = stat[stat.rfind(b")") + 2 :].split(b" ", 3)[:3]
-        if int(pgrp) == pgid and state not in (b"Z", b"X"):
-            members.append(int(entry))
-    return members
 
 
 async def wait_until(predicate: Callable[[], bool]) -> None:
@@ -69,9 +50,8 @@ def test_policy_rejects_wrong_types() -> None:
         CancelPolicy(signal="SIGTERM")  # type: ignore[arg-type]
 
 
-@linux_only
 async def test_cancelling_a_shell_with_signal_tree_leaves_no_grandchild(
-    leak_guard: StartGuard,
+    leak_guard: StartGuard, group_members: GroupMembers
 ) -> None:
     check = leak_guard()
     async with anyio.create_task_group() as tg:
@@ -79,15 +59,16 @@ async def test_cancelling_a_shell_with_signal_tree_leaves_no_grandchild(
             partial(run_process, "sleep 30 & sleep 30; wait", signal_tree=True)
         )
         # The shell and both sleeps share the new group once they have started.
-        await wait_until(lambda: len(running_group_members(process.pid)) == 3)
+        await wait_until(lambda: len(group_members(process.pid)) == 3)
         tg.cancel_scope.cancel()
     assert process.returncode == -signal.SIGTERM
-    assert running_group_members(process.pid) == []
+    assert group_members(process.pid) == []
     check()
 
 
-@linux_only
-async def test_signal_tree_kills_a_grandchild_that_ignores_sigterm(tmp_path: Path) -> None:
+async def test_signal_tree_kills_a_grandchild_that_ignores_sigterm(
+    tmp_path: Path, group_members: GroupMembers
+) -> None:
     marker = tmp_path / "ready"
     grandchild = (
         "import pathlib, signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
@@ -102,19 +83,18 @@ async def test_signal_tree_kills_a_grandchild_that_ignores_sigterm(tmp_path: Pat
             partial(run_process, command, signal_tree=True, cancel_policy=policy)
         )
         await wait_until(marker.exists)
-        assert len(running_group_members(process.pid)) == 2
+        assert len(group_members(process.pid)) == 2
         tg.cancel_scope.cancel()
-    assert running_group_members(process.pid) == []
+    assert group_members(process.pid) == []
 
 
-@linux_only
-async def test_signal_tree_methods_signal_the_whole_group() -> None:
+async def test_signal_tree_methods_signal_the_whole_group(group_members: GroupMembers) -> None:
     process = await open_process("sleep 30 & sleep 30; wait", signal_tree=True)
     async with process:
-        await wait_until(lambda: len(running_group_members(process.pid)) == 3)
+        await wait_until(lambda: len(group_members(process.pid)) == 3)
         process.terminate()
         assert await process.wait() == -signal.SIGTERM
-        await wait_until(lambda: running_group_members(process.pid) == [])
+        await wait_until(lambda: group_members(process.pid) == [])
 
 
 async def test_signal_tree_starts_a_new_process_group() -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import random
 import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import anyio
 import pytest
@@ -14,16 +16,20 @@ pytestmark = pytest.mark.anyio
 
 StartGuard = Callable[[], Callable[[], None]]
 
+HAS_PROC = sys.platform == "linux"
 SPAWNS = 500
 CONCURRENCY = 24
 
 
-async def one_run(rng: random.Random, counts: dict[str, int]) -> None:
+async def one_run(rng: random.Random, counts: dict[str, int], groups_file: Path) -> None:
     """Start one child in one of several ways, and maybe cancel it at a random moment."""
     kind = rng.choice(["run", "run-input", "open-read", "open-wait", "tree"])
     sleep = f"{rng.uniform(0, 0.05):.3f}"
     # A cancel delay of 0 hits the spawn itself; others land while reading or waiting.
     cancel_after = rng.choice([None, 0.0, rng.uniform(0, 0.06)])
+    if kind == "tree":
+        # Its grandchild would run for 30 s: only the cancellation may end it.
+        cancel_after = rng.uniform(0, 0.06)
     policy = rng.choice([CancelPolicy(grace_period=1), CancelPolicy.kill()])
     with anyio.CancelScope() as scope:
         if cancel_after is not None:
@@ -44,24 +50,32 @@ async def one_run(rng: random.Random, counts: dict[str, int]) -> None:
             async with await open_process(["sleep", sleep], cancel_policy=policy) as process:
                 await process.wait()
         else:
+            # The shell records its process group (its own pid) before starting the
+            # grandchild that the cancellation must reach.
             await run_process(
-                f"sleep {sleep} & sleep {sleep}; wait", signal_tree=True, cancel_policy=policy
+                f"echo $$ >> {groups_file}; sleep 30 & sleep {sleep}; wait",
+                signal_tree=True,
+                cancel_policy=policy,
             )
     counts["cancelled" if scope.cancelled_caught else "finished"] += 1
 
 
 @pytest.mark.slow
 async def test_hundreds_of_spawns_with_random_cancellation_leak_nothing(
-    leak_guard: StartGuard, list_children: Callable[[], dict[int, str]]
+    leak_guard: StartGuard,
+    list_children: Callable[[], dict[int, str]],
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
 ) -> None:
     check = leak_guard()
     rng = random.Random(20261126)
+    groups_file = tmp_path / "groups"
     counts = {"cancelled": 0, "finished": 0}
     limiter = anyio.CapacityLimiter(CONCURRENCY)
 
     async def guarded() -> None:
         async with limiter:
-            await one_run(rng, counts)
+            await one_run(rng, counts, groups_file)
 
     with anyio.fail_after(50):
         async with anyio.create_task_group() as tg:
@@ -76,6 +90,13 @@ async def test_hundreds_of_spawns_with_random_cancellation_leak_nothing(
     zombies = [pid for pid, state in list_children().items() if state == "Z"]
     assert zombies == []
     check()
+    if HAS_PROC:
+        # Every process tree was cancelled: none of their 30 s grandchildren still runs.
+        group_members: Callable[[int], list[int]] = request.getfixturevalue("group_members")
+        groups = [int(line) for line in read_text(groups_file).split()]
+        assert len(groups) > 10
+        leftovers = {pgid: members for pgid in groups if (members := group_members(pgid))}
+        assert leftovers == {}
 
 
 async def test_spawning_does_not_leak_when_the_spawn_itself_fails_repeatedly(
@@ -88,3 +109,7 @@ async def test_spawning_does_not_leak_when_the_spawn_itself_fails_repeatedly(
         with pytest.raises(subprocess.CalledProcessError):
             await run_process(["false"], stdout=None)
     check()
+
+
+def read_text(path: Path) -> str:
+    return path.read_text() if path.exists() else ""
