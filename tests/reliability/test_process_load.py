@@ -160,6 +160,29 @@ async def lines_of_output(rng: random.Random, guard: LeakGuard) -> str:
     return "completed"
 
 
+async def stubborn_descendants(rng: random.Random, guard: LeakGuard) -> str:
+    """The child exits on SIGTERM, but a grandchild and a great-grandchild ignore it:
+    only the SIGKILL to the group after the grace period stops them."""
+    command = (
+        "(trap '' TERM; sleep 30 & echo $!; (trap '' TERM; exec sleep 30) & echo $!; wait) & "
+        "exec sleep 30"
+    )
+    with move_on_after(rng.uniform(0, 0.02)) as scope:
+        async with await open_process(
+            ["sh", "-c", command], signal_tree=True, cancel_policy=QUICK_GRACE
+        ) as process:
+            assert process.stdout is not None
+            with CancelScope(shield=True):
+                text = b""
+                while text.count(b"\n") < 2:
+                    text += await process.stdout.receive()
+            guard.promised.update(int(pid) for pid in text.split())
+            tally("grandchildren stopped", 2)
+            await process.wait()
+    assert scope.cancelled_caught
+    return "cancelled"
+
+
 SCENARIOS: list[Scenario] = [
     quick_command,
     quick_command,
@@ -173,6 +196,7 @@ SCENARIOS: list[Scenario] = [
     started_then_cancelled,
     open_and_cancel,
     process_tree,
+    stubborn_descendants,
     lines_of_output,
 ]
 
