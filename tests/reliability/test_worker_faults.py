@@ -368,3 +368,51 @@ def _contains(error: BaseException, kind: type[BaseException]) -> bool:
     if isinstance(inner, tuple):
         return any(_contains(each, kind) for each in inner)
     return isinstance(error, kind)
+
+
+async def test_a_failing_initializer_is_a_typed_error_and_leaves_nothing(
+    request: pytest.FixtureRequest,
+) -> None:
+    guard = LeakGuard(request.node.name)
+    async with WorkerPool(max_workers=2, initializer=funcs.boom, initargs=("no setup",)) as pool:
+        for _ in range(3):
+            with pytest.raises(BrokenWorkerProcess, match="initializer"):
+                await pool.run_sync(funcs.pid)
+        assert pool.statistics().workers == 0
+    guard.check()
+    tally("failing initializers contained", 3)
+
+
+async def test_a_worker_dying_in_its_initializer_fails_one_call_only(
+    request: pytest.FixtureRequest, tmp_path: Any
+) -> None:
+    guard = LeakGuard(request.node.name)
+    marker = str(tmp_path / "died-once")
+    async with WorkerPool(
+        max_workers=1, initializer=funcs.die_on_first_use, initargs=(marker,)
+    ) as pool:
+        with pytest.raises(BrokenWorkerProcess) as caught:
+            await pool.run_sync(funcs.pid)
+        assert caught.value.exit_code == 5
+        await assert_pool_recovers(pool, caught.value.pid)
+    guard.check()
+    tally("workers that died in their initializer")
+
+
+async def test_workers_killed_while_the_pool_closes_leave_nothing(
+    request: pytest.FixtureRequest,
+) -> None:
+    rng = rng_for(request.node.name)
+    guard = LeakGuard(request.node.name)
+    pids: list[int] = []
+    async with WorkerPool(max_workers=4, prestart=4) as pool:
+        async with create_task_group() as tg:
+            for _ in range(4):
+                tg.start_soon(lambda: pool.run_sync(funcs.sleep, 0.05))
+        pids = [p.pid for p in descendants(recursive=False)]
+        assert len(pids) == 4
+        # Two idle workers die just as the pool closes: it must reap them with the rest.
+        for pid in rng.sample(pids, 2):
+            os.kill(pid, signal.SIGKILL)
+    guard.check()
+    tally("workers killed while their pool closed", 2)
