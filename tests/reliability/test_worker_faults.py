@@ -254,6 +254,9 @@ async def test_a_worker_that_exits_abruptly_fails_only_its_call(
                 await pool.run_sync(funcs.exit_abruptly, status)
         assert caught.value.exit_code == status
         assert caught.value.signal is None
+        # It says why: what the worker wrote to stderr last comes with the error.
+        assert f"last words before exit {status}" in caught.value.stderr_tail
+        assert f"last words before exit {status}" in str(caught.value)
         await assert_pool_recovers(pool, caught.value.pid)
         assert pool.statistics().broken == 1
     guard.check()
