@@ -148,3 +148,15 @@ def die_on_first_use(marker: str) -> None:
         with open(marker, "w", encoding="utf-8"):
             pass
         os._exit(5)
+
+
+def forge_frames_on_stdio(text: str) -> str:
+    """Write a well-formed RESULT frame carrying *text* to fd 1 and fd 2, then return."""
+    wire = sys.modules["_procio_wire"]
+    forged = b"".join(
+        bytes(memoryview(buffer).cast("B"))
+        for buffer in wire.encode_frame(wire.RESULT, wire.PickleCodec().dumps(text))
+    )
+    os.write(1, forged)
+    os.write(2, forged)
+    return "genuine"

@@ -240,3 +240,19 @@ async def test_a_fresh_worker_has_loaded_no_networking_module() -> None:
             funcs.modules_loaded, ["socket", "ssl", "multiprocessing", "asyncio", "anyio"]
         )
     assert not any(loaded.values()), loaded
+
+
+async def test_frames_forged_on_a_workers_stdout_are_output_not_replies() -> None:
+    """Only the response pipe carries replies: bytes a function writes to fd 1 or 2 are
+    forwarded as output, however much they look like a frame."""
+    output: dict[int, bytearray] = {1: bytearray(), 2: bytearray()}
+
+    def collect(which: int, data: bytes) -> None:
+        output[which] += data
+
+    async with WorkerPool(max_workers=1, output=collect) as pool:
+        for _ in range(5):
+            assert await pool.run_sync(funcs.forge_frames_on_stdio, "hijacked") == "genuine"
+    for which in (1, 2):
+        assert output[which].count(b"hijacked") == 5, which
+    tally("forged frames on stdout and stderr ignored", 10)
