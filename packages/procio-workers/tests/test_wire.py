@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import sys
 
 import pytest
 from hypothesis import given, settings
@@ -172,3 +173,25 @@ def test_a_class_from_the_workers_main_resolves_to_the_parents_main(
     assert (
         _wire.PickleCodec().loads([bytearray(memoryview(s).cast("B")) for s in segments]) is _Thing
     )
+
+
+@pytest.mark.skipif(
+    not hasattr(sys, "getrefcount"), reason="reuse relies on CPython's reference counts"
+)
+def test_a_large_segment_buffer_is_reused_only_once_nobody_holds_it() -> None:
+    size = 2 * 1024 * 1024
+    frame = _frame_bytes(_wire.RESULT, [b"x" * size])
+    reader = _wire.FrameReader()
+    reader.feed(frame)
+    held = reader.frames.popleft().segments[0]
+    reader.feed(frame)
+    second = reader.frames.popleft().segments[0]
+    assert second is not held  # the first one is still in use
+    second_id = id(second)
+    del second
+    reader.feed(frame)
+    third = reader.frames.popleft().segments[0]
+    assert id(third) == second_id  # released by its consumer: filled again
+    assert bytes(third) == b"x" * size
+    assert bytes(held) == b"x" * size
+    assert third is not held

@@ -61,6 +61,13 @@ EXIT_PROTOCOL_ERROR = 3
 
 _SCRATCH_SIZE = 64 * 1024
 
+# Segments of at least _REUSE_MIN bytes are read into buffers the reader may reuse once
+# their consumer let them go, keeping at most _KEEP_LIMIT bytes of them.
+_REUSE_MIN = 1 << 20
+_KEEP_LIMIT = 64 << 20
+# CPython only: other implementations have no reference counts to look at.
+_getrefcount = getattr(sys, "getrefcount", None)
+
 #: Frames up to this size are written as one buffer (see :func:`encode_frame`).
 COALESCE_LIMIT = 64 * 1024
 
@@ -145,6 +152,7 @@ class FrameReader:
         self._segments: list[bytearray] = []
         self._filled = 0  # bytes already in the segment being filled
         self._direct = False
+        self._kept: list[bytearray] = []
 
     @property
     def mid_frame(self) -> bool:
@@ -235,6 +243,25 @@ class FrameReader:
             if not self._fill_segments():
                 return
 
+    def _allocate(self, length: int) -> bytearray:
+        """Return a buffer for a segment, reusing a large one nobody holds any more.
+
+        Touching freshly mapped memory costs about as much as copying it, so a large
+        buffer whose only owner is this reader (its consumer copied it into ``bytes``
+        and let it go) is filled again instead of allocating a new one.
+        """
+        if length < _REUSE_MIN or _getrefcount is None:
+            return bytearray(length)
+        for buffer in self._kept:
+            # References: the list, this loop's variable and getrefcount's argument.
+            if len(buffer) == length and _getrefcount(buffer) <= 3:
+                return buffer
+        buffer = bytearray(length)
+        self._kept.append(buffer)
+        while sum(len(kept) for kept in self._kept) > _KEEP_LIMIT:
+            del self._kept[0]
+        return buffer
+
     def _whole_frame(self) -> bool:
         """Decode a frame lying entirely in the scratch buffer in one go (the usual case)."""
         scratch, start, available = self._scratch, self._start, self._end - self._start
@@ -262,7 +289,7 @@ class FrameReader:
         segments = self._segments
         while len(segments) < self._count or (segments and self._filled < len(segments[-1])):
             if not self._segments or self._filled == len(self._segments[-1]):
-                self._segments.append(bytearray(self._lengths[len(self._segments)]))
+                self._segments.append(self._allocate(self._lengths[len(self._segments)]))
                 self._filled = 0
                 if not self._lengths[len(self._segments) - 1]:
                     continue
