@@ -402,6 +402,10 @@ class WorkerPool:
                     self._drop(slot)
                 if self._idle:
                     deadline = min(slot.idle_since for slot in self._idle) + timeout
+            if deadline == math.inf and self._slots and timeout is not None:
+                # Busy workers will be parked again soon: look again after one timeout
+                # rather than being woken by every call that ends.
+                deadline = current_time() + timeout
             self._idle_changed = anyio.Event()
             self._timer_waits_for_idle = deadline == math.inf
             with anyio.move_on_after(deadline - current_time()):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, suppress
@@ -116,11 +117,19 @@ class ProcessWorker(Worker):
         self._broken: BrokenWorkerProcess | None = None
         self._closed = False
         self._finished = False
+        self._exited = False
+        self._output_poll: select.poll | None = None
+        if hasattr(select, "poll"):
+            self._output_poll = select.poll()
+            for fd in self._output_fds.values():
+                self._output_poll.register(fd, select.POLLIN)
 
     @property
     def alive(self) -> bool:
         """Whether the process runs and the protocol is intact."""
-        return self._broken is None and not self._closed and self.process.returncode is None
+        # Not process.returncode: polling the child on every call costs a system call;
+        # the output forwarder notices the exit (both pipes close) and reaps it.
+        return self._broken is None and not self._closed and not self._exited
 
     # -- output forwarding ---------------------------------------------------------
 
@@ -158,7 +167,9 @@ class ProcessWorker(Worker):
                 # looks at it.
                 with move_on_after(_OUTPUT_GRACE):
                     await self.process.wait()
+            self._exited = self.process.returncode is not None
         finally:
+            self._output_poll = None
             for which in list(self._output_fds):
                 self._pump(which)
                 os.close(self._output_fds.pop(which))
@@ -265,8 +276,11 @@ class ProcessWorker(Worker):
             raise self._broken
         await self._send(list(request))
         frame = await self._receive()
-        for which in (1, 2):
-            self._pump(which)
+        if self._output_poll is not None:
+            # What the call printed is already in the pipes: forward it before
+            # returning, in one system call when there is nothing to forward.
+            for fd, _ in self._output_poll.poll(0):
+                self._pump(1 if fd == self._output_fds.get(1) else 2)
         if frame.kind == _wire.RESULT:
             try:
                 return self._backend.serializer.load_reply(
