@@ -121,8 +121,10 @@ async def test_after_cancellation_returncode_is_set_and_streams_are_closed(
 async def test_receive_zero_raises_value_error() -> None:
     async with await open_process(["true"]) as process:
         assert process.stdout is not None
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="max_bytes"):
             await process.stdout.receive(0)
+        with pytest.raises(ValueError, match="max_bytes"):
+            await process.stdout.receive(-1)
 
 
 async def test_aclose_twice_is_harmless() -> None:

@@ -14,7 +14,7 @@ from typing import BinaryIO
 import anyio
 import anyio.abc
 import pytest
-from procio_process import PIPE, STDOUT, CancelPolicy, Process, open_process
+from procio_process import DEVNULL, PIPE, STDOUT, CancelPolicy, Process, open_process
 
 pytestmark = pytest.mark.anyio
 
@@ -180,15 +180,6 @@ async def test_signals_after_reaping_are_ignored() -> None:
     assert process.returncode == 0
 
 
-async def test_receive_zero_bytes_is_a_value_error() -> None:
-    async with await open_process(["true"]) as process:
-        assert process.stdout is not None
-        with pytest.raises(ValueError, match="max_bytes"):
-            await process.stdout.receive(0)
-        with pytest.raises(ValueError, match="max_bytes"):
-            await process.stdout.receive(-1)
-
-
 async def test_receive_honours_max_bytes() -> None:
     async with await open_process([PY, "-c", "import os; os.write(1, b'x' * 100)"]) as process:
         assert process.stdout is not None
@@ -257,8 +248,8 @@ async def test_cancel_policy_and_signal_tree_are_visible() -> None:
         assert process.signal_tree is True
 
 
-async def test_stdout_pipe_constant_is_subprocess_pipe() -> None:
-    assert PIPE == subprocess.PIPE
+def test_stream_constants_are_the_subprocess_ones() -> None:
+    assert (PIPE, DEVNULL, STDOUT) == (subprocess.PIPE, subprocess.DEVNULL, subprocess.STDOUT)
 
 
 async def test_a_dropped_process_does_not_leak_its_descriptors(leak_guard: StartGuard) -> None:
