@@ -226,3 +226,21 @@ async def test_workers_end_with_their_event_loop(
     out = await anyio.to_thread.run_sync(_run_script, tmp_path, str(script))
     worker_pid = int(out.strip())
     assert funcs.pid_gone(worker_pid)
+
+
+async def test_pass_fds_reach_a_fresh_worker_beside_the_protocol_pipes() -> None:
+    read_end, write_end = os.pipe()
+    try:
+        written = await to_process.run_sync(
+            funcs.write_fd, write_end, b"ping", pass_fds=(write_end,)
+        )
+        assert written == 4
+        assert os.read(read_end, 10) == b"ping"
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
+async def test_standard_streams_cannot_be_redirected_by_popen_keywords() -> None:
+    with pytest.raises(TypeError, match="stdout="):
+        await to_process.run_sync(funcs.echo, 1, stdout=subprocess.DEVNULL)

@@ -444,7 +444,14 @@ class ProcessBackend(WorkerBackend):
         if self._task_group is None:
             raise RuntimeError("the backend is not open; use it as an async context manager")
         popen_kwargs = dict(options)
+        for reserved in ("stdin", "stdout", "stderr"):
+            if reserved in popen_kwargs:
+                raise TypeError(
+                    f"{reserved}= cannot be given for a worker: its standard streams are "
+                    "set up by procio (see docs/protocol.md)"
+                )
         env = popen_kwargs.pop("env", None)
+        extra_fds = tuple(popen_kwargs.pop("pass_fds", ()))
         request_read, request_write = os.pipe()
         response_read, response_write = os.pipe()
         stdout_read, stdout_write = os.pipe()
@@ -453,11 +460,11 @@ class ProcessBackend(WorkerBackend):
         parent_ends = [request_write, response_read, stdout_read, stderr_read]
         _grow_pipe(request_write)
         _grow_pipe(response_write)
-        pass_fds: tuple[int, ...] = (request_read, response_write)
+        pass_fds: tuple[int, ...] = (request_read, response_write, *extra_fds)
         if popen_kwargs.get("close_fds") is False:
             # Popen ignores close_fds=False when pass_fds is given (with a warning), and
             # the caller wants the child to inherit descriptors: let ours be inherited too.
-            for fd in pass_fds:
+            for fd in (request_read, response_write):
                 os.set_inheritable(fd, True)  # noqa: FBT003 - positional-only
             pass_fds = ()
         argv = [

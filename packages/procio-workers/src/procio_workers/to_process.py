@@ -100,9 +100,14 @@ async def _get_default_pool() -> WorkerPool:
         _default_pool.set((pool, opened))
 
         async def host() -> None:
-            async with pool:
+            try:
+                async with pool:
+                    opened.set()
+                    await anyio.sleep_forever()
+            finally:
+                # Waiting callers must not hang if the pool failed to open: they then
+                # get the pool's own error.
                 opened.set()
-                await anyio.sleep_forever()
 
         spawn_loop_task(host)
     if not opened.is_set():
