@@ -2,16 +2,16 @@
 
 AnyIO has no public way to start a task outside the caller's task group that ends with
 the event loop, which is what the default pool of ``to_process`` needs; this module is
-the one place that reaches for the running backend to get one.
+the one place that reaches for the running event loop to get one.
 """
 
 from __future__ import annotations
 
+import asyncio
+import sys
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from typing import Any
-
-import sniffio
 
 _keep_alive: set[Any] = set()
 
@@ -22,18 +22,17 @@ def spawn_loop_task(func: Callable[[], Awaitable[None]]) -> None:
     On asyncio, ``asyncio.run()`` and ``anyio.run()`` cancel every remaining task when
     the main one returns; on Trio, system tasks are cancelled the same way.
     """
-    library = sniffio.current_async_library()
-    if library == "trio":
-        import trio
-
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        # Not asyncio, so Trio (AnyIO's only other backend), which is imported already.
+        trio: Any = sys.modules["trio"]
         trio.lowlevel.spawn_system_task(_guarded, func)
-    else:
-        import asyncio
-
-        task = asyncio.get_running_loop().create_task(_guarded(func))
-        # The loop keeps only a weak reference to its tasks.
-        _keep_alive.add(task)
-        task.add_done_callback(_keep_alive.discard)
+        return
+    task = loop.create_task(_guarded(func))
+    # The loop keeps only a weak reference to its tasks.
+    _keep_alive.add(task)
+    task.add_done_callback(_keep_alive.discard)
 
 
 async def _guarded(func: Callable[[], Awaitable[None]]) -> None:
