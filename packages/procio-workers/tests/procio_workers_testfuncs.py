@@ -189,3 +189,8 @@ def concat(a: str, b: bytes, c: int) -> tuple[str, bytes, int]:
 
 def write_fd(fd: int, data: bytes) -> int:
     return os.write(fd, data)
+
+
+def protocol_fds_inheritable() -> tuple[bool, bool]:
+    worker = sys.modules["_procio_worker"]
+    return os.get_inheritable(worker.REQUEST_FD), os.get_inheritable(worker.RESPONSE_FD)

@@ -103,3 +103,14 @@ async def test_the_kit_catches_a_worker_program_that_ignores_shutdown() -> None:
     )
     with pytest.raises(AssertionError):
         await testing.check_worker_command([sys.executable, "-c", program], timeout=1.0)
+
+
+@pytest.mark.parametrize("payload", [b"", b"\x80", b"{", b"[]", b"null", b'{"protocol": 99}'])
+def test_the_worker_program_refuses_an_init_that_is_not_a_valid_object(payload: bytes) -> None:
+    from procio_workers import _wire
+    from procio_workers.testing import _session
+
+    with _session(testing.python_worker_command(), 10.0) as session:
+        session.expect(_wire.HELLO)
+        session.send(_wire.INIT, [payload])
+        assert session.wait() == _wire.EXIT_PROTOCOL_ERROR

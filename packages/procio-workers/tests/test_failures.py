@@ -188,3 +188,8 @@ async def test_a_worker_that_dies_while_idle_is_reaped_and_replaced() -> None:
                 await anyio.sleep(0.05)
         assert await pool.run_sync(funcs.sleep_and_pid, 0) != pid
         assert pool.statistics().broken == 0
+
+
+async def test_programs_a_function_starts_do_not_inherit_the_protocol_pipes() -> None:
+    async with WorkerPool(max_workers=1) as pool:
+        assert await pool.run_sync(funcs.protocol_fds_inheritable) == (False, False)

@@ -247,28 +247,36 @@ class ProcessWorker(Worker):
         )
         return self._broken
 
+    async def _control(self, kind: int) -> dict[str, Any]:
+        """Receive a control message of *kind* and return its JSON object."""
+        frame = await self._receive()
+        if frame.kind != kind or len(frame.segments) != 1:
+            raise await self._break(
+                f"expected {_wire.KIND_NAMES[kind]}, got {_wire.KIND_NAMES[frame.kind]} "
+                f"with {len(frame.segments)} segments"
+            )
+        try:
+            message = json.loads(frame.segments[0])
+        except ValueError as exc:
+            raise await self._break(f"unreadable {_wire.KIND_NAMES[kind]} ({exc})") from None
+        if not isinstance(message, dict):
+            raise await self._break(f"{_wire.KIND_NAMES[kind]} is not a JSON object")
+        return message
+
     async def handshake(self, init: dict[str, Any]) -> dict[str, Any]:
         """Read HELLO, send INIT and read READY; return the worker's HELLO."""
-        frame = await self._receive()
-        if frame.kind != _wire.HELLO or not frame.segments:
-            raise await self._break(f"expected HELLO, got {_wire.KIND_NAMES[frame.kind]}")
-        try:
-            hello = json.loads(frame.segments[0])
-        except ValueError as exc:
-            raise await self._break(f"unreadable HELLO ({exc})") from None
+        hello = await self._control(_wire.HELLO)
         if hello.get("protocol") != _wire.PROTOCOL_VERSION:
             raise await self._break(f"unsupported protocol version {hello.get('protocol')!r}")
         codec = init["codec"]
-        if codec not in hello.get("codecs", ()) and ":" not in codec:
+        codecs = hello.get("codecs")
+        if ":" not in codec and (not isinstance(codecs, list) or codec not in codecs):
             raise await self._break(f"the worker does not support the codec {codec!r}")
         await self._send(_wire.encode_frame(_wire.INIT, [json.dumps(init).encode()]))
-        frame = await self._receive()
-        if frame.kind != _wire.READY or not frame.segments:
-            raise await self._break(f"expected READY, got {_wire.KIND_NAMES[frame.kind]}")
-        ready = json.loads(frame.segments[0])
-        if not ready.get("ok"):
+        ready = await self._control(_wire.READY)
+        if ready.get("ok") is not True:
             raise await self._break(f"the worker could not start: {ready.get('error')}")
-        return dict(hello)
+        return hello
 
     async def call(self, request: Any) -> object:
         """Send a prepared CALL frame and return the result (or raise the error)."""

@@ -166,6 +166,11 @@ def main(argv: list[str]) -> int:
     """Run the worker on the protocol descriptors named in *argv*; return the exit status."""
     global REQUEST_FD, RESPONSE_FD
     REQUEST_FD, RESPONSE_FD = int(argv[0]), int(argv[1])
+    # Inherited through pass_fds, they are inheritable here: a program the function
+    # starts must not get them (it could read calls, forge replies, or keep the pipes
+    # open after this worker dies).
+    for fd in (REQUEST_FD, RESPONSE_FD):
+        os.set_inheritable(fd, False)  # noqa: FBT003 - positional-only
     # A terminal's Ctrl-C reaches the whole foreground process group; the parent decides
     # what happens to its workers, so an idle or busy worker does not die of it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -185,7 +190,12 @@ def main(argv: list[str]) -> int:
             return 0
         if frame.kind != wire.INIT or len(frame.segments) != 1:
             raise wire.ProtocolError("the first message must be INIT with one segment")
-        init = json.loads(frame.segments[0])
+        try:
+            init = json.loads(frame.segments[0])
+        except ValueError as exc:
+            raise wire.ProtocolError(f"INIT is not JSON: {exc}") from None
+        if not isinstance(init, dict):
+            raise wire.ProtocolError("INIT must be a JSON object")
         if init.get("protocol") != wire.PROTOCOL_VERSION:
             raise wire.ProtocolError(f"unsupported protocol version {init.get('protocol')!r}")
         reader.max_frame_length = int(init.get("max_frame_length", reader.max_frame_length))
