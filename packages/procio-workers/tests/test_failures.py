@@ -193,3 +193,14 @@ async def test_a_worker_that_dies_while_idle_is_reaped_and_replaced() -> None:
 async def test_programs_a_function_starts_do_not_inherit_the_protocol_pipes() -> None:
     async with WorkerPool(max_workers=1) as pool:
         assert await pool.run_sync(funcs.protocol_fds_inheritable) == (False, False)
+
+
+async def test_a_call_given_a_worker_that_died_idle_runs_on_another_one() -> None:
+    async with WorkerPool(max_workers=1) as pool:
+        pid = await pool.run_sync(funcs.sleep_and_pid, 0)
+        os.kill(pid, signal.SIGKILL)
+        # Wait without letting the event loop run, so the pool cannot have noticed.
+        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+        assert await pool.run_sync(funcs.sleep_and_pid, 0) != pid
+        figures = pool.statistics()
+        assert (figures.broken, figures.failures, figures.calls) == (1, 0, 2)

@@ -20,6 +20,8 @@ class BrokenWorkerProcess(anyio.BrokenWorkerProcess):
         returncode: its exit status, negative for a signal (as :attr:`Popen.returncode`),
             or ``None`` if it was not known.
         stderr_tail: the last lines the worker wrote to its standard error.
+        started: whether the call had reached the worker; a pool runs a call that
+            had not on another worker.
     """
 
     def __init__(
@@ -34,6 +36,7 @@ class BrokenWorkerProcess(anyio.BrokenWorkerProcess):
         self.pid = pid
         self.returncode = returncode
         self.stderr_tail = tuple(stderr_tail)
+        self.started = True
         super().__init__(self._describe())
 
     @property

@@ -304,8 +304,16 @@ class WorkerPool:
                     except anyio.WouldBlock:
                         await each.acquire()
                     held.append(each)
-            slot = await self._acquire(options)
-            return await self._call(slot, request, cancellable)
+            for attempt in range(2):
+                slot = await self._acquire(options)
+                try:
+                    return await self._call(slot, request, cancellable)
+                except BrokenWorkerProcess as exc:
+                    # A worker found dead before the call reached it (it died while
+                    # idle): the call itself has not failed; run it on another one.
+                    if exc.started or attempt:
+                        raise
+            raise AssertionError("unreachable")  # pragma: no cover - the loop returns
         finally:
             for each in reversed(held):
                 each.release()
@@ -348,7 +356,11 @@ class WorkerPool:
             worker.kill()
             self._drop(slot)
             raise
-        except BaseException:
+        except BaseException as exc:
+            if isinstance(exc, BrokenWorkerProcess) and not exc.started:
+                self._broken += 1
+                self._drop(slot)
+                raise
             self._calls += 1
             self._failures += 1
             if worker.alive:

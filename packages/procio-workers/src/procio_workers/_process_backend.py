@@ -190,6 +190,7 @@ class ProcessWorker(Worker):
     # -- the protocol --------------------------------------------------------------
 
     async def _send(self, buffers: list[Buffer]) -> None:
+        started = False
         while buffers:
             try:
                 written = os.writev(self._request_fd, buffers)
@@ -200,7 +201,12 @@ class ProcessWorker(Worker):
                     raise await self._break("the pool closed during the call") from exc
                 continue
             except (OSError, anyio.ClosedResourceError) as exc:
-                raise await self._break(f"could not send to the worker ({exc!r})") from exc
+                broken = await self._break(f"could not send to the worker ({exc!r})")
+                # A worker that died while idle refuses the very first byte: the call
+                # never reached it, and the pool may run it elsewhere.
+                broken.started = started
+                raise broken from exc
+            started = True
             buffers = _wire.skip_written(buffers, written)
 
     async def _receive(self) -> _wire.Frame:

@@ -139,7 +139,9 @@ class Worker(ABC):
 
         Raises:
             procio_workers.BrokenWorkerProcess: if the worker was lost; the pool then
-                discards it.
+                discards it. Set its ``started`` attribute to ``False`` when the
+                request never reached the worker: the pool then runs the call on
+                another worker instead of failing it.
             Exception: whatever the function raised, rebuilt in the parent.
         """
 
