@@ -200,7 +200,7 @@ async def test_a_call_given_a_worker_that_died_idle_runs_on_another_one() -> Non
         pid = await pool.run_sync(funcs.sleep_and_pid, 0)
         os.kill(pid, signal.SIGKILL)
         # Wait without letting the event loop run, so the pool cannot have noticed.
-        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)  # noqa: ASYNC222 - on purpose
         assert await pool.run_sync(funcs.sleep_and_pid, 0) != pid
         figures = pool.statistics()
         assert (figures.broken, figures.failures, figures.calls) == (1, 0, 2)
