@@ -428,7 +428,12 @@ class PickleCodec:
         if not segments:
             raise ProtocolError("a pickled message needs at least one segment")
         buffers = [memoryview(s) for s in segments[1:]]
-        value, lifted = _MainAwareUnpickler(io.BytesIO(segments[0]), buffers=buffers).load()
+        try:
+            value, lifted = pickle.loads(segments[0], buffers=buffers)
+        except (ImportError, AttributeError):
+            # Perhaps a name from the worker's __mp_main__, which the parent knows as
+            # __main__; the plain (faster) unpickler goes first since that is rare.
+            value, lifted = _MainAwareUnpickler(io.BytesIO(segments[0]), buffers=buffers).load()
         for path in lifted:
             value = _restore(value, tuple(path))
         return value
