@@ -160,3 +160,14 @@ def forge_frames_on_stdio(text: str) -> str:
     os.write(1, forged)
     os.write(2, forged)
     return "genuine"
+
+
+def fork_lingering_child(seconds: float) -> int:
+    """Fork a copy of this worker that holds every descriptor (the protocol pipes too),
+    sleeps, and exits; return its pid."""
+    child = os.fork()
+    if child == 0:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        time.sleep(seconds)
+        os._exit(0)
+    return child

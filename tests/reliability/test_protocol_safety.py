@@ -124,16 +124,6 @@ async def test_the_pool_opens_no_socket(request: pytest.FixtureRequest) -> None:
     assert during <= before, f"the pool opened sockets: {during - before}"
 
 
-INHERITED_PROTOCOL_FDS = (
-    "procio_workers/_worker.py main() leaves the protocol descriptors inheritable "
-    "(pass_fds makes them so in the child): a program the function starts with "
-    "os.system(), os.posix_spawn() or subprocess(close_fds=False) inherits the request "
-    "and response pipes, so a third process can read calls and write frames the parent "
-    "would unpickle; fix: os.set_inheritable(fd, False) on both at startup"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=INHERITED_PROTOCOL_FDS)
 @pytest.mark.skipif(sys.platform != "linux", reason="reads /proc, which is Linux's")
 @pytest.mark.parametrize("anyio_backend", [("asyncio", {})])  # a process property: one loop
 async def test_a_program_the_function_starts_does_not_get_the_protocol_pipes(
@@ -151,17 +141,6 @@ async def test_a_program_the_function_starts_does_not_get_the_protocol_pipes(
             os.kill(grandchild, signal.SIGKILL)
 
 
-WAITS_FOR_THE_GRANDCHILD = (
-    "procio_workers/_process_backend.py ProcessWorker._receive/_send wait only for the "
-    "pipes: when a worker dies while a program it started still holds the inherited "
-    "protocol pipes, no EOF (or EPIPE) comes and the call hangs until that program exits; "
-    "fix: make the worker's protocol fds non-inheritable and also wake on the worker's "
-    "exit (its pidfd) while waiting on the pipes"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=WAITS_FOR_THE_GRANDCHILD)
-@pytest.mark.parametrize("anyio_backend", [("asyncio", {})])  # it waits: one loop only
 async def test_a_worker_dying_mid_response_fails_its_call_even_if_its_child_lives_on(
     anyio_backend: Any,
 ) -> None:
@@ -178,8 +157,6 @@ async def test_a_worker_dying_mid_response_fails_its_call_even_if_its_child_live
             os.kill(grandchild, signal.SIGKILL)
 
 
-@pytest.mark.xfail(strict=True, reason=WAITS_FOR_THE_GRANDCHILD)
-@pytest.mark.parametrize("anyio_backend", [("asyncio", {})])  # it waits: one loop only
 async def test_a_worker_dying_mid_request_fails_its_call_even_if_its_child_lives_on(
     anyio_backend: Any,
 ) -> None:
@@ -256,3 +233,26 @@ async def test_frames_forged_on_a_workers_stdout_are_output_not_replies() -> Non
     for which in (1, 2):
         assert output[which].count(b"hijacked") == 5, which
     tally("forged frames on stdout and stderr ignored", 10)
+
+
+WAITS_FOR_A_FORKED_COPY = (
+    "procio_workers/_process_backend.py ProcessWorker._receive/_send wait only on the "
+    "pipes: a fork of the worker (os.fork(), a 'fork' multiprocessing pool in the function) "
+    "shares the protocol pipes whatever their inheritable flag, so when the worker dies "
+    "no EOF comes and the call hangs until the fork exits; also wake on the worker's exit"
+)
+
+
+@pytest.mark.xfail(strict=True, raises=TimeoutError, reason=WAITS_FOR_A_FORKED_COPY)
+@pytest.mark.parametrize("anyio_backend", [("asyncio", {})])  # it waits: one loop only
+async def test_a_worker_dying_mid_response_fails_its_call_even_if_a_fork_of_it_lives_on(
+    anyio_backend: Any,
+) -> None:
+    async with WorkerPool(max_workers=1) as pool:
+        fork = await pool.run_sync(funcs.fork_lingering_child, 30)
+        try:
+            # cancellable: a hang shows as the deadline's TimeoutError, not as a long wait
+            with fail_after(2), pytest.raises(BrokenWorkerProcess):
+                await pool.run_sync(funcs.die_mid_response, 1000, 10, cancellable=True)
+        finally:
+            os.kill(fork, signal.SIGKILL)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any
@@ -146,6 +147,14 @@ async def test_workers_killed_at_random_moments_of_their_start(
     tally("workers killed while starting", count)
 
 
+def block_until_dead(pid: int) -> None:
+    """Wait for *pid* to exit without letting the event loop run meanwhile."""
+    deadline = time.monotonic() + 5
+    while pid_alive(pid):
+        assert time.monotonic() < deadline, f"worker {pid} survived SIGKILL"
+        time.sleep(0.002)
+
+
 async def test_a_worker_killed_while_idle_is_replaced_without_failing_a_call(
     request: pytest.FixtureRequest,
 ) -> None:
@@ -155,9 +164,22 @@ async def test_a_worker_killed_while_idle_is_replaced_without_failing_a_call(
             pid = await pool.run_sync(funcs.pid)
             os.kill(pid, signal.SIGKILL)
             await wait_until_dead(pid)
+            await anyio.sleep(0.05)  # the loop has had every chance to notice
             # The pool finds the idle worker dead and starts another: the call succeeds.
             assert await pool.run_sync(funcs.pid) != pid
             tally("workers killed while idle")
+    guard.check()
+
+
+async def test_a_call_right_after_an_idle_worker_died_does_not_fail(
+    request: pytest.FixtureRequest,
+) -> None:
+    guard = LeakGuard(request.node.name)
+    async with WorkerPool(max_workers=1) as pool:
+        pid = await pool.run_sync(funcs.pid)
+        os.kill(pid, signal.SIGKILL)
+        block_until_dead(pid)  # dead before the call, and the loop has not run since
+        assert await pool.run_sync(funcs.pid) != pid
     guard.check()
 
 
