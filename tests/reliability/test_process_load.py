@@ -183,6 +183,23 @@ async def stubborn_descendants(rng: random.Random, guard: LeakGuard) -> str:
     return "cancelled"
 
 
+async def orphan_holding_the_pipe(rng: random.Random, guard: LeakGuard) -> str:
+    """The child exits at once, but its background child keeps stdout open: the
+    timeout must fire, and with signal_tree=True that grandchild must be stopped."""
+    with pytest.raises(subprocess.TimeoutExpired) as caught:
+        await run_process(
+            ["sh", "-c", "sleep 30 & echo $!"],
+            signal_tree=True,
+            timeout=rng.uniform(0.05, 0.1),
+            cancel_policy=rng.choice([QUICK_GRACE, CancelPolicy.kill()]),
+        )
+    output = caught.value.output
+    assert isinstance(output, bytes)
+    guard.promised.add(int(output))
+    tally("grandchildren stopped")
+    return "timed out"
+
+
 SCENARIOS: list[Scenario] = [
     quick_command,
     quick_command,
@@ -197,6 +214,7 @@ SCENARIOS: list[Scenario] = [
     open_and_cancel,
     process_tree,
     stubborn_descendants,
+    orphan_holding_the_pipe,
     lines_of_output,
 ]
 

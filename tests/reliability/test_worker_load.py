@@ -185,9 +185,13 @@ def test_to_process_calls_under_random_cancellation_leave_nothing_after_the_loop
             value = random_value(local)
             # Now and then a Popen option: a fresh worker, used once, never reused.
             options: dict[str, Any] = {"cwd": "/"} if local.random() < 0.01 else {}
+            # Now and then a call whose cancellation kills its worker.
+            cancellable = local.random() < 0.01
             try:
                 with move_on_after(local.uniform(0, 0.004)) as scope:
-                    result = await to_process.run_sync(funcs.echo, value, **options)
+                    result = await to_process.run_sync(
+                        funcs.echo, value, cancellable=cancellable, **options
+                    )
                 if scope.cancelled_caught:
                     outcomes["cancelled"] += 1
                 else:
