@@ -170,7 +170,7 @@ class Demo:
         self.say()
         await self.workers()
 
-    # -- 1. processes ----------------------------------------------------------------
+    # -- processes --------------------------------------------------------------------
 
     async def one_shot(self) -> None:
         """Run a command to completion, then time spawns beside AnyIO's."""
@@ -212,7 +212,7 @@ class Demo:
                 self.say(f"   +{time.perf_counter() - start:5.2f} s  line: {line!r}")
         self.say(f"   the child exited with {process.returncode}; its last line still came")
 
-    # -- 2. workers ------------------------------------------------------------------
+    # -- workers ----------------------------------------------------------------------
 
     async def workers(self) -> None:
         """Call functions in worker processes, timed beside AnyIO's to_process."""
