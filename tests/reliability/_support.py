@@ -2,7 +2,8 @@
 
 Every random choice in this suite comes from ``random.Random(seed)``. The seed is fixed
 for the session (``PROCIO_RELIABILITY_SEED``, or a fresh one printed in the pytest
-header and in every assertion message), so a failure can be replayed exactly.
+header and in every assertion message), so a failure can be replayed with the same
+scenarios, values and deadlines (what the operating system's timing decides may differ).
 
 ``PROCIO_RELIABILITY_SCALE`` multiplies every count (spawns, calls, fuzzing examples);
 ``scripts/soak.py`` raises it for the long on-demand soak. ``PROCIO_RELIABILITY_REPORT``
