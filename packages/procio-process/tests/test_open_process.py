@@ -13,6 +13,7 @@ from typing import BinaryIO
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import pytest
 from procio_process import DEVNULL, PIPE, STDOUT, CancelPolicy, Process, open_process
 
@@ -270,3 +271,28 @@ def test_closing_a_stream_outside_the_event_loop_closes_its_descriptor() -> None
     with pytest.raises(OSError):
         os.fstat(fd)
     anyio.run(process.aclose)
+
+
+async def test_a_tight_reading_loop_is_cancellable_and_lets_others_run() -> None:
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await anyio.lowlevel.checkpoint()
+
+    async with await open_process(["yes"]) as process:  # output without pause
+        stdout = process.stdout
+        assert stdout is not None
+        chunks = 0
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(ticker)
+            with anyio.move_on_after(0.3) as scope:
+                async for _ in stdout:
+                    chunks += 1
+            tg.cancel_scope.cancel()
+        assert scope.cancelled_caught
+        assert chunks > 10
+        assert ticks > 10
+        process.kill()
