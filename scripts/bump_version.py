@@ -1,4 +1,4 @@
-"""Set one version on every procio package and on every sibling pin.
+"""Set one version on every procio package (and extension) and on every sibling pin.
 
 Usage: ``python scripts/bump_version.py 0.2.0`` (or ``hatch run release:bump 0.2.0``).
 """
@@ -17,7 +17,9 @@ _PEP440ISH = re.compile(r"^\d+(\.\d+)*((a|b|rc)\d+)?(\.post\d+)?(\.dev\d+)?$")
 
 def package_files(root: Path = ROOT) -> list[Path]:
     """Return the pyproject.toml of every package in the repository."""
-    return sorted(root.glob("packages/*/pyproject.toml"))
+    return sorted(
+        [*root.glob("packages/*/pyproject.toml"), *root.glob("extensions/*/pyproject.toml")]
+    )
 
 
 def bump(version: str, root: Path = ROOT) -> list[Path]:

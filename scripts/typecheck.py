@@ -20,7 +20,7 @@ def _runs() -> list[tuple[list[str], list[str]]]:
     sources = sorted(str(p.relative_to(ROOT)) for p in ROOT.glob("packages/*/src"))
     sources += sorted(str(p.relative_to(ROOT)) for p in ROOT.glob("extensions/*/src"))
     runs: list[tuple[list[str], list[str]]] = []
-    runs.append((sources + ["benchmarks", "scripts"], sources + ["benchmarks", "scripts"]))
+    runs.append(([*sources, "benchmarks", "scripts"], [*sources, "benchmarks", "scripts"]))
     runs.append((["conftest.py", "tests"], sources))
     for tests in sorted(ROOT.glob("*/*/tests")):
         package = tests.parent.relative_to(ROOT)

@@ -45,10 +45,16 @@ def _load_pyproject(path: Path) -> dict[str, Any]:
 
 
 def _packages() -> dict[str, dict[str, Any]]:
-    return {
-        path.parent.name: _load_pyproject(path)
-        for path in sorted(ROOT.glob("packages/*/pyproject.toml"))
-    }
+    paths = [*ROOT.glob("packages/*/pyproject.toml"), *ROOT.glob("extensions/*/pyproject.toml")]
+    return {path.parent.name: _load_pyproject(path) for path in sorted(paths)}
+
+
+def _source_dir(distribution: str) -> Path:
+    for folder in ("packages", "extensions"):
+        candidate = ROOT / folder / distribution / "src" / _import_name(distribution)
+        if candidate.is_dir():
+            return candidate
+    raise AssertionError(f"no source folder for {distribution}")
 
 
 def _import_name(distribution: str) -> str:
@@ -104,7 +110,7 @@ def test_import_graph_follows_the_layers() -> None:
         module = _import_name(distribution)
         if module not in ALLOWED_IMPORTS:
             continue
-        imported = _imported_top_levels(ROOT / "packages" / distribution / "src" / module)
+        imported = _imported_top_levels(_source_dir(distribution))
         siblings = {name for name in imported if name in ALLOWED_IMPORTS and name != module}
         forbidden = siblings - ALLOWED_IMPORTS[module]
         assert not forbidden, {name: sorted(map(str, imported[name])) for name in forbidden}
@@ -113,7 +119,7 @@ def test_import_graph_follows_the_layers() -> None:
 def test_layers_import_only_the_stdlib_and_declared_third_parties() -> None:
     for module, allowed in ALLOWED_THIRD_PARTY.items():
         distribution = module.replace("_", "-")
-        imported = _imported_top_levels(ROOT / "packages" / distribution / "src" / module)
+        imported = _imported_top_levels(_source_dir(distribution))
         third_party = {
             name
             for name in imported
@@ -128,7 +134,7 @@ def test_sibling_imports_are_declared_dependencies() -> None:
     packages = _packages()
     for distribution, data in packages.items():
         module = _import_name(distribution)
-        imported = _imported_top_levels(ROOT / "packages" / distribution / "src" / module)
+        imported = _imported_top_levels(_source_dir(distribution))
         declared = {
             _import_name(re.split(r"[\[=<>~!; ]", requirement, maxsplit=1)[0])
             for requirement in data["project"].get("dependencies", [])
@@ -138,10 +144,25 @@ def test_sibling_imports_are_declared_dependencies() -> None:
                 assert sibling in declared, f"{distribution} imports {sibling} undeclared"
 
 
+def test_extensions_use_only_the_public_api() -> None:
+    for path in ROOT.glob("extensions/*/src/**/*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        for node in ast.walk(tree):
+            modules: list[str] = []
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules = [node.module]
+                modules += [f"{node.module}.{alias.name}" for alias in node.names]
+            for name in modules:
+                parts = name.split(".")
+                if parts[0].startswith("procio"):
+                    assert not any(part.startswith("_") for part in parts[1:]), (path, name)
+
+
 def test_every_package_ships_py_typed() -> None:
     for distribution in _packages():
-        module = _import_name(distribution)
-        assert (ROOT / "packages" / distribution / "src" / module / "py.typed").is_file()
+        assert (_source_dir(distribution) / "py.typed").is_file()
 
 
 def _load_bump_script() -> Any:
@@ -156,13 +177,17 @@ def _load_bump_script() -> Any:
 
 
 def test_bump_script_moves_every_version_and_pin(tmp_path: Path) -> None:
-    shutil.copytree(
-        ROOT / "packages", tmp_path / "packages", ignore=shutil.ignore_patterns("src", "tests")
-    )
+    for folder in ("packages", "extensions"):
+        shutil.copytree(
+            ROOT / folder, tmp_path / folder, ignore=shutil.ignore_patterns("src", "tests")
+        )
     bump_version = _load_bump_script()
     changed = bump_version.bump("9.8.7", root=tmp_path)
     assert len(changed) == len(_packages())
-    for path in tmp_path.glob("packages/*/pyproject.toml"):
+    for path in [
+        *tmp_path.glob("packages/*/pyproject.toml"),
+        *tmp_path.glob("extensions/*/pyproject.toml"),
+    ]:
         text = path.read_text(encoding="utf-8")
         assert 'version = "9.8.7"' in text
         assert "==0." not in text.replace("anyio", "")

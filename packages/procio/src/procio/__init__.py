@@ -20,6 +20,19 @@ from procio_process import DEFAULT_GRACE_PERIOD as DEFAULT_GRACE_PERIOD
 from procio_process import PIPE as PIPE
 from procio_process import DEVNULL as DEVNULL
 from procio_process import STDOUT as STDOUT
+from procio_workers import to_process as to_process
+from procio_workers import WorkerPool as WorkerPool
+from procio_workers import PoolStatistics as PoolStatistics
+from procio_workers import BrokenWorkerProcess as BrokenWorkerProcess
+from procio_workers import WorkerError as WorkerError
+from procio_workers import RemoteTraceback as RemoteTraceback
+from procio_workers import SerializationError as SerializationError
+from procio_workers import PickleSerializer as PickleSerializer
+from procio_workers import CloudpickleSerializer as CloudpickleSerializer
+from procio_workers import ProcessBackend as ProcessBackend
+from procio_workers import OutputHandler as OutputHandler
+from procio_workers import PROTOCOL_VERSION as PROTOCOL_VERSION
+from procio_workers import abc as abc
 
 __all__ = [
     "TextReceiveStream",
@@ -36,4 +49,17 @@ __all__ = [
     "PIPE",
     "DEVNULL",
     "STDOUT",
+    "to_process",
+    "WorkerPool",
+    "PoolStatistics",
+    "BrokenWorkerProcess",
+    "WorkerError",
+    "RemoteTraceback",
+    "SerializationError",
+    "PickleSerializer",
+    "CloudpickleSerializer",
+    "ProcessBackend",
+    "OutputHandler",
+    "PROTOCOL_VERSION",
+    "abc",
 ]
