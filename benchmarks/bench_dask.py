@@ -125,7 +125,9 @@ def main() -> None:
         processes=True,
         threads_per_worker=1,
         host="127.0.0.1",
-        dashboard_address=None,
+        # The scheduler always serves HTTP (health, metrics); None would still mean
+        # port 8787, which another cluster on this machine may hold.
+        dashboard_address="127.0.0.1:0",
     ) as cluster:
         address = str(cluster.scheduler_address)
         with Client(cluster, set_as_default=False) as client:

@@ -27,7 +27,9 @@ async def test_a_lost_scheduler_fails_the_running_call_and_the_pool_closes() -> 
             protocol="tcp://",
             threads_per_worker=1,
             host="127.0.0.1",
-            dashboard_address=None,
+            # The scheduler always serves HTTP (health, metrics); None would still mean
+            # port 8787, which another cluster on this machine may hold.
+            dashboard_address="127.0.0.1:0",
         )
     )
     backend = DaskBackend(cluster.scheduler_address, client_options={"timeout": 1})
