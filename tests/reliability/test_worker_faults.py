@@ -215,6 +215,42 @@ async def test_a_worker_killed_mid_request_fails_that_call(
     tally("workers killed mid-request")
 
 
+async def test_workers_killed_at_random_moments_of_a_large_request(
+    request: pytest.FixtureRequest,
+) -> None:
+    rng = rng_for(request.node.name)
+    guard = LeakGuard(request.node.name)
+    outcomes = {"result": 0, "broken": 0}
+    async with WorkerPool(max_workers=1) as pool:
+        for _ in range(scaled(12)):
+            pid = await pool.run_sync(funcs.pid)
+            payload = bytes([rng.randrange(256)]) * rng.randrange(1, 32 << 20)
+            async with create_task_group() as tg:
+                # The kill lands while the request is written, read, echoed, or after.
+                tg.start_soon(_kill_after, pid, rng.uniform(0, 0.04))
+                try:
+                    result = await pool.run_sync(funcs.echo, payload)
+                except BrokenWorkerProcess as error:
+                    assert error.pid == pid, replay_hint()
+                    assert error.signal == signal.SIGKILL, replay_hint()
+                    outcomes["broken"] += 1
+                else:
+                    assert result == payload, replay_hint()
+                    outcomes["result"] += 1
+        await assert_pool_recovers(pool)
+    guard.check()
+    assert outcomes["broken"] > 0, f"{outcomes}; {replay_hint()}"
+    tally("workers killed at random points", sum(outcomes.values()))
+
+
+async def _kill_after(pid: int, delay: float) -> None:
+    await anyio.sleep(delay)
+    with suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    # Dead before the next call: a kill still in flight would fail that call instead.
+    await wait_until_dead(pid)
+
+
 @pytest.mark.parametrize(
     ("announced", "sent"), [(1000, 0), (1000, 999), (1 << 20, 70_000), (1 << 62, 0)]
 )
