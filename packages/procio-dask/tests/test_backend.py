@@ -243,6 +243,29 @@ async def test_a_cancelled_queued_call_never_runs(
         assert await pool.run_sync(abs, -3) == 3
 
 
+async def test_a_worker_killed_under_its_call_fails_that_call_at_once(
+    client: Client, tmp_path: Path
+) -> None:
+    started, finished = tmp_path / "started", tmp_path / "finished"
+    async with DaskBackend(client) as backend:
+        worker = await backend.start_worker({})
+        request = backend.prepare_call(remote.sleep_then_touch, (1.0, str(started), str(finished)))
+        async with anyio.create_task_group() as tg:
+
+            async def call() -> None:
+                with pytest.raises(BrokenWorkerProcess, match="killed"):
+                    await worker.call(request)
+
+            tg.start_soon(call)
+            assert await eventually(started.exists)
+            worker.kill()
+        # The caller was woken before the function ended on its Dask worker.
+        assert not finished.exists()
+        assert not worker.alive
+        await worker.aclose()
+    assert await eventually(finished.exists)
+
+
 async def test_leaving_the_pool_leaves_nothing_on_the_cluster(address: str, client: Client) -> None:
     async with WorkerPool(max_workers=2, backend=DaskBackend(address)) as pool:
         for value in range(5):

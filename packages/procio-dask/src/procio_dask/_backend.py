@@ -6,8 +6,8 @@ owns. Nothing of Dask ever runs on the caller's loop, which is why the same code
 asyncio, uvloop and Trio. Every blocking client call (connecting, closing, serializing
 and submitting a call, scattering a large argument, waiting for and fetching a result)
 runs in an AnyIO worker thread. A call's waiting thread is abandoned if the call is
-cancelled; releasing the call's Dask future then ends that thread's wait at once, so no
-thread outlives its call. Dask never calls back into the caller's event loop, so a loop
+cancelled; it waits in short slices and stops at the next one, so no thread outlives
+its call for long. Dask never calls back into the caller's event loop, so a loop
 that ends while Dask still works cannot leave a Dask thread stuck.
 """
 
@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import pickle
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Mapping
+from contextlib import suppress
 from functools import partial
 from types import TracebackType
 from typing import Any, cast
@@ -24,6 +26,7 @@ from typing import Any, cast
 from anyio import CancelScope, CapacityLimiter, to_thread
 from anyio.lowlevel import checkpoint
 from distributed import Client, Future, KilledWorker
+from distributed import TimeoutError as DaskTimeoutError
 from distributed.client import FutureCancelledError
 from distributed.deploy.cluster import Cluster
 from procio_workers import BrokenWorkerProcess, RemoteTraceback, SerializationError, WorkerError
@@ -47,11 +50,14 @@ __all__ = ["DaskBackend"]
 #: ahead of the call rather than packed into the task itself.
 DEFAULT_SCATTER_THRESHOLD = 1 << 20
 
+# How long a waiting thread blocks before it checks whether its call was given up.
+_WAIT_SLICE = 0.25
+
 # Client.submit arguments that the backend sets itself and that options may not change.
 _RESERVED_SUBMIT_OPTIONS = frozenset({"pure", "key", "actor", "actors"})
 
 
-# distributed leaves these two methods unannotated.
+# distributed leaves these methods of its Client and Future unannotated.
 def _scatter(client: Client, value: object) -> Future[Any]:
     future: Future[Any] = client.scatter(value, hash=False)  # type: ignore[no-untyped-call]
     return future
@@ -59,6 +65,17 @@ def _scatter(client: Client, value: object) -> Future[Any]:
 
 def _release(future: Future[Any]) -> None:
     future.release()  # type: ignore[no-untyped-call]
+
+
+def _done(future: Future[Any]) -> bool:
+    done: bool = future.done()  # type: ignore[no-untyped-call]
+    return done
+
+
+def _wait_for(future: Future[Any], timeout: float) -> None:
+    """Wait until *future* settles, at most *timeout* seconds, without fetching its result."""
+    with suppress(DaskTimeoutError):
+        future.exception(timeout=timeout)  # type: ignore[no-untyped-call]
 
 
 def _buffer_size(value: object) -> int:
@@ -82,8 +99,17 @@ class _Outcome:
         self.error = error
 
 
-def _settle(future: Future[Any]) -> _Outcome:
-    """Wait for *future* and fetch its result (in a worker thread: both block)."""
+def _settle(future: Future[Any], abandoned: threading.Event) -> _Outcome | None:
+    """Wait for *future* and fetch its result, in a worker thread (both block).
+
+    The wait goes in slices, so that once *abandoned* is set (the call was cancelled or
+    its worker killed) the thread ends soon, whatever becomes of the future; then the
+    answer is ``None``.
+    """
+    while not _done(future):
+        if abandoned.is_set():
+            return None
+        _wait_for(future, _WAIT_SLICE)
     try:
         return _Outcome(value=future.result())
     except Exception as exc:
@@ -275,6 +301,7 @@ class _DaskWorker(Worker):
         self._running: Future[Any] | None = None
         # The thread that waits for this worker's one running call.
         self._waiter = CapacityLimiter(1)
+        self._abandoned = threading.Event()
 
     @property
     @override
@@ -300,21 +327,22 @@ class _DaskWorker(Worker):
                 self._alive = self._client.status == "running"
                 raise BrokenWorkerProcess(f"the call could not reach Dask: {exc!r}") from exc
         self._running = future
+        self._abandoned = abandoned = threading.Event()
         try:
             outcome = await to_thread.run_sync(
-                _settle, future, abandon_on_cancel=True, limiter=self._waiter
+                _settle, future, abandoned, abandon_on_cancel=True, limiter=self._waiter
             )
         finally:
-            # Releasing also cancels the future's local state, which ends the wait of a
-            # thread abandoned by a cancellation.
+            # A cancelled call's waiting thread was abandoned: tell it to stop waiting.
+            abandoned.set()
             self._running = None
             _release(future)
             for held in scattered:
                 _release(held)
+        if outcome is None or not self._alive:
+            raise BrokenWorkerProcess("the worker was killed while it ran the call")
         if outcome.error is None:
             return outcome.value
-        if not self._alive:
-            raise BrokenWorkerProcess("the worker was killed while it ran the call")
         if isinstance(outcome.error, (KilledWorker, FutureCancelledError)):
             self._alive = False
         raise _remote_error(outcome.error)
@@ -327,6 +355,7 @@ class _DaskWorker(Worker):
         worker runs to its end there (Dask cannot interrupt it) and its result is dropped.
         """
         self._alive = False
+        self._abandoned.set()
         if self._running is not None:
             _release(self._running)
 
