@@ -22,7 +22,8 @@ from anyio.lowlevel import checkpoint_if_cancelled
 
 from . import _wire
 from ._errors import BrokenWorkerProcess
-from ._process_backend import OutputHandler, ProcessBackend
+from ._hosting import loop_clock
+from ._process_backend import PENDING, OutputHandler, ProcessBackend, ProcessWorker
 from ._registry import resolve_launcher, resolve_serializer
 from .abc import Launcher, Serializer, Worker, WorkerBackend
 
@@ -154,6 +155,7 @@ class WorkerPool:
         self._task_group: TaskGroup | None = None
         self._stack: AsyncExitStack | None = None
         self._closed = False
+        self._clock: Callable[[], float] = current_time
         self._started = 0
         self._calls = 0
         self._failures = 0
@@ -169,6 +171,8 @@ class WorkerPool:
     async def __aenter__(self) -> Self:
         if self._stack is not None or self._closed:
             raise RuntimeError("a WorkerPool can be entered only once")
+        # The event loop's clock, as anyio.current_time reads it, without the lookup.
+        self._clock = loop_clock()
         async with AsyncExitStack() as stack:
             await stack.enter_async_context(self.backend)
             stack.push_async_callback(self._close_workers)
@@ -350,8 +354,17 @@ class WorkerPool:
     async def _call(self, slot: _Slot, request: Any, cancellable: bool) -> object:
         worker = slot.worker
         try:
-            with CancelScope(shield=not cancellable):
-                result = await worker.call(request)
+            # A local worker often answers before the caller would wait: the call then
+            # needs no cancel scope (nothing can cancel it), which is worth having.
+            result = PENDING
+            if isinstance(worker, ProcessWorker):
+                result = worker.call_nowait(request)
+            if result is PENDING:
+                with CancelScope(shield=not cancellable):
+                    if isinstance(worker, ProcessWorker):
+                        result = await worker.finish_call()
+                    else:
+                        result = await worker.call(request)
         except get_cancelled_exc_class():
             worker.kill()
             self._drop(slot)
@@ -385,7 +398,7 @@ class WorkerPool:
         if self._closed:
             self._drop(slot)
             return
-        slot.idle_since = current_time()
+        slot.idle_since = self._clock()
         self._idle.append(slot)
         # Only a timer with nothing to watch needs waking: otherwise it already sleeps
         # until an expiry no later than this worker's.

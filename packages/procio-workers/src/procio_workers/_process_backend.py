@@ -44,6 +44,9 @@ _READ_CHUNK = 64 * 1024
 _OUTPUT_GRACE = 0.5
 _RETIRE_GRACE = 2.0
 
+#: What :meth:`ProcessWorker.call_nowait` returns when the call must be finished later.
+PENDING: Any = object()
+
 if sys.platform != "win32":
     import fcntl
 
@@ -119,6 +122,10 @@ class ProcessWorker(Worker):
         self._finished = False
         self._exited = False
         self._output_poll: select.poll | None = None
+        # The state of a call between call_nowait and finish_call.
+        self._unsent: list[Buffer] = []
+        self._unsent_started = False
+        self._problem: str | None = None
         if hasattr(select, "poll"):
             self._output_poll = select.poll()
             for fd in self._output_fds.values():
@@ -189,8 +196,7 @@ class ProcessWorker(Worker):
 
     # -- the protocol --------------------------------------------------------------
 
-    async def _send(self, buffers: list[Buffer]) -> None:
-        started = False
+    async def _send(self, buffers: list[Buffer], *, started: bool = False) -> None:
         while buffers:
             try:
                 written = os.writev(self._request_fd, buffers)
@@ -286,10 +292,70 @@ class ProcessWorker(Worker):
 
     async def call(self, request: Any) -> object:
         """Send a prepared CALL frame and return the result (or raise the error)."""
+        outcome = self.call_nowait(request)
+        if outcome is PENDING:
+            outcome = await self.finish_call()
+        return outcome
+
+    def call_nowait(self, request: Any) -> object:
+        """Start a call without waiting: return its outcome, or :data:`PENDING`.
+
+        A small CALL frame goes out in one write and the reply is read at once: the
+        worker has often answered by then, and the call then costs no trip through the
+        event loop. :data:`PENDING` means :meth:`finish_call` must complete it (the
+        pipe was full, the reply has not come yet, or something went wrong that
+        :meth:`finish_call` reports).
+        """
         if self._broken is not None:
             raise self._broken
-        await self._send(list(request))
-        frame = await self._receive()
+        self._problem = None
+        buffers = list(request)
+        self._unsent, self._unsent_started = buffers, False
+        if len(buffers) != 1 or type(buffers[0]) is not bytes:
+            return PENDING
+        whole = buffers[0]
+        try:
+            written = os.write(self._request_fd, whole)
+        except OSError:
+            return PENDING  # finish_call writes again and handles the error
+        if written < len(whole):
+            self._unsent, self._unsent_started = [memoryview(whole)[written:]], True
+            return PENDING
+        self._unsent = []
+        reader = self._reader
+        if not reader.frames:
+            view = reader.buffer()
+            try:
+                count = os.readv(self._response_fd, [view])
+            except OSError:
+                return PENDING  # finish_call reads again (and waits, or reports)
+            finally:
+                del view
+            if not count:
+                return PENDING
+            try:
+                reader.commit(count)
+            except _wire.ProtocolError as exc:
+                self._problem = str(exc)
+                return PENDING
+            if not reader.frames:
+                return PENDING
+        return self._outcome(reader.frames.popleft())
+
+    async def finish_call(self) -> object:
+        """Complete the call that :meth:`call_nowait` left :data:`PENDING`."""
+        if self._problem is None:
+            if self._unsent:
+                await self._send(self._unsent, started=self._unsent_started)
+                self._unsent = []
+            outcome = self._outcome(await self._receive())
+            if outcome is not PENDING:
+                return outcome
+        reason, self._problem = self._problem, None
+        raise await self._break(reason or "the worker broke the protocol")
+
+    def _outcome(self, frame: _wire.Frame) -> object:
+        """Return the result in *frame*, raise its error, or note a protocol problem."""
         if self._output_poll is not None:
             # What the call printed is already in the pipes: forward it before
             # returning, in one system call when there is nothing to forward.
@@ -306,7 +372,8 @@ class ProcessWorker(Worker):
                 ) from exc
         if frame.kind == _wire.ERROR:
             raise self._error(frame.segments)
-        raise await self._break(f"unexpected {_wire.KIND_NAMES[frame.kind]} message")
+        self._problem = f"unexpected {_wire.KIND_NAMES[frame.kind]} message"
+        return PENDING
 
     def _error(self, segments: list[bytearray]) -> BaseException:
         try:

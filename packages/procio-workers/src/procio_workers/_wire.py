@@ -17,6 +17,7 @@ import os
 import pickle
 import struct
 import sys
+import types
 from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -45,6 +46,8 @@ KIND_NAMES = {
 
 HEADER = struct.Struct(">BBH")
 LENGTH = struct.Struct(">Q")
+# The header and length table of a frame with one segment, the usual case, in one go.
+_ONE_SEGMENT = struct.Struct(">BBHQ")
 
 #: Most segments one frame may carry; with the header this stays under IOV_MAX (1024),
 #: so a whole frame goes out in one ``writev``.
@@ -94,6 +97,10 @@ def encode_frame(kind: int, segments: Sequence[Segment]) -> list[Segment]:
     second wake-up (and, in an event loop, a second trip through it) for every small
     message. Larger frames keep their big buffers as they are, to avoid copying them.
     """
+    only = segments[0] if len(segments) == 1 else None
+    if isinstance(only, bytes) and len(only) <= COALESCE_LIMIT:
+        # The usual small message: header, length and pickle in one bytes object.
+        return [_ONE_SEGMENT.pack(kind, 0, 1, len(only)) + only]
     if len(segments) > MAX_SEGMENTS:
         raise ProtocolError(f"a frame carries at most {MAX_SEGMENTS} segments")
     views = [s.raw() if isinstance(s, pickle.PickleBuffer) else s for s in segments]
@@ -127,6 +134,12 @@ def skip_written(buffers: list[Segment], written: int) -> list[Segment]:
 def write_frame_blocking(fd: int, kind: int, segments: Sequence[Segment]) -> None:
     """Write one whole frame to a blocking file descriptor."""
     buffers = encode_frame(kind, segments)
+    whole = buffers[0]
+    if len(buffers) == 1 and type(whole) is bytes:
+        written = os.write(fd, whole)
+        if written == len(whole):
+            return
+        buffers = [memoryview(whole)[written:]]
     while buffers:
         buffers = skip_written(buffers, os.writev(fd, buffers))
 
@@ -265,7 +278,16 @@ class FrameReader:
     def _whole_frame(self) -> bool:
         """Decode a frame lying entirely in the scratch buffer in one go (the usual case)."""
         scratch, start, available = self._scratch, self._start, self._end - self._start
-        if available < HEADER.size:
+        if available >= _ONE_SEGMENT.size:
+            kind, flags, count, length = _ONE_SEGMENT.unpack_from(scratch, start)
+            if count == 1 and not flags and kind in KIND_NAMES:
+                stop = start + _ONE_SEGMENT.size + length
+                if length > self.max_frame_length or stop > self._end:
+                    return False
+                self._start = stop
+                self.frames.append(Frame(kind, [scratch[start + _ONE_SEGMENT.size : stop]]))
+                return True
+        elif available < HEADER.size:
             return False
         kind, flags, count = HEADER.unpack_from(scratch, start)
         table_end = start + HEADER.size + LENGTH.size * count
@@ -369,6 +391,29 @@ def _lift(value: object, depth: int, path: Path, lifted: list[Path]) -> object:
     return value
 
 
+# Values of these types pickle the same with or without ``reducer_override`` and hold no
+# buffer to send out of band, so :meth:`PickleCodec.dumps` may use plain ``pickle.dumps``.
+_PLAIN_TYPES = frozenset(
+    {int, float, complex, str, bool, type(None), types.FunctionType, types.BuiltinFunctionType}
+)
+
+
+def _plain(value: object, depth: int) -> bool:
+    """Whether *value* needs neither lifting nor the out-of-band pickler (a cheap scan)."""
+    kind = type(value)
+    if kind in _PLAIN_TYPES:
+        return True
+    if kind is bytes or kind is bytearray:
+        return len(value) < OUT_OF_BAND_THRESHOLD  # type: ignore[arg-type]
+    if not depth or (kind is not tuple and kind is not list) or len(value) > 8:  # type: ignore[arg-type]
+        return False
+    # A loop, not all() over a generator: this runs on every call and is twice as fast.
+    for item in value:  # type: ignore[attr-defined]  # noqa: SIM110
+        if not _plain(item, depth - 1):
+            return False
+    return True
+
+
 def _restore(value: Any, path: Path) -> object:
     if len(path) == 1:
         # The receiving side passes memoryviews of bytearrays: ``.obj`` is the array.
@@ -410,10 +455,15 @@ class PickleCodec:
     name = "pickle"
 
     def __init__(self, pickler_class: type[pickle.Pickler] | None = None) -> None:
+        # Only the standard pickler may take the shortcut: another one (cloudpickle)
+        # pickles some functions differently.
+        self._standard = pickler_class is None
         self._pickler_class = pickler_class or _make_pickler_class(pickle.Pickler)
 
     def dumps(self, value: object, depth: int = 1) -> list[Segment]:
         """Serialize *value* into a pickle stream and its out-of-band buffers."""
+        if self._standard and _plain(value, depth):
+            return [pickle.dumps((value, []), protocol=5)]
         lifted: list[Path] = []
         value = _lift(value, depth, (), lifted)
         segments: list[Segment] = []
@@ -427,7 +477,7 @@ class PickleCodec:
         """Rebuild the value that :meth:`dumps` turned into *segments*."""
         if not segments:
             raise ProtocolError("a pickled message needs at least one segment")
-        buffers = [memoryview(s) for s in segments[1:]]
+        buffers = [memoryview(s) for s in segments[1:]] if len(segments) > 1 else ()
         try:
             value, lifted = pickle.loads(segments[0], buffers=buffers)
         except (ImportError, AttributeError):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -18,7 +19,7 @@ import anyio
 from anyio import CapacityLimiter
 from anyio.lowlevel import RunVar
 
-from ._hosting import spawn_loop_task
+from ._hosting import loop_key, spawn_loop_task
 from ._pool import WorkerPool
 
 if sys.version_info >= (3, 11):
@@ -33,6 +34,9 @@ PosArgsT = TypeVarTuple("PosArgsT")
 
 _default_limiter: RunVar[CapacityLimiter] = RunVar("procio_default_process_limiter")
 _default_pool: RunVar[tuple[WorkerPool, anyio.Event]] = RunVar("procio_default_pool")
+# The event loop that called last, with its open default pool and default limiter: the
+# same as the run variables hold, found without looking them up on every call.
+_last_used: tuple[weakref.ref[object], WorkerPool, CapacityLimiter] | None = None
 
 
 async def run_sync(
@@ -66,13 +70,21 @@ async def run_sync(
         procio_workers.WorkerError: if the function raised ``SystemExit`` or another
             exception that cannot be re-raised here.
     """
-    pool = await _get_default_pool()
+    global _last_used
+    loop = loop_key()
+    last = _last_used
+    if last is not None and last[0]() is loop:
+        pool, default_limiter = last[1], last[2]
+    else:
+        pool = await _get_default_pool()
+        default_limiter = current_default_process_limiter()
+        _last_used = (weakref.ref(loop), pool, default_limiter)
     return await pool._run(
         func,
         args,
         cancellable=cancellable,
         options=popen_kwargs,
-        limiter=limiter or current_default_process_limiter(),
+        limiter=limiter or default_limiter,
     )  # type: ignore[return-value]
 
 
