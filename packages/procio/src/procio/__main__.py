@@ -24,7 +24,6 @@ from typing import Any, TextIO
 
 import anyio
 import anyio.to_process
-import anyio.to_thread
 
 from procio import LineReceiveStream, open_process, run_process, to_process
 
@@ -38,6 +37,25 @@ for i in range(1, 5):
     sys.stdout.flush()
     time.sleep(0.12)
 sys.stdout.buffer.write("cut inside a character: caf\\u00e9".encode()[:-1])
+"""
+
+# Run by `python -c` for each cold start: one event loop, one worker call, timed inside.
+_COLD_START = """\
+import operator, sys, time
+import anyio
+if sys.argv[1] == "procio":
+    from procio import to_process
+else:
+    from anyio import to_process
+
+
+async def first_call():
+    start = time.perf_counter()
+    await to_process.run_sync(operator.index, 1)
+    return time.perf_counter() - start
+
+
+print(anyio.run(first_call, backend=sys.argv[2]))
 """
 
 SPAWNS = 40
@@ -224,11 +242,9 @@ class Demo:
         theirs: list[float] = []
         async with progress(self.out, "starting fresh workers", 2 * COLD_STARTS) as bar:
             for _ in range(COLD_STARTS):
-                ours.append(await anyio.to_thread.run_sync(self._cold_start, to_process.run_sync))
+                ours.append(await self._cold_start("procio"))
                 bar.advance()
-                theirs.append(
-                    await anyio.to_thread.run_sync(self._cold_start, anyio.to_process.run_sync)
-                )
+                theirs.append(await self._cold_start("anyio"))
                 bar.advance()
         self.say(
             _comparison(
@@ -237,8 +253,6 @@ class Demo:
                 statistics.median(theirs),
             )
         )
-        self.say("      (an AnyIO worker runs this program's main module before its first call;")
-        self.say("      a procio worker only when a call needs something from it)")
 
         # Warm both pools up so that only round trips to a running worker are timed.
         for _ in range(5):
@@ -272,16 +286,16 @@ class Demo:
             if frames:
                 self.say(f"      raised at {frames[-1].removeprefix('File ')}")
 
-    def _cold_start(self, run_sync: Call) -> float:
-        """Time the first call of *run_sync* in an event loop of its own (in a thread)."""
+    async def _cold_start(self, library: str) -> float:
+        """Time the first worker call of *library* in a fresh interpreter of its own.
 
-        async def first_call() -> float:
-            return await _timed(run_sync, operator.index, 1)
-
-        # Each library keeps one pool per event loop: a fresh loop has no worker yet,
-        # and ending it ends the worker.
-        seconds: float = anyio.run(first_call, backend=self.backend)
-        return seconds
+        Each library keeps one pool per event loop, so a fresh loop has no worker yet.
+        The loop runs in a child interpreter, which times the call itself (its own start
+        and imports are not counted), so that no pool outlives its loop in this process.
+        """
+        command = [sys.executable, "-c", _COLD_START, library, self.backend]
+        result = await run_process(command)
+        return float(result.stdout)
 
 
 def _procio_version() -> str:
