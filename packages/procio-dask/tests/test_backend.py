@@ -306,6 +306,24 @@ async def test_cluster_threads_counts_the_workers_threads(client: Client) -> Non
         assert await backend.cluster_threads() == 2
 
 
+async def test_submit_options_reach_every_submission(client: Client) -> None:
+    pids: dict[str, int] = client.run(os.getpid)
+    chosen = sorted(pids)[0]
+    backend = DaskBackend(client, submit_options={"workers": [chosen]})
+    async with WorkerPool(max_workers=2, backend=backend) as pool:
+        seen = {await pool.run_sync(os.getpid) for _ in range(6)}
+    assert seen == {pids[chosen]}
+
+
+async def test_a_call_of_something_not_callable_fails_before_reaching_dask(
+    client: Client,
+) -> None:
+    async with WorkerPool(max_workers=1, backend=DaskBackend(client)) as pool:
+        with pytest.raises(TypeError, match="not callable"):
+            await pool.run_sync(42, 1)  # type: ignore[arg-type]  # the mistake under test
+        assert pool.statistics().started == 0
+
+
 async def test_process_options_are_refused(client: Client) -> None:
     async with DaskBackend(client) as backend:
         with pytest.raises(TypeError, match="env"):
