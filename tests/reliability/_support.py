@@ -20,7 +20,7 @@ import sys
 from collections import Counter
 from typing import Any
 
-import psutil  # type: ignore[import-untyped]  # this psutil release ships no types
+import psutil  # type: ignore[import-untyped, unused-ignore]  # no types without types-psutil
 import pytest
 
 SEED = int(os.environ.get("PROCIO_RELIABILITY_SEED") or random.SystemRandom().randrange(2**32))
