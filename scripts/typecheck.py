@@ -25,9 +25,6 @@ def _runs() -> list[tuple[list[str], list[str]]]:
     for tests in sorted(ROOT.glob("*/*/tests")):
         package = tests.parent.relative_to(ROOT)
         runs.append(([str(package / "tests")], [str(package), *sources]))
-    examples = ROOT / "examples"
-    if examples.is_dir():
-        runs.append((["examples"], sources))
     return runs
 
 

@@ -124,6 +124,15 @@ def _ps_lists(output: str, pid: int) -> None:
     assert re.search(r"(?m)\d[\d:-]* ps$", output), output
 
 
+# The seed is AnyIO's page that the examples come from. It sits beside the repository
+# where procio is developed and checked (CI has it), not inside it: it is AnyIO's text,
+# not procio's. In a bare clone these comparisons cannot run; the examples still do.
+needs_seed = pytest.mark.skipif(
+    not SEED.is_file(), reason=f"the seed page {SEED} is not beside this checkout"
+)
+
+
+@needs_seed
 @pytest.mark.parametrize("name", sorted(BLOCK_OF_EXAMPLE))
 def test_example_is_the_seed_with_only_its_imports_changed(name: str) -> None:
     seed = _seed_blocks()[BLOCK_OF_EXAMPLE[name]]
@@ -145,6 +154,10 @@ def test_example_is_the_seed_with_only_its_imports_changed(name: str) -> None:
 
 def test_every_example_file_is_checked() -> None:
     assert {path.name for path in EXAMPLES.glob("*.py")} == set(BLOCK_OF_EXAMPLE)
+
+
+@needs_seed
+def test_every_seed_example_has_a_file() -> None:
     assert len(_seed_blocks()) == len(BLOCK_OF_EXAMPLE)
 
 
