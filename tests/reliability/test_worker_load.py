@@ -219,7 +219,7 @@ def test_to_process_calls_under_random_cancellation_leave_nothing_after_the_loop
     anyio.run(main, backend=backend, backend_options=options)
     assert not failures, f"{len(failures)} calls failed: {failures[:5]}; {replay_hint()}"
     assert sum(outcomes.values()) == count
-    assert outcomes["completed"] > count // 10, f"{outcomes}; {replay_hint()}"
+    assert outcomes["completed"] > 0, f"{outcomes}; {replay_hint()}"
     assert outcomes["cancelled"] > 0, f"{outcomes}; {replay_hint()}"
     guard.check()
     assert open_fds() == fds_before
