@@ -21,11 +21,10 @@ from collections.abc import Awaitable, Callable
 
 import anyio
 import anyio.streams.text
-from anyio.streams.buffered import BufferedByteReceiveStream
-
 import procio_process
 import procio_text
 from _harness import Row, parser, report
+from anyio.streams.buffered import BufferedByteReceiveStream
 
 ASCII_LINE = b"2026-11-26 12:00:00 INFO worker-3 handled request id=1234567 in 0.42 ms\n"
 UTF8_LINE = "2026-11-26 journal: café ✓ naïve 漢字 résumé ok — done 🚀\n".encode()
@@ -120,7 +119,9 @@ def _in_memory_decode(line: bytes, total: int) -> float:
     return time.perf_counter() - start
 
 
-def _measure(func: Callable[[list[str]], Awaitable[int]], command: list[str], repeats: int) -> float:
+def _measure(
+    func: Callable[[list[str]], Awaitable[int]], command: list[str], repeats: int
+) -> float:
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
@@ -143,9 +144,19 @@ def main() -> None:
             ("anyio", "anyio", _anyio_decode),
             ("procio text over anyio process", "other", _mixed_decode),
         ):
-            rows.append(Row(group, name, mb / _measure(func, command, repeats), "MB/s", True, role))
+            speed = mb / _measure(func, command, repeats)
+            rows.append(Row(group, name, speed, "MB/s", higher_is_better=True, role=role))
         seconds = min(_in_memory_decode(line, total) for _ in range(repeats))
-        rows.append(Row(group, "floor: in-memory decoder", mb / seconds, "MB/s", True, "floor"))
+        rows.append(
+            Row(
+                group,
+                "floor: in-memory decoder",
+                mb / seconds,
+                "MB/s",
+                higher_is_better=True,
+                role="floor",
+            )
+        )
 
     line_total = (2 if args.quick else 64) * 1024 * 1024
     lines = line_total // len(ASCII_LINE)
@@ -156,7 +167,8 @@ def main() -> None:
         ("anyio receive_until", "anyio", _anyio_lines),
         ("asyncio StreamReader.readline", "other", _asyncio_lines),
     ):
-        rows.append(Row(group, name, lines / _measure(func, command, repeats), "lines/s", True, role))
+        speed = lines / _measure(func, command, repeats)
+        rows.append(Row(group, name, speed, "lines/s", higher_is_better=True, role=role))
     report(rows, args.json)
 
 

@@ -357,7 +357,8 @@ def connections_to(address: str) -> set[tuple[str, int]]:
     return {
         (conn.laddr.ip, conn.laddr.port)
         for conn in psutil.Process().net_connections(kind="tcp")
-        if conn.raddr and conn.raddr.port == port and conn.status == psutil.CONN_ESTABLISHED
+        # A listening socket's remote address is an empty tuple, which has no port.
+        if getattr(conn.raddr, "port", None) == port and conn.status == psutil.CONN_ESTABLISHED
     }
 
 
