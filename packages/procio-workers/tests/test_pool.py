@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio
+import psutil  # type: ignore[import-untyped, unused-ignore]  # no types without types-psutil
 import pytest
 from procio_workers import PoolStatistics, WorkerPool
 
@@ -185,3 +186,19 @@ async def test_closing_the_pool_kills_a_call_that_outlives_its_block() -> None:
 async def test_bad_settings_are_refused(kwargs: dict[str, int], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         WorkerPool(**kwargs)  # type: ignore[arg-type]
+
+
+async def test_an_idle_worker_sleeps_instead_of_polling_for_calls() -> None:
+    async with WorkerPool(max_workers=1) as pool:
+        pid = await pool.run_sync(funcs.sleep_and_pid, 0)
+        for value in range(50):  # calls in a row: the worker polls between them
+            await pool.run_sync(funcs.echo, value)
+        await anyio.sleep(0.05)
+        worker = psutil.Process(pid)
+        before = worker.cpu_times()
+        await anyio.sleep(0.5)
+        after = worker.cpu_times()
+        busy = (after.user + after.system) - (before.user + before.system)
+        # Polling for the whole half second would cost about that much CPU time.
+        assert busy < 0.05
+        assert await pool.run_sync(funcs.echo, "still there") == "still there"

@@ -228,6 +228,25 @@ async def test_workers_end_with_their_event_loop(
     assert funcs.pid_gone(worker_pid)
 
 
+async def test_each_event_loop_gets_its_own_default_pool(
+    anyio_backend: tuple[str, dict[str, object]],
+) -> None:
+    async def worker_pid() -> int:
+        return await to_process.run_sync(funcs.sleep_and_pid, 0)
+
+    def in_a_new_loop() -> int:
+        return anyio.run(worker_pid, backend=anyio_backend[0], backend_options=anyio_backend[1])
+
+    here = await worker_pid()
+    first = await anyio.to_thread.run_sync(in_a_new_loop)
+    second = await anyio.to_thread.run_sync(in_a_new_loop)
+    # The loops that ended took their workers with them; this loop still has its own.
+    assert len({here, first, second}) == 3
+    assert funcs.pid_gone(first)
+    assert funcs.pid_gone(second)
+    assert await worker_pid() == here
+
+
 async def test_pass_fds_reach_a_fresh_worker_beside_the_protocol_pipes() -> None:
     read_end, write_end = os.pipe()
     try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
 import struct
 import sys
 
@@ -116,6 +118,58 @@ def test_large_bytes_in_call_arguments_travel_out_of_band() -> None:
     result, out_of_band = _round_trip((len, (big, [1], big + b"b")), depth=2)
     assert out_of_band == 2
     assert result == (len, (big, [1], big + b"b"))
+
+
+PLAIN_VALUES = [
+    5,
+    -(2**70),
+    2.5,
+    1 + 2j,
+    "text",
+    True,
+    None,
+    b"small",
+    bytearray(b"small"),
+    (copy.copy, (1, "a", b"b", None)),
+    (pow, [2, 10]),
+    (len, ()),
+]
+
+
+@pytest.mark.parametrize("value", PLAIN_VALUES, ids=repr)
+def test_plain_values_pickle_byte_for_byte_as_through_the_out_of_band_pickler(
+    value: object,
+) -> None:
+    # The codec skips its own pickler for values it found plain; the stream must be the
+    # one that pickler would have written.
+    general = _wire.PickleCodec(_wire._make_pickler_class(pickle.Pickler))
+    shortcut = [bytes(s) for s in _wire.PickleCodec().dumps(value, 2)]
+    assert shortcut == [bytes(s) for s in general.dumps(value, 2)]
+    assert _round_trip(value, 2) == (value, 0)
+
+
+def test_buffers_beyond_the_quick_scan_still_travel_out_of_band() -> None:
+    big = b"q" * BIG
+    many = (*range(20), big)  # longer than the quick scan looks into
+    result, out_of_band = _round_trip((len, many), depth=2)
+    assert (result, out_of_band) == ((len, many), 1)
+    view = memoryview(bytearray(b"v" * BIG))
+    result, out_of_band = _round_trip((len, (view,)), depth=2)
+    assert out_of_band == 1
+    assert bytes(result[1][0]) == bytes(view)  # type: ignore[index]
+
+
+def test_a_one_segment_frame_is_one_buffer_that_decodes_however_it_is_split() -> None:
+    (encoded,) = _wire.encode_frame(_wire.RESULT, [b"payload"])
+    buffer = bytes(encoded)
+    assert buffer == struct.pack(">BBHQ", _wire.RESULT, 0, 1, 7) + b"payload"
+    for cut in range(len(buffer) + 1):
+        reader = _wire.FrameReader()
+        reader.feed(buffer[:cut])
+        reader.feed(buffer[cut:])
+        assert [(f.kind, [bytes(s) for s in f.segments]) for f in reader.frames] == [
+            (_wire.RESULT, [b"payload"])
+        ]
 
 
 def test_small_bytes_stay_in_band() -> None:

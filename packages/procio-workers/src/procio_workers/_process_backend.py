@@ -6,6 +6,7 @@ import json
 import os
 import select
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, suppress
 from pathlib import Path
@@ -43,6 +44,11 @@ _READ_CHUNK = 64 * 1024
 # that inherited them) before the parent stops forwarding and closes its ends.
 _OUTPUT_GRACE = 0.5
 _RETIRE_GRACE = 2.0
+# How long after its last answer a worker is taken to still be polling for the next call
+# (a little under the worker's own SPIN_SECONDS), and how long to poll for a reply then.
+_WORKER_AWAKE = 150e-6
+_REPLY_POLL = 50e-6
+_yield_cpu: Callable[[], None] = getattr(os, "sched_yield", lambda: None)
 
 #: What :meth:`ProcessWorker.call_nowait` returns when the call must be finished later.
 PENDING: Any = object()
@@ -126,6 +132,7 @@ class ProcessWorker(Worker):
         self._unsent: list[Buffer] = []
         self._unsent_started = False
         self._problem: str | None = None
+        self._answered = 0.0  # time.perf_counter() when the last reply arrived
         if hasattr(select, "poll"):
             self._output_poll = select.poll()
             for fd in self._output_fds.values():
@@ -325,8 +332,26 @@ class ProcessWorker(Worker):
         reader = self._reader
         if not reader.frames:
             view = reader.buffer()
+            # A worker that answered moments ago is still polling for this call and
+            # will answer within microseconds: poll for the reply briefly, which costs
+            # far less than waiting through the event loop. One that went to sleep
+            # takes longer to wake than is worth polling for.
+            deadline = 0.0
+            awake = time.perf_counter() - self._answered < _WORKER_AWAKE
             try:
-                count = os.readv(self._response_fd, [view])
+                while True:
+                    try:
+                        count = os.readv(self._response_fd, [view])
+                        break
+                    except BlockingIOError:
+                        if not awake:
+                            return PENDING
+                        now = time.perf_counter()
+                        if not deadline:
+                            deadline = now + _REPLY_POLL
+                        elif now > deadline:
+                            return PENDING
+                        _yield_cpu()  # the worker may share this CPU
             except OSError:
                 return PENDING  # finish_call reads again (and waits, or reports)
             finally:
@@ -340,6 +365,7 @@ class ProcessWorker(Worker):
                 return PENDING
             if not reader.frames:
                 return PENDING
+        self._answered = time.perf_counter()
         return self._outcome(reader.frames.popleft())
 
     async def finish_call(self) -> object:
@@ -348,7 +374,9 @@ class ProcessWorker(Worker):
             if self._unsent:
                 await self._send(self._unsent, started=self._unsent_started)
                 self._unsent = []
-            outcome = self._outcome(await self._receive())
+            frame = await self._receive()
+            self._answered = time.perf_counter()
+            outcome = self._outcome(frame)
             if outcome is not PENDING:
                 return outcome
         reason, self._problem = self._problem, None
@@ -501,7 +529,8 @@ class ProcessBackend(WorkerBackend):
                 f"cannot send {getattr(func, '__qualname__', func)!r} to a worker: {exc}"
             ) from exc
         frame = _wire.encode_frame(_wire.CALL, segments)
-        size = sum(memoryview(buffer).nbytes for buffer in frame[1:])
+        # A frame of one buffer is at most COALESCE_LIMIT bytes long.
+        size = sum(memoryview(buffer).nbytes for buffer in frame[1:]) if len(frame) > 1 else 0
         if size > self.max_frame_length:
             raise SerializationError(
                 f"the call takes {size} bytes, more than the frame limit of "

@@ -224,11 +224,11 @@ class FrameReader:
 
     def _parse(self) -> None:
         while True:
-            if self._kind == -1 and self._whole_frame():
-                continue
             if self._kind == -1:
                 if self._available() < HEADER.size:
                     return
+                if self._whole_frame():
+                    continue
                 kind, flags, count = HEADER.unpack(self._take(HEADER.size))
                 if kind not in KIND_NAMES:
                     raise ProtocolError(f"unknown message kind {kind}")
