@@ -355,14 +355,14 @@ class WorkerPool:
         worker = slot.worker
         try:
             # A local worker often answers before the caller would wait: the call then
-            # needs no cancel scope (nothing can cancel it), which is worth having.
-            result = PENDING
-            if isinstance(worker, ProcessWorker):
-                result = worker.call_nowait(request)
+            # needs no cancel scope (nothing can cancel it), which is worth having. Not
+            # for a subclass, whose call() may do more.
+            local = worker if type(worker) is ProcessWorker else None
+            result = local.call_nowait(request) if local is not None else PENDING
             if result is PENDING:
                 with CancelScope(shield=not cancellable):
-                    if isinstance(worker, ProcessWorker):
-                        result = await worker.finish_call()
+                    if local is not None:
+                        result = await local.finish_call()
                     else:
                         result = await worker.call(request)
         except get_cancelled_exc_class():
