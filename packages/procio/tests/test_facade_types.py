@@ -5,10 +5,9 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import procio
 import pytest
 from anyio.abc import ByteReceiveStream
-
-import procio
 
 if sys.version_info >= (3, 11):
     from typing import assert_type
