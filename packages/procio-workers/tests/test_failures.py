@@ -142,6 +142,17 @@ async def test_a_malformed_frame_breaks_the_worker_without_hanging(
     guard.check()
 
 
+async def test_a_result_over_the_frame_limit_is_refused_by_the_worker_which_lives_on() -> None:
+    guard = funcs.LeakGuard()
+    async with WorkerPool(max_workers=1, max_frame_length=1 << 20) as pool:
+        first = await pool.run_sync(os.getpid)
+        with pytest.raises(SerializationError, match=r"frame limit \(max_frame_length=1048576\)"):
+            await pool.run_sync(os.urandom, 2 << 20)
+        assert await pool.run_sync(os.getpid) == first
+        assert pool.statistics().started == 1
+    guard.check()
+
+
 async def test_a_cancellable_call_kills_its_worker_when_cancelled() -> None:
     guard = funcs.LeakGuard()
     async with WorkerPool(max_workers=1) as pool:

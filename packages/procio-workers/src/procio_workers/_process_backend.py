@@ -105,6 +105,8 @@ def _close_all(fds: Sequence[int]) -> None:
 class ProcessWorker(Worker):
     """A local worker process; built by :class:`ProcessBackend`."""
 
+    _GONE_WHILE_IDLE = "the worker had exited while idle"
+
     def __init__(
         self,
         backend: ProcessBackend,
@@ -127,6 +129,8 @@ class ProcessWorker(Worker):
         self._closed = False
         self._finished = False
         self._exited = False
+        # Set by _watch_exit once the worker process has exited, whoever holds its pipes.
+        self._gone = False
         self._output_poll: select.poll | None = None
         # The state of a call between call_nowait and finish_call.
         self._unsent: list[Buffer] = []
@@ -176,6 +180,7 @@ class ProcessWorker(Worker):
                 async with anyio.create_task_group() as tg:
                     for which in list(self._output_fds):
                         tg.start_soon(self._forward, which)
+                    tg.start_soon(self._watch_exit)
                 # Both pipes reached end of file: the worker has exited. Reap it now, so
                 # that one dying while idle is not left a zombie until the pool next
                 # looks at it.
@@ -188,6 +193,24 @@ class ProcessWorker(Worker):
                 self._pump(which)
                 os.close(self._output_fds.pop(which))
             self._outputs_done.set()
+
+    async def _watch_exit(self) -> None:
+        """Wake a call waiting on the protocol pipes as soon as the worker exits.
+
+        Normally the worker's exit closes the pipes and the call sees end of file. But a
+        fork of the worker (``os.fork()``, a ``fork`` multiprocessing pool in the
+        function) holds the same pipes, inheritable or not, and then no end of file or
+        broken pipe ever comes: the call would wait for the fork. Waiting on the exit
+        itself (a pidfd on Linux, no thread) ends such a call at once.
+        """
+        await self.process.wait()
+        self._gone = True
+        for fd in (self._response_fd, self._request_fd):
+            if fd >= 0:
+                anyio.notify_closing(fd)
+
+    def _exited_now(self) -> bool:
+        return self._gone
 
     async def _forward(self, which: int) -> None:
         fd = self._output_fds[which]
@@ -208,10 +231,16 @@ class ProcessWorker(Worker):
             try:
                 written = os.writev(self._request_fd, buffers)
             except BlockingIOError:
+                # No checkpoint between this test and the wait below: _watch_exit cannot
+                # slip in between, so an exit is either seen here or wakes the wait.
+                if self._gone:
+                    raise await self._break("the worker exited during the call") from None
                 try:
                     await anyio.wait_writable(self._request_fd)
                 except anyio.ClosedResourceError as exc:
-                    raise await self._break("the pool closed during the call") from exc
+                    # (Set meanwhile by _watch_exit, if that is what woke the wait.)
+                    what = "the worker exited" if self._exited_now() else "the pool closed"
+                    raise await self._break(f"{what} during the call") from exc
                 continue
             except (OSError, anyio.ClosedResourceError) as exc:
                 broken = await self._break(f"could not send to the worker ({exc!r})")
@@ -230,6 +259,9 @@ class ProcessWorker(Worker):
                 try:
                     count = os.readv(self._response_fd, [view])
                 except BlockingIOError:
+                    # As in _send: an exit is seen here or wakes the wait.
+                    if self._gone:
+                        raise _wire.ProtocolError("the worker exited before it answered") from None
                     await anyio.wait_readable(self._response_fd)
                     continue
                 finally:
@@ -241,6 +273,8 @@ class ProcessWorker(Worker):
         except _wire.ProtocolError as exc:
             raise await self._break(str(exc)) from None
         except (OSError, anyio.ClosedResourceError) as exc:
+            if self._gone:
+                raise await self._break("the worker exited before it answered") from exc
             raise await self._break(f"could not read from the worker ({exc!r})") from exc
         return reader.frames.popleft()
 
@@ -315,6 +349,11 @@ class ProcessWorker(Worker):
         """
         if self._broken is not None:
             raise self._broken
+        if self._gone:
+            # It exited while idle (what holds its pipes now is not the worker): the
+            # call never reaches it, so the pool may run it on another worker.
+            self._problem = self._GONE_WHILE_IDLE
+            return PENDING
         self._problem = None
         buffers = list(request)
         self._unsent, self._unsent_started = buffers, False
@@ -380,7 +419,10 @@ class ProcessWorker(Worker):
             if outcome is not PENDING:
                 return outcome
         reason, self._problem = self._problem, None
-        raise await self._break(reason or "the worker broke the protocol")
+        broken = await self._break(reason or "the worker broke the protocol")
+        if reason == self._GONE_WHILE_IDLE:
+            broken.started = False
+        raise broken
 
     def _outcome(self, frame: _wire.Frame) -> object:
         """Return the result in *frame*, raise its error, or note a protocol problem."""

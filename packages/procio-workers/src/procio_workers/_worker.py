@@ -200,7 +200,16 @@ def _serve(codec: Any, reader: Any) -> int:
         _flush_std()
         try:
             segments = codec.dumps(result)
+            size = sum(memoryview(segment).nbytes for segment in segments)
+            if size > reader.max_frame_length:
+                # The parent would refuse the frame and give up on this worker; saying
+                # so here keeps the worker, and the caller gets a SerializationError.
+                raise ValueError(
+                    f"the result takes {size} bytes, over the pool's frame limit "
+                    f"(max_frame_length={reader.max_frame_length})"
+                )
         except BaseException as exc:
+            del result
             _send_error(codec, exc, "result")
             continue
         del result
