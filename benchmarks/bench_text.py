@@ -1,6 +1,7 @@
 """Decoding and line framing of real process output: procio beside AnyIO and the floor.
 
-Rows (one run, on asyncio):
+Rows (one run, on asyncio). The child is ``yes LINE | head -c N``: C programs writing
+large blocks, so that the child is never the bottleneck and the figures are the reader's.
 
 * decoding ASCII and mixed UTF-8 output of a child process to ``str``: procio's
   ``open_process`` + ``TextReceiveStream``, AnyIO's ``open_process`` +
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
-import sys
+import shlex
 import time
 from collections.abc import Awaitable, Callable
 
@@ -31,20 +32,13 @@ UTF8_LINE = "2026-11-26 journal: café ✓ naïve 漢字 résumé ok — done �
 
 
 def _child(line: bytes, total: int) -> list[str]:
-    # The child writes 1 MiB blocks so that it is never the bottleneck.
-    code = (
-        "import sys\n"
-        f"line = {line!r}\n"
-        "block = line * (1048576 // len(line))\n"
-        f"total = {total}\n"
-        "w = sys.stdout.buffer.write\n"
-        "while total > 0:\n"
-        "    piece = block[:total]\n"
-        "    w(piece)\n"
-        "    total -= len(piece)\n"
-        "sys.stdout.buffer.flush()\n"
-    )
-    return [sys.executable, "-c", code]
+    # `yes | head -c` writes the same line over and over, in large blocks, from C: the
+    # child is never the bottleneck, so the figures are the reader's. The total is a
+    # whole number of lines, so that no character is cut at the end.
+    assert line.endswith(b"\n")
+    total -= total % len(line)
+    text = line[:-1].decode()
+    return ["sh", "-c", f"yes {shlex.quote(text)} | head -c {total}"]
 
 
 async def _procio_decode(command: list[str]) -> int:
