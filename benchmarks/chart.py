@@ -4,7 +4,7 @@
 rows that ``run.py --json`` (or any ``bench_*.py --json``) wrote, and draws one group of
 bars per measured figure: how many times better procio does than AnyIO, and than the
 floor on the same machine, on a logarithmic scale centred on parity, with the target of
-DESIGN.md §3 marked where there is one.
+the design target marked where there is one.
 
 The chart is SVG written by hand: it needs no plotting library (so the benchmark
 environment and CI need nothing extra), stays sharp at any size, and diffs as text.
@@ -26,14 +26,14 @@ from _harness import Row
 
 @dataclass(frozen=True)
 class Target:
-    """One figure of DESIGN.md §3, as a bound on procio's advantage over a reference.
+    """One of procio's target figures, as a bound on procio's advantage over a reference.
 
     Attributes:
-        figure: the figure, in DESIGN.md's words.
+        figure: the figure, in the words of the design targets.
         pattern: a regular expression that finds the figure's group among the rows.
         reference: ``"anyio"`` or ``"floor"``.
         minimum: the least advantage that meets the target (see :func:`advantage`).
-        wording: the target as DESIGN.md states it.
+        wording: the target as the design states it.
     """
 
     figure: str
@@ -43,7 +43,7 @@ class Target:
     wording: str
 
 
-# DESIGN.md §3, each bound turned into "procio is at least this many times better".
+# The design targets, each bound turned into "procio is at least this many times better".
 # The worker figures are those of local worker processes: groups that measure another
 # backend (such as Dask) say so in their name and are not held to these targets.
 _LOCAL = r"^(?!.*\bdask\b)"
@@ -98,7 +98,7 @@ class Summary:
         subject: procio's row.
         vs_anyio: procio's advantage over AnyIO, if the group has an AnyIO row.
         vs_floor: procio's advantage over the floor, if the group has a floor row.
-        targets: the DESIGN.md §3 targets that apply to this group.
+        targets: the design targets that apply to this group.
     """
 
     group: str
@@ -133,7 +133,7 @@ def summarize(rows: Sequence[Row]) -> list[Summary]:
         targets = tuple(t for t in TARGETS if re.search(t.pattern, group, re.IGNORECASE))
         summaries.append(Summary(group, subject, ratios.get("anyio"), ratios.get("floor"), targets))
 
-    # DESIGN.md's figures first, in its order; then the rest as the scripts gave them,
+    # The target figures first, in their order; then the rest as the scripts gave them,
     # other backends' figures last.
     def rank(summary: Summary) -> int:
         if not re.search(_LOCAL, summary.group, re.IGNORECASE):
@@ -218,7 +218,7 @@ def render_svg(rows: Sequence[Row], subtitle: str = "") -> str:
         f'<line x1="{legend_x}" y1="{legend_y - 12}" x2="{legend_x}" y2="{legend_y + 2}" '
         f'stroke="{TARGET_COLOUR}" stroke-width="2.5"/>'
     )
-    out.append(f'<text x="{legend_x + 8}" y="{legend_y}" fill="#333">target (DESIGN.md §3)</text>')
+    out.append(f'<text x="{legend_x + 8}" y="{legend_y}" fill="#333">target</text>')
     legend_x += 170
     out.append(
         f'<text x="{legend_x}" y="{legend_y}" fill="#555">'

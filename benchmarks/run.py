@@ -6,7 +6,7 @@
 
 Each ``bench_*.py`` runs in a fresh interpreter, one after the other (never side by
 side, so they do not disturb each other's figures). Their rows are gathered into one
-report: first the figures of DESIGN.md §3 as procio's ratio to AnyIO and to the floor,
+report: first procio's target figures as procio's ratio to AnyIO and to the floor,
 each against its target, then every row with its ratios.
 
 - ``--output`` writes the report as markdown; into a page that has the report markers
@@ -70,7 +70,7 @@ def machine() -> str:
 
 
 def design_table(rows: Sequence[Row]) -> str:
-    """The figures of DESIGN.md §3: procio's advantage and whether it meets its target.
+    """procio's target figures: procio's advantage and whether it meets its target.
 
     An advantage is how many times better procio did than the reference, whatever the
     unit: above 1 procio is better (faster, or less time, or less CPU).
@@ -105,7 +105,7 @@ def report(rows: Sequence[Row], provenance: str, failed: Sequence[str]) -> str:
     parts = [
         provenance,
         "",
-        "### DESIGN.md §3 figures",
+        "### procio's target figures",
         "",
         "*vs AnyIO* and *vs floor* say how many times better procio did than each "
         "(above 1x: procio is better, whether the unit is a time or a throughput).",
