@@ -38,7 +38,7 @@ else:
 pytestmark = pytest.mark.anyio
 
 #: Calls per backend in CI (asyncio and Trio: twice this in all).
-CALLS = 5000
+CALLS = 15000
 TASKS = 32
 
 
