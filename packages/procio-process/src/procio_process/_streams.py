@@ -42,8 +42,8 @@ def _close_fd(fd: int, *, waited_on: bool) -> None:
     os.close(fd)
 
 
-class PipeReceiveStream(ByteReceiveStream):
-    """The read end of a pipe, as an AnyIO byte receive stream."""
+class _PipeEnd:
+    """What both ends share: the non-blocking fd they own, and closing it."""
 
     def __init__(self, fd: int) -> None:
         os.set_blocking(fd, False)
@@ -55,6 +55,29 @@ class PipeReceiveStream(ByteReceiveStream):
     def fileno(self) -> int:
         """Return the file descriptor, which stays owned by this stream."""
         return self._fd
+
+    def __del__(self) -> None:
+        # A stream dropped without being closed: nobody can be waiting on it any more
+        # (a waiting task would hold a reference), so close the fd without notifying.
+        if not getattr(self, "_closed", True):
+            self._closed = True
+            with suppress(OSError):
+                os.close(self._fd)
+
+    def close(self) -> None:
+        """Close the pipe at once; a task waiting on it is woken."""
+        if not self._closed:
+            self._closed = True
+            _close_fd(self._fd, waited_on=self._waiters > 0)
+
+    async def aclose(self) -> None:
+        """Close the pipe; a task waiting on it is woken."""
+        self.close()
+        await checkpoint()
+
+
+class PipeReceiveStream(_PipeEnd, ByteReceiveStream):
+    """The read end of a pipe, as an AnyIO byte receive stream."""
 
     @property
     def closed(self) -> bool:
@@ -97,39 +120,9 @@ class PipeReceiveStream(ByteReceiveStream):
                 raise EndOfStream
             return data
 
-    def __del__(self) -> None:
-        # A stream dropped without being closed: nobody can be waiting on it any more
-        # (a waiting task would hold a reference), so close the fd without notifying.
-        if not getattr(self, "_closed", True):
-            self._closed = True
-            with suppress(OSError):
-                os.close(self._fd)
 
-    def close(self) -> None:
-        """Close the pipe at once; a task waiting in :meth:`receive` is woken."""
-        if not self._closed:
-            self._closed = True
-            _close_fd(self._fd, waited_on=self._waiters > 0)
-
-    async def aclose(self) -> None:
-        """Close the pipe; a task waiting in :meth:`receive` is woken."""
-        self.close()
-        await checkpoint()
-
-
-class PipeSendStream(ByteSendStream):
+class PipeSendStream(_PipeEnd, ByteSendStream):
     """The write end of a pipe, as an AnyIO byte send stream."""
-
-    def __init__(self, fd: int) -> None:
-        os.set_blocking(fd, False)
-        self._fd = fd
-        self._closed = False
-        self._waiters = 0
-        self._calls_since_yield = 0
-
-    def fileno(self) -> int:
-        """Return the file descriptor, which stays owned by this stream."""
-        return self._fd
 
     async def send(self, item: bytes) -> None:
         """Write all of *item*, waiting while the pipe is full.
@@ -167,22 +160,3 @@ class PipeSendStream(ByteSendStream):
             if written == len(view):
                 return
             view = view[written:]
-
-    def __del__(self) -> None:
-        # A stream dropped without being closed: nobody can be waiting on it any more
-        # (a waiting task would hold a reference), so close the fd without notifying.
-        if not getattr(self, "_closed", True):
-            self._closed = True
-            with suppress(OSError):
-                os.close(self._fd)
-
-    def close(self) -> None:
-        """Close the pipe at once; a task waiting in :meth:`send` is woken."""
-        if not self._closed:
-            self._closed = True
-            _close_fd(self._fd, waited_on=self._waiters > 0)
-
-    async def aclose(self) -> None:
-        """Close the pipe; a task waiting in :meth:`send` is woken."""
-        self.close()
-        await checkpoint()
