@@ -19,12 +19,14 @@ import codecs
 import shlex
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 
 import anyio
 import anyio.streams.text
 import procio_process
 import procio_text
 from _harness import Row, parser, report
+from anyio.abc import ByteReceiveStream, ObjectReceiveStream, Process
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 ASCII_LINE = b"2026-11-26 12:00:00 INFO worker-3 handled request id=1234567 in 0.42 ms\n"
@@ -41,31 +43,26 @@ def _child(line: bytes, total: int) -> list[str]:
     return ["sh", "-c", f"yes {shlex.quote(text)} | head -c {total}"]
 
 
-async def _procio_decode(command: list[str]) -> int:
+async def _decode(
+    open_process: Callable[..., Awaitable[Process]],
+    text_stream: Callable[[ByteReceiveStream], ObjectReceiveStream[str]],
+    command: list[str],
+) -> int:
     count = 0
-    async with await procio_process.open_process(command, stdin=None, stderr=None) as process:
+    async with await open_process(command, stdin=None, stderr=None) as process:
         assert process.stdout is not None
-        async for text in procio_text.TextReceiveStream(process.stdout):
+        async for text in text_stream(process.stdout):
             count += len(text)
     return count
 
 
-async def _anyio_decode(command: list[str]) -> int:
-    count = 0
-    async with await anyio.open_process(command, stdin=None, stderr=None) as process:
-        assert process.stdout is not None
-        async for text in anyio.streams.text.TextReceiveStream(process.stdout):
-            count += len(text)
-    return count
-
-
-async def _mixed_decode(command: list[str]) -> int:
-    count = 0
-    async with await anyio.open_process(command, stdin=None, stderr=None) as process:
-        assert process.stdout is not None
-        async for text in procio_text.TextReceiveStream(process.stdout):
-            count += len(text)
-    return count
+Decoder = Callable[[list[str]], Awaitable[int]]
+_procio_decode: Decoder = partial(
+    _decode, procio_process.open_process, procio_text.TextReceiveStream
+)
+_anyio_decode: Decoder = partial(_decode, anyio.open_process, anyio.streams.text.TextReceiveStream)
+# procio's text layer alone, over AnyIO's process streams.
+_mixed_decode: Decoder = partial(_decode, anyio.open_process, procio_text.TextReceiveStream)
 
 
 async def _procio_lines(command: list[str]) -> int:
