@@ -330,3 +330,24 @@ async def test_run_process_leaves_room_for_other_tasks() -> None:
     assert result.stdout == payload
     # Hundreds of pipe-fulls went through; the other task ran between many of them.
     assert ticks > 20
+
+
+async def test_child_closing_its_output_early_does_not_hold_the_event_loop() -> None:
+    # Once the output pipes reach end of file, run_process polls briefly for the exit
+    # that usually follows at once. A child that closes its output and then runs on
+    # must still be waited for through the event loop, with other tasks running.
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await anyio.sleep(0.01)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(ticker)
+        result = await run_process(["sh", "-c", "exec >&- 2>&-; sleep 0.3; exit 4"], check=False)
+        tg.cancel_scope.cancel()
+    assert result.returncode == 4
+    assert result.stdout == result.stderr == b""
+    assert ticks >= 10

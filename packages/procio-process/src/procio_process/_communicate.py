@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import select
+import time
 from collections.abc import Callable
 
 from anyio import wait_readable
@@ -28,6 +29,13 @@ _WRITE_SIZE = 1 << 20
 # System calls per pipe per wake-up: a child that writes (or reads) without pause must
 # not keep this task from yielding to the event loop.
 _CALLS_PER_WAKEUP = 16
+# A child that exits closes its stdout, then its stderr, then becomes waitable, a few
+# microseconds apart. Woken by the first of these, the task would go back to the event
+# loop (and sleep, and be woken again) for each of the others. Once an output pipe has
+# reached end of file, it polls the rest without waiting for up to this long instead:
+# far less than a trip through the event loop and a wake-up, and a bound on how long a
+# child that closes its output but runs on can hold the event loop.
+_SETTLE_TIME = 100e-6
 
 
 def can_communicate(process: Process) -> bool:
@@ -75,8 +83,9 @@ async def communicate(
                     return False
 
                 handlers[stdin.fileno()] = write_then_close
-        while handlers:
-            await wait_readable(poller.fileno())
+        def handle_ready() -> bool:
+            """Serve the ready fds; return whether an output pipe reached end of file."""
+            finished = False
             for fd, _events in poller.poll(0):
                 handler = handlers.get(fd)
                 if handler is not None and handler():
@@ -84,11 +93,20 @@ async def communicate(
                     # The stdin fd is closed by now; epoll forgot it then.
                     if fd in sinks or fd == pidfd:
                         poller.unregister(fd)
+                    finished = finished or fd in sinks
             if len(handlers) == 1 and pidfd in handlers and watch_exit():
                 # An exiting child closes its pipes just before it becomes waitable:
-                # when the pipes are done, the exit has usually happened too, and
-                # checking now saves a trip through the event loop.
-                break
+                # when the pipes are done, the exit has usually happened too.
+                del handlers[pidfd]
+            return finished
+
+        while handlers:
+            await wait_readable(poller.fileno())
+            if handle_ready() and handlers:
+                deadline = time.perf_counter() + _SETTLE_TIME
+                while handlers and time.perf_counter() < deadline:
+                    os.sched_yield()  # the exiting child may share this CPU
+                    handle_ready()
     finally:
         poller.close()
         process._stop_watching()
