@@ -83,6 +83,7 @@ async def communicate(
                     return False
 
                 handlers[stdin.fileno()] = write_then_close
+
         def handle_ready() -> bool:
             """Serve the ready fds; return whether an output pipe reached end of file."""
             finished = False

@@ -17,7 +17,9 @@ import anyio.abc
 from anyio import CancelScope, move_on_after
 from anyio.lowlevel import checkpoint
 
+from . import _spawn
 from ._policy import CancelPolicy
+from ._spawn import SpawnedChild
 from ._streams import PipeReceiveStream, PipeSendStream
 from ._waiting import open_pidfd, wait_for_exit
 
@@ -68,7 +70,7 @@ class Process(anyio.abc.Process):
 
     def __init__(
         self,
-        popen: subprocess.Popen[bytes],
+        popen: subprocess.Popen[bytes] | SpawnedChild,
         stdin: PipeSendStream | None,
         stdout: PipeReceiveStream | None,
         stderr: PipeReceiveStream | None,
@@ -540,6 +542,18 @@ def spawn(
     if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
         raise NotImplementedError("procio_process does not run on Windows yet")
 
+    use_posix_spawn = _spawnable(
+        args,
+        shell,
+        (stdin, stdout, stderr),
+        cwd=cwd,
+        env=env,
+        startupinfo=startupinfo,
+        creationflags=creationflags,
+        start_new_session=start_new_session,
+        pass_fds=pass_fds,
+        popen_kwargs=popen_kwargs,
+    )
     parent_fds: list[int] = []
     child_fds: list[int] = []
 
@@ -558,22 +572,33 @@ def spawn(
         stdout_fd = parent_fds[-1] if stdout == PIPE else None
         child_stderr = pipe_for_child(stderr, child_reads=False)
         stderr_fd = parent_fds[-1] if stderr == PIPE else None
-        # Popen returns once the child has called exec (or failed to): it never waits
-        # for the child to run, so it does not block the event loop for long.
-        popen = subprocess.Popen(
-            args,
-            stdin=child_stdin,
-            stdout=child_stdout,
-            stderr=child_stderr,
-            shell=shell,
-            cwd=cwd,
-            env=env,
-            startupinfo=startupinfo,
-            creationflags=creationflags,
-            start_new_session=start_new_session,
-            pass_fds=pass_fds,
-            **popen_kwargs,
-        )
+        # Both return once the child has called exec (or failed to): they never wait
+        # for the child to run, so they do not block the event loop for long.
+        popen: subprocess.Popen[bytes] | SpawnedChild
+        if use_posix_spawn and all(fd > 2 for fd in child_fds):
+            popen = _spawn.spawn(
+                args,
+                shell=shell,
+                env=env,
+                streams=(child_stdin, child_stdout, child_stderr),  # type: ignore[arg-type]
+                setsid=start_new_session,
+                setpgroup=popen_kwargs.get("process_group"),
+            )
+        else:
+            popen = subprocess.Popen(
+                args,
+                stdin=child_stdin,
+                stdout=child_stdout,
+                stderr=child_stderr,
+                shell=shell,
+                cwd=cwd,
+                env=env,
+                startupinfo=startupinfo,
+                creationflags=creationflags,
+                start_new_session=start_new_session,
+                pass_fds=pass_fds,
+                **popen_kwargs,
+            )
     except BaseException:
         for fd in parent_fds:
             os.close(fd)
@@ -591,3 +616,43 @@ def spawn(
         cancel_policy,
         signal_tree,
     )
+
+
+def _spawnable(
+    args: str | bytes | list[Any],
+    shell: bool,
+    streams: tuple[int | IO[Any] | None, ...],
+    *,
+    cwd: object,
+    env: Mapping[str, str] | None,
+    startupinfo: object,
+    creationflags: int,
+    start_new_session: bool,
+    pass_fds: Sequence[int],
+    popen_kwargs: dict[str, Any],
+) -> bool:
+    """Whether :func:`_spawn.spawn` can start this child, or only ``Popen`` can."""
+    if not _spawn.AVAILABLE or cwd is not None or pass_fds:
+        return False
+    if startupinfo is not None or creationflags:
+        return False
+    # user, group, extra_groups and umask arrive here as Popen keywords too.
+    process_group = popen_kwargs.get("process_group")
+    if popen_kwargs.keys() - {"process_group"}:
+        return False
+    if process_group is not None:
+        if isinstance(process_group, bool) or not isinstance(process_group, int):
+            return False  # Popen gives its own error
+        if process_group < 0 or start_new_session:
+            return False
+    stdin, stdout, stderr = streams
+    plain = (PIPE, DEVNULL, None)
+    if stdin not in plain or stdout not in plain or stderr not in (*plain, STDOUT):
+        return False
+    if not shell:
+        assert isinstance(args, list)
+        program = os.fspath(args[0])
+        # A name is looked up in this process's PATH: the child's only without env.
+        if env is not None and not _spawn.has_directory(program):
+            return False
+    return True

@@ -19,6 +19,8 @@ import sys
 
 from anyio import to_thread, wait_readable
 
+from ._spawn import SpawnedChild
+
 _pidfd_usable = sys.platform == "linux" and hasattr(os, "pidfd_open")
 
 
@@ -37,7 +39,7 @@ def open_pidfd(pid: int) -> int | None:
         return None
 
 
-async def wait_for_exit(popen: subprocess.Popen[bytes], pidfd: int | None) -> None:
+async def wait_for_exit(popen: subprocess.Popen[bytes] | SpawnedChild, pidfd: int | None) -> None:
     """Return once the child has exited (it may still need reaping)."""
     if pidfd is not None:
         await wait_readable(pidfd)
@@ -50,7 +52,7 @@ async def wait_for_exit(popen: subprocess.Popen[bytes], pidfd: int | None) -> No
 _USE_WAITID = sys.platform == "linux" and hasattr(os, "waitid")
 
 
-def _block_until_exit(popen: subprocess.Popen[bytes]) -> None:
+def _block_until_exit(popen: subprocess.Popen[bytes] | SpawnedChild) -> None:
     if _USE_WAITID:
         # WNOWAIT leaves the child to be reaped by Popen in the event loop thread, so
         # an abandoned thread never races Popen's own bookkeeping.
