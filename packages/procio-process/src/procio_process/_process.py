@@ -31,6 +31,10 @@ STDOUT = subprocess.STDOUT
 
 _DEFAULT_POLICY = CancelPolicy()
 
+#: Where procio has no way of its own to run children (Windows), they are started by
+#: :func:`anyio.open_process` and driven through ``_delegated.DelegatedProcess``.
+DELEGATE = sys.platform == "win32"
+
 if sys.platform != "win32":
     import fcntl
 
@@ -272,6 +276,12 @@ class Process(anyio.abc.Process):
             pidfd, self._pidfd = self._pidfd, None
             os.close(pidfd)
 
+    def _close_now(self) -> bool:
+        """Close a reaped child's pipes and pidfd without the event loop, if possible."""
+        self._close_streams()
+        self._close_pidfd()
+        return True
+
     def _close_streams(self) -> None:
         for stream in (self._stdin, self._stdout, self._stderr):
             if stream is not None:
@@ -385,6 +395,29 @@ def _normalize_command(
     return args, False
 
 
+def check_arguments(
+    command: StrOrBytesPath | Sequence[StrOrBytesPath],
+    stdin: int | IO[Any] | None,
+    stdout: int | IO[Any] | None,
+    stderr: int | IO[Any] | None,
+    cancel_policy: CancelPolicy,
+    popen_kwargs: Mapping[str, Any],
+) -> tuple[str | bytes | list[Any], bool]:
+    """Refuse what no way of starting a child accepts; return (args, whether shell)."""
+    args, shell = _normalize_command(command)
+    _check_stream_spec("stdin", stdin)
+    _check_stream_spec("stdout", stdout)
+    _check_stream_spec("stderr", stderr, allow_stdout=True)
+    if not isinstance(cancel_policy, CancelPolicy):
+        raise TypeError(f"cancel_policy must be a CancelPolicy, not {type(cancel_policy).__name__}")
+    for key in popen_kwargs:
+        if key in _REFUSED_POPEN_KWARGS:
+            raise TypeError(f"open_process() does not accept {key}=: {_REFUSED_POPEN_KWARGS[key]}")
+        if key in _PIPE_POPEN_KWARGS and PIPE in (stdin, stdout, stderr):
+            raise TypeError(f"{key}= does not go with PIPE streams: {_PIPE_POPEN_KWARGS[key]}")
+    return args, shell
+
+
 def _make_pipe(pipesize: int) -> tuple[int, int]:
     read_fd, write_fd = os.pipe()
     if pipesize > 0 and _F_SETPIPE_SZ is not None:
@@ -454,26 +487,29 @@ async def open_process(
             change what the streams carry (``text``, ``encoding``, ``shell``...).
         ValueError: for conflicting or out-of-range options.
     """
+    options: dict[str, Any] = {
+        "stdin": stdin,
+        "stdout": stdout,
+        "stderr": stderr,
+        "cwd": cwd,
+        "env": env,
+        "startupinfo": startupinfo,
+        "creationflags": creationflags,
+        "start_new_session": start_new_session,
+        "pass_fds": pass_fds,
+        "user": user,
+        "group": group,
+        "extra_groups": extra_groups,
+        "umask": umask,
+        "cancel_policy": cancel_policy,
+        "signal_tree": signal_tree,
+    }
+    if DELEGATE:
+        from ._delegated import start_delegated
+
+        return await start_delegated(command, **options, **popen_kwargs)
     await checkpoint()
-    return spawn(
-        command,
-        stdin=stdin,
-        stdout=stdout,
-        stderr=stderr,
-        cwd=cwd,
-        env=env,
-        startupinfo=startupinfo,
-        creationflags=creationflags,
-        start_new_session=start_new_session,
-        pass_fds=pass_fds,
-        user=user,
-        group=group,
-        extra_groups=extra_groups,
-        umask=umask,
-        cancel_policy=cancel_policy,
-        signal_tree=signal_tree,
-        **popen_kwargs,
-    )
+    return spawn(command, **options, **popen_kwargs)
 
 
 def spawn(
@@ -501,17 +537,7 @@ def spawn(
     Nothing between the spawn and the return can be cancelled, so a started child always
     reaches its caller as a :class:`Process`.
     """
-    args, shell = _normalize_command(command)
-    _check_stream_spec("stdin", stdin)
-    _check_stream_spec("stdout", stdout)
-    _check_stream_spec("stderr", stderr, allow_stdout=True)
-    if not isinstance(cancel_policy, CancelPolicy):
-        raise TypeError(f"cancel_policy must be a CancelPolicy, not {type(cancel_policy).__name__}")
-    for key in popen_kwargs:
-        if key in _REFUSED_POPEN_KWARGS:
-            raise TypeError(f"open_process() does not accept {key}=: {_REFUSED_POPEN_KWARGS[key]}")
-        if key in _PIPE_POPEN_KWARGS and PIPE in (stdin, stdout, stderr):
-            raise TypeError(f"{key}= does not go with PIPE streams: {_PIPE_POPEN_KWARGS[key]}")
+    args, shell = check_arguments(command, stdin, stdout, stderr, cancel_policy, popen_kwargs)
     pipesize = popen_kwargs.pop("pipesize", -1)
     if isinstance(pipesize, bool) or not isinstance(pipesize, int):
         raise TypeError(f"pipesize must be an int, not {type(pipesize).__name__}")
@@ -538,9 +564,6 @@ def spawn(
                 popen_kwargs["process_group"] = 0
             else:  # process_group= is new in 3.11; a new session is a new group too
                 start_new_session = True
-
-    if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
-        raise NotImplementedError("procio_process does not run on Windows yet")
 
     use_posix_spawn = _spawnable(
         args,

@@ -19,7 +19,9 @@ from anyio import (
 from anyio.abc import ByteReceiveStream, ByteSendStream, TaskStatus
 from anyio.lowlevel import checkpoint_if_cancelled
 
+from . import _process
 from ._communicate import can_communicate, communicate
+from ._delegated import start_delegated
 from ._policy import CancelPolicy
 from ._process import _DEFAULT_POLICY, Process, StrOrBytesPath, spawn
 from ._streams import PipeReceiveStream
@@ -45,14 +47,17 @@ async def _feed(stream: ByteSendStream, data: bytes) -> None:
         await stream.aclose()
 
 
-async def _exchange(
-    process: Process,
-    input: bytes | None,
-    outputs: list[tuple[PipeReceiveStream, list[bytes]]],
-) -> None:
+Outputs = list[tuple[ByteReceiveStream, list[bytes]]]
+
+
+async def _exchange(process: Process, input: bytes | None, outputs: Outputs) -> None:
     """Feed *input*, collect the outputs until EOF and wait for the child's exit."""
     if can_communicate(process):
-        await communicate(process, input, {stream.fileno(): chunks for stream, chunks in outputs})
+        sinks = {}
+        for stream, chunks in outputs:
+            assert isinstance(stream, PipeReceiveStream)  # a process with a pidfd has pipes
+            sinks[stream.fileno()] = chunks
+        await communicate(process, input, sinks)
         return
     async with create_task_group() as tg:
         for stream, chunks in outputs:
@@ -62,9 +67,7 @@ async def _exchange(
         await process.wait()
 
 
-async def _stop_collecting(
-    process: Process, outputs: list[tuple[PipeReceiveStream, list[bytes]]]
-) -> None:
+async def _stop_collecting(process: Process, outputs: Outputs) -> None:
     """Stop *process* by its policy while still reading what it writes meanwhile.
 
     Must run shielded. Reading on during the grace period keeps a child that flushes
@@ -83,8 +86,8 @@ async def _stop_collecting(
     await process.aclose()
 
 
-def _read_available(stream: PipeReceiveStream, chunks: list[bytes]) -> None:
-    if stream.closed:
+def _read_available(stream: ByteReceiveStream, chunks: list[bytes]) -> None:
+    if not isinstance(stream, PipeReceiveStream) or stream.closed:
         return
     # Bounded, in case a grandchild keeps writing.
     for _ in range(256):
@@ -187,30 +190,32 @@ async def run_process(
         if math.isnan(timeout):
             raise ValueError("timeout must not be NaN")
 
-    await checkpoint_if_cancelled()
-    # No checkpoint between the spawn and the try block below: a cancellation there
-    # would lose the child.
-    process = spawn(
-        command,
-        stdin=stdin,
-        stdout=stdout,
-        stderr=stderr,
-        cwd=cwd,
-        env=env,
-        startupinfo=startupinfo,
-        creationflags=creationflags,
-        start_new_session=start_new_session,
-        pass_fds=pass_fds,
-        user=user,
-        group=group,
-        extra_groups=extra_groups,
-        umask=umask,
-        cancel_policy=cancel_policy,
-        signal_tree=signal_tree,
-        **popen_kwargs,
-    )
-    outputs: list[tuple[PipeReceiveStream, list[bytes]]] = [
-        (stream, []) for stream in (process._stdout, process._stderr) if stream is not None
+    options: dict[str, Any] = {
+        "stdin": stdin,
+        "stdout": stdout,
+        "stderr": stderr,
+        "cwd": cwd,
+        "env": env,
+        "startupinfo": startupinfo,
+        "creationflags": creationflags,
+        "start_new_session": start_new_session,
+        "pass_fds": pass_fds,
+        "user": user,
+        "group": group,
+        "extra_groups": extra_groups,
+        "umask": umask,
+        "cancel_policy": cancel_policy,
+        "signal_tree": signal_tree,
+    }
+    if _process.DELEGATE:
+        process: Process = await start_delegated(command, **options, **popen_kwargs)
+    else:
+        await checkpoint_if_cancelled()
+        # No checkpoint between the spawn and the try block below: a cancellation there
+        # would lose the child.
+        process = spawn(command, **options, **popen_kwargs)
+    outputs: Outputs = [
+        (stream, []) for stream in (process.stdout, process.stderr) if stream is not None
     ]
     try:
         task_status.started(process)
@@ -224,11 +229,8 @@ async def run_process(
         if timed_out:
             with CancelScope(shield=True):
                 await _stop_collecting(process, outputs)
-        elif process.returncode is not None:
-            # Reaped and drained: close without another trip through the event loop.
-            process._close_streams()
-            process._close_pidfd()
-        else:
+        elif process.returncode is None or not process._close_now():
+            # (Reaped and drained, the pipes close without a trip through the event loop.)
             await process.aclose()
     except BaseException:
         with CancelScope(shield=True):

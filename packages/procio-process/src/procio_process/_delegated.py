@@ -1,0 +1,170 @@
+"""Children started by :func:`anyio.open_process`, where procio has no backend of its own.
+
+On Windows, pipes are not file descriptors an event loop can poll, and each AnyIO
+backend already drives them its own way (asyncio's proactor, Trio's I/O completion
+ports). So there procio starts the child with :func:`anyio.open_process` and wraps it:
+:class:`DelegatedProcess` is a :class:`~procio_process.Process`, with the same
+cancellation policy, ``stop()``, ``timeout`` and ``task_status`` in
+:func:`~procio_process.run_process`, over AnyIO's streams.
+
+What AnyIO's function does not take is refused with a clear error instead of being
+dropped: further ``Popen`` keyword arguments, and ``signal_tree`` (Windows has no
+process groups to signal).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import suppress
+from signal import Signals
+from typing import IO, Any
+
+import anyio
+import anyio.abc
+from anyio import CancelScope
+
+from ._policy import CancelPolicy
+from ._process import Process, StrOrBytesPath, check_arguments
+
+
+class DelegatedProcess(Process):
+    """A :class:`~procio_process.Process` over a child that AnyIO started and drives."""
+
+    def __init__(self, inner: anyio.abc.Process, cancel_policy: CancelPolicy) -> None:
+        # Nothing of procio's own pipes, pidfd or Popen: every operation goes to *inner*.
+        self._inner = inner
+        self._stdin = self._stdout = self._stderr = None
+        self._pidfd = None
+        self._cancel_policy = cancel_policy
+        self._signal_tree = False
+        self._watching = False
+        self._exit_event = None
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} pid={self.pid} returncode={self._inner.returncode}>"
+
+    @property
+    def pid(self) -> int:
+        """The process ID of the child."""
+        return self._inner.pid
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit code, or ``None`` while the child runs."""
+        return self._inner.returncode
+
+    @property
+    def stdin(self) -> anyio.abc.ByteSendStream | None:
+        """The child's standard input, if it was opened with ``stdin=PIPE``."""
+        return self._inner.stdin
+
+    @property
+    def stdout(self) -> anyio.abc.ByteReceiveStream | None:
+        """The child's standard output, if it was opened with ``stdout=PIPE``."""
+        return self._inner.stdout
+
+    @property
+    def stderr(self) -> anyio.abc.ByteReceiveStream | None:
+        """The child's standard error, if it was opened with ``stderr=PIPE``."""
+        return self._inner.stderr
+
+    async def wait(self) -> int:
+        """Wait until the child exits and return its exit code."""
+        return await self._inner.wait()
+
+    def send_signal(self, signal: Signals) -> None:
+        """Send *signal* to the child, unless it has already exited."""
+        if self._inner.returncode is None:
+            with suppress(ProcessLookupError):
+                self._inner.send_signal(signal)
+
+    def terminate(self) -> None:
+        """Ask the child to exit (``TerminateProcess`` on Windows)."""
+        if self._inner.returncode is None:
+            with suppress(ProcessLookupError):
+                self._inner.terminate()
+
+    def kill(self) -> None:
+        """Kill the child (``TerminateProcess`` on Windows)."""
+        if self._inner.returncode is None:
+            with suppress(ProcessLookupError):
+                self._inner.kill()
+
+    async def aclose(self) -> None:
+        """Close the streams, then wait for the child, stopping it by policy if cancelled."""
+        with CancelScope(shield=True):
+            for stream in (self._inner.stdin, self._inner.stdout, self._inner.stderr):
+                if stream is not None:
+                    await stream.aclose()
+        try:
+            await self.wait()
+        except BaseException:
+            with CancelScope(shield=True):
+                await self.stop()
+            raise
+
+    def _poll(self) -> int | None:
+        return self._inner.returncode
+
+    def _signal_polite(self, sig: Signals) -> None:
+        if self._inner.returncode is None:
+            with suppress(ProcessLookupError):
+                if sig == Signals.SIGTERM:
+                    self._inner.terminate()
+                else:
+                    self._inner.send_signal(sig)
+
+    def _close_now(self) -> bool:
+        return False  # AnyIO's streams close through the event loop: use aclose()
+
+    def _close_streams(self) -> None:
+        pass  # see aclose()
+
+
+async def start_delegated(
+    command: StrOrBytesPath | Sequence[StrOrBytesPath],
+    *,
+    stdin: int | IO[Any] | None,
+    stdout: int | IO[Any] | None,
+    stderr: int | IO[Any] | None,
+    cwd: StrOrBytesPath | None,
+    env: Mapping[str, str] | None,
+    startupinfo: Any,
+    creationflags: int,
+    start_new_session: bool,
+    pass_fds: Sequence[int],
+    user: str | int | None,
+    group: str | int | None,
+    extra_groups: Iterable[str | int] | None,
+    umask: int,
+    cancel_policy: CancelPolicy,
+    signal_tree: bool,
+    **popen_kwargs: Any,
+) -> DelegatedProcess:
+    """Start *command* with :func:`anyio.open_process` and wrap it."""
+    args, _shell = check_arguments(command, stdin, stdout, stderr, cancel_policy, popen_kwargs)
+    if popen_kwargs:
+        names = ", ".join(f"{key}=" for key in popen_kwargs)
+        raise TypeError(
+            f"{names}: on this platform children are started by anyio.open_process, "
+            "which takes no further Popen keyword arguments"
+        )
+    if signal_tree:
+        raise ValueError("signal_tree=True needs POSIX process groups")
+    inner = await anyio.open_process(
+        args,
+        stdin=stdin,
+        stdout=stdout,
+        stderr=stderr,
+        cwd=cwd,
+        env=env,
+        startupinfo=startupinfo,
+        creationflags=creationflags,
+        start_new_session=start_new_session,
+        pass_fds=pass_fds,
+        user=user,
+        group=group,
+        extra_groups=extra_groups,
+        umask=umask,
+    )
+    return DelegatedProcess(inner, cancel_policy)
