@@ -263,3 +263,63 @@ async def test_pass_fds_reach_a_fresh_worker_beside_the_protocol_pipes() -> None
 async def test_standard_streams_cannot_be_redirected_by_popen_keywords() -> None:
     with pytest.raises(TypeError, match="stdout="):
         await to_process.run_sync(funcs.echo, 1, stdout=subprocess.DEVNULL)
+
+
+UNGUARDED = """
+import os
+import sys
+
+import anyio
+from procio_workers import to_process
+
+
+def double(x):
+    return x * 2
+
+
+# Every process that runs this module notes its pid. Starting workers at import time,
+# with no `if __name__ == "__main__":` guard, is the mistake under test.
+with open(sys.argv[1] if __name__ == "__main__" else os.environ["PIDS_FILE"], "a") as f:
+    f.write(f"{os.getpid()}\\n")
+
+
+async def main():
+    print(await to_process.run_sync(double, 21))
+
+
+anyio.run(main, backend=BACKEND)
+"""
+
+
+async def test_a_main_module_starting_workers_on_import_fails_clearly(
+    tmp_path: Path, anyio_backend: tuple[str, dict[str, object]]
+) -> None:
+    # Run by the worker as __mp_main__, such a module would start a worker of its own,
+    # which would start another, without end. procio refuses to start that second worker.
+    pids_file = tmp_path / "pids"
+    script = tmp_path / "unguarded.py"
+    script.write_text(UNGUARDED.replace("BACKEND", repr(anyio_backend[0])))
+    env = dict(os.environ, PIDS_FILE=str(pids_file))
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), *sys.path])
+    completed = await anyio.run_process(
+        [sys.executable, str(script), str(pids_file)], env=env, check=False
+    )
+    assert completed.returncode != 0
+    stderr = completed.stderr.decode()
+    assert 'if __name__ == "__main__":' in stderr
+    assert "while it ran the parent's main module" in stderr
+    pids = [int(line) for line in pids_file.read_text().split()]
+    assert len(pids) == 2  # the program and its one worker, which ran the module
+    for _ in range(200):  # the worker leaves when it sees its parent gone
+        if not any(_alive(pid) for pid in pids):
+            break
+        await anyio.sleep(0.05)
+    assert not any(_alive(pid) for pid in pids)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -29,10 +29,11 @@ WORKER_PROGRAM = str(Path(__file__).with_name("_worker.py"))
 # Loads the worker program by path, so that neither the package directory (which holds
 # a module called ``abc``) nor ``procio_workers/__init__`` (which imports anyio) is
 # ever imported in the worker.
+WORKER_MODULE = "_procio_worker"
 BOOTSTRAP = (
     "import sys,importlib.util as u;"
-    "s=u.spec_from_file_location('_procio_worker',sys.argv[1]);"
-    "m=u.module_from_spec(s);sys.modules['_procio_worker']=m;"
+    f"s=u.spec_from_file_location('{WORKER_MODULE}',sys.argv[1]);"
+    f"m=u.module_from_spec(s);sys.modules['{WORKER_MODULE}']=m;"
     "s.loader.exec_module(m);sys.exit(m.main(sys.argv[2:]))"
 )
 
@@ -595,6 +596,7 @@ class ProcessBackend(WorkerBackend):
         """Start a worker process, complete its handshake and return it."""
         if self._task_group is None:
             raise RuntimeError("the backend is not open; use it as an async context manager")
+        _refuse_while_running_parent_main()
         popen_kwargs = dict(options)
         for reserved in ("stdin", "stdout", "stderr"):
             if reserved in popen_kwargs:
@@ -663,3 +665,18 @@ class ProcessBackend(WorkerBackend):
                 ) from None
             raise
         return worker
+
+
+def _refuse_while_running_parent_main() -> None:
+    """Stop a worker that runs its parent's main module from starting workers of its own.
+
+    That happens when the main module starts workers as it is imported, with no
+    ``if __name__ == "__main__":`` guard: every worker would start another, without end.
+    """
+    worker = sys.modules.get(WORKER_MODULE)
+    if worker is not None and getattr(worker, "RUNNING_PARENT_MAIN", False):
+        raise RuntimeError(
+            "a worker process was asked to start worker processes while it ran the parent's "
+            "main module: the main module starts them when imported. Put that code under "
+            '`if __name__ == "__main__":`, which a worker does not run.'
+        )

@@ -41,6 +41,11 @@ wire = _load_wire()
 REQUEST_FD = -1
 RESPONSE_FD = -1
 
+#: True while the parent's main module runs in this worker. A main module that starts
+#: workers when imported (no ``if __name__ == "__main__":`` guard) would otherwise have
+#: each worker start another, without end; procio_workers refuses to start one then.
+RUNNING_PARENT_MAIN = False
+
 CODECS = ["pickle", "cloudpickle"]
 FEATURES = ["out-of-band", "lazy-main", "traceback"]
 
@@ -86,7 +91,12 @@ class _ParentMain(types.ModuleType):
             namespace["__spec__"] = None
             with open(path, "rb") as source:
                 code = compile(source.read(), path, "exec")
-        exec(code, namespace)
+        global RUNNING_PARENT_MAIN
+        RUNNING_PARENT_MAIN = True
+        try:
+            exec(code, namespace)
+        finally:
+            RUNNING_PARENT_MAIN = False
 
 
 def _install_main(spec: dict[str, Any] | None) -> None:
