@@ -66,7 +66,11 @@ class SpawnedChild:
     def __del__(self, _warn: Any = warnings.warn) -> None:
         if getattr(self, "returncode", 0) is not None:
             return
-        if self.poll() is None:
+        try:
+            running = self.poll() is None
+        except Exception:  # noqa: BLE001 - interpreter shutdown: os may be half gone
+            return
+        if running:
             _warn(f"subprocess {self.pid} is still running", ResourceWarning, source=self)
             _unreaped.append(self.pid)
 
