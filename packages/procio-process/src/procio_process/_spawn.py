@@ -68,7 +68,7 @@ class SpawnedChild:
             return
         try:
             running = self.poll() is None
-        except Exception:  # noqa: BLE001 - interpreter shutdown: os may be half gone
+        except Exception:  # interpreter shutdown: os may be half gone
             return
         if running:
             _warn(f"subprocess {self.pid} is still running", ResourceWarning, source=self)
