@@ -112,10 +112,14 @@ async def test_output_input_and_merge(path: str, leak_guard: StartGuard) -> None
 
 
 @pytest.mark.parametrize("name", ["no-such-program-here", "/no/such/program"])
-async def test_missing_program_is_file_not_found(path: str, name: str) -> None:
+async def test_missing_program_is_file_not_found(
+    path: str, name: str, leak_guard: StartGuard
+) -> None:
+    check = leak_guard()
     with pytest.raises(FileNotFoundError) as caught:
         await run_process([name])
     assert caught.value.filename == name
+    check()  # neither the pipes nor the child that failed to exec are left behind
 
 
 async def test_file_that_is_not_a_program_is_an_exec_format_error(
