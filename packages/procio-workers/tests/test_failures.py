@@ -18,6 +18,7 @@ from procio_workers import (
     SerializationError,
     WorkerError,
     WorkerPool,
+    _process_backend,
     _wire,
 )
 
@@ -215,3 +216,12 @@ async def test_a_call_given_a_worker_that_died_idle_runs_on_another_one() -> Non
         assert await pool.run_sync(funcs.sleep_and_pid, 0) != pid
         figures = pool.statistics()
         assert (figures.broken, figures.failures, figures.calls) == (1, 0, 2)
+
+
+async def test_process_workers_refuse_windows_clearly(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Switched on here, as it is on Windows: the call fails before any worker starts.
+    monkeypatch.setattr(_process_backend, "POSIX", False)
+    async with WorkerPool(max_workers=1) as pool:
+        with pytest.raises(NotImplementedError, match=r"anyio\.to_process\.run_sync"):
+            await pool.run_sync(funcs.echo, 1)
+        assert pool.statistics().started == 0

@@ -54,6 +54,9 @@ _yield_cpu: Callable[[], None] = getattr(os, "sched_yield", lambda: None)
 #: What :meth:`ProcessWorker.call_nowait` returns when the call must be finished later.
 PENDING: Any = object()
 
+#: Workers speak the protocol over inherited POSIX pipes; Windows has no such thing.
+POSIX = sys.platform != "win32"
+
 if sys.platform != "win32":
     import fcntl
 
@@ -596,6 +599,12 @@ class ProcessBackend(WorkerBackend):
         """Start a worker process, complete its handshake and return it."""
         if self._task_group is None:
             raise RuntimeError("the backend is not open; use it as an async context manager")
+        if not POSIX:
+            raise NotImplementedError(
+                "procio's worker processes talk over inherited POSIX pipes, which Windows "
+                "does not have; there, use anyio.to_process.run_sync, or give WorkerPool "
+                "a backend of its own"
+            )
         _refuse_while_running_parent_main()
         popen_kwargs = dict(options)
         for reserved in ("stdin", "stdout", "stderr"):
