@@ -14,7 +14,7 @@ process groups to signal).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from contextlib import suppress
 from signal import Signals
 from typing import IO, Any
@@ -121,27 +121,38 @@ class DelegatedProcess(Process):
         pass  # see aclose()
 
 
+# The keyword arguments of anyio.open_process besides the three streams.
+_ANYIO_OPTIONS = (
+    "cwd",
+    "env",
+    "startupinfo",
+    "creationflags",
+    "start_new_session",
+    "pass_fds",
+    "user",
+    "group",
+    "extra_groups",
+    "umask",
+)
+
+
 async def start_delegated(
     command: StrOrBytesPath | Sequence[StrOrBytesPath],
     *,
     stdin: int | IO[Any] | None,
     stdout: int | IO[Any] | None,
     stderr: int | IO[Any] | None,
-    cwd: StrOrBytesPath | None,
-    env: Mapping[str, str] | None,
-    startupinfo: Any,
-    creationflags: int,
-    start_new_session: bool,
-    pass_fds: Sequence[int],
-    user: str | int | None,
-    group: str | int | None,
-    extra_groups: Iterable[str | int] | None,
-    umask: int,
     cancel_policy: CancelPolicy,
     signal_tree: bool,
-    **popen_kwargs: Any,
+    **options: Any,
 ) -> DelegatedProcess:
-    """Start *command* with :func:`anyio.open_process` and wrap it."""
+    """Start *command* with :func:`anyio.open_process` and wrap it.
+
+    *options* are :func:`~procio_process.open_process`'s other keyword arguments: those
+    AnyIO takes, and any further ``Popen`` keyword, which is refused.
+    """
+    anyio_options = {name: options.pop(name) for name in _ANYIO_OPTIONS}
+    popen_kwargs = options
     args, _shell = check_arguments(command, stdin, stdout, stderr, cancel_policy, popen_kwargs)
     if popen_kwargs:
         names = ", ".join(f"{key}=" for key in popen_kwargs)
@@ -152,19 +163,6 @@ async def start_delegated(
     if signal_tree:
         raise ValueError("signal_tree=True needs POSIX process groups")
     inner = await anyio.open_process(
-        args,
-        stdin=stdin,
-        stdout=stdout,
-        stderr=stderr,
-        cwd=cwd,
-        env=env,
-        startupinfo=startupinfo,
-        creationflags=creationflags,
-        start_new_session=start_new_session,
-        pass_fds=pass_fds,
-        user=user,
-        group=group,
-        extra_groups=extra_groups,
-        umask=umask,
+        args, stdin=stdin, stdout=stdout, stderr=stderr, **anyio_options
     )
     return DelegatedProcess(inner, cancel_policy)

@@ -6,7 +6,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import suppress
 from os import PathLike
 from signal import Signals
@@ -504,12 +504,26 @@ async def open_process(
         "cancel_policy": cancel_policy,
         "signal_tree": signal_tree,
     }
+    return await start(command, checkpoint, {**options, **popen_kwargs})
+
+
+async def start(
+    command: StrOrBytesPath | Sequence[StrOrBytesPath],
+    before_spawn: Callable[[], Awaitable[None]],
+    options: dict[str, Any],
+) -> Process:
+    """Start the child with *options* (:func:`open_process`'s keyword arguments).
+
+    Where procio delegates, AnyIO starts it. Elsewhere :func:`spawn` does, right after
+    *before_spawn* (a checkpoint of the caller's choice); nothing after the spawn yields,
+    so the caller gets the :class:`Process` before any cancellation can strike.
+    """
     if DELEGATE:
         from ._delegated import start_delegated
 
-        return await start_delegated(command, **options, **popen_kwargs)
-    await checkpoint()
-    return spawn(command, **options, **popen_kwargs)
+        return await start_delegated(command, **options)
+    await before_spawn()
+    return spawn(command, **options)
 
 
 def spawn(
@@ -565,18 +579,18 @@ def spawn(
             else:  # process_group= is new in 3.11; a new session is a new group too
                 start_new_session = True
 
-    use_posix_spawn = _spawnable(
-        args,
-        shell,
-        (stdin, stdout, stderr),
-        cwd=cwd,
-        env=env,
-        startupinfo=startupinfo,
-        creationflags=creationflags,
-        start_new_session=start_new_session,
-        pass_fds=pass_fds,
-        popen_kwargs=popen_kwargs,
-    )
+    # What Popen gets besides the command and the three streams.
+    popen_options: dict[str, Any] = {
+        "shell": shell,
+        "cwd": cwd,
+        "env": env,
+        "startupinfo": startupinfo,
+        "creationflags": creationflags,
+        "start_new_session": start_new_session,
+        "pass_fds": pass_fds,
+        **popen_kwargs,
+    }
+    use_posix_spawn = _spawnable(args, (stdin, stdout, stderr), popen_options)
     parent_fds: list[int] = []
     child_fds: list[int] = []
 
@@ -609,18 +623,7 @@ def spawn(
             )
         else:
             popen = subprocess.Popen(
-                args,
-                stdin=child_stdin,
-                stdout=child_stdout,
-                stderr=child_stderr,
-                shell=shell,
-                cwd=cwd,
-                env=env,
-                startupinfo=startupinfo,
-                creationflags=creationflags,
-                start_new_session=start_new_session,
-                pass_fds=pass_fds,
-                **popen_kwargs,
+                args, stdin=child_stdin, stdout=child_stdout, stderr=child_stderr, **popen_options
             )
     except BaseException:
         for fd in parent_fds:
@@ -641,41 +644,49 @@ def spawn(
     )
 
 
+# The Popen options posix_spawn can honour; any other one sends the child through Popen.
+_SPAWN_OPTIONS = {
+    "shell",
+    "cwd",
+    "env",
+    "startupinfo",
+    "creationflags",
+    "start_new_session",
+    "pass_fds",
+    "process_group",
+}
+
+
 def _spawnable(
     args: str | bytes | list[Any],
-    shell: bool,
     streams: tuple[int | IO[Any] | None, ...],
-    *,
-    cwd: object,
-    env: Mapping[str, str] | None,
-    startupinfo: object,
-    creationflags: int,
-    start_new_session: bool,
-    pass_fds: Sequence[int],
-    popen_kwargs: dict[str, Any],
+    options: Mapping[str, Any],
 ) -> bool:
-    """Whether :func:`_spawn.spawn` can start this child, or only ``Popen`` can."""
-    if not _spawn.AVAILABLE or cwd is not None or pass_fds:
+    """Whether :func:`_spawn.spawn` can start this child, or only ``Popen`` can.
+
+    *options* are the keyword arguments ``Popen`` would get besides the streams; user,
+    group, extra_groups and umask are among them when given.
+    """
+    if not _spawn.AVAILABLE or options.keys() - _SPAWN_OPTIONS:
         return False
-    if startupinfo is not None or creationflags:
+    if options["cwd"] is not None or options["pass_fds"]:
         return False
-    # user, group, extra_groups and umask arrive here as Popen keywords too.
-    process_group = popen_kwargs.get("process_group")
-    if popen_kwargs.keys() - {"process_group"}:
+    if options["startupinfo"] is not None or options["creationflags"]:
         return False
+    process_group = options.get("process_group")
     if process_group is not None:
         if isinstance(process_group, bool) or not isinstance(process_group, int):
             return False  # Popen gives its own error
-        if process_group < 0 or start_new_session:
+        if process_group < 0 or options["start_new_session"]:
             return False
     stdin, stdout, stderr = streams
     plain = (PIPE, DEVNULL, None)
     if stdin not in plain or stdout not in plain or stderr not in (*plain, STDOUT):
         return False
-    if not shell:
+    if not options["shell"]:
         assert isinstance(args, list)
         program = os.fspath(args[0])
         # A name is looked up in this process's PATH: the child's only without env.
-        if env is not None and not _spawn.has_directory(program):
+        if options["env"] is not None and not _spawn.has_directory(program):
             return False
     return True

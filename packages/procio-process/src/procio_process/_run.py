@@ -19,11 +19,9 @@ from anyio import (
 from anyio.abc import ByteReceiveStream, ByteSendStream, TaskStatus
 from anyio.lowlevel import checkpoint_if_cancelled
 
-from . import _process
 from ._communicate import can_communicate, communicate
-from ._delegated import start_delegated
 from ._policy import CancelPolicy
-from ._process import _DEFAULT_POLICY, Process, StrOrBytesPath, spawn
+from ._process import _DEFAULT_POLICY, Process, StrOrBytesPath, start
 from ._streams import PipeReceiveStream
 
 
@@ -207,13 +205,9 @@ async def run_process(
         "cancel_policy": cancel_policy,
         "signal_tree": signal_tree,
     }
-    if _process.DELEGATE:
-        process: Process = await start_delegated(command, **options, **popen_kwargs)
-    else:
-        await checkpoint_if_cancelled()
-        # No checkpoint between the spawn and the try block below: a cancellation there
-        # would lose the child.
-        process = spawn(command, **options, **popen_kwargs)
+    # No checkpoint between the spawn and the try block below: a cancellation there
+    # would lose the child. start() returns right after spawning it.
+    process = await start(command, checkpoint_if_cancelled, {**options, **popen_kwargs})
     outputs: Outputs = [
         (stream, []) for stream in (process.stdout, process.stderr) if stream is not None
     ]
