@@ -40,6 +40,18 @@ def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str
     return str(request.param)
 
 
+def write_program(directory: Path, name: str, text: str, mode: int = 0o755) -> Path:
+    program = directory / name
+    program.write_text(text)
+    program.chmod(mode)
+    return program
+
+
+def search_first(monkeypatch: pytest.MonkeyPatch, directory: Path) -> None:
+    """Put *directory* at the head of this process's PATH."""
+    monkeypatch.setenv("PATH", f"{directory}{os.pathsep}{os.environ['PATH']}")
+
+
 def expected_handle(path: str) -> type:
     return SpawnedChild if path == "posix_spawn" else subprocess.Popen
 
@@ -125,14 +137,12 @@ async def test_missing_program_is_file_not_found(
 async def test_file_that_is_not_a_program_is_an_exec_format_error(
     path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    script = tmp_path / "no-interpreter-line"
-    script.write_text("echo this must not run\n")
-    script.chmod(0o755)
+    script = write_program(tmp_path, "no-interpreter-line", "echo this must not run\n")
     with pytest.raises(OSError) as caught:
         await run_process([script])
     assert caught.value.errno == errno.ENOEXEC
     # Found through PATH, it is not handed to the shell either.
-    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    search_first(monkeypatch, tmp_path)
     with pytest.raises(OSError) as caught:
         await run_process([script.name])
     assert caught.value.errno == errno.ENOEXEC
@@ -141,9 +151,7 @@ async def test_file_that_is_not_a_program_is_an_exec_format_error(
 async def test_file_without_execute_permission_is_permission_error(
     path: str, tmp_path: Path
 ) -> None:
-    script = tmp_path / "not-executable"
-    script.write_text("#!/bin/sh\necho this must not run\n")
-    script.chmod(0o644)
+    script = write_program(tmp_path, "not-executable", "#!/bin/sh\necho must not run\n", 0o644)
     with pytest.raises(PermissionError):
         await run_process([script])
 
@@ -151,10 +159,8 @@ async def test_file_without_execute_permission_is_permission_error(
 async def test_name_is_looked_up_in_path(
     path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    script = tmp_path / "procio-test-program"
-    script.write_text("#!/bin/sh\necho found\n")
-    script.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    script = write_program(tmp_path, "procio-test-program", "#!/bin/sh\necho found\n")
+    search_first(monkeypatch, tmp_path)
     assert (await run_process([script.name])).stdout == b"found\n"
 
 
