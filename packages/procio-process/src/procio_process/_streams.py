@@ -8,6 +8,7 @@ runs on asyncio, uvloop and Trio, with no transport, protocol or thread in betwe
 from __future__ import annotations
 
 import os
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
 
 from anyio import (
@@ -70,6 +71,28 @@ class _PipeEnd:
             self._closed = True
             _close_fd(self._fd, waited_on=self._waiters > 0)
 
+    def _checkpoint(self) -> Awaitable[None]:
+        """What each call awaits first: a cancellation check, sometimes a full yield.
+
+        The full yield to the event loop comes once in :data:`YIELD_EVERY` calls. This
+        hands back the awaitable rather than awaiting it, which saves a coroutine
+        frame on every receive() and send().
+        """
+        if self._calls_since_yield >= YIELD_EVERY:
+            self._calls_since_yield = 0
+            return checkpoint()
+        self._calls_since_yield += 1
+        return checkpoint_if_cancelled()
+
+    async def _wait(self, ready: Callable[[int], Awaitable[None]]) -> None:
+        """Wait until *ready* says the fd is ready, as a waiter close() must wake."""
+        self._waiters += 1
+        try:
+            await ready(self._fd)
+        finally:
+            self._waiters -= 1
+        self._calls_since_yield = 0  # waiting yielded to the event loop
+
     async def aclose(self) -> None:
         """Close the pipe; a task waiting on it is woken."""
         self.close()
@@ -97,24 +120,14 @@ class PipeReceiveStream(_PipeEnd, ByteReceiveStream):
             raise ValueError("max_bytes must be a positive integer")
         # The checkpoint comes first: once bytes have been read nothing may cancel
         # this call, or they would be lost.
-        if self._calls_since_yield >= YIELD_EVERY:
-            self._calls_since_yield = 0
-            await checkpoint()
-        else:
-            self._calls_since_yield += 1
-            await checkpoint_if_cancelled()
+        await self._checkpoint()
         while True:
             if self._closed:
                 raise ClosedResourceError
             try:
                 data = os.read(self._fd, max_bytes)
             except BlockingIOError:
-                self._waiters += 1
-                try:
-                    await wait_readable(self._fd)
-                finally:
-                    self._waiters -= 1
-                self._calls_since_yield = 0
+                await self._wait(wait_readable)
                 continue
             if not data:
                 raise EndOfStream
@@ -135,12 +148,7 @@ class PipeSendStream(_PipeEnd, ByteSendStream):
                 this one waits.
         """
         # As in receive(): the checkpoint first, then the writes, which may wait.
-        if self._calls_since_yield >= YIELD_EVERY:
-            self._calls_since_yield = 0
-            await checkpoint()
-        else:
-            self._calls_since_yield += 1
-            await checkpoint_if_cancelled()
+        await self._checkpoint()
         view = memoryview(item).cast("B")
         while True:
             if self._closed:
@@ -148,12 +156,7 @@ class PipeSendStream(_PipeEnd, ByteSendStream):
             try:
                 written = os.write(self._fd, view)
             except BlockingIOError:
-                self._waiters += 1
-                try:
-                    await wait_writable(self._fd)
-                finally:
-                    self._waiters -= 1
-                self._calls_since_yield = 0
+                await self._wait(wait_writable)
                 continue
             except (BrokenPipeError, ConnectionResetError) as exc:
                 raise BrokenResourceError from exc
