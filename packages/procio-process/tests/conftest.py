@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -27,20 +27,9 @@ def children() -> dict[int, str]:
     The state is the one-letter code of ``ps``: ``Z`` for a zombie, ``R``, ``S``...
     """
     me = os.getpid()
-    found: dict[int, str] = {}
     if HAS_PROC:
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry}/stat", "rb") as f:
-                    stat = f.read()
-            except OSError:
-                continue  # exited while we looked
-            state, ppid = stat[stat.rfind(b")") + 2 :].split(b" ", 2)[:2]
-            if int(ppid) == me:
-                found[int(entry)] = state.decode()
-        return found
+        return {pid: state for pid, state, ppid, _pgrp in _proc_stats() if ppid == me}
+    found: dict[int, str] = {}
     with subprocess.Popen(["ps", "-A", "-o", "pid=,ppid=,stat="], stdout=subprocess.PIPE) as ps:
         listing, _ = ps.communicate()
     for row in listing.decode().splitlines():
@@ -52,7 +41,13 @@ def children() -> dict[int, str]:
 
 def running_group_members(pgid: int) -> list[int]:
     """Return the pids in process group *pgid* that still run (zombies excluded); Linux."""
-    members = []
+    return [
+        pid for pid, state, _ppid, pgrp in _proc_stats() if pgrp == pgid and state not in ("Z", "X")
+    ]
+
+
+def _proc_stats() -> Iterator[tuple[int, str, int, int]]:
+    """Yield (pid, state letter, parent pid, process group) of every process; Linux."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -61,10 +56,9 @@ def running_group_members(pgid: int) -> list[int]:
                 stat = f.read()
         except OSError:
             continue  # exited while we looked
-        state, _ppid, pgrp = stat[stat.rfind(b")") + 2 :].split(b" ", 3)[:3]
-        if int(pgrp) == pgid and state not in (b"Z", b"X"):
-            members.append(int(entry))
-    return members
+        # Fields after the command name, which may hold spaces and parentheses.
+        state, ppid, pgrp = stat[stat.rfind(b")") + 2 :].split(b" ", 3)[:3]
+        yield int(entry), state.decode(), int(ppid), int(pgrp)
 
 
 class LeakGuard:
