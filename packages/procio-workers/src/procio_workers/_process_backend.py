@@ -282,6 +282,15 @@ class ProcessWorker(Worker):
             raise await self._break(f"could not read from the worker ({exc!r})") from exc
         return reader.frames.popleft()
 
+    async def _kill_and_reap(self) -> None:
+        """Kill the worker if it still runs, reap it, and let its output drain a while."""
+        if self.process.returncode is None:
+            with suppress(ProcessLookupError):
+                self.process.kill()
+        await self.process.wait()
+        with move_on_after(_OUTPUT_GRACE):
+            await self._outputs_done.wait()
+
     async def _break(self, reason: str) -> BrokenWorkerProcess:
         """Mark the worker broken, reap it and describe what happened."""
         with CancelScope(shield=True):
@@ -290,12 +299,7 @@ class ProcessWorker(Worker):
                 # report its own exit status before deciding for it.
                 with move_on_after(0.2):
                     await self.process.wait()
-            if self.process.returncode is None:
-                with suppress(ProcessLookupError):
-                    self.process.kill()
-            await self.process.wait()
-            with move_on_after(_OUTPUT_GRACE):
-                await self._outputs_done.wait()
+            await self._kill_and_reap()
         self._broken = BrokenWorkerProcess(
             reason,
             pid=self.pid,
@@ -503,12 +507,7 @@ class ProcessWorker(Worker):
                 with move_on_after(_RETIRE_GRACE):
                     await self.process.wait()
             self._closed = True
-            if self.process.returncode is None:
-                with suppress(ProcessLookupError):
-                    self.process.kill()
-            await self.process.wait()
-            with move_on_after(_OUTPUT_GRACE):
-                await self._outputs_done.wait()
+            await self._kill_and_reap()
             self._output_scope.cancel()
             await self._outputs_done.wait()
             fds = [fd for fd in (self._request_fd, self._response_fd) if fd >= 0]
