@@ -1,15 +1,20 @@
 """``python -m procio``: a short live tour of what procio does, on this machine.
 
-It runs a one-shot command, streams a child's output decoded line by line, and calls
-Python functions in worker processes, timing procio beside AnyIO's own
-``run_process`` and ``to_process.run_sync`` in the same run. On a terminal, a progress
-line redraws in place; when the output is piped, it prints plain lines only.
+It runs commands (a timeout that keeps the partial output, a cancelled shell whose
+whole process tree is cleaned up), streams a child's output decoded line by line, runs
+Python functions in worker processes (a pool fanning out, ``print`` in a worker, a
+crashed worker, a remote traceback), and ends with one quick measurement of procio
+beside AnyIO's own ``run_process`` and ``to_process.run_sync``. On a terminal, a
+progress line redraws in place; when the output is piped, it prints plain lines only.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
+import subprocess
+import tempfile
 import operator
 import os
 import platform
@@ -25,7 +30,15 @@ from typing import Any, TextIO
 import anyio
 import anyio.to_process
 
-from procio import LineReceiveStream, open_process, run_process, to_process
+from procio import (
+    BrokenWorkerProcess,
+    CancelPolicy,
+    LineReceiveStream,
+    WorkerPool,
+    open_process,
+    run_process,
+    to_process,
+)
 
 # The child of part 2: lines ended by LF and CRLF, arriving a little apart, then a last
 # line without a newline, cut inside a UTF-8 character.
@@ -39,29 +52,24 @@ for i in range(1, 5):
 sys.stdout.buffer.write("cut inside a character: caf\\u00e9".encode()[:-1])
 """
 
-# Run by `python -c` for each cold start: one event loop, one worker call, timed inside.
-_COLD_START = """\
-import operator, sys, time
-import anyio
-if sys.argv[1] == "procio":
-    from procio import to_process
-else:
-    from anyio import to_process
-
-
-async def first_call():
-    start = time.perf_counter()
-    await to_process.run_sync(operator.index, 1)
-    return time.perf_counter() - start
-
-
-print(anyio.run(first_call, backend=sys.argv[2]))
+# The child of part 1's timeout: a line every 0.1 s, for longer than it is given.
+_TICKER = """\
+import sys, time
+for i in range(1, 100):
+    print(f"tick {i}", flush=True)
+    time.sleep(0.1)
 """
 
+# A shell that starts two grandchildren, writes their pids to a file, and waits.
+_TREE = "sleep 60 & echo $! >> \"$1\"; sleep 60 & echo $! >> \"$1\"; wait"
+
+DOCS = "https://github.com/procio/procio/tree/main/docs"
 SPAWNS = 40
-COLD_STARTS = 3
 ROUND_TRIPS = 300
-ROUNDS = 3  # the round trips alternate between the two libraries, in this many rounds
+ROUNDS = 3
+POOL_WORKERS = 4
+FAN_OUT = 8
+NAP = 0.2  # seconds each fanned-out call sleeps  # the round trips alternate between the two libraries, in this many rounds
 
 Call = Callable[..., Awaitable[Any]]
 
@@ -168,6 +176,42 @@ async def _timed(call: Call, *args: Any) -> float:
     return time.perf_counter() - start
 
 
+def _nap(seconds: float) -> int:
+    """Sleep in a worker and say which process it was (for the fan-out)."""
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def _greet(name: str) -> None:
+    """Print from a worker: procio forwards it to this process's stdout."""
+    print(f"   | hello {name}, from worker {os.getpid()}", flush=True)
+
+
+def _crash() -> None:
+    """Kill the worker running this call, as a segfault in an extension would."""
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _pids_alive(pids: list[int]) -> list[int]:
+    """The processes of *pids* that still run (a zombie waiting to be reaped does not)."""
+    alive = []
+    for pid in pids:
+        try:
+            os.kill(pid, 0)
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                # The state follows the command name, which is in parentheses.
+                if f.read().rpartition(b")")[2].split()[0] == b"Z":
+                    continue
+        except ProcessLookupError:
+            continue
+        except FileNotFoundError:
+            # Gone between the two looks, or no /proc here: then kill() is our view.
+            if os.path.isdir("/proc"):
+                continue
+        alive.append(pid)
+    return alive
+
+
 class Demo:
     """The tour itself; each part prints as it goes."""
 
@@ -182,41 +226,55 @@ class Demo:
 
     async def run(self) -> None:
         """Run every part in turn."""
-        await self.one_shot()
-        self.say()
-        await self.lines()
-        self.say()
-        await self.workers()
+        for part in (self.commands, self.lines, self.workers, self.figures):
+            await part()
+            self.say()
+        self.say(f"More: {DOCS}")
 
     # -- processes --------------------------------------------------------------------
 
-    async def one_shot(self) -> None:
-        """Run a command to completion, then time spawns beside AnyIO's."""
-        self.say("1. A one-shot command: run_process() runs it and collects its output")
-        command = [sys.executable, "-c", "import platform; print(platform.platform())"]
-        result = await run_process(command)
-        self.say(f"   python -c 'print(platform.platform())' -> exit {result.returncode}")
-        self.say(f"   stdout: {result.stdout.decode().strip()!r}")
+    async def commands(self) -> None:
+        """A one-shot command, a timeout with its partial output, a cancelled tree."""
+        self.say("1. Commands: run_process() runs one and collects its output")
+        result = await run_process(["uname", "-sr"])
+        self.say(f"   uname -sr -> exit {result.returncode}: {result.stdout.decode().strip()!r}")
 
-        true = shutil.which("true")
-        if true is None:
-            self.say("   (no `true` command here: skipping the spawn timing)")
-            return
-        ours: list[float] = []
-        theirs: list[float] = []
-        async with progress(self.out, f"spawning {true}", 2 * SPAWNS) as bar:
-            for _ in range(SPAWNS):
-                ours.append(await _timed(run_process, [true]))
-                bar.advance()
-                theirs.append(await _timed(anyio.run_process, [true]))
-                bar.advance()
-        self.say(
-            _comparison(
-                f"spawn {true} and wait for it, median of {SPAWNS}:",
-                statistics.median(ours),
-                statistics.median(theirs),
+        try:
+            await run_process([sys.executable, "-c", _TICKER], timeout=0.35)
+        except subprocess.TimeoutExpired as timeout:
+            ticks = bytes(timeout.output or b"").decode().splitlines()
+            self.say(
+                f"   timeout=0.35 -> TimeoutExpired, carrying the output read so far: "
+                f"{len(ticks)} ticks, the last {ticks[-1] if ticks else None!r}"
             )
-        )
+
+        with tempfile.TemporaryDirectory() as folder:
+            pid_file = os.path.join(folder, "pids")
+            policy = CancelPolicy(grace_period=2)
+            async with anyio.create_task_group() as tg:
+                process = await tg.start(
+                    lambda task_status: run_process(
+                        ["sh", "-c", _TREE, "sh", pid_file],
+                        signal_tree=True,
+                        cancel_policy=policy,
+                        task_status=task_status,
+                    )
+                )
+                grandchildren: list[int] = []
+                with anyio.fail_after(10):
+                    while len(grandchildren) < 2:
+                        await anyio.sleep(0.02)
+                        with open(pid_file) as f:
+                            grandchildren = [int(pid) for pid in f.read().split()]
+                tg.cancel_scope.cancel()
+            self.say(
+                f"   sh -c 'sleep 60 & sleep 60 & wait' (pid {process.pid}) started "
+                f"{len(grandchildren)} sleeps; the task was cancelled"
+            )
+            self.say(
+                f"   signal_tree=True: SIGTERM to the whole group; the shell ended with "
+                f"{process.returncode}, sleeps still alive: {len(_pids_alive(grandchildren))}"
+            )
 
     async def lines(self) -> None:
         """Stream a child's output, decoded and framed into lines as it arrives."""
@@ -233,26 +291,74 @@ class Demo:
     # -- workers ----------------------------------------------------------------------
 
     async def workers(self) -> None:
-        """Call functions in worker processes, timed beside AnyIO's to_process."""
-        self.say("3. Python functions in worker processes, beside anyio.to_process")
+        """Functions in worker processes: fan-out, output, a crash, a remote error."""
+        self.say("3. Python functions in worker processes")
         worker_pid = await to_process.run_sync(os.getpid)
         self.say(f"   to_process.run_sync(os.getpid) -> {worker_pid} (this process: {os.getpid()})")
 
-        ours: list[float] = []
-        theirs: list[float] = []
-        async with progress(self.out, "starting fresh workers", 2 * COLD_STARTS) as bar:
-            for _ in range(COLD_STARTS):
-                ours.append(await self._cold_start("procio"))
-                bar.advance()
-                theirs.append(await self._cold_start("anyio"))
-                bar.advance()
-        self.say(
-            _comparison(
-                f"cold start to the first result, median of {COLD_STARTS}:",
-                statistics.median(ours),
-                statistics.median(theirs),
+        async with WorkerPool(max_workers=POOL_WORKERS) as pool:
+            pids: list[int] = []
+
+            async def one() -> None:
+                pids.append(await pool.run_sync(_nap, NAP))
+
+            start = time.perf_counter()
+            async with progress(self.out, "fanning out", FAN_OUT) as bar:
+                async with anyio.create_task_group() as tg:
+                    for _ in range(FAN_OUT):
+                        tg.start_soon(one)
+                    while len(pids) < FAN_OUT:
+                        await anyio.sleep(0.05)
+                        bar.done = len(pids)
+            elapsed = time.perf_counter() - start
+            self.say(
+                f"   a WorkerPool of {POOL_WORKERS} ran {FAN_OUT} calls of {NAP} s each in "
+                f"{elapsed:.1f} s, on {len(set(pids))} worker processes"
             )
-        )
+
+            self.say("   print() in a worker shows up here:")
+            await pool.run_sync(_greet, "world")
+
+            try:
+                await pool.run_sync(_crash)
+            except BrokenWorkerProcess as broken:
+                self.say(f"   a worker killed mid-call -> BrokenWorkerProcess: {broken}")
+            after = await pool.run_sync(os.getpid)
+            self.say(f"   the pool goes on: the next call ran in worker {after}")
+
+        try:
+            await to_process.run_sync(json.loads, '{"x": }')
+        except ValueError as error:
+            self.say("   an exception raised in a worker comes back with its own traceback:")
+            self.say(f"      {type(error).__module__}.{type(error).__qualname__}: {error}")
+            remote = str(getattr(error.__cause__, "traceback", ""))
+            frames = [line.strip() for line in remote.splitlines() if line.startswith("  File ")]
+            if frames:
+                self.say(f"      raised at {frames[-1].removeprefix('File ')}")
+
+    # -- figures ----------------------------------------------------------------------
+
+    async def figures(self) -> None:
+        """One quick measurement beside AnyIO; the benchmark suite has the full report."""
+        self.say("4. One quick measurement beside AnyIO (not a benchmark: see the Benchmarks")
+        self.say("   page for the full report, with floors and spread)")
+        true = shutil.which("true")
+        if true is not None:
+            ours: list[float] = []
+            theirs: list[float] = []
+            async with progress(self.out, f"spawning {true}", 2 * SPAWNS) as bar:
+                for _ in range(SPAWNS):
+                    ours.append(await _timed(run_process, [true]))
+                    bar.advance()
+                    theirs.append(await _timed(anyio.run_process, [true]))
+                    bar.advance()
+            self.say(
+                _comparison(
+                    f"spawn {true} and wait for it, median of {SPAWNS}:",
+                    statistics.median(ours),
+                    statistics.median(theirs),
+                )
+            )
 
         # Warm both pools up so that only round trips to a running worker are timed.
         for _ in range(5):
@@ -276,27 +382,6 @@ class Demo:
             )
         )
 
-        try:
-            await to_process.run_sync(json.loads, '{"x": }')
-        except ValueError as error:
-            self.say("   an exception raised in a worker comes back with its own traceback:")
-            self.say(f"      {type(error).__module__}.{type(error).__qualname__}: {error}")
-            remote = str(getattr(error.__cause__, "traceback", ""))
-            frames = [line.strip() for line in remote.splitlines() if line.startswith("  File ")]
-            if frames:
-                self.say(f"      raised at {frames[-1].removeprefix('File ')}")
-
-    async def _cold_start(self, library: str) -> float:
-        """Time the first worker call of *library* in a fresh interpreter of its own.
-
-        Each library keeps one pool per event loop, so a fresh loop has no worker yet.
-        The loop runs in a child interpreter, which times the call itself (its own start
-        and imports are not counted), so that no pool outlives its loop in this process.
-        """
-        command = [sys.executable, "-c", _COLD_START, library, self.backend]
-        result = await run_process(command)
-        return float(result.stdout)
-
 
 def _procio_version() -> str:
     try:
@@ -306,21 +391,33 @@ def _procio_version() -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the tour on asyncio, or on Trio with ``--trio``."""
+    """Run the tour on asyncio (the default), asyncio with uvloop, or Trio."""
     parser = argparse.ArgumentParser(
         prog="python -m procio", description="A short live tour of what procio does."
     )
-    parser.add_argument("--trio", action="store_true", help="run on Trio instead of asyncio")
+    parser.add_argument(
+        "--loop",
+        choices=["asyncio", "uvloop", "trio"],
+        default="asyncio",
+        help="the event loop to run on (uvloop and trio must be installed)",
+    )
+    parser.add_argument("--trio", action="store_true", help="the same as --loop trio")
     args = parser.parse_args(argv)
-    backend = "trio" if args.trio else "asyncio"
+    loop = "trio" if args.trio else args.loop
+    backend = "trio" if loop == "trio" else "asyncio"
+    options: dict[str, Any] = {}
+    if loop == "uvloop":
+        import uvloop
+
+        options["loop_factory"] = uvloop.new_event_loop
     out = sys.stdout
     started = time.perf_counter()
     out.write(
-        f"procio {_procio_version()} on {backend}, Python {platform.python_version()}, "
+        f"procio {_procio_version()} on {loop}, Python {platform.python_version()}, "
         f"{platform.system()}, {os.cpu_count()} CPUs\n\n"
     )
     demo = Demo(out, backend)
-    anyio.run(demo.run, backend=backend)
+    anyio.run(demo.run, backend=backend, backend_options=options)
     out.write(f"\nDone in {time.perf_counter() - started:.1f} s.\n")
     out.flush()
 
