@@ -80,7 +80,8 @@ def _check_tour(text: str, script_pid: int) -> None:
     # a different worker took the next call.
     printed = re.search(r"from worker (\d+)", text)
     after = re.search(r"the next call ran in worker (\d+)", text)
-    assert printed and after, text
+    assert printed, text
+    assert after, text
     assert script_pid not in {int(printed.group(1)), int(after.group(1))}
 
 

@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
-import subprocess
-import tempfile
 import operator
 import os
 import platform
 import shutil
+import signal
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -61,15 +61,16 @@ for i in range(1, 100):
 """
 
 # A shell that starts two grandchildren, writes their pids to a file, and waits.
-_TREE = "sleep 60 & echo $! >> \"$1\"; sleep 60 & echo $! >> \"$1\"; wait"
+_TREE = 'sleep 60 & echo $! >> "$1"; sleep 60 & echo $! >> "$1"; wait'
 
 DOCS = "https://github.com/procio/procio/tree/main/docs"
+
 SPAWNS = 40
 ROUND_TRIPS = 300
-ROUNDS = 3
+ROUNDS = 3  # the round trips alternate between the two libraries, in this many rounds
 POOL_WORKERS = 4
 FAN_OUT = 8
-NAP = 0.2  # seconds each fanned-out call sleeps  # the round trips alternate between the two libraries, in this many rounds
+NAP = 0.2  # seconds each fanned-out call sleeps
 
 Call = Callable[..., Awaitable[Any]]
 
@@ -264,8 +265,8 @@ class Demo:
                 with anyio.fail_after(10):
                     while len(grandchildren) < 2:
                         await anyio.sleep(0.02)
-                        with open(pid_file) as f:
-                            grandchildren = [int(pid) for pid in f.read().split()]
+                        text = await anyio.Path(pid_file).read_text()
+                        grandchildren = [int(pid) for pid in text.split()]
                 tg.cancel_scope.cancel()
             self.say(
                 f"   sh -c 'sleep 60 & sleep 60 & wait' (pid {process.pid}) started "
@@ -303,13 +304,15 @@ class Demo:
                 pids.append(await pool.run_sync(_nap, NAP))
 
             start = time.perf_counter()
-            async with progress(self.out, "fanning out", FAN_OUT) as bar:
-                async with anyio.create_task_group() as tg:
-                    for _ in range(FAN_OUT):
-                        tg.start_soon(one)
-                    while len(pids) < FAN_OUT:
-                        await anyio.sleep(0.05)
-                        bar.done = len(pids)
+            async with (
+                progress(self.out, "fanning out", FAN_OUT) as bar,
+                anyio.create_task_group() as tg,
+            ):
+                for _ in range(FAN_OUT):
+                    tg.start_soon(one)
+                while len(pids) < FAN_OUT:
+                    await anyio.sleep(0.05)
+                    bar.done = len(pids)
             elapsed = time.perf_counter() - start
             self.say(
                 f"   a WorkerPool of {POOL_WORKERS} ran {FAN_OUT} calls of {NAP} s each in "
