@@ -13,12 +13,17 @@ _BUILTIN_SERIALIZERS: dict[str, type[Serializer]] = {
 }
 
 
-def _load(group: str, name: str) -> object:
+def _load(group: str, name: str, builtin: tuple[str, ...] = ()) -> object:
     found = entry_points(group=group, name=name)
     for entry_point in found:
         return entry_point.load()()
-    available = sorted(ep.name for ep in entry_points(group=group))
-    raise LookupError(f"no {group} entry point named {name!r} (installed: {available})")
+    names = {*builtin, *(ep.name for ep in entry_points(group=group))}
+    known = ", ".join(repr(n) for n in sorted(names))
+    kind = "serializer" if group == SERIALIZER_ENTRY_POINTS else "launcher"
+    raise LookupError(
+        f"no {kind} named {name!r}: the known names are {known or 'none'} (a package adds "
+        f"one through the {group!r} entry point group)"
+    )
 
 
 def resolve_serializer(serializer: Serializer | str | None) -> Serializer:
@@ -27,7 +32,11 @@ def resolve_serializer(serializer: Serializer | str | None) -> Serializer:
         return PickleSerializer()
     if isinstance(serializer, str):
         builtin = _BUILTIN_SERIALIZERS.get(serializer)
-        loaded = builtin() if builtin is not None else _load(SERIALIZER_ENTRY_POINTS, serializer)
+        loaded = (
+            builtin()
+            if builtin is not None
+            else _load(SERIALIZER_ENTRY_POINTS, serializer, tuple(_BUILTIN_SERIALIZERS))
+        )
         if not isinstance(loaded, Serializer):
             raise TypeError(f"the serializer entry point {serializer!r} is not a Serializer")
         return loaded
