@@ -126,20 +126,20 @@ async def test_an_unpicklable_exception_still_arrives_as_a_worker_error(
 
 
 @pytest.mark.parametrize(
-    ("func", "args", "type_name"),
+    ("function", "args", "type_name"),
     [
         (funcs.raise_system_exit, (4,), "builtins.SystemExit"),
         (funcs.raise_keyboard_interrupt, (), "builtins.KeyboardInterrupt"),
     ],
 )
 async def test_system_exit_and_keyboard_interrupt_never_reach_the_parent_as_such(
-    request: pytest.FixtureRequest, func: Any, args: tuple[Any, ...], type_name: str
+    request: pytest.FixtureRequest, function: Any, args: tuple[Any, ...], type_name: str
 ) -> None:
     guard = LeakGuard(request.node.name)
     async with WorkerPool(max_workers=1) as pool:
         pid = await pool.run_sync(funcs.pid)
         with pytest.raises(WorkerError) as caught:
-            await pool.run_sync(func, *args)
+            await pool.run_sync(function, *args)
         assert caught.value.type_name == type_name
         await check_worker_unharmed(pool, pid)
     guard.check()
