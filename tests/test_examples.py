@@ -24,6 +24,9 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 SEED = ROOT.parent / "shared" / "seed" / "subprocesses.rst"
 
+# procio-process's pytest plugin: no test here may leave a process or an fd behind.
+pytestmark = pytest.mark.procio_leak_check
+
 # Which block of the page (in order of appearance) each example reproduces.
 BLOCK_OF_EXAMPLE = {
     "run_shell_command.py": 0,

@@ -15,6 +15,9 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
+# procio-process's pytest plugin: no test here may leave a process or an fd behind.
+pytestmark = pytest.mark.procio_leak_check
+
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE_DIRS = sorted(
     path.parent

@@ -1,0 +1,229 @@
+"""A pytest plugin that fails a test which leaks processes or file descriptors.
+
+Installed with ``procio-process`` and loaded by pytest on its own (entry point group
+``pytest11``). It adds nothing to a test session until a test asks for it:
+
+- the ``procio_leak_check`` fixture: a :class:`LeakChecker` taken before the test and
+  checked after it (the test may also call :meth:`LeakChecker.check` itself);
+- the ``procio_leak_check`` marker: the same check for every test it marks (on a test,
+  a class or a module through ``pytestmark``).
+
+What counts as a leak, between the snapshot and the check:
+
+- a file descriptor of this process that is new, or that now points elsewhere;
+- a child process of this process (or a descendant of one) that still runs, and a child
+  that has exited but was never reaped (a zombie);
+- on Linux, a process that the test started, directly or not, which still runs
+  anywhere, however it was reparented: a grandchild that outlived its parent, a member
+  of a process group or session the test created. The checker finds these through a
+  marker it puts into ``os.environ`` for the duration of the test, which every process
+  started with the inherited environment carries; a process started with an
+  ``env=`` of its own does not, and is found only while it is a descendant.
+
+Take the snapshot where the event loop's own descriptors already exist, or before the
+loop is created and check after it is closed, as the fixture does (it is synchronous,
+so anyio's pytest plugin sets it up before the test's event loop and tears it down
+after).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+__all__ = ["MARKER_VARIABLE", "LeakChecker", "LeakError", "procio_leak_check"]
+
+#: The environment variable that marks the processes a checked test started.
+MARKER_VARIABLE = "PROCIO_LEAK_CHECK"
+
+
+class LeakError(AssertionError):
+    """What a :class:`LeakChecker` found: each kind of leak in an attribute of its own."""
+
+    def __init__(
+        self,
+        fds: dict[int, str],
+        running: list[str],
+        zombies: list[int],
+        escaped: list[str],
+    ) -> None:
+        self.fds = fds
+        self.running = running
+        self.zombies = zombies
+        self.escaped = escaped
+        parts = []
+        if fds:
+            parts.append(f"file descriptors left open: {fds}")
+        if zombies:
+            parts.append(f"child processes never reaped (zombies): {zombies}")
+        if running:
+            parts.append(f"child processes still running: {running}")
+        if escaped:
+            parts.append(f"processes started by the test still running elsewhere: {escaped}")
+        super().__init__("; ".join(parts))
+
+
+@dataclass(frozen=True)
+class _Proc:
+    pid: int
+    ppid: int
+    state: str
+    command: str
+
+
+def _open_fds() -> dict[int, str]:
+    directory = "/proc/self/fd" if sys.platform == "linux" else "/dev/fd"
+    fds = {}
+    for name in os.listdir(directory):
+        try:
+            fds[int(name)] = os.readlink(f"{directory}/{name}")
+        except OSError:
+            continue  # the descriptor of the listing itself, closed by now
+    return fds
+
+
+def _linux_processes() -> dict[int, _Proc]:
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                raw = f.read()
+        except OSError:
+            continue  # exited while we looked
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+        name, _, rest = raw.rpartition(b")")
+        fields = rest.split()
+        command = name.partition(b"(")[2].decode(errors="replace")
+        found[int(entry)] = _Proc(int(entry), int(fields[1]), fields[0].decode(), command)
+    return found
+
+
+def _ps_processes() -> dict[int, _Proc]:
+    listing = subprocess.run(
+        ["ps", "-A", "-o", "pid=,ppid=,stat=,comm="],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    found = {}
+    for line in listing.splitlines():
+        fields = line.split(None, 3)
+        if len(fields) == 4:
+            pid, ppid = int(fields[0]), int(fields[1])
+            found[pid] = _Proc(pid, ppid, fields[2][:1], fields[3])
+    return found
+
+
+def _processes() -> dict[int, _Proc]:
+    return _linux_processes() if sys.platform == "linux" else _ps_processes()
+
+
+def _descendants(table: dict[int, _Proc], root: int) -> list[_Proc]:
+    children: dict[int, list[_Proc]] = {}
+    for proc in table.values():
+        children.setdefault(proc.ppid, []).append(proc)
+    found: list[_Proc] = []
+    stack = [root]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child.pid)
+    return found
+
+
+def _carries_marker(pid: int, needle: bytes) -> bool:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return needle in b"\0" + f.read()
+    except OSError:
+        return False  # gone, or not ours to read
+
+
+class LeakChecker:
+    """A snapshot of this process's descriptors and children; :meth:`check` compares.
+
+    Creating it takes the snapshot and, on Linux, marks the processes started from now
+    on through ``os.environ``; :meth:`check` (or :meth:`close`) removes the mark.
+    """
+
+    def __init__(self) -> None:
+        self._fds = _open_fds()
+        self._pid = os.getpid()
+        self._before = {p.pid for p in _descendants(_processes(), self._pid)}
+        self._token = uuid.uuid4().hex
+        self._previous = os.environ.get(MARKER_VARIABLE)
+        self._marking = sys.platform == "linux"
+        if self._marking:
+            os.environ[MARKER_VARIABLE] = self._token
+
+    def close(self) -> None:
+        """Stop marking new processes (idempotent)."""
+        if self._marking and os.environ.get(MARKER_VARIABLE) == self._token:
+            if self._previous is None:
+                del os.environ[MARKER_VARIABLE]
+            else:
+                os.environ[MARKER_VARIABLE] = self._previous
+
+    def leaks(self) -> LeakError | None:
+        """Return what leaked since the snapshot, or ``None`` when nothing did."""
+        now = _open_fds()
+        fds = {fd: target for fd, target in now.items() if self._fds.get(fd) != target}
+        table = _processes()
+        mine = [p for p in _descendants(table, self._pid) if p.pid not in self._before]
+        zombies = sorted(p.pid for p in mine if p.state == "Z")
+        running = [f"{p.pid} {p.command}" for p in mine if p.state != "Z"]
+        escaped = []
+        if self._marking:
+            needle = f"\0{MARKER_VARIABLE}={self._token}\0".encode()
+            known = {p.pid for p in mine} | {self._pid}
+            escaped = [
+                f"{p.pid} {p.command}"
+                for p in table.values()
+                if p.pid not in known and p.state != "Z" and _carries_marker(p.pid, needle)
+            ]
+        if fds or zombies or running or escaped:
+            return LeakError(fds, running, zombies, escaped)
+        return None
+
+    def check(self) -> None:
+        """Stop marking, and raise :class:`LeakError` if anything leaked."""
+        self.close()
+        found = self.leaks()
+        if found is not None:
+            raise found
+
+
+@pytest.fixture
+def procio_leak_check() -> Iterator[LeakChecker]:
+    """A :class:`LeakChecker` taken before the test and checked after it."""
+    checker = LeakChecker()
+    try:
+        yield checker
+    finally:
+        checker.close()
+    checker.check()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Declare the marker."""
+    config.addinivalue_line(
+        "markers",
+        "procio_leak_check: fail the test if it leaves a process, a zombie or an open "
+        "file descriptor behind (procio-process's leak checker)",
+    )
+
+
+@pytest.fixture(autouse=True)
+def _procio_leak_check_marked(request: pytest.FixtureRequest) -> None:
+    # Autouse fixtures are set up first: the snapshot precedes the test's own fixtures,
+    # and its check follows their teardown.
+    if request.node.get_closest_marker("procio_leak_check") is not None:
+        request.getfixturevalue("procio_leak_check")
