@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Generic, TypeVar
@@ -31,6 +32,11 @@ class Chunks(ObjectReceiveStream[T], Generic[T]):
 
     async def aclose(self) -> None:
         self.closed = True
+
+    @property
+    def remaining(self) -> int:
+        """How many chunks were never received."""
+        return len(self._chunks)
 
 
 class Sink(ObjectSendStream[bytes]):
@@ -69,6 +75,91 @@ def split(data: T, cuts: Sequence[int]) -> list[T]:
         previous = point
     chunks.append(data[previous:])
     return chunks
+
+
+def reference_lines(text: str, newline: str | None = None) -> list[tuple[str, str]]:
+    """Split *text* into ``(content, terminator)`` pairs, independently of procio.
+
+    ``newline=None`` means the universal newlines of :mod:`io` (``"\\n"``, ``"\\r"``,
+    ``"\\r\\n"`` and nothing else), taken from ``io.StringIO(newline="")``, which keeps
+    the terminators as they were. An unterminated last line has the terminator ``""``.
+    """
+    if newline is None:
+        pairs = []
+        for line in io.StringIO(text, newline="").readlines():
+            if line.endswith("\r\n"):
+                pairs.append((line[:-2], "\r\n"))
+            elif line[-1] in "\r\n":
+                pairs.append((line[:-1], line[-1]))
+            else:
+                pairs.append((line, ""))
+        return pairs
+    pieces = text.split(newline)
+    last = pieces.pop()
+    return [(piece, newline) for piece in pieces] + ([(last, "")] if last else [])
+
+
+def expected_lines(text: str, newline: str | None = None, keepends: bool = False) -> list[str]:
+    """The lines a line stream must deliver for *text* (see :func:`reference_lines`)."""
+    return [
+        content + terminator if keepends else content
+        for content, terminator in reference_lines(text, newline)
+    ]
+
+
+class Tracked(str):
+    """A string that counts the characters each string operation on it touches.
+
+    Handed to a line stream as its input, it shows how much work the stream does on
+    the text it was given: an implementation that re-copies or re-scans its buffered
+    partial line on every chunk touches a number of characters that grows with the
+    square of the line's length. Results are plain ``str`` (not counted further).
+    """
+
+    touched = 0
+
+    @classmethod
+    def count(cls, *strings: object) -> None:
+        for string in strings:
+            if isinstance(string, str):
+                Tracked.touched += len(string)
+
+    def __add__(self, other: str) -> str:
+        Tracked.count(self, other)
+        return str(self) + str(other)
+
+    def __radd__(self, other: str) -> str:
+        Tracked.count(other, self)
+        return str(other) + str(self)
+
+    def __contains__(self, key: object) -> bool:
+        Tracked.count(self)
+        return str.__contains__(self, key)  # type: ignore[operator]
+
+    def __getitem__(self, key: object) -> str:  # type: ignore[override]
+        result = str.__getitem__(self, key)  # type: ignore[index]
+        Tracked.count(result)
+        return result
+
+    def split(self, *args: object, **kwargs: object) -> list[str]:  # type: ignore[override]
+        Tracked.count(self)
+        return str(self).split(*args, **kwargs)  # type: ignore[arg-type]
+
+    def splitlines(self, keepends: bool = False) -> list[str]:
+        Tracked.count(self)
+        return str(self).splitlines(keepends)
+
+    def find(self, *args: object) -> int:  # type: ignore[override]
+        Tracked.count(self)
+        return str(self).find(*args)  # type: ignore[arg-type]
+
+    def endswith(self, *args: object) -> bool:  # type: ignore[override]
+        Tracked.count(self)
+        return str(self).endswith(*args)  # type: ignore[arg-type]
+
+    def startswith(self, *args: object) -> bool:  # type: ignore[override]
+        Tracked.count(self)
+        return str(self).startswith(*args)  # type: ignore[arg-type]
 
 
 cuts = st.lists(st.integers(min_value=0, max_value=4096), max_size=24)
