@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from collections import deque
 from collections.abc import Iterable, Sequence
-from typing import Generic, TypeVar
+from typing import Generic, SupportsIndex, TypeVar
 
 import anyio
 from anyio import ClosedResourceError, EndOfStream
@@ -13,6 +13,7 @@ from anyio.abc import ObjectReceiveStream, ObjectSendStream
 from hypothesis import strategies as st
 
 T = TypeVar("T", bytes, str)
+E = TypeVar("E", bound=BaseException)
 
 
 class Chunks(ObjectReceiveStream[T], Generic[T]):
@@ -63,6 +64,21 @@ class Sink(ObjectSendStream[bytes]):
 def feed(chunks: Iterable[T]) -> Chunks[T]:
     """Return a receive stream that yields *chunks* in order, then ends."""
     return Chunks(chunks)
+
+
+async def receive_until(
+    stream: ObjectReceiveStream[str], error_type: type[E]
+) -> tuple[list[str], E]:
+    """Receive until *error_type* is raised; return what came before, and the error.
+
+    The end of the stream (or any other error) propagates: the test fails.
+    """
+    received: list[str] = []
+    while True:
+        try:
+            received.append(await stream.receive())
+        except error_type as error:
+            return received, error
 
 
 def split(data: T, cuts: Sequence[int]) -> list[T]:
@@ -118,48 +134,48 @@ class Tracked(str):
 
     touched = 0
 
-    @classmethod
-    def count(cls, *strings: object) -> None:
+    @staticmethod
+    def _tally(*strings: object) -> None:
         for string in strings:
             if isinstance(string, str):
                 Tracked.touched += len(string)
 
     def __add__(self, other: str) -> str:
-        Tracked.count(self, other)
+        Tracked._tally(self, other)
         return str(self) + str(other)
 
     def __radd__(self, other: str) -> str:
-        Tracked.count(other, self)
+        Tracked._tally(other, self)
         return str(other) + str(self)
 
-    def __contains__(self, key: object) -> bool:
-        Tracked.count(self)
-        return str.__contains__(self, key)  # type: ignore[operator]
+    def __contains__(self, key: str) -> bool:  # type: ignore[override]
+        Tracked._tally(self)
+        return key in str(self)
 
-    def __getitem__(self, key: object) -> str:  # type: ignore[override]
-        result = str.__getitem__(self, key)  # type: ignore[index]
-        Tracked.count(result)
+    def __getitem__(self, key: SupportsIndex | slice) -> str:
+        result = str(self)[key]
+        Tracked._tally(result)
         return result
 
-    def split(self, *args: object, **kwargs: object) -> list[str]:  # type: ignore[override]
-        Tracked.count(self)
-        return str(self).split(*args, **kwargs)  # type: ignore[arg-type]
+    def split(self, sep: str | None = None, maxsplit: SupportsIndex = -1) -> list[str]:
+        Tracked._tally(self)
+        return str(self).split(sep, maxsplit)
 
     def splitlines(self, keepends: bool = False) -> list[str]:
-        Tracked.count(self)
+        Tracked._tally(self)
         return str(self).splitlines(keepends)
 
-    def find(self, *args: object) -> int:  # type: ignore[override]
-        Tracked.count(self)
-        return str(self).find(*args)  # type: ignore[arg-type]
+    def find(self, sub: str, *bounds: SupportsIndex | None) -> int:
+        Tracked._tally(self)
+        return str(self).find(sub, *bounds)
 
-    def endswith(self, *args: object) -> bool:  # type: ignore[override]
-        Tracked.count(self)
-        return str(self).endswith(*args)  # type: ignore[arg-type]
+    def endswith(self, suffix: str | tuple[str, ...], *bounds: SupportsIndex | None) -> bool:
+        Tracked._tally(self)
+        return str(self).endswith(suffix, *bounds)
 
-    def startswith(self, *args: object) -> bool:  # type: ignore[override]
-        Tracked.count(self)
-        return str(self).startswith(*args)  # type: ignore[arg-type]
+    def startswith(self, prefix: str | tuple[str, ...], *bounds: SupportsIndex | None) -> bool:
+        Tracked._tally(self)
+        return str(self).startswith(prefix, *bounds)
 
 
 cuts = st.lists(st.integers(min_value=0, max_value=4096), max_size=24)

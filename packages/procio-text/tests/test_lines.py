@@ -9,7 +9,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from procio_text import LineDecodeError, LineReceiveStream, LineTooLongError, TextReceiveStream
 
-from ._streams import Tracked, cuts, expected_lines, feed, reference_lines, split
+from ._streams import (
+    Tracked,
+    cuts,
+    expected_lines,
+    feed,
+    receive_until,
+    reference_lines,
+    split,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -31,7 +39,12 @@ async def lines_of(stream: LineReceiveStream) -> list[str]:
 def test_the_oracle_is_ios_universal_newlines() -> None:
     # The reference the properties compare with: "\n", "\r", "\r\n", nothing else.
     text = "a\r\nb\rc\nd\x0ce\x85f\u2028g\x1ch\r"
-    assert reference_lines(text) == [("a", "\r\n"), ("b", "\r"), ("c", "\n"), ("d\x0ce\x85f\u2028g\x1ch", "\r")]
+    assert reference_lines(text) == [
+        ("a", "\r\n"),
+        ("b", "\r"),
+        ("c", "\n"),
+        ("d\x0ce\x85f\u2028g\x1ch", "\r"),
+    ]
     assert reference_lines("x\ny") == [("x", "\n"), ("y", "")]
     assert reference_lines("--a----b-", "--") == [("", "--"), ("a", "--"), ("", "--"), ("b-", "")]
 
@@ -136,7 +149,7 @@ async def test_one_error_per_over_long_line_and_every_other_line_delivered(
             assert limit < len(error.buffered) <= limit + longest_chunk
             got.append(TooLong(error.buffered))
     assert len(got) == len(expected), (got, expected)
-    for item, wanted in zip(got, expected):
+    for item, wanted in zip(got, expected, strict=True):
         if isinstance(wanted, TooLong):
             assert isinstance(item, TooLong), (got, expected)
             assert wanted.content.startswith(item.content)
@@ -162,7 +175,8 @@ async def test_a_huge_line_raises_once_then_the_next_line_comes() -> None:
     stream = LineReceiveStream(feed(chunks))
     with pytest.raises(LineTooLongError) as info:
         await stream.receive()
-    assert info.value.buffered == "y" * 65536
+    # The first chunk fits the default limit (65,536); the second shows the line too long.
+    assert info.value.buffered == "y" * 2 * 65536
     assert await stream.receive() == "ok"
     with pytest.raises(EndOfStream):
         await stream.receive()
@@ -177,7 +191,7 @@ async def test_over_long_line_ended_by_cr_does_not_leave_an_empty_line() -> None
 
 async def test_over_long_line_with_a_separator_split_across_chunks() -> None:
     stream = LineReceiveStream(
-        feed(["0123456789-", "-", "-tail--"]), newline="---", max_line_length=5
+        feed(["0123456789-", "-", "-tail--"]), newline="---", max_line_length=6
     )
     with pytest.raises(LineTooLongError) as info:
         await stream.receive()
@@ -356,12 +370,8 @@ async def test_every_line_before_a_bad_byte_comes_first(
     stream = LineReceiveStream(
         feed(split(data, cut_points)), keepends=keepends, newline=newline, max_line_length=None
     )
-    lines: list[str] = []
-    with pytest.raises(LineDecodeError) as info:
-        while True:
-            lines.append(await stream.receive())
+    lines, error = await receive_until(stream, LineDecodeError)
     assert lines == [content + terminator if keepends else content for content, terminator in pairs]
-    error = info.value
     assert error.buffered == partial
     assert data[start:].startswith(error.object[error.start :])
     assert error.end > error.start

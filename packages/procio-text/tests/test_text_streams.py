@@ -22,7 +22,7 @@ from procio_text import (
     TextStream,
 )
 
-from ._streams import Chunks, Sink, cuts, feed, split
+from ._streams import Chunks, Sink, cuts, feed, receive_until, split
 
 pytestmark = pytest.mark.anyio
 
@@ -56,14 +56,10 @@ async def test_any_chunking_decodes_like_bytes_decode(
     stream = TextReceiveStream(feed(split(data, cut_points)), encoding=encoding, errors=errors)
     if expected is None:
         failure = _first_error(data, encoding)
-        received: list[str] = []
-        with pytest.raises(UnicodeDecodeError) as info:
-            while True:
-                received.append(await stream.receive())
+        received, error = await receive_until(stream, UnicodeDecodeError)
         # Every character before the first undecodable byte came out before the error,
         # and the error holds the bytes from there on (as many as it had been given).
         assert "".join(received) == data[: failure.start].decode(encoding)
-        error = info.value
         assert error.end > error.start
         assert data[failure.start :].startswith(error.object[error.start :])
         with pytest.raises(BrokenResourceError):
@@ -333,9 +329,13 @@ async def test_every_encoding_and_error_scheme_under_test(
     encoding: str, errors: str, one_chunk: bool
 ) -> None:
     head = "ok ✓ é\n".encode(encoding, "replace")
-    data = head + _UNDECODABLE[encoding] + "after\n".encode(encoding, "replace")[
-        2 if encoding == "utf-16" else 4 if encoding == "utf-32" else 0 :
-    ]
+    data = (
+        head
+        + _UNDECODABLE[encoding]
+        + "after\n".encode(encoding, "replace")[
+            2 if encoding == "utf-16" else 4 if encoding == "utf-32" else 0 :
+        ]
+    )
     chunks = [data] if one_chunk else [data[i : i + 1] for i in range(len(data))]
     stream = TextReceiveStream(feed(chunks), encoding=encoding, errors=errors)
     try:
@@ -344,10 +344,7 @@ async def test_every_encoding_and_error_scheme_under_test(
         # Strict, or a scheme that cannot handle these bytes (surrogateescape cannot
         # escape the ASCII half of a UTF-16 code unit) and re-raises.
         assert errors in ("strict", "surrogateescape")
-        received: list[str] = []
-        with pytest.raises(UnicodeDecodeError):
-            while True:
-                received.append(await stream.receive())
+        received, _ = await receive_until(stream, UnicodeDecodeError)
         assert "".join(received) == data[: failure.start].decode(encoding) == head.decode(encoding)
         with pytest.raises(BrokenResourceError):
             await stream.receive()
