@@ -147,9 +147,17 @@ class _Splitter:
             if not text:
                 return
         ends: list[str] | None
+        end = "\n"
         if "\r" in text:
-            pieces = _UNIVERSAL.split(text)
-            contents, ends = pieces[::2], pieces[1::2]
+            contents = text.split("\r\n")
+            rest = "".join(contents)
+            if "\r" in rest or "\n" in rest:
+                # Lone "\r" or "\n" too: the general (and slower) split.
+                pieces = _UNIVERSAL.split(text)
+                contents, ends = pieces[::2], pieces[1::2]
+            else:
+                # Only "\r\n" (Windows text): plain splitting and searching, in C.
+                ends, end = None, "\r\n"
         else:
             contents, ends = text.split("\n"), None
         tail = contents.pop()
@@ -161,11 +169,11 @@ class _Splitter:
                 last = contents.pop()
                 ends.pop()
                 if contents:
-                    self._emit(contents, ends, "\n")
+                    self._emit(contents, ends, end)
                 self._held = self._end_line(last)
                 return
         if contents:
-            self._emit(contents, ends, "\n")
+            self._emit(contents, ends, end)
         self._keep(tail)
 
     def _feed_explicit(self, text: str, newline: str) -> None:
