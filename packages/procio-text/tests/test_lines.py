@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import anyio
 import pytest
 from anyio import BrokenResourceError, EndOfStream
@@ -377,3 +379,35 @@ async def test_every_line_before_a_bad_byte_comes_first(
     assert error.end > error.start
     with pytest.raises(BrokenResourceError):
         await stream.receive()
+
+
+async def test_over_a_text_stream_that_fails_to_decode() -> None:
+    source = TextReceiveStream(feed([b"one\ntw", b"o\nthr\xffee\n"]))
+    stream = LineReceiveStream(source)
+    lines, error = await receive_until(stream, LineDecodeError)
+    assert lines == ["one", "two"]
+    assert error.buffered == "thr"
+    assert error.object[error.start :] == b"\xffee\n"
+    with pytest.raises(BrokenResourceError):
+        await stream.receive()
+
+
+def test_errors_survive_pickling() -> None:
+    # Errors cross process boundaries (a worker's result, a log record).
+    too_long = pickle.loads(pickle.dumps(LineTooLongError(3, "abcd")))
+    assert (type(too_long), too_long.max_line_length, too_long.buffered) == (
+        LineTooLongError,
+        3,
+        "abcd",
+    )
+    assert str(too_long) == str(LineTooLongError(3, "abcd"))
+    undecodable = LineDecodeError("utf-8", b"ab\xff", 2, 3, "invalid start byte", "xy")
+    copy = pickle.loads(pickle.dumps(undecodable))
+    assert type(copy) is LineDecodeError
+    assert (copy.object, copy.start, copy.end, copy.reason, copy.buffered) == (
+        b"ab\xff",
+        2,
+        3,
+        "invalid start byte",
+        "xy",
+    )
