@@ -46,6 +46,9 @@ class LineTooLongError(ValueError):
         self.max_line_length = max_line_length
         self.buffered = buffered
 
+    def __reduce__(self) -> tuple[type[LineTooLongError], tuple[int, str]]:
+        return (type(self), (self.max_line_length, self.buffered))
+
 
 class LineDecodeError(UnicodeDecodeError):
     """Undecodable bytes interrupted a :class:`LineReceiveStream`.
@@ -67,6 +70,12 @@ class LineDecodeError(UnicodeDecodeError):
     ) -> None:
         super().__init__(encoding, object, start, end, reason)
         self.buffered = buffered
+
+    def __reduce__(self) -> tuple[type[LineDecodeError], tuple[str, bytes, int, int, str, str]]:
+        return (
+            type(self),
+            (self.encoding, self.object, self.start, self.end, self.reason, self.buffered),
+        )
 
     @classmethod
     def _from(cls, error: UnicodeDecodeError, buffered: str) -> LineDecodeError:
