@@ -122,7 +122,7 @@ class TooLong:
     text=line_text,
     cut_points=cuts,
     limit=st.integers(min_value=1, max_value=12),
-    newline=st.sampled_from([None, "\n", "\r\n"]),
+    newline=st.sampled_from([None, "\n", "\r\n", "ab", "aba"]),
     keepends=st.booleans(),
 )
 async def test_one_error_per_over_long_line_and_every_other_line_delivered(
@@ -147,8 +147,9 @@ async def test_one_error_per_over_long_line_and_every_other_line_delivered(
             break
         except LineTooLongError as error:
             assert error.max_line_length == limit
-            # The start of the over-long line, more than the limit, at most one chunk more.
-            assert limit < len(error.buffered) <= limit + longest_chunk
+            # The start of the over-long line, more than the limit, at most one chunk
+            # more (and the start of a separator held back from the chunk before).
+            assert limit < len(error.buffered) <= limit + longest_chunk + len(newline or "x") - 1
             got.append(TooLong(error.buffered))
     assert len(got) == len(expected), (got, expected)
     for item, wanted in zip(got, expected, strict=True):
@@ -358,7 +359,7 @@ bad_bytes = st.sampled_from([b"\xff", b"\x80", b"\xc3(", b"\xe2\x82", b"\xed\xa0
     after=line_text,
     cut_points=cuts,
     keepends=st.booleans(),
-    newline=st.sampled_from([None, "\n", "\r\n"]),
+    newline=st.sampled_from([None, "\n", "\r\n", "ab", "aba"]),
 )
 async def test_every_line_before_a_bad_byte_comes_first(
     text: str, bad: bytes, after: str, cut_points: list[int], keepends: bool, newline: str | None
@@ -411,3 +412,15 @@ def test_errors_survive_pickling() -> None:
         "invalid start byte",
         "xy",
     )
+
+
+async def test_bad_byte_after_a_partial_line_that_is_already_too_long() -> None:
+    # "aaa" fits the limit; the "-" after it was held back as the possible start of
+    # "--a", but the bad byte makes it content: the line is over-long, reported as such
+    # before the decoding error, which then holds no text.
+    stream = LineReceiveStream(feed([b"aaa-\xff"]), newline="--a", max_line_length=3)
+    with pytest.raises(LineTooLongError) as info:
+        await stream.receive()
+    assert info.value.buffered == "aaa-"
+    _, error = await receive_until(stream, LineDecodeError)
+    assert error.buffered == ""

@@ -62,7 +62,8 @@ class LineDecodeError(UnicodeDecodeError):
 
     Attributes:
         buffered: The decoded start of the line the bad bytes interrupted (``""`` when
-            they came right after a line boundary).
+            they came right after a line boundary, or when that start was itself longer
+            than ``max_line_length``: then :exc:`LineTooLongError` came first).
     """
 
     def __init__(
@@ -269,7 +270,12 @@ class _Splitter:
             self._skipping = True
 
     def end(self) -> str:
-        """The text has ended: deliver the held line; return the unterminated rest."""
+        """The text has ended: deliver the held line; return the unterminated rest.
+
+        The rest is checked against the limit first: what was held back as the possible
+        start of a separator is line content now. An over-long rest is reported here
+        and ``""`` returned.
+        """
         if self._after_cr:
             self._after_cr = False
             if self._held is not None:
@@ -283,18 +289,17 @@ class _Splitter:
             # The over-long line ends here; what is left of it was skipped.
             self._skipping = False
             return ""
+        limit = self._limit
+        if limit is not None and len(rest) > limit:
+            self.out.append(LineTooLongError(limit, rest))
+            return ""
         return rest
 
     def finish(self) -> None:
         """The stream has ended: a last line without a terminator is still a line."""
         rest = self.end()
         if rest:
-            limit = self._limit
-            # At the end the carry is content too, so the limit is checked again.
-            if limit is not None and len(rest) > limit:
-                self.out.append(LineTooLongError(limit, rest))
-            else:
-                self.out.append(rest)
+            self.out.append(rest)
 
     def clear(self) -> None:
         self.end()
