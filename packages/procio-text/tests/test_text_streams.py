@@ -378,6 +378,9 @@ async def test_text_before_an_undecodable_byte_is_delivered_first() -> None:
         ("shift_jis", [b"\x82", b"\xa0\x82\xa2\x82\xa4ok\x80\xff"], ["あいうok"]),
         ("utf-16", [b"\xff\xfeh\x00i", b"\x00\x00\xdcx\x00"], ["h", "i"]),
         ("utf-16-le", [b"h\x00i\x00\x00\xdc"], ["hi"]),
+        # A shift into JIS X 0208 in one chunk, and back out before the bad byte in the
+        # next: the text between is decoded in the shifted state.
+        ("iso2022_jp", [b"\x1b$B", b"!-\x1b(B\x80"], ["\xb4"]),
     ],
 )
 async def test_characters_completed_before_the_bad_bytes_come_out(

@@ -112,43 +112,52 @@ class _Decoder:
     delivered (:meth:`fail`), and from then on decodes nothing more.
     """
 
-    __slots__ = ("_decode", "_decoder", "_reported", "error")
+    __slots__ = ("_decode", "_decoder", "_fragile", "_reported", "error")
 
     def __init__(self, encoding: str, errors: str) -> None:
-        self._decoder = _make_decoder(encoding, errors)
-        self._decode = self._decoder.decode
+        self._decoder = decoder = _make_decoder(encoding, errors)
+        self._decode = decoder.decode
+        # The decoders written in Python on BufferedIncrementalDecoder (UTF-8, -16, -32,
+        # -7...) change nothing when a call fails, and stateless ones (the charmaps)
+        # have nothing to change. The CJK decoders (in C) drop the bytes they held and
+        # may move their shift state (ISO-2022) even on failure: their state is taken
+        # before each chunk, so that the text before bad bytes can be decoded again.
+        self._fragile = not (
+            isinstance(decoder, (codecs.BufferedIncrementalDecoder, _ByteOrderSniffingDecoder))
+            or type(decoder).getstate is codecs.IncrementalDecoder.getstate
+        )
         self.error: UnicodeDecodeError | None = None
         self._reported = False
 
     def feed(self, chunk: bytes) -> str:
+        flag = self._decoder.getstate()[1] if self._fragile else None
         try:
             return self._decode(chunk)
         except UnicodeDecodeError as error:
             self.error = error
-            return self._decode_before(error)
+            return self._decode_before(error, flag)
 
     def finish(self) -> str:
+        flag = self._decoder.getstate()[1] if self._fragile else None
         try:
             return self._decode(b"", final=True)
         except UnicodeDecodeError as error:
             self.error = error
-            return self._decode_before(error)
+            return self._decode_before(error, flag)
         finally:
             self._decoder.reset()
 
-    def _decode_before(self, error: UnicodeDecodeError) -> str:
+    def _decode_before(self, error: UnicodeDecodeError, flag: int | None) -> str:
         # The codec's error names the bytes it was decoding (what it had held back,
         # then the new chunk) and where the bad ones start; everything before that is
-        # valid. A failed call may have consumed what the decoder held (the CJK codecs
-        # do), so decode those bytes again from an empty buffer, keeping the codec's
-        # other state (a byte order, a shift state).
+        # valid. Decode those bytes again from an empty buffer and the codec's other
+        # state (a byte order, a shift state) as it was before the chunk.
         data = error.object
         if error.start <= 0 or not isinstance(data, (bytes, bytearray)):
             return ""
         decoder = self._decoder
         try:
-            flag = decoder.getstate()[1]
-            decoder.setstate((b"", flag))
+            decoder.setstate((b"", decoder.getstate()[1] if flag is None else flag))
             return decoder.decode(data[: error.start])
         except UnicodeError:  # a codec that reports errors some other way
             return ""
