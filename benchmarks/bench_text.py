@@ -9,7 +9,9 @@ large blocks, so that the child is never the bottleneck and the figures are the 
   layer alone), and the floor: the same bytes decoded in memory with an incremental
   decoder, 64 KiB at a time;
 * line framing: procio's ``LineReceiveStream``, AnyIO's ``BufferedByteReceiveStream.
-  receive_until`` (AnyIO's nearest tool), and ``asyncio.StreamReader.readline``.
+  receive_until`` (AnyIO's nearest tool), and ``asyncio.StreamReader.readline``;
+* one long line arriving a byte at a time, in memory, at two lengths: the cost per
+  character of ``LineReceiveStream`` must not grow with the line (linear assembly).
 """
 
 from __future__ import annotations
@@ -110,6 +112,33 @@ def _in_memory_decode(line: bytes, total: int) -> float:
     return time.perf_counter() - start
 
 
+class _Bytes(ObjectReceiveStream[bytes]):
+    """Hands out the given chunks without waiting: what is measured is the framing."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self._chunks = chunks[::-1]
+
+    async def receive(self) -> bytes:
+        if not self._chunks:
+            raise anyio.EndOfStream
+        return self._chunks.pop()
+
+    async def aclose(self) -> None:
+        self._chunks.clear()
+
+
+async def _one_long_line(length: int) -> int:
+    chunks = [b"x"] * length + [b"\n"]
+    stream = procio_text.LineReceiveStream(_Bytes(chunks), max_line_length=None)
+    return sum([len(line) async for line in stream])
+
+
+def _long_line_seconds(length: int) -> float:
+    start = time.perf_counter()
+    assert anyio.run(_one_long_line, length) == length
+    return time.perf_counter() - start
+
+
 def _measure(
     func: Callable[[list[str]], Awaitable[int]], command: list[str], repeats: int
 ) -> float:
@@ -160,6 +189,20 @@ def main() -> None:
     ):
         speed = lines / _measure(func, command, repeats)
         rows.append(Row(group, name, speed, "lines/s", higher_is_better=True, role=role))
+
+    group = "one long line, a byte at a time (cost per character must not grow)"
+    for length in (16_000, 64_000):
+        seconds = min(_long_line_seconds(length) for _ in range(repeats))
+        rows.append(
+            Row(
+                group,
+                f"procio LineReceiveStream, {length:,} characters",
+                seconds / length * 1e9,
+                "ns/char",
+                higher_is_better=False,
+                role="subject",
+            )
+        )
     report(rows, args.json)
 
 

@@ -1,26 +1,31 @@
 """Bad input for the text layer: undecodable bytes and over-long lines, fuzzed.
 
-The properties: a typed error (``UnicodeDecodeError``, ``LineTooLongError``) and never
-a loss. With a lenient ``errors`` scheme, every character the decoder produced comes out,
-either in a delivered line or in the ``buffered`` text of a ``LineTooLongError``, in
-order; no line is longer than the limit; what an error hands over stays bounded by the
-limit plus one chunk. The same properties hold over a real pipe from a child process.
+The properties, under any chunking: every line comes out as :mod:`io`'s universal
+newlines (or the explicit separator) frame it; an over-long line is one
+``LineTooLongError``, holding the start of that line, and no other line is lost; with
+``errors="strict"`` every complete line before the first undecodable byte comes out,
+then one ``LineDecodeError`` holding the start of the interrupted line and the bad
+bytes, then ``BrokenResourceError``. The same hold over a real pipe from a child process.
 """
 
 from __future__ import annotations
 
 import codecs
+import io
 import itertools
+import logging
+import re
 from collections.abc import Coroutine, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from anyio import EndOfStream, create_task_group
+from anyio import BrokenResourceError, EndOfStream, create_task_group
 from anyio.abc import ByteReceiveStream, ByteSendStream
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from procio_process import open_process
-from procio_text import LineReceiveStream, LineTooLongError, TextReceiveStream
+from procio_text import LineDecodeError, LineReceiveStream, LineTooLongError, TextReceiveStream
 
 from ._support import scaled, tally
 
@@ -58,6 +63,48 @@ def run_now(coroutine: Coroutine[Any, Any, T]) -> T:
 def split(data: bytes, cuts: list[int]) -> list[bytes]:
     points = sorted({min(cut, len(data)) for cut in cuts} | {0, len(data)})
     return [data[a:b] for a, b in itertools.pairwise(points)]
+
+
+def reference_lines(text: str, newline: str | None) -> list[tuple[str, str]]:
+    """``(content, terminator)`` pairs of *text*, framed without procio.
+
+    ``newline=None``: io's universal newlines (``io.StringIO(newline="")`` keeps the
+    terminators as they were). The last pair's terminator is ``""`` if it has none.
+    """
+    if newline is None:
+        pairs = []
+        for line in io.StringIO(text, newline="").readlines():
+            content = line.removesuffix("\n").removesuffix("\r")
+            pairs.append((content, line[len(content) :]))
+        return pairs
+    pieces = text.split(newline)
+    last = pieces.pop()
+    return [(piece, newline) for piece in pieces] + ([(last, "")] if last else [])
+
+
+def expected_items(text: str, newline: str | None, limit: int | None) -> list[tuple[bool, str]]:
+    """What a keepends stream must deliver: ``(False, line)`` for a line, ``(True,
+    content)`` where it must raise ``LineTooLongError`` for an over-long line."""
+    return [
+        (True, content) if limit is not None and len(content) > limit else (False, content + end)
+        for content, end in reference_lines(text, newline)
+    ]
+
+
+def assert_delivered(
+    pieces: list[tuple[bool, str]], expected: list[tuple[bool, str]], limit: int, slack: int
+) -> None:
+    assert [overflow for overflow, _ in pieces] == [overflow for overflow, _ in expected], (
+        pieces,
+        expected,
+    )
+    for (overflow, got), (_, wanted) in zip(pieces, expected, strict=True):
+        if overflow:
+            # The start of the over-long line: past the limit, at most about a chunk more.
+            assert wanted.startswith(got), (got, wanted)
+            assert limit < len(got) <= limit + slack, (got, limit)
+        else:
+            assert got == wanted
 
 
 # Text that is mostly line-shaped: valid UTF-8, every kind of line boundary, and bytes
@@ -99,7 +146,7 @@ def receive_everything(stream: LineReceiveStream) -> list[tuple[bool, str]]:
     limit=st.integers(min_value=1, max_value=60),
     newline=st.sampled_from([None, "\n", "\r\n"]),
 )
-def test_over_long_lines_and_bad_bytes_lose_nothing(
+def test_over_long_lines_and_bad_bytes_lose_no_other_line(
     data: bytes, cuts: list[int], errors: str, limit: int, newline: str | None
 ) -> None:
     chunks = split(data, cuts)
@@ -107,19 +154,13 @@ def test_over_long_lines_and_bad_bytes_lose_nothing(
         Chunks(chunks), errors=errors, keepends=True, newline=newline, max_line_length=limit
     )
     pieces = receive_everything(stream)
-    assert "".join(text for _, text in pieces) == data.decode("utf-8", errors)
-    overflows = [text for overflow, text in pieces if overflow]
-    lines = [text for overflow, text in pieces if not overflow]
-    for line in lines:
-        content = line.removesuffix(newline) if newline else (line.splitlines() or [""])[0]
-        assert len(content) <= limit, (line, limit)
+    expected = expected_items(data.decode("utf-8", errors), newline, limit)
     longest_chunk = max((len(chunk) for chunk in chunks), default=0)
-    for buffered in overflows:
-        # backslashreplace turns one byte into four characters; a held-back "\r" or a
-        # partial separator adds at most two more.
-        assert len(buffered) <= limit + 4 * (longest_chunk + 3) + 2
+    # backslashreplace turns one byte into four characters; a partial separator held
+    # back from the chunk before adds at most one more.
+    assert_delivered(pieces, expected, limit, 4 * longest_chunk + 1)
     tally("text inputs fuzzed")
-    tally("over-long lines refused", len(overflows))
+    tally("over-long lines refused", sum(overflow for overflow, _ in pieces))
 
 
 def test_the_last_line_obeys_the_limit_when_it_ends_with_half_a_separator() -> None:
@@ -130,32 +171,48 @@ def test_the_last_line_obeys_the_limit_when_it_ends_with_half_a_separator() -> N
 
 
 @settings(max_examples=scaled(300), deadline=None)
-@given(data=byte_soup, cuts=cut_points)
+@given(data=byte_soup, cuts=cut_points, newline=st.sampled_from([None, "\n", "\r\n"]))
 def test_undecodable_bytes_raise_a_typed_error_after_the_good_lines(
-    data: bytes, cuts: list[int]
+    data: bytes, cuts: list[int], newline: str | None
 ) -> None:
-    stream = LineReceiveStream(Chunks(split(data, cuts)), keepends=True, max_line_length=None)
+    stream = LineReceiveStream(
+        Chunks(split(data, cuts)), keepends=True, newline=newline, max_line_length=None
+    )
     lines: list[str] = []
+    failures: list[LineDecodeError] = []
 
     async def drain() -> None:
         while True:
             try:
                 lines.append(await stream.receive())
+            except LineDecodeError as error:
+                failures.append(error)
+                with pytest.raises(BrokenResourceError):
+                    await stream.receive()
+                return
             except EndOfStream:
                 return
 
+    run_now(drain())
     try:
         data.decode("utf-8")
     except UnicodeDecodeError as expected:
-        with pytest.raises(UnicodeDecodeError):
-            run_now(drain())
-        # Whatever came out before the error is text from before the first bad byte.
-        valid_prefix = data[: expected.start].decode("utf-8")
-        assert valid_prefix.startswith("".join(lines))
+        # Every complete line before the first bad byte, exactly, then the error with
+        # the start of the interrupted line and the bytes from the bad one on.
+        pairs = reference_lines(data[: expected.start].decode("utf-8"), newline)
+        partial = pairs.pop()[0] if pairs and not pairs[-1][1] else ""
+        assert lines == [content + end for content, end in pairs]
+        assert len(failures) == 1
+        error = failures[0]
+        assert error.buffered == partial
+        assert error.end > error.start
+        assert data[expected.start :].startswith(error.object[error.start :])
         tally("undecodable inputs refused")
     else:
-        run_now(drain())
-        assert "".join(lines) == data.decode("utf-8")
+        assert failures == []
+        assert lines == [
+            content + end for content, end in reference_lines(data.decode("utf-8"), newline)
+        ]
     tally("text inputs fuzzed")
 
 
@@ -181,9 +238,13 @@ def test_text_receive_stream_decodes_like_bytes_decode(
 
     try:
         expected = codecs.decode(data, encoding, errors)
-    except UnicodeDecodeError:
+    except UnicodeDecodeError as failure:
         with pytest.raises(UnicodeDecodeError):
             run_now(drain())
+        # Everything before the bad bytes came out first; then the stream is broken.
+        assert "".join(received) == codecs.decode(data[: failure.start], encoding)
+        with pytest.raises(BrokenResourceError):
+            run_now(stream.receive())
         tally("undecodable inputs refused")
     else:
         run_now(drain())
@@ -214,14 +275,48 @@ async def test_lines_from_a_child_process_lose_nothing(
         stream = LineReceiveStream(
             process.stdout, errors="surrogateescape", keepends=True, max_line_length=limit
         )
-        pieces: list[str] = []
+        pieces: list[tuple[bool, str]] = []
         while True:
             try:
-                pieces.append(await stream.receive())
+                pieces.append((False, await stream.receive()))
             except LineTooLongError as error:
-                pieces.append(error.buffered)
+                pieces.append((True, error.buffered))
             except EndOfStream:
                 break
-    assert "".join(pieces).encode("utf-8", "surrogateescape") == data * 50
+    expected = expected_items((data * 50).decode("utf-8", "surrogateescape"), None, limit)
+    # A pipe hands over at most 64 KiB at a time.
+    assert_delivered(pieces, expected, limit, 65536)
     assert process.returncode == 0
     tally("text inputs fuzzed")
+
+
+def _recovery_example() -> str:
+    """The over-long line recovery example of the text streams page, as written."""
+    page = Path(__file__).resolve().parents[2] / "docs" / "text.md"
+    blocks = re.findall(r"```python\n(.*?)```", page.read_text(encoding="utf-8"), re.DOTALL)
+    (example,) = [block for block in blocks if "except LineTooLongError" in block]
+    return str(example)
+
+
+class _Process:
+    def __init__(self, chunks: Sequence[bytes]) -> None:
+        self.stdout = Chunks(chunks)
+
+
+@pytest.mark.anyio
+async def test_the_documented_recovery_example_does_what_it_says(
+    anyio_backend: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    namespace: dict[str, Any] = {}
+    exec(compile(_recovery_example(), "text streams page", "exec"), namespace)
+    handled: list[str] = []
+    data = b"first\n" + b"x" * 5000 + b"\nsecond\n" + b"y" * 3000 + b"\r\nthird"
+    process = _Process(split(data, list(range(0, len(data), 700))))
+    with caplog.at_level(logging.WARNING):
+        await namespace["read_lines"](process, handled.append)
+    assert handled == ["first", "second", "third"]
+    warnings = [record.getMessage() for record in caplog.records]
+    assert len(warnings) == 2
+    assert "more than 1024 characters" in warnings[0]
+    assert "'xxxx" in warnings[0]
+    assert "'yyyy" in warnings[1]

@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
-import codecs
+import sys
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import anyio
 import anyio.streams.text
 import pytest
-from anyio import EndOfStream
+from anyio import BrokenResourceError, EndOfStream, TypedAttributeSet, typed_attribute
 from anyio.abc import ObjectStream, ObjectStreamConnectable
 from anyio.streams.stapled import StapledObjectStream
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from procio_text import TextConnectable, TextReceiveStream, TextSendStream, TextStream
+from procio_text import (
+    LineReceiveStream,
+    TextConnectable,
+    TextReceiveStream,
+    TextSendStream,
+    TextStream,
+)
 
-from ._streams import Sink, cuts, feed, split
+from ._streams import Chunks, Sink, cuts, feed, receive_until, split
 
 pytestmark = pytest.mark.anyio
 
@@ -47,10 +55,25 @@ async def test_any_chunking_decodes_like_bytes_decode(
         expected = None
     stream = TextReceiveStream(feed(split(data, cut_points)), encoding=encoding, errors=errors)
     if expected is None:
-        with pytest.raises(UnicodeDecodeError):
-            await drain(stream)
+        failure = _first_error(data, encoding)
+        received, error = await receive_until(stream, UnicodeDecodeError)
+        # Every character before the first undecodable byte came out before the error,
+        # and the error holds the bytes from there on (as many as it had been given).
+        assert "".join(received) == data[: failure.start].decode(encoding)
+        assert error.end > error.start
+        assert data[failure.start :].startswith(error.object[error.start :])
+        with pytest.raises(BrokenResourceError):
+            await stream.receive()
     else:
         assert await drain(stream) == expected
+
+
+def _first_error(data: bytes, encoding: str) -> UnicodeDecodeError:
+    try:
+        data.decode(encoding)
+    except UnicodeDecodeError as error:
+        return error
+    raise AssertionError(f"{data!r} decodes as {encoding}")
 
 
 @settings(max_examples=100, deadline=None)
@@ -179,12 +202,39 @@ async def test_text_stream_round_trip_both_directions() -> None:
         await left.send(b"x")
 
 
+class _Tags(TypedAttributeSet):
+    receiving: str = typed_attribute()
+    sending: str = typed_attribute()
+    side: str = typed_attribute()
+
+
+class _TaggedChunks(Chunks[bytes]):
+    @property
+    def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
+        return {_Tags.receiving: lambda: "yes", _Tags.side: lambda: "receive"}
+
+
+class _TaggedSink(Sink):
+    @property
+    def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
+        return {_Tags.sending: lambda: "yes", _Tags.side: lambda: "send"}
+
+
 async def test_extra_attributes_pass_through() -> None:
-    left, right = _byte_pair()
-    async with left, right:
-        assert TextStream(left).extra_attributes == left.extra_attributes
-        assert TextReceiveStream(left).extra_attributes == left.extra_attributes
-        assert TextSendStream(left).extra_attributes == left.extra_attributes
+    receive_side = TextReceiveStream(_TaggedChunks([]))
+    assert receive_side.extra(_Tags.receiving) == "yes"
+    assert receive_side.extra(_Tags.side) == "receive"
+    assert receive_side.extra(_Tags.sending, None) is None
+    lines = LineReceiveStream(_TaggedChunks([]))
+    assert lines.extra(_Tags.side) == "receive"
+    send_side = TextSendStream(_TaggedSink())
+    assert send_side.extra(_Tags.sending) == "yes"
+    assert send_side.extra(_Tags.side) == "send"
+    # Both directions' attributes; where both have one, the receive side's wins.
+    both = TextStream(StapledObjectStream(_TaggedSink(), _TaggedChunks([])))
+    assert both.extra(_Tags.receiving) == "yes"
+    assert both.extra(_Tags.sending) == "yes"
+    assert both.extra(_Tags.side) == "receive"
 
 
 async def test_aclose_closes_the_transport() -> None:
@@ -260,8 +310,98 @@ async def test_decoding_matches_anyio_on_valid_input() -> None:
     assert ours == "".join(theirs) == data.decode()
 
 
-def test_codecs_agree_on_encodings_under_test() -> None:
-    for encoding in ENCODINGS:
-        codecs.lookup(encoding)
-    for errors in ERRORS:
-        codecs.lookup_error(errors)
+_NATIVE_LONE_SURROGATE = b"\x00\xdc" if sys.byteorder == "little" else b"\xdc\x00"
+_UNDECODABLE = {
+    "utf-8": b"\xff",
+    "utf-16": _NATIVE_LONE_SURROGATE,
+    "utf-16-le": b"\x00\xdc",
+    "utf-32": b"\xff\xff\xff\xff",
+    "latin-1": b"",  # every byte is a character
+    "cp1252": b"\x81",
+    "shift_jis": b"\x80",
+}
+
+
+@pytest.mark.parametrize("one_chunk", [True, False], ids=["one chunk", "byte by byte"])
+@pytest.mark.parametrize("errors", ERRORS)
+@pytest.mark.parametrize("encoding", ENCODINGS)
+async def test_every_encoding_and_error_scheme_under_test(
+    encoding: str, errors: str, one_chunk: bool
+) -> None:
+    head = "ok ✓ é\n".encode(encoding, "replace")
+    data = (
+        head
+        + _UNDECODABLE[encoding]
+        + "after\n".encode(encoding, "replace")[
+            2 if encoding == "utf-16" else 4 if encoding == "utf-32" else 0 :
+        ]
+    )
+    chunks = [data] if one_chunk else [data[i : i + 1] for i in range(len(data))]
+    stream = TextReceiveStream(feed(chunks), encoding=encoding, errors=errors)
+    try:
+        expected = data.decode(encoding, errors)
+    except UnicodeDecodeError as failure:
+        # Strict, or a scheme that cannot handle these bytes (surrogateescape cannot
+        # escape the ASCII half of a UTF-16 code unit) and re-raises.
+        assert errors in ("strict", "surrogateescape")
+        received, _ = await receive_until(stream, UnicodeDecodeError)
+        assert "".join(received) == data[: failure.start].decode(encoding) == head.decode(encoding)
+        with pytest.raises(BrokenResourceError):
+            await stream.receive()
+    else:
+        assert errors != "strict" or encoding == "latin-1"
+        assert await drain(stream) == expected
+
+
+async def test_text_before_an_undecodable_byte_is_delivered_first() -> None:
+    source = feed([b"good line\nbad \xff byte\nmore\n", b"never read"])
+    stream = TextReceiveStream(source)
+    assert await stream.receive() == "good line\nbad "
+    with pytest.raises(UnicodeDecodeError) as info:
+        await stream.receive()
+    error = info.value
+    assert error.object[error.start : error.end] == b"\xff"
+    assert error.object[error.start :] == b"\xff byte\nmore\n"
+    # Broken from then on: a typed error each time, caused by the decoding error, and
+    # the transport is not read any further.
+    for _ in range(2):
+        with pytest.raises(BrokenResourceError) as broken:
+            await stream.receive()
+        assert broken.value.__cause__ is error
+    assert source.remaining == 1
+
+
+@pytest.mark.parametrize(
+    ("encoding", "chunks", "before"),
+    [
+        ("utf-8", [b"ab\xe2\x82", b"\xacc\xffd"], ["ab", "€c"]),
+        ("shift_jis", [b"\x82", b"\xa0\x82\xa2\x82\xa4ok\x80\xff"], ["あいうok"]),
+        ("utf-16", [b"\xff\xfeh\x00i", b"\x00\x00\xdcx\x00"], ["h", "i"]),
+        ("utf-16-le", [b"h\x00i\x00\x00\xdc"], ["hi"]),
+        # A shift into JIS X 0208 in one chunk, and back out before the bad byte in the
+        # next: the text between is decoded in the shifted state.
+        ("iso2022_jp", [b"\x1b$B", b"!-\x1b(B\x80"], ["\xb4"]),
+    ],
+)
+async def test_characters_completed_before_the_bad_bytes_come_out(
+    encoding: str, chunks: list[bytes], before: list[str]
+) -> None:
+    stream = TextReceiveStream(feed(chunks), encoding=encoding)
+    for text in before:
+        assert await stream.receive() == text
+    with pytest.raises(UnicodeDecodeError):
+        await stream.receive()
+
+
+async def test_text_stream_is_broken_after_a_decoding_error() -> None:
+    left, right = _byte_pair()
+    async with TextStream(left) as stream, right:
+        await right.send(b"fine \xc3( rest")
+        assert await stream.receive() == "fine "
+        with pytest.raises(UnicodeDecodeError):
+            await stream.receive()
+        with pytest.raises(BrokenResourceError):
+            await stream.receive()
+        # Sending is not affected.
+        await stream.send("still")
+        assert await right.receive() == b"still"

@@ -10,7 +10,13 @@ import sys
 
 import pytest
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
-from procio_text import LineReceiveStream, LineTooLongError, TextReceiveStream, TextSendStream
+from procio_text import (
+    LineDecodeError,
+    LineReceiveStream,
+    LineTooLongError,
+    TextReceiveStream,
+    TextSendStream,
+)
 
 from ._streams import Sink, feed
 
@@ -40,3 +46,9 @@ async def test_public_types() -> None:
     error = LineTooLongError(3, "abcd")
     assert_type(error.buffered, str)
     assert_type(error.max_line_length, int)
+
+    undecodable = LineDecodeError("utf-8", b"a\xff", 1, 2, "invalid start byte", "a")
+    assert isinstance(undecodable, UnicodeDecodeError)
+    assert_type(undecodable.buffered, str)
+    assert_type(undecodable.object, bytes)
+    assert_type(undecodable.start, int)

@@ -2,11 +2,13 @@
 
 ``TextReceiveStream``, ``TextSendStream``, ``TextStream`` and ``TextConnectable`` keep the
 names, arguments and behaviour of :mod:`anyio.streams.text`, so code moves over by
-changing an import. ``LineReceiveStream`` frames lines with a bound on their length.
+changing an import. ``LineReceiveStream`` frames lines with a bound on their length;
+``LineTooLongError`` and ``LineDecodeError`` are what it raises on bad input.
 """
 
 from __future__ import annotations
 
+from ._lines import LineDecodeError as LineDecodeError
 from ._lines import LineReceiveStream as LineReceiveStream
 from ._lines import LineTooLongError as LineTooLongError
 from ._text import TextConnectable as TextConnectable
@@ -21,4 +23,5 @@ __all__ = [
     "TextConnectable",
     "LineReceiveStream",
     "LineTooLongError",
+    "LineDecodeError",
 ]

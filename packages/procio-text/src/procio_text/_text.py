@@ -6,9 +6,9 @@ import codecs
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import InitVar, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from anyio import EndOfStream
+from anyio import BrokenResourceError, EndOfStream
 from anyio.abc import (
     AnyByteReceiveStream,
     AnyByteSendStream,
@@ -74,6 +74,17 @@ class _ByteOrderSniffingDecoder(codecs.IncrementalDecoder):
         self._head = b""
         self._inner = None
 
+    def getstate(self) -> tuple[bytes, int]:
+        if self._inner is not None:
+            return self._inner.getstate()
+        return (self._head, 0)
+
+    def setstate(self, state: tuple[bytes, int]) -> None:
+        if self._inner is not None:
+            self._inner.setstate(state)
+        else:
+            self._head = state[0]
+
 
 def _make_decoder(encoding: str, errors: str) -> codecs.IncrementalDecoder:
     # Looking the codec up eagerly makes an unknown encoding fail where the stream is
@@ -89,27 +100,78 @@ def _make_encoder(encoding: str, errors: str) -> codecs.IncrementalEncoder:
 
 
 class _Decoder:
-    """Incremental decoding with the end-of-stream rule shared by every text stream.
+    """Incremental decoding with the rules shared by every text stream.
 
     Bytes still held by the decoder when the stream ends are flushed with ``final=True``,
     so they obey ``errors``: ``strict`` raises :exc:`UnicodeDecodeError`, ``replace``
     yields U+FFFD. Nothing is dropped silently.
+
+    When a chunk holds undecodable bytes (``errors="strict"``, or a handler that gives
+    up), :meth:`feed` and :meth:`finish` still return the text decoded before them and
+    keep the codec's error in :attr:`error`; the stream raises it once the text has been
+    delivered (:meth:`fail`), and from then on decodes nothing more.
     """
 
-    __slots__ = ("_decode", "_decoder")
+    __slots__ = ("_decode", "_decoder", "_fragile", "_reported", "error")
 
     def __init__(self, encoding: str, errors: str) -> None:
-        self._decoder = _make_decoder(encoding, errors)
-        self._decode = self._decoder.decode
+        self._decoder = decoder = _make_decoder(encoding, errors)
+        self._decode = decoder.decode
+        # The decoders written in Python on BufferedIncrementalDecoder (UTF-8, -16, -32,
+        # -7...) change nothing when a call fails, and stateless ones (the charmaps)
+        # have nothing to change. The CJK decoders (in C) drop the bytes they held and
+        # may move their shift state (ISO-2022) even on failure: their state is taken
+        # before each chunk, so that the text before bad bytes can be decoded again.
+        self._fragile = not (
+            isinstance(decoder, (codecs.BufferedIncrementalDecoder, _ByteOrderSniffingDecoder))
+            or type(decoder).getstate is codecs.IncrementalDecoder.getstate
+        )
+        self.error: UnicodeDecodeError | None = None
+        self._reported = False
 
     def feed(self, chunk: bytes) -> str:
-        return self._decode(chunk)
+        flag = self._decoder.getstate()[1] if self._fragile else None
+        try:
+            return self._decode(chunk)
+        except UnicodeDecodeError as error:
+            self.error = error
+            return self._decode_before(error, flag)
 
     def finish(self) -> str:
+        flag = self._decoder.getstate()[1] if self._fragile else None
         try:
             return self._decode(b"", final=True)
+        except UnicodeDecodeError as error:
+            self.error = error
+            return self._decode_before(error, flag)
         finally:
             self._decoder.reset()
+
+    def _decode_before(self, error: UnicodeDecodeError, flag: int | None) -> str:
+        # The codec's error names the bytes it was decoding (what it had held back,
+        # then the new chunk) and where the bad ones start; everything before that is
+        # valid. Decode those bytes again from an empty buffer and the codec's other
+        # state (a byte order, a shift state) as it was before the chunk.
+        data = error.object
+        if error.start <= 0 or not isinstance(data, (bytes, bytearray)):
+            return ""
+        decoder = self._decoder
+        try:
+            decoder.setstate((b"", decoder.getstate()[1] if flag is None else flag))
+            return decoder.decode(data[: error.start])
+        except UnicodeError:  # a codec that reports errors some other way
+            return ""
+
+    def fail(self) -> NoReturn:
+        """Raise :attr:`error` the first time, then :exc:`~anyio.BrokenResourceError`."""
+        error = self.error
+        assert error is not None
+        if self._reported:
+            raise BrokenResourceError(
+                "the stream cannot go on after undecodable input (see the cause)"
+            ) from error
+        self._reported = True
+        raise error
 
     def reset(self) -> None:
         self._decoder.reset()
@@ -126,6 +188,14 @@ class TextReceiveStream(ObjectReceiveStream[str]):
     When the transport ends while part of a character is still held, the partial
     character obeys ``errors``: with ``"strict"`` the receive raises
     :exc:`UnicodeDecodeError`, with ``"replace"`` it yields ``"\\ufffd"``.
+
+    Undecodable bytes lose nothing before them: every character decoded before the bad
+    bytes is returned first, then the next receive raises the codec's
+    :exc:`UnicodeDecodeError`. In it, ``error.object[error.start:error.end]`` are the
+    bad bytes and ``error.object[error.start:]`` everything from them to the end of
+    the chunk that held them. The stream is then broken: every later receive raises
+    :exc:`anyio.BrokenResourceError` (caused by that error) and reads nothing more from
+    the transport.
 
     Args:
         transport_stream: Any byte receive stream (or object stream of ``bytes``).
@@ -147,18 +217,25 @@ class TextReceiveStream(ObjectReceiveStream[str]):
         Raises:
             anyio.EndOfStream: When the transport has ended and no text is left.
             UnicodeDecodeError: On invalid input with ``errors="strict"``, including an
-                incomplete character at the end of the stream.
+                incomplete character at the end of the stream, once the text decoded
+                before it has been returned.
+            anyio.BrokenResourceError: On every receive after that error.
         """
+        decoder = self._decoder
         while True:
+            if decoder.error is not None:
+                decoder.fail()
             try:
                 chunk = await self.transport_stream.receive()
             except EndOfStream:
-                text = self._decoder.finish()
+                text = decoder.finish()
                 if text:
                     return text
+                if decoder.error is not None:
+                    decoder.fail()
                 raise
 
-            text = self._decoder.feed(chunk)
+            text = decoder.feed(chunk)
             if text:
                 return text
 

@@ -12,6 +12,7 @@ from procio_text import TextStream as TextStream
 from procio_text import TextConnectable as TextConnectable
 from procio_text import LineReceiveStream as LineReceiveStream
 from procio_text import LineTooLongError as LineTooLongError
+from procio_text import LineDecodeError as LineDecodeError
 from procio_process import run_process as run_process
 from procio_process import open_process as open_process
 from procio_process import Process as Process
@@ -41,6 +42,7 @@ __all__ = [
     "TextConnectable",
     "LineReceiveStream",
     "LineTooLongError",
+    "LineDecodeError",
     "run_process",
     "open_process",
     "Process",
