@@ -424,3 +424,49 @@ async def test_bad_byte_after_a_partial_line_that_is_already_too_long() -> None:
     assert info.value.buffered == "aaa-"
     _, error = await receive_until(stream, LineDecodeError)
     assert error.buffered == ""
+
+
+async def _one_chunk_of_many_lines(count: int) -> LineReceiveStream:
+    send, receive = anyio.create_memory_object_stream[bytes](1)
+    await send.send(b"x\n" * count)
+    send.close()
+    return LineReceiveStream(receive)
+
+
+async def test_draining_buffered_lines_lets_other_tasks_run() -> None:
+    # All lines arrive in one chunk, so only the first receive() waits on the transport;
+    # the rest come from the buffer. Other tasks must still get to run while they do.
+    count = 200_000
+    lines = await _one_chunk_of_many_lines(count)
+    delivered = 0
+    seen_by_other_task: list[int] = []
+
+    async def other() -> None:
+        while delivered < count:
+            seen_by_other_task.append(delivered)
+            await anyio.lowlevel.checkpoint()
+
+    async with lines, anyio.create_task_group() as tg:
+        tg.start_soon(other)
+        async for _ in lines:
+            delivered += 1
+    # The other task ran at points strictly inside the drain, not only around it.
+    assert any(0 < seen < count for seen in seen_by_other_task), seen_by_other_task[:5]
+
+
+async def test_draining_buffered_lines_can_be_cancelled() -> None:
+    count = 200_000
+    lines = await _one_chunk_of_many_lines(count)
+    delivered = 0
+    with anyio.CancelScope() as scope:
+
+        async def cancel_soon() -> None:
+            await anyio.lowlevel.checkpoint()
+            scope.cancel()
+
+        async with lines, anyio.create_task_group() as tg:
+            tg.start_soon(cancel_soon)
+            async for _ in lines:
+                delivered += 1
+    assert scope.cancelled_caught
+    assert delivered < count

@@ -10,17 +10,24 @@ from __future__ import annotations
 
 import operator
 import re
+import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from anyio import BrokenResourceError, EndOfStream
 from anyio.abc import AnyByteReceiveStream, ObjectReceiveStream
+from anyio.lowlevel import checkpoint
 
 from ._text import _Decoder
 
 # io's universal newlines: "\r\n" first, so that it is never taken for "\r" then "\n".
 _UNIVERSAL = re.compile("(\r\n|\r|\n)")
+
+#: How long a caller may drain lines already buffered before receive() yields to the
+#: event loop (a cancel point and a schedule point). One per line would cost more than
+#: the line itself; the transport's own receive is a checkpoint anyway.
+_CHECKPOINT_INTERVAL = 200e-6
 
 
 class LineTooLongError(ValueError):
@@ -368,6 +375,7 @@ class LineReceiveStream(ObjectReceiveStream[str]):
         # Set once the transport has ended or its text could not be decoded.
         self._ended = False
         self._failure: LineDecodeError | None = None
+        self._last_checkpoint = time.perf_counter()
 
     async def receive(self) -> str:
         """Return the next line.
@@ -380,6 +388,11 @@ class LineReceiveStream(ObjectReceiveStream[str]):
             anyio.BrokenResourceError: On every receive after a :exc:`LineDecodeError`.
         """
         out = self._splitter.out
+        if out:
+            now = time.perf_counter()
+            if now - self._last_checkpoint > _CHECKPOINT_INTERVAL:
+                await checkpoint()
+                self._last_checkpoint = time.perf_counter()
         while not out:
             if self._ended:
                 if self._failure is not None:
@@ -388,6 +401,7 @@ class LineReceiveStream(ObjectReceiveStream[str]):
                     ) from self._failure
                 raise EndOfStream
             await self._receive_more()
+            self._last_checkpoint = time.perf_counter()
         item = out.popleft()
         if isinstance(item, str):
             return item
