@@ -11,7 +11,8 @@ Rows (one run, on asyncio; every contender keeps two workers):
   same contenders (Dask directly scatters the argument first, as procio-dask does).
 
 A cluster on one machine pays Dask's scheduler and TCP hops without the benefit of
-more machines: these rows show what the cluster path costs, not what it is for.
+more machines: these rows show what the cluster path costs, not what it is for. They
+form a group of their own, apart from the chart of procio against AnyIO.
 """
 
 # distributed leaves Client, LocalCluster and Client.scatter unannotated.
@@ -26,13 +27,13 @@ from typing import Any
 
 import anyio
 import anyio.to_process
-from _harness import Row, parser, report
+from _harness import Row, parser, report, rounds
 from distributed import Client, LocalCluster
 from procio_dask import DaskBackend
 from procio_workers import WorkerPool
 
 ROUND_TRIP = "worker round trip f(x) = x, sequential, 2 workers (dask bench)"
-ECHO = "32 MiB bytes argument echoed back, 2 workers (dask bench)"
+ECHO = "{} MiB bytes argument echoed back, 2 workers (dask bench)"
 
 
 async def _rate(call: Callable[[], Awaitable[object]], count: int, repeats: int) -> float:
@@ -116,10 +117,26 @@ def _dask_direct(
 def main() -> None:
     args = parser(__doc__ or "").parse_args()
     size = (1 << 20) if args.quick else (32 << 20)
-    count, echoes, repeats = (20, 2, 1) if args.quick else (300, 5, 3)
+    count, echoes, repeats = (20, 2, 2) if args.quick else (300, 5, 3)
     payload = b"\xa5" * size
     # A worker restart or a slow heartbeat would be logged on every line otherwise.
     logging.getLogger("distributed").setLevel(logging.ERROR)
+    names = {
+        "dask": ("procio-dask: WorkerPool on DaskBackend", "subject"),
+        "direct": ("floor: Dask client directly", "floor"),
+        "local": ("procio: local WorkerPool", "other"),
+        "anyio": ("anyio: to_process", "anyio"),
+    }
+    rows = {
+        (key, index): Row(figure, title, "dask", name, role, unit, higher_is_better=True)
+        for key, (name, role) in names.items()
+        for index, (figure, title, unit) in enumerate(
+            (
+                ("dask-round-trip", ROUND_TRIP, "calls/s"),
+                ("dask-echo", ECHO.format(size >> 20), "MB/s"),
+            )
+        )
+    }
     with LocalCluster(
         n_workers=2,
         processes=True,
@@ -132,43 +149,21 @@ def main() -> None:
         address = str(cluster.scheduler_address)
         with Client(cluster, set_as_default=False) as client:
             client.wait_for_workers(2)
-            direct = _dask_direct(client, payload, count, echoes, repeats)
-        dask = anyio.run(_dask_pool, address, payload, count, echoes, repeats)
-    local = anyio.run(_local_pool, payload, count * 5, echoes * 4, repeats)
-    anyio_ = anyio.run(_anyio, payload, count * 5, echoes * 4, repeats)
-
-    rows: list[Row] = []
-    for index, (group, unit) in enumerate(((ROUND_TRIP, "calls/s"), (ECHO, "MB/s"))):
-        rows += [
-            Row(
-                group,
-                "procio-dask: WorkerPool on DaskBackend",
-                dask[index],
-                unit,
-                higher_is_better=True,
-                role="subject",
-            ),
-            Row(
-                group,
-                "floor: Dask client directly",
-                direct[index],
-                unit,
-                higher_is_better=True,
-                role="floor",
-            ),
-            Row(
-                group,
-                "procio: local WorkerPool",
-                local[index],
-                unit,
-                higher_is_better=True,
-                role="other",
-            ),
-            Row(
-                group, "anyio: to_process", anyio_[index], unit, higher_is_better=True, role="anyio"
-            ),
-        ]
-    report(rows, args.json)
+            # Interleaved rounds (see _harness.rounds); a sample is one pass of each
+            # contender. The local contenders make 5 times as many calls per pass, so
+            # that their samples last about as long as Dask's.
+            for _, key in rounds(repeats, list(names)):
+                if key == "direct":
+                    figures = _dask_direct(client, payload, count, echoes, 1)
+                elif key == "dask":
+                    figures = anyio.run(_dask_pool, address, payload, count, echoes, 1)
+                elif key == "local":
+                    figures = anyio.run(_local_pool, payload, count * 5, echoes * 4, 1)
+                else:
+                    figures = anyio.run(_anyio, payload, count * 5, echoes * 4, 1)
+                for index, value in enumerate(figures):
+                    rows[key, index].samples.append(value)
+    report(sorted(rows.values(), key=lambda row: row.figure, reverse=True), args.json)
 
 
 if __name__ == "__main__":
