@@ -46,6 +46,8 @@ class Row:
         higher_is_better: whether a larger value is the better one.
         samples: one value per round, in the order of the rounds, so that samples of
             two rows of one figure taken in the same round can be paired.
+        note: a sentence the figure's table shows under its title (one row of the
+            figure carrying it is enough).
     """
 
     figure: str
@@ -56,6 +58,7 @@ class Row:
     unit: str
     higher_is_better: bool
     samples: list[float] = field(default_factory=list)
+    note: str = ""
 
 
 def parser(description: str) -> argparse.ArgumentParser:

@@ -68,6 +68,10 @@ SPORADIC_INTERVAL = 0.002
 func = copy.copy
 
 
+def _size(size: int) -> str:
+    return f"{size >> 20} MiB" if size >= MiB else f"{size >> 10} KiB"
+
+
 def _have(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
@@ -339,6 +343,12 @@ def _row(figure: str, title: str, c: Contender, unit: str) -> Row:
     return Row(figure, title, "workers", c.name, c.role, unit, unit.endswith("/s"))
 
 
+ROUND_TRIP_NOTE = (
+    "Floors: a pipe ping-pong of two plain processes with pickle, once with both sides "
+    "busy-polling as procio does, once with blocking reads."
+)
+
+
 def round_trip_rows(contenders: Sequence[Contender], repeats: int, seconds: float) -> list[Row]:
     title = "worker round trip f(x) = x, sequential"
     rate = {c.name: _row("round-trip", title, c, "calls/s") for c in contenders}
@@ -350,6 +360,7 @@ def round_trip_rows(contenders: Sequence[Contender], repeats: int, seconds: floa
         c.name: _row("round-trip-cpu-worker", title + ": worker CPU per call", c, "µs")
         for c in contenders
     }
+    rate[contenders[0].name].note = ROUND_TRIP_NOTE
     by_name = {c.name: c for c in contenders}
     loops = {}
     for c in contenders:
@@ -444,6 +455,13 @@ COLD_CONTENDERS = [
 ]
 
 
+COLD_NOTE = (
+    "AnyIO's workers import the parent's `__main__` module as they start (eagerly), as "
+    "do ProcessPoolExecutor's spawn and forkserver methods; procio's import it only "
+    "when a call's function lives there (lazily)."
+)
+
+
 def cold_rows(repeats: int) -> list[Row]:
     available = [
         entry
@@ -452,14 +470,15 @@ def cold_rows(repeats: int) -> list[Row]:
     ]
     rows: list[Row] = []
     for figure, script, what in (
-        ("cold-start", "_cold.py", "trivial __main__"),
-        ("cold-start-heavy", "_cold_heavy.py", "__main__ importing hypothesis"),
+        ("cold-start", "_cold.py", "trivial `__main__`"),
+        ("cold-start-heavy", "_cold_heavy.py", "`__main__` importing hypothesis"),
     ):
         title = f"worker cold start to first result, {what}"
         by_key = {
             key: Row(figure, title, "workers", name, role, "ms", higher_is_better=False)
             for key, name, role in available
         }
+        by_key["procio"].note = COLD_NOTE
         for _, key in rounds(repeats, list(by_key)):
             out = subprocess.run(
                 [sys.executable, str(HERE / script), key],
@@ -506,7 +525,7 @@ def main() -> None:
     ]
     pipe_sizes = [
         AsyncContender(
-            f"procio (asyncio), pipes of {size >> 10} KiB",
+            f"procio (asyncio), pipes of {_size(size)}",
             "other",
             "asyncio",
             to_process.run_sync,

@@ -89,8 +89,8 @@ TARGETS: tuple[Target, ...] = (
     Target("round-trip", "floor", ">=", 0.5, "≥ 0.5x the busy-polling pipe ping-pong"),
     Target("sporadic-cpu", "anyio", "<=", 1.0, "parent + worker CPU per call ≤ 1.0x AnyIO's"),
     Target("echo", "anyio", ">=", 3.0, "≥ 3x AnyIO's MB/s"),
-    Target("cold-start", "anyio", "<=", 0.5, "≤ 0.5x AnyIO's time, trivial __main__"),
-    Target("cold-start-heavy", "anyio", "<=", 0.5, "≤ 0.5x AnyIO's time, heavy __main__"),
+    Target("cold-start", "anyio", "<=", 0.5, "≤ 0.5x AnyIO's time, trivial `__main__`"),
+    Target("cold-start-heavy", "anyio", "<=", 0.5, "≤ 0.5x AnyIO's time, heavy `__main__`"),
     Target("map-tiny", "other", ">=", 1.5, "map of 20,000 tiny calls ≥ 1.5x the best peer"),
     Target("cpu-bound", "floor", "<=", 1.1, "64 calls of ~10 ms within 10% of ideal"),
     Target("interpreter-round-trip", "anyio", ">=", 2.0, "subinterpreter round trip ≥ 2x AnyIO"),
@@ -234,7 +234,8 @@ def render_machine(results: Results) -> str:
         f"Measured with `{results['command']}` on {m['date']}: {m['platform']}, "
         f"{m['cpus']} CPUs ({m['cpu_model']}), {m['python']}, "
         f"AnyIO {m['anyio']}, pyperf {m['pyperf']}; "
-        f"{results['processes']} process(es) per script, interleaved rounds in each.",
+        f"{results['processes']} fresh interpreter{'' if results['processes'] == 1 else 's'} "
+        "per script, interleaved rounds in each.",
         "",
         f"How busy the machine was: load average (1, 5, 15 min) "
         f"{', '.join(f'{v:.2f}' for v in before)} before the run and "
@@ -281,6 +282,7 @@ def render_figure(figure: Figure) -> str:
         f"**{figure['title']}** ({figure['unit']}, {better} is better; "
         f"median and range of {n} sample{'' if n == 1 else 's'})",
         "",
+        *([figure["note"], ""] if figure.get("note") else []),
         "| who | median | range | vs AnyIO | vs floor |",
         "| --- | ---: | ---: | ---: | ---: |",
     ]

@@ -53,6 +53,17 @@ def _cpu_ticks() -> tuple[int, int]:
     return sum(fields) - idle, sum(fields)
 
 
+def _version(python: str) -> str:
+    """The version of the interpreter *python*, such as ``3.13.0``."""
+    out = subprocess.run(
+        [python, "-c", "import platform; print(platform.python_version())"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return out.stdout.strip() or "?"
+
+
 def measure(
     scripts: Sequence[Path], quick: bool, processes: int, pythons: Sequence[str]
 ) -> tuple[list[dict[str, Any]], list[str]]:
@@ -90,9 +101,11 @@ def join(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 "section": row["section"],
                 "unit": row["unit"],
                 "higher_is_better": row["higher_is_better"],
+                "note": "",
                 "rows": {},
             },
         )
+        figure["note"] = figure["note"] or row.get("note", "")
         entry = figure["rows"].setdefault(
             row["name"],
             {"name": row["name"], "role": row["role"], "samples": [], "per_process": []},
@@ -197,24 +210,16 @@ def main() -> int:
             command.append("--quick")
         if args.processes:
             command += ["--processes", str(args.processes)]
-        for python in args.also_python:
-            command += ["--also-python", Path(python).name]
+        others = [_version(python) for python in args.also_python]
+        for other in others:
+            command += ["--also-python", f"PYTHON{other}"]
         command += args.only
         results = {
             "schema": SCHEMA,
             "quick": args.quick,
             "command": shlex.join(command),
             "processes": processes,
-            "other_pythons": [
-                subprocess.run(
-                    [python, "-c", "import platform; print(platform.python_version())"],
-                    capture_output=True,
-                    text=True,
-                    check=False,
-                ).stdout.strip()
-                or python
-                for python in args.also_python
-            ],
+            "other_pythons": others,
             "failed": failed,
             "machine": machine(before, after, loads),
             "figures": figures,
