@@ -109,7 +109,7 @@ def _dask_direct(client: Client, payload: bytes, count: int, echoes: int) -> tup
 def main() -> None:
     args = parser(__doc__ or "").parse_args()
     size = (1 << 20) if args.quick else (32 << 20)
-    count, echoes, repeats = (20, 2, 2) if args.quick else (300, 5, 3)
+    count, echoes, repeats = (20, 2, 2) if args.quick else (200, 5, 3)
     payload = b"\xa5" * size
     # A worker restart or a slow heartbeat would be logged on every line otherwise.
     logging.getLogger("distributed").setLevel(logging.ERROR)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import importlib
 import json
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,8 @@ def test_every_row_has_its_spread_unit_and_role(results: Any) -> None:
             assert row["min"] <= row["q1"] <= row["median"] <= row["q3"] <= row["max"]
             assert row["min"] == min(row["samples"])
             assert row["max"] == max(row["samples"])
+            assert row["median"] == pytest.approx(statistics.median(row["samples"]))
+            assert row["n"] == len(row["samples"])
 
 
 def test_dask_rows_stay_out_of_the_chart(results: Any) -> None:
