@@ -101,7 +101,7 @@ BLOCKS: dict[str, tuple[str, ...]] = {
     "spawn": ("spawn-wall-*", "spawn-cpu-*", "spawn-concurrent"),
     "read": ("read",),
     "decode": ("decode-*",),
-    "lines": ("lines",),
+    "lines": ("lines", "lines-*"),
     "round-trip": ("round-trip", "round-trip-cpu-parent", "round-trip-cpu-worker"),
     "echo": ("echo",),
     "sporadic": ("sporadic-cpu", "sporadic-cpu-parent", "sporadic-cpu-worker"),
