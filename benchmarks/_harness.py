@@ -1,43 +1,64 @@
-"""Shared plumbing for the benchmark scripts: measuring, and one row format for all.
+"""Shared plumbing for the benchmark scripts: interleaved sampling, and one row format.
 
-Every benchmark script measures procio beside its references (AnyIO, the floor on this
-machine, other libraries) in one run and hands its rows to :func:`report`, which prints
-a markdown table with ratios and, with ``--json PATH``, appends the rows to a JSON file
-that ``benchmarks/run.py`` gathers into the full report.
+Why not pyperf's ``Runner``: it runs one benchmark's worker processes to the end before
+it starts the next benchmark, so a change in the machine's load between the two lands
+on one contender only, and every target here is a *ratio* of two contenders. Its
+workers also cannot hold an event loop with a warm worker pool across samples, nor
+measure the CPU that a worker process spends. So each script measures in *rounds*: one
+sample of every contender per round, in the same order, after a warm-up; ``run.py``
+runs each script in several fresh interpreters (as pyperf does, so that one process's
+luck with hashing or memory layout does not decide a figure) and joins the samples.
+pyperf is used for what it is good at: the machine metadata, and the file format, so
+that ``python -m pyperf stats`` and ``compare_to`` work on the samples (``run.py
+--pyperf``).
+
+A script hands its rows to :func:`report`, which prints them and, with ``--json PATH``,
+appends them to that file for ``run.py``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 
-@dataclass(frozen=True)
+@dataclass
 class Row:
-    """One measured figure.
+    """One contender's samples for one figure.
 
     Attributes:
-        group: what is measured, e.g. ``"spawn /bin/true, sequential"``; rows of one group
-            are compared with each other.
-        name: who was measured, e.g. ``"procio"``, ``"anyio"`` or ``"floor: os.read loop"``.
-        value: the figure itself.
-        unit: its unit, e.g. ``"ms"``, ``"MB/s"``, ``"calls/s"``.
+        figure: the figure's key, e.g. ``"round-trip"``; rows of one figure are compared
+            with each other, and docs blocks name figures by this key.
+        title: what is measured, in words, e.g. ``"worker round trip f(x) = x"``.
+        section: ``"process"``, ``"text"``, ``"workers"`` or ``"dask"``: the chart
+            draws every section but Dask's, whose figures are of another kind.
+        name: who was measured, e.g. ``"procio (asyncio)"``.
+        role: ``"subject"`` for procio's headline row, ``"anyio"`` for AnyIO,
+            ``"floor"`` for the best this machine can do, ``"floor-2"`` for a second
+            floor (the blocking ping-pong beside the busy-polling one), ``"other"``.
+        unit: the unit of every sample, e.g. ``"calls/s"``, ``"MB/s"``, ``"µs"``.
         higher_is_better: whether a larger value is the better one.
-        role: ``"subject"`` for procio, ``"anyio"`` for AnyIO, ``"floor"`` for the
-            best this machine can do, ``"other"`` for any other library.
+        samples: one value per round, in the order of the rounds, so that samples of
+            two rows of one figure taken in the same round can be paired.
+        note: a sentence the figure's table shows under its title (one row of the
+            figure carrying it is enough).
     """
 
-    group: str
+    figure: str
+    title: str
+    section: str
     name: str
-    value: float
+    role: str
     unit: str
     higher_is_better: bool
-    role: str = "other"
+    samples: list[float] = field(default_factory=list)
+    note: str = ""
 
 
 def parser(description: str) -> argparse.ArgumentParser:
@@ -48,54 +69,133 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
-def best_of(repeats: int, func: Callable[[], float]) -> float:
-    """Run *func* (which returns a duration) *repeats* times and return the median."""
-    return statistics.median(func() for _ in range(repeats))
+def rounds(count: int, contenders: Sequence[str]) -> Iterator[tuple[int, str]]:
+    """Yield ``(round, contender)`` for *count* rounds, every contender once per round.
+
+    The order turns by one each round, so that no contender always runs right after the
+    same neighbour (whose leftovers, a busy-polling worker or a dirty cache, it would
+    otherwise always inherit).
+    """
+    for index in range(count):
+        shift = index % len(contenders) if contenders else 0
+        for name in [*contenders[shift:], *contenders[:shift]]:
+            yield index, name
 
 
-def timed(func: Callable[[], object]) -> float:
-    """Return how long one call of *func* took, in seconds."""
-    start = time.perf_counter()
-    func()
-    return time.perf_counter() - start
+def calibrate(batch: Callable[[int], float], seconds: float, start: int = 1) -> int:
+    """How many operations make one sample last about *seconds*, as pyperf calibrates.
+
+    *batch* runs that many operations and returns the wall time they took.
+    """
+    loops = start
+    while True:
+        took = batch(loops)
+        if took >= seconds or loops >= 1 << 24:
+            return loops
+        # Aim a little past the goal, at most 10x more per step.
+        loops = max(loops + 1, int(loops * min(10.0, 1.2 * seconds / max(took, 1e-9))))
 
 
-def _ratio(row: Row, reference: Row | None) -> str:
-    if reference is None or reference.value == 0 or row is reference:
-        return ""
-    return f"{row.value / reference.value:.2f}x"
+def task_cpu_seconds(pid: int) -> float:
+    """CPU time that process *pid* has used so far, all its threads, in seconds.
+
+    Read from ``/proc/PID/task/*/schedstat`` (nanoseconds), not from the clock-tick
+    counters that ``psutil`` and ``os.times`` read, whose 10 ms steps would swamp a
+    sample of a few milliseconds. A process that has gone counts as 0.
+    """
+    total = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0.0
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/schedstat", encoding="ascii") as f:
+                total += int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+    return total / 1e9
+
+
+def children(pid: int | None = None) -> set[int]:
+    """The pids of every descendant of *pid* (this process by default), from ``/proc``."""
+    root = os.getpid() if pid is None else pid
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # The command name may hold spaces and parentheses: the fields follow the last ')'.
+        fields = stat.rpartition(")")[2].split()
+        if len(fields) > 1 and fields[1].isdigit():
+            parents.setdefault(int(fields[1]), []).append(int(entry))
+    found: set[int] = set()
+    stack = [root]
+    while stack:
+        for child in parents.get(stack.pop(), []):
+            if child not in found:
+                found.add(child)
+                stack.append(child)
+    return found
+
+
+@dataclass
+class Clock:
+    """Wall time, this process's CPU time, and the CPU time of some of its children."""
+
+    pids: frozenset[int] = frozenset()
+
+    def read(self) -> tuple[float, float, float]:
+        """Return ``(wall, parent CPU, children CPU)`` now, in seconds."""
+        return (
+            time.perf_counter(),
+            time.process_time(),
+            sum(task_cpu_seconds(pid) for pid in self.pids),
+        )
+
+
+def spread(samples: Sequence[float]) -> dict[str, float]:
+    """Median, extremes and quartiles of *samples* (the quartiles need two samples)."""
+    ordered = sorted(samples)
+    q1, q3 = (
+        statistics.quantiles(ordered, n=4, method="inclusive")[::2]
+        if len(ordered) > 1
+        else (ordered[0], ordered[0])
+    )
+    return {
+        "median": statistics.median(ordered),
+        "min": ordered[0],
+        "max": ordered[-1],
+        "q1": q1,
+        "q3": q3,
+    }
 
 
 def table(rows: Sequence[Row]) -> str:
-    """Format *rows* as a markdown table with each row's ratio to the floor and to AnyIO.
-
-    A ratio is always ``value / reference value``: for throughputs higher is better, for
-    times lower is better (the unit column says which).
-    """
-    lines = [
-        "| what | who | value | unit | vs floor | vs AnyIO |",
-        "| --- | --- | ---: | --- | ---: | ---: |",
-    ]
-    groups: dict[str, list[Row]] = {}
+    """Format *rows* as a plain text table: median and range of each row."""
+    lines = []
     for row in rows:
-        groups.setdefault(row.group, []).append(row)
-    for group, members in groups.items():
-        floor = next((r for r in members if r.role == "floor"), None)
-        anyio = next((r for r in members if r.role == "anyio"), None)
-        for row in members:
-            lines.append(
-                f"| {group} | {row.name} | {row.value:,.2f} | {row.unit} | "
-                f"{_ratio(row, floor)} | {_ratio(row, anyio)} |"
-            )
+        if not row.samples:
+            lines.append(f"{row.title} | {row.name} | no samples")
+            continue
+        s = spread(row.samples)
+        lines.append(
+            f"{row.title} | {row.name} | {s['median']:,.4g} {row.unit} "
+            f"[{s['min']:,.4g} .. {s['max']:,.4g}] n={len(row.samples)}"
+        )
     return "\n".join(lines)
 
 
 def report(rows: Sequence[Row], json_path: Path | None) -> None:
-    """Print *rows* as a table and, if *json_path* is given, append them to it."""
+    """Print *rows* and, if *json_path* is given, append them to it."""
     print(table(rows), flush=True)
     if json_path is not None:
         existing: list[dict[str, object]] = []
         if json_path.exists():
             existing = json.loads(json_path.read_text(encoding="utf-8"))
         existing.extend(asdict(row) for row in rows)
-        json_path.write_text(json.dumps(existing, indent=2), encoding="utf-8")
+        json_path.write_text(json.dumps(existing, indent=1), encoding="utf-8")

@@ -1,6 +1,6 @@
 """Benchmarks of the process layer: procio beside AnyIO and the raw floor, in one run.
 
-    python benchmarks/bench_process.py [--quick] [--json PATH]
+    python benchmarks/bench_process.py [--quick] [--json PATH] [--spawn-only]
 
 Rows:
 - spawn ``/bin/true`` and reap it, one after the other: wall time per spawn, and the
@@ -10,12 +10,17 @@ Rows:
   ``subprocess.Popen`` pipe, with the same chunk size as the async streams.
 - spawns per second with 16 spawns in flight.
 
+Every row is sampled in interleaved rounds (see ``_harness``); the spawn rows carry the
+Python version in their figure, so that ``run.py --also-python`` can add the same rows
+measured on another interpreter.
+
 All async rows run on asyncio through ``anyio.run``; procio also gets a Trio row where it
 is cheap to add.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -27,7 +32,7 @@ import anyio
 import procio_process
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import Row, parser, report
+from _harness import Row, parser, report, rounds
 
 TRUE = "/bin/true"
 CHUNK = 65536
@@ -62,11 +67,6 @@ async def _spawn_anyio(count: int) -> tuple[float, float]:
     return (time.perf_counter() - wall) / count, (time.process_time() - cpu) / count
 
 
-def best(runs: list[tuple[float, float]]) -> tuple[float, float]:
-    """The lowest wall time and the lowest CPU time of the rounds (the least disturbed)."""
-    return min(wall for wall, _ in runs), min(cpu for _, cpu in runs)
-
-
 def run_async(
     func: Callable[[int], Awaitable[tuple[float, float]]], count: int, backend: str = "asyncio"
 ) -> tuple[float, float]:
@@ -85,36 +85,66 @@ def _has_uvloop() -> bool:
     return True
 
 
+PY = f"{sys.version_info[0]}.{sys.version_info[1]}"
+
+
 def spawn_rows(count: int, repeats: int) -> list[Row]:
-    # Interleaved rounds, best of each: on a shared machine the load drifts, and
-    # measuring one contender after the other would hand the drift to one of them.
-    runs: dict[str, list[tuple[float, float]]] = {}
-    uvloop = _has_uvloop()
-    for _ in range(repeats):
-        runs.setdefault("floor", []).append(spawn_floor(count))
-        runs.setdefault("procio", []).append(run_async(_spawn_procio, count))
-        runs.setdefault("procio_trio", []).append(run_async(_spawn_procio, count, "trio"))
-        if uvloop:
-            runs.setdefault("procio_uvloop", []).append(run_async(_spawn_procio, count, "uvloop"))
-        runs.setdefault("anyio", []).append(run_async(_spawn_anyio, count))
-    measured = {name: best(values) for name, values in runs.items()}
-    wall_group = "spawn /bin/true + reap, sequential: wall per spawn"
-    cpu_group = "spawn /bin/true + reap, sequential: parent CPU per spawn"
-    rows = []
-    contenders = [
-        ("procio run_process (asyncio)", "subject", "procio"),
-        ("procio run_process (trio)", "other", "procio_trio"),
-        ("procio run_process (uvloop)", "other", "procio_uvloop"),
-        ("anyio.run_process (asyncio)", "anyio", "anyio"),
-        ("floor: os.posix_spawn + os.waitpid", "floor", "floor"),
-    ]
-    for name, role, key in contenders:
-        if key not in measured:
-            continue
-        wall, cpu = measured[key]
-        rows.append(Row(wall_group, name, wall * 1e3, "ms", higher_is_better=False, role=role))
-        rows.append(Row(cpu_group, name, cpu * 1e6, "µs", higher_is_better=False, role=role))
-    return rows
+    # Interleaved rounds: on a shared machine the load drifts, and measuring one
+    # contender after the other would hand the drift to one of them.
+    contenders: dict[str, tuple[str, str, Callable[[], tuple[float, float]]]] = {
+        "floor": ("floor: os.posix_spawn + os.waitpid", "floor", lambda: spawn_floor(count)),
+        "procio": (
+            "procio run_process (asyncio)",
+            "subject",
+            lambda: run_async(_spawn_procio, count),
+        ),
+        "anyio": (
+            "anyio.run_process (asyncio)",
+            "anyio",
+            lambda: run_async(_spawn_anyio, count),
+        ),
+    }
+    if importlib.util.find_spec("trio") is not None:
+        contenders["procio_trio"] = (
+            "procio run_process (trio)",
+            "other",
+            lambda: run_async(_spawn_procio, count, "trio"),
+        )
+    if _has_uvloop():
+        contenders["procio_uvloop"] = (
+            "procio run_process (uvloop)",
+            "other",
+            lambda: run_async(_spawn_procio, count, "uvloop"),
+        )
+    wall = {
+        key: Row(
+            f"spawn-wall-py{PY}",
+            f"spawn /bin/true + reap, sequential, Python {PY}: wall per spawn",
+            "process",
+            name,
+            role,
+            "ms",
+            higher_is_better=False,
+        )
+        for key, (name, role, _) in contenders.items()
+    }
+    cpu = {
+        key: Row(
+            f"spawn-cpu-py{PY}",
+            f"spawn /bin/true + reap, sequential, Python {PY}: parent CPU per spawn",
+            "process",
+            name,
+            role,
+            "µs",
+            higher_is_better=False,
+        )
+        for key, (name, role, _) in contenders.items()
+    }
+    for _, key in rounds(repeats, list(contenders)):
+        seconds, cpu_seconds = contenders[key][2]()
+        wall[key].samples.append(seconds * 1e3)
+        cpu[key].samples.append(cpu_seconds * 1e6)
+    return [*wall.values(), *cpu.values()]
 
 
 # -- read a large stdout ---------------------------------------------------------------
@@ -166,44 +196,29 @@ async def _read_anyio(size: int) -> float:
 
 def read_rows(size: int, repeats: int) -> list[Row]:
     megabytes = size / 1e6
-    group = f"read {size >> 20} MiB of stdout ({CHUNK >> 10} KiB reads)"
-
-    def rate(seconds: list[float]) -> float:
-        return megabytes / min(seconds)
-
-    contenders: dict[str, Callable[[], float]] = {
-        "floor": lambda: read_floor(size),
-        "procio": lambda: anyio.run(_read_procio, size),
-        "procio_trio": lambda: anyio.run(_read_procio, size, backend="trio"),
-        "big_pipe": lambda: anyio.run(_read_procio_big_pipe, size),
-        "anyio": lambda: anyio.run(_read_anyio, size),
-    }
-    seconds: dict[str, list[float]] = {name: [] for name in contenders}
-    for _ in range(repeats):  # interleaved, as for the spawns
-        for name, measure in contenders.items():
-            seconds[name].append(measure())
-    floor, procio, procio_trio, big_pipe, anyio_ = (rate(seconds[name]) for name in contenders)
-    return [
-        Row(group, "procio (asyncio)", procio, "MB/s", higher_is_better=True, role="subject"),
-        Row(group, "procio (trio)", procio_trio, "MB/s", higher_is_better=True, role="other"),
-        Row(
-            group,
+    contenders: dict[str, tuple[str, str, Callable[[], float]]] = {
+        "floor": ("floor: blocking os.read loop", "floor", lambda: read_floor(size)),
+        "procio": ("procio (asyncio)", "subject", lambda: anyio.run(_read_procio, size)),
+        "procio_trio": (
+            "procio (trio)",
+            "other",
+            lambda: anyio.run(_read_procio, size, backend="trio"),
+        ),
+        "big_pipe": (
             "procio, pipesize=1 MiB (asyncio)",
-            big_pipe,
-            "MB/s",
-            higher_is_better=True,
-            role="other",
+            "other",
+            lambda: anyio.run(_read_procio_big_pipe, size),
         ),
-        Row(group, "anyio (asyncio)", anyio_, "MB/s", higher_is_better=True, role="anyio"),
-        Row(
-            group,
-            "floor: blocking os.read loop",
-            floor,
-            "MB/s",
-            higher_is_better=True,
-            role="floor",
-        ),
-    ]
+        "anyio": ("anyio (asyncio)", "anyio", lambda: anyio.run(_read_anyio, size)),
+    }
+    title = f"read {size >> 20} MiB of stdout ({CHUNK >> 10} KiB reads)"
+    rows = {
+        key: Row("read", title, "process", name, role, "MB/s", higher_is_better=True)
+        for key, (name, role, _) in contenders.items()
+    }
+    for _, key in rounds(repeats, list(contenders)):
+        rows[key].samples.append(megabytes / contenders[key][2]())
+    return list(rows.values())
 
 
 # -- spawns per second, 16 at a time ---------------------------------------------------
@@ -232,27 +247,42 @@ async def _concurrent_anyio(total: int) -> float:
 
 
 def concurrency_rows(total: int, repeats: int) -> list[Row]:
-    group = "spawn /bin/true + reap, 16 at a time"
-    rates: dict[str, list[float]] = {"procio": [], "procio_trio": [], "anyio": []}
-    for _ in range(repeats):  # interleaved, as for the spawns
-        rates["procio"].append(anyio.run(_concurrent_procio, total))
-        rates["procio_trio"].append(anyio.run(_concurrent_procio, total, backend="trio"))
-        rates["anyio"].append(anyio.run(_concurrent_anyio, total))
-    procio, procio_trio, anyio_ = (max(rates[name]) for name in ("procio", "procio_trio", "anyio"))
-    return [
-        Row(group, "procio (asyncio)", procio, "spawns/s", higher_is_better=True, role="subject"),
-        Row(group, "procio (trio)", procio_trio, "spawns/s", higher_is_better=True, role="other"),
-        Row(group, "anyio (asyncio)", anyio_, "spawns/s", higher_is_better=True, role="anyio"),
-    ]
+    contenders: dict[str, tuple[str, str, Callable[[], float]]] = {
+        "procio": ("procio (asyncio)", "subject", lambda: anyio.run(_concurrent_procio, total)),
+        "procio_trio": (
+            "procio (trio)",
+            "other",
+            lambda: anyio.run(_concurrent_procio, total, backend="trio"),
+        ),
+        "anyio": ("anyio (asyncio)", "anyio", lambda: anyio.run(_concurrent_anyio, total)),
+    }
+    title = "spawn /bin/true + reap, 16 at a time"
+    rate = "spawns/s"
+    rows = {
+        key: Row("spawn-concurrent", title, "process", name, role, rate, higher_is_better=True)
+        for key, (name, role, _) in contenders.items()
+    }
+    for _, key in rounds(repeats, list(contenders)):
+        rows[key].samples.append(contenders[key][2]())
+    return list(rows.values())
 
 
 def main() -> None:
-    args = parser(__doc__.splitlines()[0]).parse_args()
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument(
+        "--spawn-only",
+        action="store_true",
+        help="only the sequential spawn rows (for a second Python version)",
+    )
+    args = p.parse_args()
     if args.quick:
-        spawns, read_size, concurrent, repeats = 20, 4 << 20, 64, 1
+        spawns, read_size, concurrent, repeats = 20, 4 << 20, 64, 2
     else:
-        spawns, read_size, concurrent, repeats = 200, 256 << 20, 400, 7
+        spawns, read_size, concurrent, repeats = 200, 256 << 20, 400, 5
     rows = spawn_rows(spawns, repeats)
+    if args.spawn_only:
+        report(rows, args.json)
+        return
     rows += read_rows(read_size, repeats)
     rows += concurrency_rows(concurrent, repeats)
     report(rows, args.json)

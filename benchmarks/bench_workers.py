@@ -1,31 +1,46 @@
-"""Benchmarks of the worker layer: procio beside AnyIO, the floor and other pools, in one run.
+"""Benchmarks of the worker layer: procio beside AnyIO, the floors and other pools.
 
     python benchmarks/bench_workers.py [--quick] [--json PATH]
 
-Rows (the function is ``copy.copy``, which returns ints and ``bytes`` as they are, so it
-is ``f(x) = x`` and importable by every library):
+The function is ``copy.copy``, which returns ints and ``bytes`` as they are, so it is
+``f(x) = x`` and importable by every library. Every contender is started once and kept
+warm; then the figures are sampled in interleaved rounds (see ``_harness``). An async
+contender keeps its own event loop running in a thread (an AnyIO blocking portal), and
+a whole sample runs inside that loop: the thread hop happens once per sample, not once
+per call.
 
-- worker round trip ``f(x) = x``, sequential: calls per second on one warm worker. The
-  floor is a pipe ping-pong between two plain processes: a 4-byte length, then
-  ``pickle.dumps((f, args))`` one way and the pickled result back, blocking reads.
-- 32 MiB ``bytes`` echoed: the argument goes to a warm worker and comes back; MB/s is
-  32 MiB divided by the round-trip time (one direction's size).
-- cold start to first result: inside one already-running process, the time from opening
-  a fresh event loop (or executor) to the first result, pool start included; each sample
-  starts from nothing, since every library's default pool belongs to its event loop or
-  executor. Lower is better.
-- calls per second with 8 concurrent callers, each making sequential calls, on each
-  library's default number of workers (one per CPU).
+Figures:
 
-procio and AnyIO run on asyncio through ``anyio.run``; procio also gets a Trio row.
-trio-parallel, loky and ``concurrent.futures.ProcessPoolExecutor`` rows appear when
-they are installed (the ``bench`` hatch environment has them).
+- ``round-trip``: ``f(x) = x`` with small ints, sequential, on a warm worker: calls per
+  second, and the CPU per call of the parent (``time.process_time``) and of the worker
+  processes (from ``/proc``, see ``_harness.task_cpu_seconds``). Two floors: a pipe
+  ping-pong between two plain processes (4-byte length, then ``pickle.dumps((f,
+  args))`` one way and the pickled result back), once with blocking reads and once
+  with both sides busy-polling, as procio does (the parent spins until the reply is
+  there; the child spins for 200 µs after each answer, then blocks).
+- ``echo``: a 32 MiB ``bytes`` argument to a warm worker and back, MB/s of one
+  direction's size; the floor is the blocking ping-pong, which builds fresh 32 MiB
+  objects on both sides as every contender must.
+- ``sporadic-cpu``: one call every 2 ms (a worker that has gone back to sleep between
+  calls): parent-plus-worker CPU per call, and each side alone. ``SPORADIC_SETTINGS``
+  lists the procio settings to measure; a polling knob, once procio has one, is one
+  more entry there.
+- ``concurrent``: 8 concurrent callers, each making sequential calls, on each library's
+  default number of workers (one per CPU).
+- ``cold-start`` and ``cold-start-heavy``: a fresh interpreter per sample (``_cold.py``
+  and ``_cold_heavy.py`` as its ``__main__``), timed from opening a fresh event loop or
+  executor to the first result, pool start included; the floor is ``python -c pass``.
+- ``pipe-size-round-trip`` and ``pipe-size-echo``: procio with its two pipes per worker
+  grown to 64 KiB, 256 KiB or 1 MiB, to choose the default by measurement.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import copy
+import functools
+import importlib
 import importlib.util
 import os
 import pickle
@@ -33,49 +48,229 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.from_thread
 import anyio.to_process
 from procio_workers import to_process
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import Row, parser, report
+from _harness import Clock, Row, calibrate, children, parser, report, rounds
 
-ROUND_TRIP = "worker round trip f(x) = x, sequential"
-ECHO = "worker 32 MiB bytes echoed"
-COLD = "worker cold start to first result"
-CONCURRENT = "worker calls/s, 8 concurrent callers"
+HERE = Path(__file__).resolve().parent
+
 MiB = 1024 * 1024
 CALLERS = 8
-
+SPORADIC_INTERVAL = 0.002
 func = copy.copy
 
 
-def _more(group: str, name: str, value: float, unit: str, role: str = "other") -> Row:
-    """A row where a larger value is better (a throughput)."""
-    return Row(group, name, value, unit, higher_is_better=True, role=role)
-
-
-def _less(group: str, name: str, value: float, unit: str, role: str = "other") -> Row:
-    """A row where a smaller value is better (a time)."""
-    return Row(group, name, value, unit, higher_is_better=False, role=role)
+def _size(size: int) -> str:
+    return f"{size >> 20} MiB" if size >= MiB else f"{size >> 10} KiB"
 
 
 def _have(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-# -- the floor: pipe ping-pong with pickle ----------------------------------------------
+@contextlib.contextmanager
+def procio_pipe_size(size: int) -> Iterator[None]:
+    """Grow the pipes of the procio workers started inside this block to *size* bytes.
+
+    procio has no public setting for it (yet): this sets the worker backend's private
+    constant, for this benchmark only, while the contender starts its worker.
+    """
+    backend: Any = importlib.import_module("procio_workers._process_backend")
+    old = backend._PIPE_SIZE
+    backend._PIPE_SIZE = size
+    try:
+        yield
+    finally:
+        backend._PIPE_SIZE = old
+
+
+# Each entry: (row name suffix, context manager applied while procio's pool starts).
+# One entry per setting to compare in the sporadic-calls figure.
+SPORADIC_SETTINGS: list[tuple[str, Callable[[], contextlib.AbstractContextManager[None]]]] = [
+    ("", contextlib.nullcontext),
+]
+
+
+class Contender:
+    """One library (or floor) kept warm across samples.
+
+    Attributes:
+        name: the row name.
+        role: the row role (see ``_harness.Row``).
+        clock: reads wall, parent CPU and the CPU of this contender's workers.
+    """
+
+    def __init__(self, name: str, role: str) -> None:
+        self.name = name
+        self.role = role
+        self.clock = Clock()
+
+    def start(self) -> None:
+        """Start the workers and make one call; note which processes are the workers."""
+        before = children()
+        self._start()
+        with self._starting():
+            self.call(0)
+        self.clock = Clock(frozenset(children() - before))
+
+    def _starting(self) -> contextlib.AbstractContextManager[None]:
+        """A block around the first call, which starts the worker."""
+        return contextlib.nullcontext()
+
+    def _start(self) -> None:
+        raise NotImplementedError
+
+    def call(self, x: object) -> object:
+        raise NotImplementedError
+
+    def calls(self, count: int) -> None:
+        for x in range(count):
+            self.call(x)
+
+    def sporadic(self, count: int) -> None:
+        next_call = time.perf_counter()
+        for x in range(count):
+            next_call += SPORADIC_INTERVAL
+            time.sleep(max(0.0, next_call - time.perf_counter()))
+            self.call(x)
+
+    def concurrent(self, calls_each: int) -> None:
+        with concurrent.futures.ThreadPoolExecutor(CALLERS) as threads:
+            for future in [threads.submit(self.calls, calls_each) for _ in range(CALLERS)]:
+                future.result()
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class AsyncContender(Contender):
+    """``run(func, x)`` awaited on an event loop that runs in its own thread."""
+
+    def __init__(
+        self,
+        name: str,
+        role: str,
+        backend: str,
+        run: Callable[..., Any] | None = None,
+        setting: Callable[[], contextlib.AbstractContextManager[None]] = contextlib.nullcontext,
+        backend_options: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(name, role)
+        self._backend = backend
+        self._backend_options = backend_options
+        self._run = run
+        self._setting = setting
+        self._stack = contextlib.ExitStack()
+
+    def _start(self) -> None:
+        self.portal = self._stack.enter_context(
+            anyio.from_thread.start_blocking_portal(self._backend, self._backend_options)
+        )
+        self._enter()
+
+    def _starting(self) -> contextlib.AbstractContextManager[None]:
+        return self._setting()
+
+    def _enter(self) -> None:
+        """Open what the calls need, in the portal (trio-parallel opens a context here)."""
+
+    def _async_run(self) -> Callable[..., Any]:
+        assert self._run is not None
+        return self._run
+
+    def call(self, x: object) -> object:
+        return self.portal.call(self._async_run(), func, x)
+
+    async def _calls(self, count: int) -> None:
+        run = self._async_run()
+        for x in range(count):
+            await run(func, x)
+
+    def calls(self, count: int) -> None:
+        self.portal.call(self._calls, count)
+
+    async def _sporadic(self, count: int) -> None:
+        run = self._async_run()
+        next_call = anyio.current_time()
+        for x in range(count):
+            next_call += SPORADIC_INTERVAL
+            await anyio.sleep_until(next_call)
+            await run(func, x)
+
+    def sporadic(self, count: int) -> None:
+        self.portal.call(self._sporadic, count)
+
+    async def _concurrent(self, calls_each: int) -> None:
+        async with anyio.create_task_group() as tg:
+            for _ in range(CALLERS):
+                tg.start_soon(self._calls, calls_each)
+
+    def concurrent(self, calls_each: int) -> None:
+        self.portal.call(self._concurrent, calls_each)
+
+    def close(self) -> None:
+        self._stack.close()
+
+
+class TrioParallel(AsyncContender):
+    def __init__(self) -> None:
+        super().__init__("trio-parallel", "other", "trio")
+
+    def _enter(self) -> None:
+        trio_parallel: Any = importlib.import_module("trio_parallel")
+        self._ctx = self._stack.enter_context(
+            self.portal.wrap_async_context_manager(trio_parallel.open_worker_context())
+        )
+
+    def _async_run(self) -> Callable[..., Any]:
+        return self._ctx.run_sync  # type: ignore[no-any-return]
+
+
+class ExecutorContender(Contender):
+    """``executor.submit(func, x).result()``, blocking, with one worker per CPU."""
+
+    def __init__(self, name: str, make: Callable[[int], concurrent.futures.Executor]) -> None:
+        super().__init__(name, "other")
+        self._make = make
+
+    def _start(self) -> None:
+        self._executor = self._make(os.cpu_count() or 2)
+
+    def call(self, x: object) -> object:
+        return self._executor.submit(func, x).result()
+
+    def close(self) -> None:
+        self._executor.shutdown()
+
 
 PING_PONG_CHILD = r"""
-import os, pickle, struct
+import os, pickle, select, struct, sys, time
+busy = sys.argv[1] == "busy"
+SPIN = 200e-6
+if busy:
+    os.set_blocking(0, False)
+deadline = 0.0
+def read_some(n):
+    if not busy:
+        return os.read(0, n)
+    while True:
+        try:
+            return os.read(0, n)
+        except BlockingIOError:
+            if time.perf_counter() > deadline:
+                select.select([0], [], [])
 def read_exact(n):
     parts = []
     while n:
-        chunk = os.read(0, n)
+        chunk = read_some(n)
         if not chunk:
             raise SystemExit(0)
         parts.append(chunk)
@@ -86,206 +281,277 @@ while True:
     f, args = pickle.loads(read_exact(size))
     reply = pickle.dumps(f(*args), 5)
     os.write(1, struct.pack(">I", len(reply)) + reply)
+    deadline = time.perf_counter() + SPIN
 """
 
 
-def floor_round_trip(calls: int) -> float:
-    """Return calls per second of a blocking pipe ping-pong with pickle."""
-    child = subprocess.Popen(
-        [sys.executable, "-c", PING_PONG_CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE
-    )
-    assert child.stdin is not None
-    assert child.stdout is not None
-    w, r = child.stdin.fileno(), child.stdout.fileno()
+class PingPong(Contender):
+    """The floor: two plain processes and two pipes, blocking or busy-polling."""
 
-    def read_exact(n: int) -> bytes:
+    def __init__(self, busy: bool) -> None:
+        name = "floor: pipe ping-pong, " + ("both sides busy-poll" if busy else "blocking")
+        super().__init__(name, "floor" if busy else "floor-2")
+        self._busy = busy
+
+    def _start(self) -> None:
+        self._child = subprocess.Popen(
+            [sys.executable, "-c", PING_PONG_CHILD, "busy" if self._busy else "block"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        assert self._child.stdin is not None
+        assert self._child.stdout is not None
+        self._w, self._r = self._child.stdin.fileno(), self._child.stdout.fileno()
+        if self._busy:
+            os.set_blocking(self._r, False)
+
+    def _read_exact(self, n: int) -> bytes:
         parts = []
         while n:
-            chunk = os.read(r, n)
+            try:
+                chunk = os.read(self._r, n)
+            except BlockingIOError:
+                continue  # busy-poll: spin until the reply is there
+            if not chunk:
+                raise EOFError("the ping-pong child has gone")
             parts.append(chunk)
             n -= len(chunk)
         return b"".join(parts)
 
-    def one(x: int) -> None:
+    def call(self, x: object) -> object:
         request = pickle.dumps((func, (x,)), 5)
-        os.write(w, struct.pack(">I", len(request)) + request)
-        (size,) = struct.unpack(">I", read_exact(4))
-        pickle.loads(read_exact(size))
+        message = struct.pack(">I", len(request)) + request
+        view = memoryview(message)
+        while view:
+            view = view[os.write(self._w, view) :]
+        (size,) = struct.unpack(">I", self._read_exact(4))
+        return pickle.loads(self._read_exact(size))
 
-    one(0)
-    start = time.perf_counter()
-    for x in range(calls):
-        one(x)
-    elapsed = time.perf_counter() - start
-    child.stdin.close()
-    child.wait()
-    child.stdout.close()
-    return calls / elapsed
-
-
-# -- async libraries: procio and AnyIO ---------------------------------------------------
-
-AsyncRun = Callable[..., Awaitable[Any]]
+    def close(self) -> None:
+        assert self._child.stdin is not None
+        assert self._child.stdout is not None
+        self._child.stdin.close()
+        self._child.wait()
+        self._child.stdout.close()
 
 
-async def _round_trip(run: AsyncRun, calls: int) -> float:
-    await run(func, 0)
-    start = time.perf_counter()
-    for x in range(calls):
-        await run(func, x)
-    return calls / (time.perf_counter() - start)
+# -- sampling ---------------------------------------------------------------------------
 
 
-async def _echo(run: AsyncRun, data: bytes, repeats: int) -> float:
-    await run(func, b"warm")
-    best = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        back = await run(func, data)
-        best.append(time.perf_counter() - start)
-        assert len(back) == len(data)
-    best.sort()
-    return len(data) / MiB / best[len(best) // 2]
+def _row(figure: str, title: str, c: Contender, unit: str) -> Row:
+    # A rate (calls/s, MB/s) is better higher; a time (µs of CPU) lower.
+    return Row(figure, title, "workers", c.name, c.role, unit, unit.endswith("/s"))
 
 
-async def _cold(run: AsyncRun) -> float:
-    start = time.perf_counter()
-    await run(func, 1)
-    return (time.perf_counter() - start) * 1000
+ROUND_TRIP_NOTE = (
+    "Floors: a pipe ping-pong of two plain processes with pickle, once with both sides "
+    "busy-polling as procio does, once with blocking reads."
+)
 
 
-async def _concurrent(run: AsyncRun, calls_each: int) -> float:
-    await run(func, 0)
+def round_trip_rows(contenders: Sequence[Contender], repeats: int, seconds: float) -> list[Row]:
+    title = "worker round trip f(x) = x, sequential"
+    rate = {c.name: _row("round-trip", title, c, "calls/s") for c in contenders}
+    parent = {
+        c.name: _row("round-trip-cpu-parent", title + ": parent CPU per call", c, "µs")
+        for c in contenders
+    }
+    worker = {
+        c.name: _row("round-trip-cpu-worker", title + ": worker CPU per call", c, "µs")
+        for c in contenders
+    }
+    rate[contenders[0].name].note = ROUND_TRIP_NOTE
+    by_name = {c.name: c for c in contenders}
+    loops = {}
+    for c in contenders:
 
-    async def caller() -> None:
-        for x in range(calls_each):
-            await run(func, x)
+        def batch(n: int, c: Contender = c) -> float:
+            start = time.perf_counter()
+            c.calls(n)
+            return time.perf_counter() - start
 
-    start = time.perf_counter()
-    async with anyio.create_task_group() as tg:
-        for _ in range(CALLERS):
-            tg.start_soon(caller)
-    return CALLERS * calls_each / (time.perf_counter() - start)
+        loops[c.name] = calibrate(batch, seconds, start=10)
+    for _, name in rounds(repeats, list(by_name)):
+        c, n = by_name[name], loops[name]
+        wall0, cpu0, workers0 = c.clock.read()
+        c.calls(n)
+        wall1, cpu1, workers1 = c.clock.read()
+        rate[name].samples.append(n / (wall1 - wall0))
+        parent[name].samples.append((cpu1 - cpu0) / n * 1e6)
+        worker[name].samples.append((workers1 - workers0) / n * 1e6)
+    return [*rate.values(), *parent.values(), *worker.values()]
 
 
-def _async_rows(
-    name: str, role: str, run: AsyncRun, backend: str, sizes: dict[str, int]
+def echo_rows(
+    contenders: Sequence[Contender], repeats: int, size: int, figure: str = "echo"
 ) -> list[Row]:
-    def go(coro_fn: Callable[..., Awaitable[float]], *args: Any) -> float:
-        return float(anyio.run(coro_fn, *args, backend=backend))
+    data = os.urandom(size)
+    title = f"worker {size >> 20} MiB bytes echoed" + (", by pipe size" if "pipe" in figure else "")
+    rows = {c.name: _row(figure, title, c, "MB/s") for c in contenders}
+    for row in rows.values():
+        if row.role == "floor-2":  # the blocking ping-pong is this figure's only floor
+            row.role = "floor"
+    by_name = {c.name: c for c in contenders}
+    for c in contenders:
+        c.call(data)  # warm: the first large message may grow buffers
+    for _, name in rounds(repeats, list(by_name)):
+        start = time.perf_counter()
+        back = by_name[name].call(data)
+        took = time.perf_counter() - start
+        assert back == data
+        rows[name].samples.append(size / 1e6 / took)
+    return list(rows.values())
 
-    data = os.urandom(sizes["echo_mib"] * MiB)
-    cold = sorted(go(_cold, run) for _ in range(sizes["cold"]))[sizes["cold"] // 2]
-    return [
-        _more(ROUND_TRIP, name, go(_round_trip, run, sizes["calls"]), "calls/s", role),
-        _more(ECHO, name, go(_echo, run, data, sizes["echo"]), "MB/s", role),
-        _less(COLD, name, cold, "ms", role),
-        _more(CONCURRENT, name, go(_concurrent, run, sizes["calls"] // CALLERS), "calls/s", role),
+
+def sporadic_rows(contenders: Sequence[Contender], repeats: int, count: int) -> list[Row]:
+    title = f"sporadic calls, one every {SPORADIC_INTERVAL * 1e3:g} ms"
+    total = {
+        c.name: _row("sporadic-cpu", title + ": parent + worker CPU per call", c, "µs")
+        for c in contenders
+    }
+    parent = {
+        c.name: _row("sporadic-cpu-parent", title + ": parent CPU per call", c, "µs")
+        for c in contenders
+    }
+    worker = {
+        c.name: _row("sporadic-cpu-worker", title + ": worker CPU per call", c, "µs")
+        for c in contenders
+    }
+    by_name = {c.name: c for c in contenders}
+    for _, name in rounds(repeats, list(by_name)):
+        c = by_name[name]
+        _, cpu0, workers0 = c.clock.read()
+        c.sporadic(count)
+        _, cpu1, workers1 = c.clock.read()
+        parent[name].samples.append((cpu1 - cpu0) / count * 1e6)
+        worker[name].samples.append((workers1 - workers0) / count * 1e6)
+        total[name].samples.append(parent[name].samples[-1] + worker[name].samples[-1])
+    return [*total.values(), *parent.values(), *worker.values()]
+
+
+def concurrent_rows(contenders: Sequence[Contender], repeats: int, calls_each: int) -> list[Row]:
+    title = f"worker calls/s, {CALLERS} concurrent callers"
+    rows = {c.name: _row("concurrent", title, c, "calls/s") for c in contenders}
+    by_name = {c.name: c for c in contenders}
+    for c in contenders:
+        c.concurrent(2)
+    for _, name in rounds(repeats, list(by_name)):
+        start = time.perf_counter()
+        by_name[name].concurrent(calls_each)
+        rows[name].samples.append(CALLERS * calls_each / (time.perf_counter() - start))
+    return list(rows.values())
+
+
+COLD_CONTENDERS = [
+    ("procio", "procio (asyncio)", "subject"),
+    ("anyio", "anyio.to_process (asyncio)", "anyio"),
+    ("procio-trio", "procio (trio)", "other"),
+    ("trio-parallel", "trio-parallel", "other"),
+    ("loky", "loky", "other"),
+    ("ProcessPoolExecutor-fork", "ProcessPoolExecutor (fork)", "other"),
+    ("ProcessPoolExecutor-forkserver", "ProcessPoolExecutor (forkserver)", "other"),
+    ("ProcessPoolExecutor-spawn", "ProcessPoolExecutor (spawn)", "other"),
+    ("floor", "floor: python -c pass", "floor"),
+]
+
+
+COLD_NOTE = (
+    "AnyIO's workers import the parent's `__main__` module as they start (eagerly), as "
+    "do ProcessPoolExecutor's spawn and forkserver methods; procio's import it only "
+    "when a call's function lives there (lazily)."
+)
+
+
+def cold_rows(repeats: int) -> list[Row]:
+    available = [
+        entry
+        for entry in COLD_CONTENDERS
+        if entry[0] not in ("trio-parallel", "loky") or _have(entry[0].replace("-", "_"))
     ]
-
-
-# -- executors: loky, ProcessPoolExecutor, trio-parallel ----------------------------------
-
-
-def _executor_rows(
-    name: str, make: Callable[[int], concurrent.futures.Executor], sizes: dict[str, int]
-) -> list[Row]:
-    rows = []
-    with make(1) as executor:
-        executor.submit(func, 0).result()
-        start = time.perf_counter()
-        for x in range(sizes["calls"]):
-            executor.submit(func, x).result()
-        rows.append(
-            _more(ROUND_TRIP, name, sizes["calls"] / (time.perf_counter() - start), "calls/s")
-        )
-        data = os.urandom(sizes["echo_mib"] * MiB)
-        times = []
-        for _ in range(sizes["echo"]):
-            start = time.perf_counter()
-            executor.submit(func, data).result()
-            times.append(time.perf_counter() - start)
-        times.sort()
-        rows.append(_more(ECHO, name, len(data) / MiB / times[len(times) // 2], "MB/s"))
-    colds = []
-    for _ in range(sizes["cold"]):
-        start = time.perf_counter()
-        with make(1) as executor:
-            executor.submit(func, 1).result()
-            colds.append((time.perf_counter() - start) * 1000)
-    colds.sort()
-    rows.append(_less(COLD, name, colds[len(colds) // 2], "ms"))
-    calls_each = sizes["calls"] // CALLERS
-    with make(os.cpu_count() or 2) as executor:
-        executor.submit(func, 0).result()
-
-        def caller() -> None:
-            for x in range(calls_each):
-                executor.submit(func, x).result()
-
-        with concurrent.futures.ThreadPoolExecutor(CALLERS) as threads:
-            start = time.perf_counter()
-            for future in [threads.submit(caller) for _ in range(CALLERS)]:
-                future.result()
-            elapsed = time.perf_counter() - start
-    rows.append(_more(CONCURRENT, name, CALLERS * calls_each / elapsed, "calls/s"))
+    rows: list[Row] = []
+    for figure, script, what in (
+        ("cold-start", "_cold.py", "trivial `__main__`"),
+        ("cold-start-heavy", "_cold_heavy.py", "`__main__` importing hypothesis"),
+    ):
+        title = f"worker cold start to first result, {what}"
+        by_key = {
+            key: Row(figure, title, "workers", name, role, "ms", higher_is_better=False)
+            for key, name, role in available
+        }
+        by_key["procio"].note = COLD_NOTE
+        for _, key in rounds(repeats, list(by_key)):
+            out = subprocess.run(
+                [sys.executable, str(HERE / script), key],
+                check=True,
+                capture_output=True,
+                text=True,
+                cwd=HERE,
+            )
+            by_key[key].samples.append(float(out.stdout.split()[-1]))
+        rows += by_key.values()
     return rows
-
-
-def _trio_parallel_rows(sizes: dict[str, int]) -> list[Row]:
-    import trio
-
-    trio_parallel: Any = importlib.import_module("trio_parallel")
-
-    async def with_context(coro_fn: Callable[..., Awaitable[float]], *args: Any) -> float:
-        async with trio_parallel.open_worker_context() as ctx:
-            return await coro_fn(ctx.run_sync, *args)
-
-    def go(coro_fn: Callable[..., Awaitable[float]], *args: Any) -> float:
-        return float(trio.run(with_context, coro_fn, *args))
-
-    name = "trio-parallel"
-    data = os.urandom(sizes["echo_mib"] * MiB)
-    colds = sorted(go(_cold) for _ in range(sizes["cold"]))
-    return [
-        _more(ROUND_TRIP, name, go(_round_trip, sizes["calls"]), "calls/s"),
-        _more(ECHO, name, go(_echo, data, sizes["echo"]), "MB/s"),
-        _less(COLD, name, colds[len(colds) // 2], "ms"),
-        _more(CONCURRENT, name, go(_concurrent, sizes["calls"] // CALLERS), "calls/s"),
-    ]
 
 
 def main() -> None:
     args = parser(__doc__ or "").parse_args()
-    sizes = (
-        {"calls": 200, "echo_mib": 1, "echo": 1, "cold": 1}
-        if args.quick
-        else {"calls": 4000, "echo_mib": 32, "echo": 3, "cold": 5}
-    )
-    rows: list[Row] = []
-    rows += _async_rows("procio (asyncio)", "subject", to_process.run_sync, "asyncio", sizes)
-    rows += _async_rows(
-        "anyio.to_process (asyncio)", "anyio", anyio.to_process.run_sync, "asyncio", sizes
-    )
-    rows.append(
-        _more(
-            ROUND_TRIP,
-            "floor: pipe ping-pong with pickle",
-            floor_round_trip(sizes["calls"]),
-            "calls/s",
-            "floor",
-        )
-    )
-    rows += _async_rows("procio (trio)", "other", to_process.run_sync, "trio", sizes)
+    if args.quick:
+        repeats, seconds, echo_mib, sporadic, calls_each, cold = 2, 0.01, 2, 20, 20, 1
+    else:
+        repeats, seconds, echo_mib, sporadic, calls_each, cold = 7, 0.1, 32, 250, 250, 3
+
+    sequential: list[Contender] = [
+        AsyncContender("procio (asyncio)", "subject", "asyncio", to_process.run_sync),
+        AsyncContender("anyio.to_process (asyncio)", "anyio", "asyncio", anyio.to_process.run_sync),
+        PingPong(busy=True),
+        PingPong(busy=False),
+        AsyncContender("procio (trio)", "other", "trio", to_process.run_sync),
+    ]
     if _have("trio_parallel"):
-        rows += _trio_parallel_rows(sizes)
+        sequential.append(TrioParallel())
     if _have("loky"):
         loky: Any = importlib.import_module("loky")
-        rows += _executor_rows("loky", lambda n: loky.ProcessPoolExecutor(n), sizes)
-    rows += _executor_rows(
-        "ProcessPoolExecutor", lambda n: concurrent.futures.ProcessPoolExecutor(n), sizes
+        sequential.append(ExecutorContender("loky", lambda n: loky.ProcessPoolExecutor(n)))
+    sequential.append(
+        ExecutorContender(
+            "ProcessPoolExecutor", lambda n: concurrent.futures.ProcessPoolExecutor(n)
+        )
     )
-    rows.sort(key=lambda row: [ROUND_TRIP, ECHO, COLD, CONCURRENT].index(row.group))
+    sporadic_extra = [
+        AsyncContender(
+            f"procio (asyncio), {label}", "other", "asyncio", to_process.run_sync, setting
+        )
+        for label, setting in SPORADIC_SETTINGS
+        if label
+    ]
+    pipe_sizes = [
+        AsyncContender(
+            f"procio (asyncio), pipes of {_size(size)}",
+            "other",
+            "asyncio",
+            to_process.run_sync,
+            functools.partial(procio_pipe_size, size),
+        )
+        for size in (64 << 10, 256 << 10, 1 << 20)
+    ]
+    everyone = [*sequential, *sporadic_extra, *pipe_sizes]
+    rows: list[Row] = []
+    with contextlib.ExitStack() as stack:
+        for c in everyone:
+            c.start()
+            stack.callback(c.close)
+        rows += round_trip_rows(sequential, repeats, seconds)
+        rows += echo_rows([c for c in sequential if c.role != "floor"], repeats, echo_mib * MiB)
+        rows += sporadic_rows([*sequential[:4], *sporadic_extra], repeats, sporadic)
+        rows += concurrent_rows(
+            [c for c in sequential if not isinstance(c, PingPong)], repeats, calls_each
+        )
+        pipe_rows = round_trip_rows(pipe_sizes, repeats, seconds)[: len(pipe_sizes)]
+        for row in pipe_rows:
+            row.figure = "pipe-size-round-trip"
+            row.title = "worker round trip f(x) = x, sequential, by pipe size"
+        rows += pipe_rows
+        rows += echo_rows(pipe_sizes, repeats, echo_mib * MiB, "pipe-size-echo")
+    rows += cold_rows(cold)
     report(rows, args.json)
 
 

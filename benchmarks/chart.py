@@ -1,10 +1,11 @@
-"""Sum up benchmark rows as ratios, and draw them as an SVG chart.
+"""Draw the results file as an SVG chart of procio's ratios to AnyIO and to the floor.
 
-``python benchmarks/chart.py ROWS.json [--output docs/img/benchmarks.svg]`` reads the
-rows that ``run.py --json`` (or any ``bench_*.py --json``) wrote, and draws one group of
-bars per measured figure: how many times better procio does than AnyIO, and than the
-floor on the same machine, on a logarithmic scale centred on parity, with the target of
-the design target marked where there is one.
+``python benchmarks/figures.py --chart docs/img/benchmarks.svg`` calls this module; it
+draws one group of bars per figure that has a procio row: how many times better procio
+does than AnyIO, and than the floor on the same machine, as the median of the per-round
+ratios with a whisker over their range, on a logarithmic scale centred on parity, with
+the target marked where there is one. Dask's figures are left out: they measure a
+cluster round trip, another kind of thing, and have their own table.
 
 The chart is SVG written by hand: it needs no plotting library (so the benchmark
 environment and CI need nothing extra), stays sharp at any size, and diffs as text.
@@ -12,141 +13,77 @@ environment and CI need nothing extra), stays sharp at any size, and diffs as te
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 from xml.sax.saxutils import escape
 
-from _harness import Row
+from figures import TARGETS, Results, Target, paired_ratio, ratio
+
+format_ratio = ratio
 
 
 @dataclass(frozen=True)
-class Target:
-    """One of procio's target figures, as a bound on procio's advantage over a reference.
+class Advantage:
+    """How many times better procio did than a reference: above 1, procio is better."""
 
-    Attributes:
-        figure: the figure, in the words of the design targets.
-        pattern: a regular expression that finds the figure's group among the rows.
-        reference: ``"anyio"`` or ``"floor"``.
-        minimum: the least advantage that meets the target (see :func:`advantage`).
-        wording: the target as the design states it.
-    """
-
-    figure: str
-    pattern: str
-    reference: str
-    minimum: float
-    wording: str
-
-
-# The design targets, each bound turned into "procio is at least this many times better".
-# The worker figures are those of local worker processes: groups that measure another
-# backend (such as Dask) say so in their name and are not held to these targets.
-_LOCAL = r"^(?!.*\bdask\b)"
-TARGETS = (
-    Target(
-        "spawn and reap, sequential",
-        r"^spawn .*sequential.*wall",
-        "floor",
-        1 / 1.15,
-        "≤ 1.15x the floor's time",
-    ),
-    Target(
-        "spawn and reap: parent CPU",
-        r"^spawn .*sequential.*CPU",
-        "anyio",
-        2.0,
-        "≤ 0.5x AnyIO's parent CPU",
-    ),
-    Target(
-        "read 256 MiB of stdout",
-        r"^read .* of stdout",
-        "floor",
-        0.9,
-        "≥ 0.9x the floor's throughput",
-    ),
-    Target("decode ASCII output", r"^decode ASCII", "anyio", 2.0, "≥ 2x AnyIO's throughput"),
-    Target("worker round trip", _LOCAL + r".*round trip", "anyio", 2.0, "≥ 2x AnyIO's calls/s"),
-    Target(
-        "worker round trip", _LOCAL + r".*round trip", "floor", 0.8, "≥ 0.8x the floor's calls/s"
-    ),
-    Target("32 MiB bytes echoed", _LOCAL + r".*echo", "anyio", 5.0, "≥ 5x AnyIO's throughput"),
-    Target("cold start", _LOCAL + r".*cold start", "anyio", 2.0, "≤ 0.5x AnyIO's time"),
-)
-
-
-def advantage(subject: Row, reference: Row) -> float:
-    """How many times better *subject* did than *reference*: above 1 means better.
-
-    For a throughput it is ``subject / reference``; for a time, ``reference / subject``.
-    """
-    if subject.higher_is_better:
-        return subject.value / reference.value
-    return reference.value / subject.value
+    median: float
+    low: float
+    high: float
 
 
 @dataclass(frozen=True)
 class Summary:
-    """procio's standing in one group of rows.
+    """procio's standing in one figure.
 
     Attributes:
-        group: the group's name.
-        subject: procio's row.
-        vs_anyio: procio's advantage over AnyIO, if the group has an AnyIO row.
-        vs_floor: procio's advantage over the floor, if the group has a floor row.
-        targets: the design targets that apply to this group.
+        group: the figure's title.
+        vs_anyio: procio's advantage over AnyIO, if the figure has an AnyIO row.
+        vs_floor: procio's advantage over the floor, if the figure has a floor row.
+        targets: the targets of this figure, with their bounds as advantages.
     """
 
     group: str
-    subject: Row
-    vs_anyio: float | None
-    vs_floor: float | None
-    targets: tuple[Target, ...]
+    vs_anyio: Advantage | None
+    vs_floor: Advantage | None
+    targets: tuple[tuple[Target, float], ...]
 
-    def against(self, reference: str) -> float | None:
+    def against(self, reference: str) -> Advantage | None:
         """Return the advantage over ``"anyio"`` or ``"floor"``."""
         return self.vs_anyio if reference == "anyio" else self.vs_floor
 
 
-def summarize(rows: Sequence[Row]) -> list[Summary]:
-    """One :class:`Summary` per group that has a procio row and AnyIO's or the floor's."""
-    groups: dict[str, list[Row]] = {}
-    for row in rows:
-        groups.setdefault(row.group, []).append(row)
+def _advantage(figure: dict[str, Any], reference: str) -> Advantage | None:
+    rows = figure["rows"]
+    subject = next((r for r in rows if r["role"] == "subject"), None)
+    other = next((r for r in rows if r["role"] == reference), None)
+    if subject is None or other is None:
+        return None
+    spread = paired_ratio(subject, other)
+    if spread is None or spread["min"] <= 0:
+        return None
+    if figure["higher_is_better"]:
+        return Advantage(spread["median"], spread["min"], spread["max"])
+    return Advantage(1 / spread["median"], 1 / spread["max"], 1 / spread["min"])
+
+
+def summarize(results: Results) -> list[Summary]:
+    """One :class:`Summary` per figure (but Dask's) with procio and a reference row."""
     summaries = []
-    for group, members in groups.items():
-        by_role = {row.role: row for row in reversed(members)}  # the first of each role
-        subject = by_role.get("subject")
-        if subject is None or subject.value <= 0:
+    for figure in results["figures"]:
+        if figure["section"] == "dask":
             continue
-        ratios = {
-            role: advantage(subject, by_role[role])
-            for role in ("anyio", "floor")
-            if role in by_role and by_role[role].value > 0
-        }
-        if not ratios:
+        vs_anyio, vs_floor = _advantage(figure, "anyio"), _advantage(figure, "floor")
+        if vs_anyio is None and vs_floor is None:
             continue
-        targets = tuple(t for t in TARGETS if re.search(t.pattern, group, re.IGNORECASE))
-        summaries.append(Summary(group, subject, ratios.get("anyio"), ratios.get("floor"), targets))
-
-    # The target figures first, in their order; then the rest as the scripts gave them,
-    # other backends' figures last.
-    def rank(summary: Summary) -> int:
-        if not re.search(_LOCAL, summary.group, re.IGNORECASE):
-            return len(TARGETS) + 1
-        return min((TARGETS.index(t) for t in summary.targets), default=len(TARGETS))
-
-    return sorted(summaries, key=rank)
-
-
-def format_ratio(value: float) -> str:
-    if value < 0.1:
-        return f"{value:.3f}x"
-    return f"{value:.2f}x" if value < 10 else f"{value:.1f}x"
+        targets = tuple(
+            (t, t.bound if figure["higher_is_better"] else 1 / t.bound)
+            for t in TARGETS
+            if t.figure == figure["key"] and t.reference in ("anyio", "floor")
+        )
+        summaries.append(Summary(figure["title"], vs_anyio, vs_floor, targets))
+    return summaries
 
 
 # -- drawing ---------------------------------------------------------------------------
@@ -166,8 +103,10 @@ def _scale(summaries: Sequence[Summary]) -> tuple[float, float]:
     """The x axis's range: powers of two around every ratio and target, with 1x inside."""
     values = [1.0]
     for summary in summaries:
-        values += [v for v in (summary.vs_anyio, summary.vs_floor) if v is not None]
-        values += [t.minimum for t in summary.targets]
+        for v in (summary.vs_anyio, summary.vs_floor):
+            if v is not None:
+                values += [v.low, v.high]
+        values += [bound for _, bound in summary.targets]
     low = 2.0 ** math.floor(math.log2(min(values) / 1.1))
     high = 2.0 ** math.ceil(math.log2(max(values) * 1.1))
     # Beyond these, a bar runs to the edge and its label still gives the figure.
@@ -182,9 +121,15 @@ def _shorten(text: str, limit: int = 62) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def render_svg(rows: Sequence[Row], subtitle: str = "") -> str:
-    """Draw *rows* as an SVG document (a string)."""
-    summaries = summarize(rows)
+def render_svg(results: Results) -> str:
+    """Draw *results* as an SVG document (a string)."""
+    summaries = summarize(results)
+    machine = results["machine"]
+    subtitle = (
+        f"{'QUICK RUN, not to be read: ' if results.get('quick') else ''}"
+        f"{machine['date']}, {machine['python']}, {machine['cpus']} CPUs; "
+        "bar: median of the per-round ratios, whisker: their range"
+    )
     low, high = _scale(summaries) if summaries else (0.5, 2.0)
     span = math.log2(high) - math.log2(low)
 
@@ -203,7 +148,7 @@ def render_svg(rows: Sequence[Row], subtitle: str = "") -> str:
     ]
     legend_y = 66
     legend = [
-        ("anyio", "vs AnyIO 4.16"),
+        ("anyio", f"vs AnyIO {machine['anyio']}"),
         ("floor", "vs the floor on this machine"),
     ]
     legend_x = 20
@@ -247,15 +192,22 @@ def render_svg(rows: Sequence[Row], subtitle: str = "") -> str:
             f"<title>{escape(summary.group)}</title>{escape(_shorten(summary.group))}</text>"
         )
         for slot, role in enumerate(("anyio", "floor")):
-            value = summary.against(role)
+            advantage = summary.against(role)
             y = top + 4 + slot * (BAR + 3)
-            if value is None:
+            if advantage is None:
                 continue
+            value = advantage.median
             start, end = sorted((x(1.0), x(value)))
             out.append(
                 f'<rect x="{start:.1f}" y="{y}" width="{max(end - start, 1.5):.1f}" '
                 f'height="{BAR}" fill="{COLOURS[role]}"><title>'
                 f"{escape(summary.group)}: {format_ratio(value)} vs {role}</title></rect>"
+            )
+            out.append(
+                f'<line x1="{x(advantage.low):.1f}" y1="{y + BAR / 2}" '
+                f'x2="{x(advantage.high):.1f}" y2="{y + BAR / 2}" stroke="#111" '
+                f'stroke-width="1"><title>range over rounds: {format_ratio(advantage.low)} '
+                f"to {format_ratio(advantage.high)}</title></line>"
             )
             colour = "#222"
             if value >= 1:
@@ -268,9 +220,9 @@ def render_svg(rows: Sequence[Row], subtitle: str = "") -> str:
                 f'<text x="{text_x:.1f}" y="{y + BAR - 2}" text-anchor="{anchor}" '
                 f'font-size="11" fill="{colour}">{format_ratio(value)}</text>'
             )
-            for target in summary.targets:
+            for target, bound in summary.targets:
                 if target.reference == role:
-                    tx = x(target.minimum)
+                    tx = x(bound)
                     out.append(
                         f'<line x1="{tx:.1f}" y1="{y - 2}" x2="{tx:.1f}" y2="{y + BAR + 2}" '
                         f'stroke="{TARGET_COLOUR}" stroke-width="2.5"><title>target: '
@@ -280,23 +232,3 @@ def render_svg(rows: Sequence[Row], subtitle: str = "") -> str:
         out.append(f'<text x="{PLOT_LEFT}" y="{TOP + 20}" fill="#555">no rows to compare</text>')
     out.append("</svg>")
     return "\n".join(out) + "\n"
-
-
-def load_rows(path: Path) -> list[Row]:
-    """Read the rows a benchmark script wrote with ``--json``."""
-    return [Row(**row) for row in json.loads(path.read_text(encoding="utf-8"))]
-
-
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("rows", type=Path, help="the rows, as written by run.py --json")
-    p.add_argument("--output", type=Path, default=Path("benchmarks.svg"), help="the SVG file")
-    p.add_argument("--subtitle", default="", help="a line under the title")
-    args = p.parse_args()
-    args.output.write_text(render_svg(load_rows(args.rows), args.subtitle), encoding="utf-8")
-    print(f"wrote {args.output}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,25 +1,32 @@
-"""Run every benchmark script in one go; print one report, and write it and its chart.
+"""Run every benchmark, write the one results file, and render the pages from it.
 
-    python benchmarks/run.py [--quick] [--output docs/benchmarks.md]
-                             [--chart docs/img/benchmarks.svg] [--json rows.json]
-                             [--rows rows.json] [bench_text ...]
+    python benchmarks/run.py [--quick] [--processes N] [--also-python PYTHON ...]
+                             [--results benchmarks/results.json] [--pyperf PATH]
+                             [--output PAGE ...] [--chart docs/img/benchmarks.svg]
+                             [--rows RESULTS] [bench_text ...]
 
-Each ``bench_*.py`` runs in a fresh interpreter, one after the other (never side by
-side, so they do not disturb each other's figures). Their rows are gathered into one
-report: first procio's target figures as procio's ratio to AnyIO and to the floor,
-each against its target, then every row with its ratios.
+Each ``bench_*.py`` runs in ``--processes`` fresh interpreters, one after the other
+(never side by side, so that they do not disturb each other's figures); inside each,
+the contenders of a figure are sampled in interleaved rounds (see ``_harness``). The
+samples of all processes are joined, row by row, into the results file: every row
+with its samples, median, range and quartiles, the machine it ran on and how busy that
+was, and the targets evaluated. ``--also-python`` runs the sequential spawn rows again
+on another interpreter (one with procio and AnyIO installed), whose figures carry its
+version.
 
-- ``--output`` writes the report as markdown; into a page that has the report markers
-  (``docs/benchmarks.md``), it replaces only what lies between them.
-- ``--chart`` draws the ratios as an SVG chart (see ``chart.py``).
-- ``--json`` keeps the raw rows; ``--rows`` reports on rows kept earlier instead of
-  measuring again.
+- ``--output PAGE`` (repeatable) rewrites the page's figure blocks from the results, as
+  ``figures.py`` does; ``--chart`` draws the chart.
+- ``--pyperf PATH`` also writes the samples as a pyperf suite, for ``python -m pyperf
+  stats``, ``hist`` and ``compare_to`` (each value is a time per operation there).
+- ``--rows RESULTS`` measures nothing: it renders the pages and the chart from a
+  results file written earlier.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import importlib
 import json
 import os
 import platform
@@ -28,118 +35,137 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
-from dataclasses import asdict
+from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
-from _harness import Row, table
-from chart import TARGETS, format_ratio, load_rows, render_svg, summarize
+from _harness import spread
+from figures import RESULTS, SCHEMA, Results, evaluate_targets, load, render_page
 
 HERE = Path(__file__).resolve().parent
 
 
-def measure(scripts: Sequence[Path], quick: bool) -> tuple[list[Row], list[str]]:
-    """Run each script in turn; return every row they reported and the scripts that failed."""
+def _cpu_ticks() -> tuple[int, int]:
+    """(busy, total) clock ticks of all CPUs since boot, from ``/proc/stat``."""
+    with open("/proc/stat", encoding="ascii") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return sum(fields) - idle, sum(fields)
+
+
+def _version(python: str) -> str:
+    """The version of the interpreter *python*, such as ``3.13.0``."""
+    out = subprocess.run(
+        [python, "-c", "import platform; print(platform.python_version())"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return out.stdout.strip() or "?"
+
+
+def measure(
+    scripts: Sequence[Path], quick: bool, processes: int, pythons: Sequence[str]
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Run each script *processes* times; return every row they reported, and failures."""
+    rows: list[dict[str, Any]] = []
+    failed = []
     with tempfile.TemporaryDirectory() as tmp:
-        rows_file = Path(tmp) / "rows.json"
-        failed = []
-        for script in scripts:
-            print(f"## {script.stem}", flush=True)
-            command = [sys.executable, str(script), "--json", str(rows_file)]
-            if quick:
-                command.append("--quick")
-            if subprocess.run(command, check=False).returncode:
-                failed.append(script.stem)
-        rows = load_rows(rows_file) if rows_file.exists() else []
+        jobs = [([sys.executable, str(script)], script.stem) for script in scripts]
+        if any(script.stem == "bench_process" for script in scripts):
+            jobs += [
+                ([python, str(HERE / "bench_process.py"), "--spawn-only"], f"spawn on {python}")
+                for python in pythons
+            ]
+        for index, (command, label) in enumerate(jobs):
+            for process in range(processes):
+                print(f"## {label}, process {process + 1} of {processes}", flush=True)
+                rows_file = Path(tmp) / f"{index}-{process}.json"
+                full = [*command, "--json", str(rows_file), *(["--quick"] if quick else [])]
+                if subprocess.run(full, check=False, cwd=HERE).returncode:
+                    failed.append(label)
+                    break
+                rows += json.loads(rows_file.read_text(encoding="utf-8"))
     return rows, failed
 
 
-def machine() -> str:
-    """One line on where the figures come from."""
-    import anyio
-
-    try:
-        from importlib.metadata import version
-
-        anyio_version = version("anyio")
-    except Exception:  # pragma: no cover - anyio imported from a bare tree
-        anyio_version = getattr(anyio, "__version__", "?")
-    return (
-        f"{datetime.date.today().isoformat()}, {platform.system()} {platform.machine()}, "
-        f"{os.cpu_count()} CPUs, Python {platform.python_version()}, AnyIO {anyio_version}"
-    )
-
-
-def design_table(rows: Sequence[Row]) -> str:
-    """procio's target figures: procio's advantage and whether it meets its target.
-
-    An advantage is how many times better procio did than the reference, whatever the
-    unit: above 1 procio is better (faster, or less time, or less CPU).
-    """
-    lines = [
-        "| figure | procio | vs AnyIO | vs floor | target | met |",
-        "| --- | ---: | ---: | ---: | --- | :---: |",
-    ]
-    summaries = summarize(rows)
-    for target in TARGETS:
-        matching = [s for s in summaries if target in s.targets]
-        if not matching:
-            lines.append(f"| {target.figure}: not measured | | | | {target.wording} | - |")
-            continue
-        for summary in matching:
-            value = summary.against(target.reference)
-            met = "-" if value is None else ("yes" if value >= target.minimum else "**no**")
-            lines.append(
-                f"| {summary.group} | {summary.subject.value:,.2f} {summary.subject.unit} | "
-                f"{_ratio(summary.vs_anyio)} | {_ratio(summary.vs_floor)} | "
-                f"{target.wording} | {met} |"
-            )
-    return "\n".join(lines)
+def join(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One figure per key, one row per contender, the samples of every process joined."""
+    figures: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        figure = figures.setdefault(
+            row["figure"],
+            {
+                "key": row["figure"],
+                "title": row["title"],
+                "section": row["section"],
+                "unit": row["unit"],
+                "higher_is_better": row["higher_is_better"],
+                "note": "",
+                "rows": {},
+            },
+        )
+        figure["note"] = figure["note"] or row.get("note", "")
+        entry = figure["rows"].setdefault(
+            row["name"],
+            {"name": row["name"], "role": row["role"], "samples": [], "per_process": []},
+        )
+        entry["samples"] += row["samples"]
+        entry["per_process"].append(row["samples"])
+    out = []
+    for figure in figures.values():
+        figure_rows = []
+        for entry in figure["rows"].values():
+            if not entry["samples"]:
+                continue
+            entry.update(spread(entry["samples"]))
+            entry["n"] = len(entry["samples"])
+            figure_rows.append(entry)
+        figure["rows"] = figure_rows
+        out.append(figure)
+    return out
 
 
-def _ratio(value: float | None) -> str:
-    return "" if value is None else format_ratio(value)
+def machine(before: tuple[int, int], after: tuple[int, int], loads: list[float]) -> dict[str, Any]:
+    """Where the figures come from, and how busy the machine was (pyperf's metadata)."""
+    pyperf: Any = importlib.import_module("pyperf")
+    metadata = pyperf.Run([1.0], collect_metadata=True).get_metadata()
+    busy = (after[0] - before[0]) / max(after[1] - before[1], 1) * 100
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "platform": f"{platform.system()} {platform.release()} {platform.machine()}",
+        "cpus": os.cpu_count(),
+        "cpu_model": metadata.get("cpu_model_name", "unknown CPU"),
+        "cpu_config": metadata.get("cpu_config", ""),
+        "anyio": version("anyio"),
+        "procio_workers": version("procio-workers"),
+        "pyperf": pyperf.__version__,
+        "load_before": loads,
+        "load_after": [round(v, 2) for v in os.getloadavg()],
+        "busy_percent": busy,
+    }
 
 
-def report(rows: Sequence[Row], provenance: str, failed: Sequence[str]) -> str:
-    """The whole markdown report, opening with *provenance*: how and where it was measured."""
-    parts = [
-        provenance,
-        "",
-        "### procio's target figures",
-        "",
-        "*vs AnyIO* and *vs floor* say how many times better procio did than each "
-        "(above 1x: procio is better, whether the unit is a time or a throughput).",
-        "",
-        design_table(rows),
-        "",
-        "### Every row",
-        "",
-        "Here a ratio is plainly *value / reference value*: for a time, lower is better.",
-        "",
-        table(rows),
-    ]
-    if failed:
-        parts += ["", f"These scripts failed, so their rows are missing: {', '.join(failed)}."]
-    return "\n".join(parts) + "\n"
-
-
-BEGIN = "<!-- benchmark report: begin -->"
-END = "<!-- benchmark report: end -->"
-
-
-def write_report(path: Path, text: str) -> None:
-    """Write *text* to *path*, or between its report markers if it has them.
-
-    A page such as ``docs/benchmarks.md`` keeps its own prose around the markers, and
-    each run replaces only what lies between them.
-    """
-    existing = path.read_text(encoding="utf-8") if path.exists() else ""
-    if BEGIN in existing and END in existing.partition(BEGIN)[2]:
-        before, _, rest = existing.partition(BEGIN)
-        after = rest.partition(END)[2]
-        text = f"{before}{BEGIN}\n{text}{END}{after}"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
+def write_pyperf(results: Results, path: Path) -> None:
+    """The samples as a pyperf suite: one benchmark per row, one run per process."""
+    pyperf: Any = importlib.import_module("pyperf")
+    benchmarks = []
+    for figure in results["figures"]:
+        for row in figure["rows"]:
+            runs = []
+            for samples in row["per_process"]:
+                # pyperf's unit is a time per operation: turn rates around.
+                values = [1 / v if figure["higher_is_better"] else v for v in samples if v > 0]
+                if figure["unit"] in ("µs", "ms"):
+                    values = [v / (1e6 if figure["unit"] == "µs" else 1e3) for v in values]
+                if values:
+                    name = f"{figure['key']}: {row['name']}"
+                    runs.append(pyperf.Run(values, metadata={"name": name, "unit": "second"}))
+            if runs:
+                benchmarks.append(pyperf.Benchmark(runs))
+    path.unlink(missing_ok=True)
+    pyperf.BenchmarkSuite(benchmarks).dump(str(path))
 
 
 def main() -> int:
@@ -147,16 +173,25 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--quick", action="store_true", help="tiny sizes: checks that all run")
-    p.add_argument("--output", type=Path, help="also write the markdown report here")
-    p.add_argument("--chart", type=Path, help="draw the ratios as an SVG chart here")
-    p.add_argument("--json", type=Path, help="keep the raw rows in this JSON file")
-    p.add_argument("--rows", type=Path, help="report on these saved rows; measure nothing")
+    p.add_argument("--processes", type=int, help="fresh interpreters per script (3; quick: 1)")
+    p.add_argument(
+        "--also-python",
+        action="append",
+        default=[],
+        metavar="PYTHON",
+        help="also run the spawn rows on this interpreter",
+    )
+    p.add_argument("--results", type=Path, default=RESULTS, help="the results file to write")
+    p.add_argument("--pyperf", type=Path, help="also write the samples as a pyperf suite")
+    p.add_argument("--output", type=Path, action="append", default=[], help="a page to render")
+    p.add_argument("--chart", type=Path, help="draw the chart (SVG) here")
+    p.add_argument("--rows", type=Path, help="render from this results file; measure nothing")
     p.add_argument("only", nargs="*", help="run only these scripts (e.g. bench_text)")
     args = p.parse_args()
 
     failed: list[str] = []
     if args.rows:
-        rows = load_rows(args.rows)
+        results = load(args.rows)
     else:
         scripts = sorted(HERE.glob("bench_*.py"))
         if args.only:
@@ -164,24 +199,48 @@ def main() -> int:
             if unknown:
                 p.error(f"no such benchmark script: {', '.join(sorted(unknown))}")
             scripts = [s for s in scripts if s.stem in args.only]
-        rows, failed = measure(scripts, args.quick)
-
-    command = shlex.join(["python", "benchmarks/run.py", *(["--quick"] if args.quick else [])])
-    if args.only:
-        command += " " + shlex.join(args.only)
-    if args.rows:
-        provenance = f"Rows read from `{args.rows}`, saved by an earlier run with `--json`."
-    else:
-        provenance = f"Measured with `{command}` on {machine()}."
-    text = report(rows, provenance, failed)
-    print("\n# Report\n\n" + text, flush=True)
-    if args.output:
-        write_report(args.output, text)
-    if args.json:
-        args.json.write_text(json.dumps([asdict(r) for r in rows], indent=2), encoding="utf-8")
+        processes = args.processes or (1 if args.quick else 3)
+        loads = [round(v, 2) for v in os.getloadavg()]
+        before = _cpu_ticks()
+        rows, failed = measure(scripts, args.quick, processes, args.also_python)
+        after = _cpu_ticks()
+        figures = join(rows)
+        command = ["python", "benchmarks/run.py"]
+        if args.quick:
+            command.append("--quick")
+        if args.processes:
+            command += ["--processes", str(args.processes)]
+        others = [_version(python) for python in args.also_python]
+        for other in others:
+            command += ["--also-python", f"PYTHON{other}"]
+        command += args.only
+        results = {
+            "schema": SCHEMA,
+            "quick": args.quick,
+            "command": shlex.join(command),
+            "processes": processes,
+            "other_pythons": others,
+            "failed": failed,
+            "machine": machine(before, after, loads),
+            "figures": figures,
+            "targets": evaluate_targets(figures),
+        }
+        args.results.write_text(
+            json.dumps(results, indent=1, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
+        print(f"wrote {args.results}", flush=True)
+        if args.pyperf:
+            write_pyperf(results, args.pyperf)
+            print(f"wrote {args.pyperf}", flush=True)
+    for page in args.output:
+        page.write_text(render_page(page.read_text(encoding="utf-8"), results), encoding="utf-8")
+        print(f"rendered {page}")
     if args.chart:
+        from chart import render_svg
+
         args.chart.parent.mkdir(parents=True, exist_ok=True)
-        args.chart.write_text(render_svg(rows, machine()), encoding="utf-8")
+        args.chart.write_text(render_svg(results), encoding="utf-8")
+        print(f"drew {args.chart}")
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)
         return 1

@@ -1,0 +1,200 @@
+"""Every figure in the docs comes from the one results file, through the generator.
+
+No measuring here: these tests read ``benchmarks/results.json`` and render from it.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+figures: Any = importlib.import_module("figures")
+chart: Any = importlib.import_module("chart")
+
+# Pages checked for figure-like numbers outside a marked block, each with the phrases
+# on it that look like figures but are settings (not measured). Other pages join this
+# list once their hand-copied figures have become blocks.
+CHECKED_PAGES: dict[str, tuple[str, ...]] = {
+    "README.md": ("up to 2 s",),  # the grace before SIGKILL on cancellation
+    "docs/benchmarks.md": ("200 µs", "50 µs", "2 ms"),  # polling; the sporadic interval
+    "docs/extending.md": (),
+    "docs/getting-started.md": (),
+    "docs/index.md": (),
+    "docs/migrating.md": (),
+    "docs/text.md": (),
+}
+# Every page that may hold blocks: all of them are checked against the results file.
+ALL_PAGES = sorted(
+    str(path.relative_to(ROOT)) for path in [ROOT / "README.md", *ROOT.glob("docs/*.md")]
+)
+
+
+@pytest.fixture(scope="module")
+def results() -> Any:
+    return figures.load(ROOT / "benchmarks" / "results.json")
+
+
+@pytest.mark.parametrize("page", ALL_PAGES)
+def test_page_blocks_match_the_results_file(page: str, results: Any) -> None:
+    text = (ROOT / page).read_text(encoding="utf-8")
+    rendered = figures.render_page(text, results)
+    assert rendered == text, (
+        f"{page}: a figure block differs from the results file; "
+        f"run `hatch run bench:figures {page}`"
+    )
+
+
+@pytest.mark.parametrize("page", sorted(CHECKED_PAGES))
+def test_no_figure_outside_a_block(page: str) -> None:
+    text = (ROOT / page).read_text(encoding="utf-8")
+    assert figures.stray_figures(text, CHECKED_PAGES[page]) == []
+
+
+def test_benchmarks_page_shows_the_report() -> None:
+    text = (ROOT / "docs/benchmarks.md").read_text(encoding="utf-8")
+    names = {name for block in figures.blocks(text) for name in block.names}
+    assert names >= {"targets", "machine", "all"}
+
+
+def test_chart_matches_the_results_file(results: Any) -> None:
+    svg = (ROOT / "docs/img/benchmarks.svg").read_text(encoding="utf-8")
+    assert svg == chart.render_svg(results)
+
+
+def test_targets_in_the_file_are_those_its_rows_give(results: Any) -> None:
+    # A hand edit of a row (or of "met") would leave the two apart.
+    assert results["targets"] == json.loads(
+        json.dumps(figures.evaluate_targets(results["figures"]), ensure_ascii=False)
+    )
+
+
+def test_every_row_has_its_spread_unit_and_role(results: Any) -> None:
+    machine = results["machine"]
+    for key in ("python", "platform", "cpus", "load_before", "load_after", "date"):
+        assert machine[key] not in (None, "", [])
+    assert isinstance(results["quick"], bool)
+    keys = [figure["key"] for figure in results["figures"]]
+    assert len(keys) == len(set(keys))
+    for figure in results["figures"]:
+        assert figure["unit"]
+        assert figure["rows"], figure["key"]
+        for row in figure["rows"]:
+            assert row["role"] in {"subject", "anyio", "floor", "floor-2", "other"}
+            assert row["samples"]
+            assert row["min"] <= row["q1"] <= row["median"] <= row["q3"] <= row["max"]
+            assert row["min"] == min(row["samples"])
+            assert row["max"] == max(row["samples"])
+            assert row["median"] == pytest.approx(statistics.median(row["samples"]))
+            assert row["n"] == len(row["samples"])
+
+
+def test_dask_rows_stay_out_of_the_chart(results: Any) -> None:
+    dask_titles = {f["title"] for f in results["figures"] if f["section"] == "dask"}
+    assert dask_titles
+    drawn = {summary.group for summary in chart.summarize(results)}
+    assert drawn
+    assert not drawn & dask_titles
+
+
+# -- the generator and the checks themselves -------------------------------------------
+
+PAGE = """# A page
+
+Prose with a setting of 200 µs.
+
+<!-- figures: round-trip -->
+stale
+<!-- /figures -->
+
+More prose.
+"""
+
+
+def test_a_changed_figure_in_a_block_is_found(results: Any) -> None:
+    page = figures.render_page(PAGE, results)
+    assert figures.render_page(page, results) == page
+    tampered = copy.deepcopy(results)
+    (figure,) = [f for f in tampered["figures"] if f["key"] == "round-trip"]
+    figure["rows"][0]["median"] = figure["rows"][0]["median"] * 2 + 1
+    tampered_page = figures.render_page(PAGE, tampered)
+    assert tampered_page != page
+    # Only the block changed: the prose around it is kept as it was.
+    assert tampered_page.startswith("# A page\n\nProse with a setting of 200 µs.\n")
+    assert tampered_page.endswith("<!-- /figures -->\n\nMore prose.\n")
+
+
+def test_a_quick_run_says_so_in_every_figure_table(results: Any) -> None:
+    quick = dict(results, quick=True)
+    assert "Quick run" in figures.render_block(["round-trip"], quick)
+    assert "Quick run" in figures.render_block(["targets"], quick)
+    slow = dict(results, quick=False)
+    assert "Quick run" not in figures.render_block(["targets"], slow)
+
+
+def test_a_figure_outside_a_block_is_found() -> None:
+    text = PAGE + "\nprocio makes 49,483 calls/s, 5.6x AnyIO, in 0.93 ms and 12 µs.\n"
+    assert figures.stray_figures(text, ("200 µs",)) == [
+        "49,483 calls/s",
+        "5.6x",
+        "0.93 ms",
+        "12 µs",
+    ]
+    # The same inside a block is the block's business.
+    inside = "<!-- figures: echo -->\n419 MB/s and 2.9x\n<!-- /figures -->\n"
+    assert figures.stray_figures(inside) == []
+    # A setting is only excused where it is listed.
+    assert figures.stray_figures(PAGE) == ["200 µs"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "<!-- figures: echo -->\nno end\n",
+        "<!-- figures: echo -->\n<!-- figures: spawn -->\n<!-- /figures -->\n",
+        "text\n<!-- /figures -->\n",
+    ],
+    ids=["unclosed", "nested", "stray-end"],
+)
+def test_a_malformed_block_is_an_error(text: str, results: Any) -> None:
+    with pytest.raises(figures.FiguresError):
+        figures.render_page(text, results)
+
+
+def test_an_unknown_block_name_is_an_error(results: Any) -> None:
+    with pytest.raises(figures.FiguresError, match="no figure block named 'round-trips'"):
+        figures.render_page("<!-- figures: round-trips -->\n<!-- /figures -->\n", results)
+
+
+def test_a_target_not_measured_says_so(results: Any) -> None:
+    without = dict(results, figures=[f for f in results["figures"] if f["key"] != "echo"])
+    evaluated = figures.evaluate_targets(without["figures"])
+    echo = [entry for entry in evaluated if entry["figure"] == "echo"]
+    assert echo
+    assert all(entry["met"] is None for entry in echo)
+    table = figures.render_targets(dict(without, targets=evaluated))
+    assert "not measured" in table
+
+
+def test_ratios_are_paired_by_round() -> None:
+    subject = {"samples": [10.0, 40.0, 30.0]}
+    reference = {"samples": [5.0, 10.0, 30.0]}
+    # Round by round: 2, 4, 1; not the ratio of medians (30 / 10 = 3).
+    assert figures.paired_ratio(subject, reference) == {"median": 2.0, "min": 1.0, "max": 4.0}
+
+
+def test_a_marker_shown_in_a_code_fence_is_not_a_block(results: Any) -> None:
+    text = "Write:\n\n```markdown\n<!-- figures: echo -->\n<!-- /figures -->\n```\n"
+    assert figures.blocks(text) == []
+    assert figures.render_page(text, results) == text
+    # The same markers outside the fence are a block, and get rendered.
+    bare = "<!-- figures: echo -->\n<!-- /figures -->\n"
+    assert figures.render_page(bare, results) != bare
