@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import pickle
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
 from procio_workers import CloudpickleSerializer, PickleSerializer, ProcessBackend, testing
-from procio_workers.abc import Launcher, Worker, WorkerBackend
+from procio_workers.abc import Buffer, Launcher, Serializer, Worker, WorkerBackend
 
 pytestmark = pytest.mark.anyio
 
@@ -114,3 +116,106 @@ def test_the_worker_program_refuses_an_init_that_is_not_a_valid_object(payload: 
         session.expect(_wire.HELLO)
         session.send(_wire.INIT, [payload])
         assert session.wait() == _wire.EXIT_PROTOCOL_ERROR
+
+
+# -- what a codec brings into the worker ----------------------------------------------
+
+_CODEC_CLASS = """
+class Codec:
+    def loads(self, segments):
+        return pickle.loads(segments[0])
+
+    def dumps(self, value):
+        return [pickle.dumps(value)]
+"""
+
+
+class _PlainPickleSerializer(Serializer):
+    """Pickle in one segment, with the worker codec a module written by each test."""
+
+    def dump_call(self, func: Callable[..., object], args: tuple[Any, ...]) -> Sequence[Buffer]:
+        return [pickle.dumps((func, args))]
+
+    def load_reply(self, segments: Sequence[memoryview]) -> object:
+        return pickle.loads(segments[0])
+
+
+def _serializer_for(codec: str) -> Serializer:
+    kind = type("Fixture", (_PlainPickleSerializer,), {"worker_codec": codec})
+    serializer: Serializer = kind()
+    return serializer
+
+
+@pytest.mark.parametrize(
+    ("files", "codec", "message"),
+    [
+        pytest.param(
+            {"codec_importing_anyio.py": "import pickle\nimport anyio\n" + _CODEC_CLASS},
+            "codec_importing_anyio:Codec",
+            r"imports anyio into every worker \(through codec_importing_anyio -> anyio\)",
+            id="module-imports-anyio",
+        ),
+        pytest.param(
+            {
+                "codec_importing_abc.py": "import pickle\n"
+                "from procio_workers.abc import Serializer\n" + _CODEC_CLASS
+            },
+            "codec_importing_abc:Codec",
+            r"imports anyio, procio_workers into every worker "
+            r"\(through codec_importing_abc -> procio_workers\)",
+            id="module-imports-the-extension-api",
+        ),
+        pytest.param(
+            {
+                "heavy_codec_package/__init__.py": "import anyio\n",
+                "heavy_codec_package/codec.py": "import pickle\n" + _CODEC_CLASS,
+            },
+            "heavy_codec_package.codec:Codec",
+            r"imports anyio into every worker \(through heavy_codec_package -> anyio\)",
+            id="package-init-imports-anyio",
+        ),
+        pytest.param(
+            {
+                "codec_importing_late.py": "import pickle\n"
+                + _CODEC_CLASS.replace(
+                    "    def dumps(self, value):\n",
+                    "    def dumps(self, value):\n        import anyio.abc\n",
+                )
+            },
+            "codec_importing_late:Codec",
+            r"imports anyio into every worker",
+            id="dumps-imports-anyio",
+        ),
+    ],
+)
+def test_the_kit_fails_a_codec_that_imports_anyio_into_the_worker(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    files: dict[str, str],
+    codec: str,
+    message: str,
+) -> None:
+    for name, source in files.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(source, encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(AssertionError, match=message):
+        testing.check_serializer(_serializer_for(codec))
+
+
+def test_the_kit_passes_a_codec_that_imports_only_the_standard_library(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "codec_standard_only.py").write_text("import pickle\n" + _CODEC_CLASS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    testing.check_serializer(_serializer_for("codec_standard_only:Codec"))
+
+
+def test_the_kit_reports_a_codec_that_cannot_be_imported_in_a_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "codec_broken.py").write_text("import pickle\nraise RuntimeError('no way')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    message = r"(?s)failed in a fresh interpreter.*RuntimeError: no way"
+    with pytest.raises(AssertionError, match=message):
+        testing.check_codec_imports(_serializer_for("codec_broken:Codec"))

@@ -13,6 +13,7 @@ first deviation from the contract in ``docs/extending.md`` and ``docs/protocol.m
 
 from __future__ import annotations
 
+import base64
 import json
 import operator
 import os
@@ -35,7 +36,9 @@ from .abc import Launcher, Serializer, WorkerBackend
 
 __all__ = [
     "JSON_SAMPLES",
+    "WORKER_FORBIDDEN_IMPORTS",
     "check_serializer",
+    "check_codec_imports",
     "check_launcher",
     "check_backend",
     "check_worker_command",
@@ -54,6 +57,137 @@ JSON_SAMPLES: tuple[object, ...] = (
     [1, "two", [3.0, None]],
     {"key": [1, 2], "other": {"nested": "yes"}},
 )
+
+
+#: Top-level packages a worker codec must not import: the worker program keeps them out so
+#: that a worker starts as fast as a bare interpreter (``procio_workers``' own
+#: ``__init__`` imports anyio).
+WORKER_FORBIDDEN_IMPORTS: tuple[str, ...] = ("anyio", "procio_workers")
+
+# Run in a fresh interpreter (``-X importtime``), as the worker program would: take the
+# parent's sys.path, import the codec by name, build it, decode a call, run it, encode
+# its result and an exception. Prints the modules all that imported, as JSON.
+_CODEC_PROBE = """\
+import base64, json, sys
+request = json.loads(sys.stdin.read())
+sys.path[:] = request["sys_path"]
+before = set(sys.modules)
+module_name, _, attribute = request["codec"].partition(":")
+__import__(module_name)  # not importlib.import_module, which -X importtime does not see
+factory = sys.modules[module_name]
+for part in attribute.split("."):
+    factory = getattr(factory, part)
+codec = factory()
+func, args = codec.loads([bytearray(base64.b64decode(s)) for s in request["call"]])
+codec.dumps(func(*args))
+codec.dumps(ValueError("boom"))
+json.dump(sorted(set(sys.modules) - before), sys.stdout)
+"""
+
+
+def _import_chain(importtime: str, target: str) -> list[str]:
+    """Return who imported *target*, outermost first, from ``-X importtime`` output."""
+    rows: list[tuple[int, str]] = []
+    for line in importtime.splitlines():
+        if not line.startswith("import time:") or "imported package" in line:
+            continue
+        name_field = line.rsplit("|", 1)[-1]
+        name = name_field.strip()
+        rows.append(((len(name_field) - len(name_field.lstrip()) - 1) // 2, name))
+    found = [index for index, (_, name) in enumerate(rows) if name == target]
+    if not found:
+        return [target]
+    # The tree is printed innermost first: a module's importer is the next row that
+    # is one level further out.
+    index = found[0]
+    depth = rows[index][0]
+    chain = [target]
+    for later_depth, name in rows[index + 1 :]:
+        if later_depth < depth:
+            chain.append(name)
+            depth = later_depth
+    chain.reverse()
+    # Importing "package.module" shows as a row for it around a row for "package":
+    # keep the package, then the module, as the imports really ran.
+    tidy: list[str] = []
+    for position, name in enumerate(chain):
+        following = chain[position + 1] if position + 1 < len(chain) else ""
+        if (following and name.startswith(f"{following}.")) or name in tidy:
+            continue
+        tidy.append(name)
+    return tidy
+
+
+def _is_under(module: str, packages: Sequence[str]) -> bool:
+    return any(module == top or module.startswith(f"{top}.") for top in packages)
+
+
+def check_codec_imports(
+    serializer: Serializer,
+    *,
+    forbidden: Sequence[str] = WORKER_FORBIDDEN_IMPORTS,
+    python: str | None = None,
+    timeout: float = 30.0,
+) -> None:
+    """Check that the worker half of *serializer* keeps heavy packages out of the worker.
+
+    The codec named by ``serializer.worker_codec`` runs inside every worker, so the
+    modules it imports (and the ``__init__`` of every package above it) are imported
+    by every worker as it starts. In a fresh interpreter with the parent's
+    ``sys.path``, the check imports the codec, decodes a call made by
+    :meth:`~procio_workers.abc.Serializer.dump_call`, runs it and encodes its result
+    and an exception; none of that may import a package named in *forbidden*. The
+    built-in codecs (``"pickle"``, ``"cloudpickle"``) are part of the worker program
+    and pass without a check.
+
+    Args:
+        serializer: the serializer whose codec to check.
+        forbidden: the top-level packages the codec must not import (default:
+            :data:`WORKER_FORBIDDEN_IMPORTS`).
+        python: the interpreter the workers run (default: this one).
+        timeout: seconds the fresh interpreter may take.
+    """
+    codec = serializer.worker_codec
+    if codec in ("pickle", "cloudpickle"):
+        return
+    call = serializer.dump_call(operator.add, (2, 3))
+    request = {
+        "sys_path": [os.path.abspath(entry) for entry in sys.path],
+        "codec": codec,
+        "call": [base64.b64encode(memoryview(s).cast("B")).decode("ascii") for s in call],
+    }
+    try:
+        probe = subprocess.run(
+            [python or sys.executable, "-X", "importtime", "-c", _CODEC_PROBE],
+            input=json.dumps(request).encode(),
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise AssertionError(
+            f"the worker codec {codec!r} took over {timeout} s to load and use"
+        ) from None
+    stderr = probe.stderr.decode("utf-8", "replace")
+    if probe.returncode != 0:
+        problem = [line for line in stderr.splitlines() if not line.startswith("import time:")]
+        raise AssertionError(
+            f"the worker codec {codec!r} failed in a fresh interpreter: " + "\n".join(problem)
+        )
+    imported = json.loads(probe.stdout)
+    offending = sorted(name for name in imported if _is_under(name, forbidden))
+    if offending:
+        tops = sorted({name.partition(".")[0] for name in offending})
+        chain = _import_chain(stderr, offending[0])
+        # Down to the first forbidden module on the way: the import to remove.
+        first = next(i for i, name in enumerate(chain) if _is_under(name, forbidden))
+        path = " -> ".join(chain[: first + 1])
+        raise AssertionError(
+            f"the worker codec {codec!r} imports {', '.join(tops)} into every worker "
+            f"(through {path}); a codec runs inside the worker and may import "
+            "only what the worker program needs: keep it in a module whose packages "
+            "import none of these"
+        )
 
 
 def _load_codec(name: str) -> Any:
@@ -88,6 +222,7 @@ def check_serializer(
     """
     assert isinstance(serializer, Serializer), "a serializer subclasses abc.Serializer"
     assert isinstance(serializer.worker_codec, str), "worker_codec is a codec name"
+    check_codec_imports(serializer)
     codec = _load_codec(serializer.worker_codec)
     for method in ("loads", "dumps"):
         assert callable(getattr(codec, method, None)), f"the worker codec has no {method}()"
