@@ -14,25 +14,31 @@ first deviation from the contract in ``docs/extending.md`` and ``docs/protocol.m
 from __future__ import annotations
 
 import base64
+import errno
 import json
 import operator
 import os
 import select
+import signal
 import subprocess
 import sys
+import tempfile
+import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+import zlib
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
+from pathlib import Path
 from typing import Any
 
 import anyio
 
 from . import _wire
-from ._errors import RemoteTraceback
+from ._errors import BrokenWorkerProcess, RemoteTraceback, SerializationError
 from ._pool import WorkerPool
 from ._process_backend import BOOTSTRAP, WORKER_PROGRAM
 from ._serializers import PickleSerializer
-from .abc import Launcher, Serializer, WorkerBackend
+from .abc import Launcher, Serializer, Worker, WorkerBackend
 
 __all__ = [
     "JSON_SAMPLES",
@@ -41,6 +47,7 @@ __all__ = [
     "check_codec_imports",
     "check_launcher",
     "check_backend",
+    "check_frame_limits",
     "check_worker_command",
     "python_worker_command",
 ]
@@ -239,21 +246,151 @@ def check_serializer(
     assert str(error) == "boom", f"an exception's message came back as {str(error)!r}"
 
 
-async def _raised(call: Awaitable[object]) -> BaseException:
-    try:
-        await call
-    except Exception as exc:
-        return exc
-    raise AssertionError("an exception in the function must reach the caller")
-
-
 async def check_backend(factory: Callable[[], WorkerBackend], *, workers: int = 2) -> None:
     """Check a worker backend through a real :class:`~procio_workers.WorkerPool`.
+
+    Each part runs in a pool of its own, in this order:
+
+    - calls return their results and raise their exceptions, concurrently, and the
+      pool's figures count them; no worker outlives the pool;
+    - bad input: an argument that cannot be serialized raises
+      :exc:`~procio_workers.SerializationError` before any worker starts; a result
+      that cannot be serialized raises it too, and the worker takes the next call;
+    - large ``bytes``, ``bytearray`` and ``memoryview`` arguments and results (the
+      out-of-band path of pickle protocol 5) come back intact, with their type;
+    - a ``cancellable=True`` call cancelled while a worker runs it ends at once (the
+      function never returns), the worker is no longer ``alive``, the pool goes on
+      with a new one, and once the pool has closed the process is gone (when the
+      worker reports a :attr:`~procio_workers.abc.Worker.pid`);
+    - a worker found dead before a call reached it (it died while idle) does not fail
+      the call: it runs on another worker. Checked when the backend's workers are
+      local processes (:attr:`~procio_workers.abc.Worker.pid` set) that this process
+      can watch (its children, or any process on Linux).
+
+    The functions sent are importable from the standard library or from this module,
+    and the values are ordinary Python objects: the backend's serializer must carry
+    them (pickle does).
 
     Args:
         factory: builds a fresh, unopened backend.
         workers: how many concurrent calls to try.
     """
+    await _check_calls(factory, workers)
+    await _check_bad_input(factory)
+    await _check_large_buffers(factory)
+    await _check_cancellation(factory)
+    await _check_retry_after_idle_death(factory)
+
+
+async def check_frame_limits(factory: Callable[[], WorkerBackend], max_frame_length: int) -> None:
+    """Check how a backend built with a frame limit keeps to it.
+
+    A call whose message would be longer than *max_frame_length* bytes raises
+    :exc:`~procio_workers.SerializationError` before any worker starts. A result, or
+    an exception, too long for the limit reaches the caller as an error that is not
+    :exc:`~procio_workers.BrokenWorkerProcess` (a result as ``SerializationError``),
+    and the worker takes the next call.
+
+    Args:
+        factory: builds a fresh, unopened backend whose frame limit is
+            *max_frame_length* (``lambda: ProcessBackend(max_frame_length=...)``).
+        max_frame_length: the limit, in bytes.
+    """
+    over = max_frame_length + 1
+    async with WorkerPool(max_workers=1, backend=(recorder := _Recorder(factory()))) as pool:
+        refused = await _raised(pool.run_sync(len, b"\x01" * over), "a call over the frame limit")
+        assert isinstance(refused, SerializationError), (
+            f"a call of {over} bytes over a frame limit of {max_frame_length} raised "
+            f"{refused!r}, not SerializationError"
+        )
+        assert pool.statistics().started == 0, "a call over the frame limit started a worker"
+        first = await pool.run_sync(os.getpid)
+        refused = await _raised(pool.run_sync(bytes, over), "a result over the frame limit")
+        assert isinstance(refused, SerializationError), (
+            f"a result of {over} bytes over a frame limit of {max_frame_length} raised "
+            f"{refused!r}, not SerializationError"
+        )
+        await _check_same_worker(pool, recorder, first, "a result over the frame limit")
+        error = await _raised(pool.run_sync(_raise_long_error, over), "a long exception")
+        assert not isinstance(error, BrokenWorkerProcess), (
+            f"an exception longer than the frame limit broke the worker: {error!r}"
+        )
+        await _check_same_worker(pool, recorder, first, "an exception over the frame limit")
+
+
+class _Unserializable:
+    """An argument no serializer can carry: pickle, cloudpickle and JSON all refuse it."""
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        raise TypeError("this object refuses to be serialized")
+
+
+def _raise_long_error(size: int) -> None:
+    """Raise an exception whose message is *size* characters long (run in a worker)."""
+    raise ValueError("x" * size)
+
+
+class _Recorder(WorkerBackend):
+    """A backend that hands out another backend's workers and remembers them."""
+
+    def __init__(self, inner: WorkerBackend) -> None:
+        self.inner = inner
+        self.workers: list[Worker] = []
+        #: Local processes that must be gone once the pool has closed its workers.
+        self.must_be_gone: dict[int, str] = {}
+
+    async def __aenter__(self) -> _Recorder:
+        await self.inner.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        # The pool leaves its backend once every worker is closed: what is still
+        # running now was left behind.
+        left = [why for pid, why in self.must_be_gone.items() if _exists(pid)]
+        await self.inner.__aexit__(*exc_info)
+        if left and exc_info[0] is None:
+            raise AssertionError(left[0])
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    def prepare_call(self, func: Callable[..., object], args: tuple[Any, ...]) -> Any:
+        return self.inner.prepare_call(func, args)
+
+    async def start_worker(self, options: Mapping[str, Any]) -> Worker:
+        worker = await self.inner.start_worker(options)
+        self.workers.append(worker)
+        return worker
+
+    def local_pid(self, reported: int) -> int | None:
+        """The pid of the worker that reported *reported* as its pid, if it is local."""
+        for worker in self.workers:
+            if worker.pid is not None and worker.pid == reported:
+                return reported
+        return None
+
+
+async def _raised(
+    call: Awaitable[object], what: str = "an exception in the function"
+) -> BaseException:
+    try:
+        await call
+    except Exception as exc:
+        return exc
+    raise AssertionError(f"{what} must reach the caller as an exception")
+
+
+async def _check_same_worker(pool: WorkerPool, recorder: _Recorder, pid: int, what: str) -> None:
+    figures = pool.statistics()
+    assert figures.broken == 0, f"{what} broke the worker"
+    assert figures.workers == 1, f"after {what}, the pool has {figures.workers} workers"
+    assert figures.started == len(recorder.workers), "the pool miscounted its workers"
+    if recorder.local_pid(pid) is not None:
+        again = await pool.run_sync(os.getpid)
+        assert again == pid, f"after {what}, worker {pid} was replaced by {again}"
+
+
+async def _check_calls(factory: Callable[[], WorkerBackend], workers: int) -> None:
     async with WorkerPool(max_workers=workers, backend=factory()) as pool:
         assert await pool.run_sync(operator.add, 2, 3) == 5, "a call returns its result"
         error = await _raised(pool.run_sync(int, "not a number"))
@@ -276,6 +413,169 @@ async def check_backend(factory: Callable[[], WorkerBackend], *, workers: int = 
     assert after.workers == 0, f"{after.workers} workers outlived the pool"
 
 
+async def _check_bad_input(factory: Callable[[], WorkerBackend]) -> None:
+    async with WorkerPool(max_workers=1, backend=(recorder := _Recorder(factory()))) as pool:
+        error = await _raised(pool.run_sync(repr, _Unserializable()), "an unserializable argument")
+        assert isinstance(error, SerializationError), (
+            f"an argument that cannot be serialized raised {error!r}, not SerializationError"
+        )
+        figures = pool.statistics()
+        assert figures.broken == 0, "an argument that cannot be serialized broke a worker"
+        assert figures.started <= 1, f"{figures.started} workers started for one bad call"
+        pid = await pool.run_sync(os.getpid)
+        error = await _raised(pool.run_sync(threading.Lock), "an unserializable result")
+        assert isinstance(error, SerializationError), (
+            f"a result that cannot be serialized (a lock) raised {error!r}, not SerializationError"
+        )
+        await _check_same_worker(pool, recorder, pid, "a result that cannot be serialized")
+
+
+def _large_buffers() -> list[bytes | bytearray | memoryview]:
+    # Over the out-of-band threshold, of an odd length, not all one byte value.
+    data = os.urandom(3 * _wire.OUT_OF_BAND_THRESHOLD + 7)
+    words = memoryview(bytearray(data[: len(data) // 4 * 4])).cast("I")
+    return [data, bytearray(data), memoryview(bytearray(data)), words]
+
+
+async def _check_large_buffers(factory: Callable[[], WorkerBackend]) -> None:
+    async with WorkerPool(max_workers=1, backend=factory()) as pool:
+        for value in _large_buffers():
+            kind = type(value).__name__
+            original = memoryview(value)
+            # value[:] is a value of the same kind: it goes out and comes back whole.
+            back = await pool.run_sync(operator.getitem, value, slice(None))
+            if isinstance(value, memoryview):
+                # A memoryview may come back as any buffer holding the same bytes.
+                assert isinstance(back, (memoryview, bytes, bytearray)), (
+                    f"a large memoryview came back as {type(back)}"
+                )
+            else:
+                assert type(back) is type(value), f"a large {kind} came back as {type(back)}"
+            returned = memoryview(back).cast("B")
+            assert returned.tobytes() == original.cast("B").tobytes(), (
+                f"a large {kind} of {original.nbytes} bytes came back altered "
+                f"({returned.nbytes} bytes)"
+            )
+            checksum = await pool.run_sync(zlib.crc32, value)
+            assert checksum == zlib.crc32(value), f"a large {kind} argument arrived altered"
+
+
+async def _check_cancellation(factory: Callable[[], WorkerBackend]) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        fifo = os.path.join(folder, "call-is-running")
+        os.mkfifo(fifo)
+        # Held open until the checks are done: the call cannot return before then.
+        writer = -1
+        try:
+            async with WorkerPool(
+                max_workers=1, backend=(recorder := _Recorder(factory()))
+            ) as pool:
+                outcome: list[object] = []
+                with anyio.fail_after(60):
+                    async with anyio.create_task_group() as tg:
+
+                        async def blocked_call() -> None:
+                            # Blocks in the worker until the FIFO has a writer and
+                            # that writer closes it.
+                            outcome.append(
+                                await pool.run_sync(Path(fifo).read_bytes, cancellable=True)
+                            )
+
+                        tg.start_soon(blocked_call)
+                        writer = await _open_when_read(fifo)
+                        # The worker has opened the FIFO: it runs the call now.
+                        tg.cancel_scope.cancel()
+                assert not outcome, f"the cancelled call returned {outcome!r}"
+                assert pool.statistics().busy == 0, "the cancelled call still holds a worker"
+                assert recorder.workers, "the pool started no worker"
+                killed = recorder.workers[0]
+                assert not killed.alive, "the cancelled call's worker is still alive"
+                pid = await pool.run_sync(os.getpid)
+                assert killed.pid is None or pid != killed.pid, "the killed worker took a call"
+                assert pool.statistics().started == 2, "no new worker replaced the killed one"
+                if killed.pid is not None:
+                    # Had it not been killed, the call would now return and the worker
+                    # would wait for the next one: still there once the pool has closed.
+                    recorder.must_be_gone[killed.pid] = (
+                        f"worker {killed.pid}, whose call was cancelled, still exists once "
+                        "the pool has closed its workers"
+                    )
+                # A backend that cannot stop a running call (threads, interpreters, a
+                # cluster) may wait for it to return before it closes the worker.
+                os.close(writer)
+                writer = -1
+        finally:
+            if writer >= 0:
+                os.close(writer)
+
+
+async def _open_when_read(fifo: str) -> int:
+    """Open *fifo* for writing once a reader has opened it, and return the descriptor."""
+    while True:
+        try:
+            return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:  # ENXIO: no reader yet
+                raise
+        await anyio.sleep(0.01)
+
+
+def _exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _wait_dead_blocking(pid: int) -> bool:
+    """Wait, without reaping it nor letting the event loop run, until *pid* has died.
+
+    Returns ``False`` if this process cannot watch *pid* (not a child, no pidfd).
+    """
+    try:
+        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+    except ChildProcessError:
+        pass
+    else:
+        return True
+    pidfd_open = getattr(os, "pidfd_open", None)
+    if pidfd_open is None:
+        return False
+    try:
+        watcher = pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        select.select([watcher], [], [], 30)
+    finally:
+        os.close(watcher)
+    return True
+
+
+async def _check_retry_after_idle_death(factory: Callable[[], WorkerBackend]) -> None:
+    async with WorkerPool(max_workers=1, backend=(recorder := _Recorder(factory()))) as pool:
+        pid = recorder.local_pid(await pool.run_sync(os.getpid))
+        if pid is None or pid == os.getpid():
+            return  # not a local worker process: nothing the kit may kill
+        os.kill(pid, signal.SIGKILL)
+        # Dead, but the pool has had no chance to notice: the next call finds out.
+        if not _wait_dead_blocking(pid):
+            return
+        try:
+            again = await pool.run_sync(os.getpid)
+        except BrokenWorkerProcess as exc:
+            raise AssertionError(
+                "a call given a worker that had died while idle failed instead of "
+                f"running on another worker (raise BrokenWorkerProcess with "
+                f"started=False when the request never reached the worker): {exc}"
+            ) from exc
+        assert again != pid, f"the call ran on the dead worker {pid}"
+        figures = pool.statistics()
+        assert figures.failures == 0, f"the pool counted {figures.failures} failed calls"
+        assert figures.calls == 2, f"the pool counted {figures.calls} calls, not 2"
+
+
 async def check_launcher(launcher: Launcher, serializer: Serializer | None = None) -> None:
     """Check that workers started by *launcher* run calls and leave nothing behind.
 
@@ -284,7 +584,12 @@ async def check_launcher(launcher: Launcher, serializer: Serializer | None = Non
         serializer: the serializer to use (default: pickle).
     """
     async with WorkerPool(max_workers=1, launcher=launcher, serializer=serializer) as pool:
-        pid = await pool.run_sync(os.getpid)
+        try:
+            pid = await pool.run_sync(os.getpid)
+        except BrokenWorkerProcess as exc:
+            raise AssertionError(
+                f"a worker started by the launcher could not take a call: {exc}"
+            ) from exc
         assert isinstance(pid, int), "the worker returns its pid"
         assert pid != os.getpid(), "the call ran in another process"
         assert await pool.run_sync(os.getpid) == pid, "an idle worker is reused"
