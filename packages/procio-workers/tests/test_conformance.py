@@ -63,6 +63,18 @@ async def test_the_worker_program_conforms(serializer: PickleSerializer) -> None
     await testing.check_worker_command(testing.python_worker_command(), serializer)
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="defect being fixed elsewhere: the worker sends an ERROR longer than the "
+    "frame limit for a long exception, and the parent then kills it",
+)
+@pytest.mark.parametrize("serializer", [PickleSerializer(), CloudpickleSerializer()])
+async def test_the_worker_program_keeps_to_its_frame_limit(serializer: PickleSerializer) -> None:
+    await testing.check_worker_command(
+        testing.python_worker_command(), serializer, max_frame_length=64 * 1024
+    )
+
+
 class _SwallowingSerializer(PickleSerializer):
     def load_reply(self, segments: Sequence[memoryview]) -> object:
         return None
@@ -289,6 +301,42 @@ async def test_the_kit_catches_a_worker_program_that_ignores_shutdown() -> None:
     )
     with pytest.raises(AssertionError):
         await testing.check_worker_command([sys.executable, "-c", program], timeout=1.0)
+
+
+# procio's worker program with one step spoilt: it exits instead of reporting a failure
+# of the given stage.
+_EXITS_ON_STAGE = """
+import os, sys, importlib.util as u
+spec = u.spec_from_file_location("_procio_worker", sys.argv[1])
+worker = u.module_from_spec(spec)
+sys.modules["_procio_worker"] = worker
+spec.loader.exec_module(worker)
+report = worker._send_error
+
+def exit_instead(codec, exc, stage):
+    if stage == {stage!r}:
+        os._exit(5)
+    report(codec, exc, stage)
+
+worker._send_error = exit_instead
+sys.exit(worker.main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize(
+    ("stage", "message"),
+    [
+        ("arguments", "the worker closed the protocol after a CALL the codec cannot decode"),
+        ("result", r"the worker closed the protocol after a result the codec cannot encode"),
+    ],
+)
+async def test_the_kit_catches_a_worker_program_that_dies_of_a_bad_call(
+    stage: str, message: str
+) -> None:
+    program = _EXITS_ON_STAGE.format(stage=stage)
+    command = [sys.executable, "-c", program, testing.python_worker_command()[-1]]
+    with pytest.raises(AssertionError, match=f"^{message}"):
+        await testing.check_worker_command(command, timeout=10.0)
 
 
 @pytest.mark.parametrize("payload", [b"", b"\x80", b"{", b"[]", b"null", b'{"protocol": 99}'])

@@ -652,13 +652,15 @@ class _Session:
     def send(self, kind: int, segments: Sequence[Any]) -> None:
         _wire.write_frame_blocking(self.request, kind, segments)
 
-    def handshake(self, codec: str) -> dict[str, Any]:
+    def handshake(self, codec: str, max_frame_length: int | None = None) -> dict[str, Any]:
         hello = json.loads(self.expect(_wire.HELLO).segments[0])
         assert hello.get("protocol") == _wire.PROTOCOL_VERSION, f"HELLO says {hello}"
         assert isinstance(hello.get("pid"), int), "HELLO carries the worker's pid"
         assert isinstance(hello.get("codecs"), list), "HELLO lists the codecs"
         init = {"protocol": _wire.PROTOCOL_VERSION, "sys_path": sys.path, "main": None}
         init["codec"] = codec
+        if max_frame_length is not None:
+            init["max_frame_length"] = max_frame_length
         self.send(_wire.INIT, [json.dumps(init).encode()])
         ready = json.loads(self.expect(_wire.READY).segments[0])
         assert ready.get("ok") is True, f"READY says {ready}"
@@ -710,6 +712,9 @@ def _check_worker_command(command: Sequence[str], serializer: Serializer, timeou
         assert status == 0, f"after SHUTDOWN the worker exited with {status}"
     with _session(command, timeout) as session:
         session.handshake(codec)
+        _check_worker_survives_bad_calls(session, serializer)
+    with _session(command, timeout) as session:
+        session.handshake(codec)
         os.close(session.request)
         status = session.wait()
         assert status == 0, f"at end of input the worker exited with {status}"
@@ -720,24 +725,104 @@ def _check_worker_command(command: Sequence[str], serializer: Serializer, timeou
         assert status != 0, "a malformed frame must end the worker with a failure status"
 
 
+def _reply(session: _Session, serializer: Serializer) -> object:
+    frame = session.expect(_wire.RESULT)
+    return serializer.load_reply([memoryview(s) for s in frame.segments])
+
+
+def _expect_error(session: _Session, stage: str, what: str) -> dict[str, Any]:
+    frame = session.receive()
+    assert frame is not None, f"the worker closed the protocol after {what}"
+    kind = _wire.KIND_NAMES.get(frame.kind, frame.kind)
+    assert frame.kind == _wire.ERROR, f"{what} was answered with {kind}, not ERROR"
+    meta = json.loads(frame.segments[0])
+    assert isinstance(meta, dict), f"the ERROR for {what} is not a JSON object"
+    assert meta.get("stage") == stage, f"the ERROR for {what} has stage {meta.get('stage')!r}"
+    for key in ("type", "message", "traceback"):
+        assert isinstance(meta.get(key), str), f"the ERROR for {what} has no {key}"
+    return meta
+
+
+def _still_serves(session: _Session, serializer: Serializer, what: str) -> None:
+    session.send(_wire.CALL, serializer.dump_call(operator.add, (2, 3)))
+    frame = session.receive()
+    assert frame is not None, f"the worker closed the protocol after {what}"
+    assert frame.kind == _wire.RESULT, f"after {what}, the worker stopped serving calls"
+    value = serializer.load_reply([memoryview(s) for s in frame.segments])
+    assert value == 5, f"after {what}, add(2, 3) came back as {value!r}"
+
+
+def _check_worker_survives_bad_calls(session: _Session, serializer: Serializer) -> None:
+    what = "a CALL the codec cannot decode"
+    session.send(_wire.CALL, [b"\xff\x00 neither pickle nor JSON"])
+    _expect_error(session, "arguments", what)
+    _still_serves(session, serializer, what)
+    what = "a result the codec cannot encode (a lock)"
+    session.send(_wire.CALL, serializer.dump_call(threading.Lock, ()))
+    _expect_error(session, "result", what)
+    _still_serves(session, serializer, what)
+    if serializer.worker_codec not in ("pickle", "cloudpickle"):
+        return  # large buffers: only the built-in codecs are known to carry them
+    for value in _large_buffers():
+        kind = type(value).__name__
+        session.send(_wire.CALL, serializer.dump_call(operator.getitem, (value, slice(None))))
+        back = _reply(session, serializer)
+        assert type(back) is type(value), f"a large {kind} came back as {type(back)}"
+        original, returned = memoryview(value), memoryview(back)
+        assert returned.format == original.format, f"a large {kind} changed format"
+        assert returned.tobytes() == original.tobytes(), f"a large {kind} came back altered"
+
+
+def _check_worker_frame_limit(
+    command: Sequence[str], serializer: Serializer, timeout: float, limit: int
+) -> None:
+    with _session(command, timeout) as session:
+        session.handshake(serializer.worker_codec, limit)
+        what = f"a result over the frame limit of {limit} bytes"
+        session.send(_wire.CALL, serializer.dump_call(operator.mul, ("x", limit + 1)))
+        _expect_error(session, "result", what)
+        _still_serves(session, serializer, what)
+        what = f"an exception over the frame limit of {limit} bytes"
+        # A KeyError carries its key, and its message and traceback show it whole.
+        session.send(_wire.CALL, serializer.dump_call(operator.getitem, ({}, "x" * (limit // 2))))
+        frame = session.receive()
+        assert frame is not None, f"the worker closed the protocol after {what}"
+        kind = _wire.KIND_NAMES.get(frame.kind, frame.kind)
+        assert frame.kind == _wire.ERROR, f"{what} was answered with {kind}, not ERROR"
+        size = sum(len(segment) for segment in frame.segments)
+        assert size <= limit, f"{what} was answered with a frame of {size} bytes"
+        _still_serves(session, serializer, what)
+
+
 async def check_worker_command(
     command: Sequence[str],
     serializer: Serializer | None = None,
     *,
     timeout: float = 30.0,
+    max_frame_length: int | None = None,
 ) -> None:
     """Drive a worker program over the protocol and check how it behaves.
 
     The program is started as ``command + [request fd, response fd]``. It must
-    complete the handshake, run calls (``operator.add`` and a failing ``int``) through
-    the codec of *serializer*, exit with status 0 on SHUTDOWN and at end of input, and
-    with another status on a malformed frame.
+    complete the handshake; run calls (``operator.add`` and a failing ``int``) through
+    the codec of *serializer*; answer a CALL it cannot decode with an ``ERROR`` of
+    stage ``"arguments"`` and a result it cannot encode with one of stage
+    ``"result"``, and serve the next call after either; with the built-in codecs,
+    send large ``bytes``, ``bytearray`` and ``memoryview`` values back intact; exit
+    with status 0 on SHUTDOWN and at end of input, and with another status on a
+    malformed frame.
 
     Args:
         command: the worker's command line, without the two descriptor numbers.
         serializer: the serializer whose codec to use (default: pickle).
         timeout: seconds allowed for each reply and for each exit.
+        max_frame_length: also check, with this limit in ``INIT``, that a result or
+            an exception too long for it is answered with an ``ERROR`` within the
+            limit, after which the worker serves the next call.
     """
-    await anyio.to_thread.run_sync(
-        _check_worker_command, list(command), serializer or PickleSerializer(), timeout
-    )
+    serializer = serializer or PickleSerializer()
+    await anyio.to_thread.run_sync(_check_worker_command, list(command), serializer, timeout)
+    if max_frame_length is not None:
+        await anyio.to_thread.run_sync(
+            _check_worker_frame_limit, list(command), serializer, timeout, max_frame_length
+        )
