@@ -1,7 +1,8 @@
 """Conformance kit: check a third-party serializer, launcher, backend or worker program.
 
 Call these from your own test suite; each raises :exc:`AssertionError` describing the
-first deviation from the contract in ``docs/extending.md`` and ``docs/protocol.md``::
+first deviation from the contract of the pages "Extending procio-workers" and "The
+worker protocol"::
 
     def test_serializer() -> None:
         check_serializer(MySerializer())
