@@ -438,7 +438,9 @@ def test_the_kit_fails_a_codec_that_imports_anyio_into_the_worker(
 def test_the_kit_passes_a_codec_that_imports_only_the_standard_library(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    (tmp_path / "codec_standard_only.py").write_text("import pickle\n" + _CODEC_CLASS)
+    # It also prints as it is imported, which must not confuse the kit.
+    source = "import pickle\nprint('codec loading')\n" + _CODEC_CLASS
+    (tmp_path / "codec_standard_only.py").write_text(source)
     monkeypatch.syspath_prepend(str(tmp_path))
     testing.check_serializer(_serializer_for("codec_standard_only:Codec"))
 

@@ -74,7 +74,8 @@ WORKER_FORBIDDEN_IMPORTS: tuple[str, ...] = ("anyio", "procio_workers")
 
 # Run in a fresh interpreter (``-X importtime``), as the worker program would: take the
 # parent's sys.path, import the codec by name, build it, decode a call, run it, encode
-# its result and an exception. Prints the modules all that imported, as JSON.
+# its result and an exception. Prints the modules all that imported, as JSON, on a last
+# line of its own (the codec may print too).
 _CODEC_PROBE = """\
 import base64, json, sys
 request = json.loads(sys.stdin.read())
@@ -89,7 +90,7 @@ codec = factory()
 func, args = codec.loads([bytearray(base64.b64decode(s)) for s in request["call"]])
 codec.dumps(func(*args))
 codec.dumps(ValueError("boom"))
-json.dump(sorted(set(sys.modules) - before), sys.stdout)
+sys.stdout.write("\\n" + json.dumps(sorted(set(sys.modules) - before)))
 """
 
 
@@ -182,7 +183,7 @@ def check_codec_imports(
         raise AssertionError(
             f"the worker codec {codec!r} failed in a fresh interpreter: " + "\n".join(problem)
         )
-    imported = json.loads(probe.stdout)
+    imported = json.loads(probe.stdout.splitlines()[-1])
     offending = sorted(name for name in imported if _is_under(name, forbidden))
     if offending:
         tops = sorted({name.partition(".")[0] for name in offending})
@@ -217,9 +218,10 @@ def check_serializer(
     samples: Sequence[object] = JSON_SAMPLES,
     func: Callable[..., object] = operator.add,
 ) -> None:
-    """Check that *serializer* and its worker codec agree, in this process.
+    """Check that *serializer* and its worker codec agree, and that the codec is light.
 
-    Every sample travels as a call argument (parent to worker) and back as a result
+    First :func:`check_codec_imports` (in a fresh interpreter); then, in this process,
+    every sample travels as a call argument (parent to worker) and back as a result
     (worker to parent), and an exception travels back too.
 
     Args:
@@ -255,8 +257,8 @@ async def check_backend(factory: Callable[[], WorkerBackend], *, workers: int = 
     - calls return their results and raise their exceptions, concurrently, and the
       pool's figures count them; no worker outlives the pool;
     - bad input: an argument that cannot be serialized raises
-      :exc:`~procio_workers.SerializationError` before any worker starts; a result
-      that cannot be serialized raises it too, and the worker takes the next call;
+      :exc:`~procio_workers.SerializationError` and breaks no worker; a result that
+      cannot be serialized raises it too, and the worker takes the next call;
     - large ``bytes``, ``bytearray`` and ``memoryview`` arguments and results (the
       out-of-band path of pickle protocol 5) come back intact, with their type;
     - a ``cancellable=True`` call cancelled while a worker runs it ends at once (the
