@@ -32,6 +32,17 @@ async def test_the_worker_program_conforms_with_the_json_codec() -> None:
     await testing.check_worker_command(testing.python_worker_command(), JsonSerializer())
 
 
+async def test_a_worker_with_json_calls_imports_neither_anyio_nor_procio_workers() -> None:
+    # The worker itself lists what it imported: the codec must not have brought them.
+    listing = (
+        "sorted(name for name in __import__('sys').modules "
+        "if name.partition('.')[0] in ('anyio', 'procio_workers'))"
+    )
+    async with WorkerPool(max_workers=1, serializer=JsonSerializer()) as pool:
+        assert await pool.run_sync(max, [3, 9, 4]) == 9
+        assert await pool.run_sync(eval, listing) == []
+
+
 async def test_workers_run_at_the_requested_niceness() -> None:
     async with WorkerPool(max_workers=1, launcher=NiceLauncher(7)) as pool:
         niceness = await pool.run_sync(os.getpriority, os.PRIO_PROCESS, 0)

@@ -98,6 +98,11 @@ def worker_pids(client: Client) -> set[int]:
 # -- the conformance kit ------------------------------------------------------------------
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="procio-dask defect found by the kit: a result Dask cannot serialize reaches "
+    "the caller as TypeError, not procio_workers.SerializationError",
+)
 async def test_passes_the_procio_workers_conformance_kit(address: str) -> None:
     await check_backend(lambda: DaskBackend(address), workers=2)
 
