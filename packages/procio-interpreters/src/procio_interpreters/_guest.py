@@ -141,7 +141,9 @@ class _Guest:
         self.get: Callable[[], Any]
         self.put: Callable[[object], object]
         if isinstance(queue, int):
-            import _interpqueues  # type: ignore[import-not-found]  # Python 3.13
+            # Python 3.13. _interpreters registers the type that shared buffers arrive as.
+            import _interpqueues  # type: ignore[import-not-found]
+            import _interpreters  # type: ignore[import-not-found]  # noqa: F401
 
             self.get = lambda: _interpqueues.get(queue)[0]
             self.put = lambda value: _interpqueues.put(queue, value, 0, 1)
@@ -225,7 +227,13 @@ class _Guest:
                 return
             if wake != WAKE_CALL:
                 return
-            reply = self.run(self.get())
+            try:
+                request = self.get()
+            except BaseException as exc:  # reported to the caller; the loop goes on
+                reply: tuple[int, object] = (CALL_UNLOADABLE, _describe(exc, 0))
+            else:
+                reply = self.run(request)
+                del request
             self.put(reply)
             del reply
             try:

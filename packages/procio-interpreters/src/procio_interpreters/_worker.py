@@ -27,7 +27,7 @@ from typing import Any
 
 import anyio
 from anyio import CapacityLimiter, to_thread
-from anyio.lowlevel import checkpoint
+from anyio.lowlevel import RunVar, checkpoint
 from procio_workers import BrokenWorkerProcess, RemoteTraceback, SerializationError, WorkerError
 from procio_workers.abc import Worker
 
@@ -313,14 +313,18 @@ def _abandon(host: _Host) -> None:
     host.release()
 
 
-_closer_limiter: CapacityLimiter | None = None
+# The threads that wait for host threads to end, apart from the default thread limiter
+# (which the caller's own work may have used up).
+_closer_limiter: RunVar[CapacityLimiter] = RunVar("procio_interpreters_closers")
 
 
 def _closers() -> CapacityLimiter:
-    global _closer_limiter
-    if _closer_limiter is None:
-        _closer_limiter = CapacityLimiter(64)
-    return _closer_limiter
+    try:
+        return _closer_limiter.get()
+    except LookupError:
+        limiter = CapacityLimiter(64)
+        _closer_limiter.set(limiter)
+        return limiter
 
 
 def _unpack_reply(reply: tuple[int, Any]) -> object:

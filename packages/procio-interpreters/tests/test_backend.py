@@ -1,0 +1,427 @@
+"""InterpreterBackend through a real WorkerPool: results, values, errors, policy, cancellation."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import types
+from collections.abc import AsyncIterator, Callable, Iterator
+
+import anyio
+import pytest
+
+if sys.version_info < (3, 13):
+    pytest.skip(
+        "procio-interpreters needs Python 3.13 or newer (subinterpreters with their own GIL)",
+        allow_module_level=True,
+    )
+
+import interp_funcs as funcs
+from procio_interpreters import InterpreterBackend, InterpreterWorker
+from procio_interpreters._runtime import interpreter_ids
+from procio_workers import (
+    BrokenWorkerProcess,
+    RemoteTraceback,
+    SerializationError,
+    WorkerError,
+    WorkerPool,
+)
+from procio_process.pytest_plugin import LeakChecker
+from procio_workers.testing import check_backend
+
+pytestmark = pytest.mark.anyio
+
+#: Turns a hang into a failure.
+TIMEOUT = 30
+
+
+def pool(**kwargs: object) -> WorkerPool:
+    return WorkerPool(backend=InterpreterBackend(), **kwargs)  # type: ignore[arg-type]
+
+
+def host_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "procio-interpreter"]
+
+
+async def eventually(check: Callable[[], bool], timeout: float = 20.0) -> bool:
+    """Poll *check* until it holds or *timeout* seconds pass; return its last answer."""
+    with anyio.move_on_after(timeout):
+        # What is polled (threads, interpreters) has no event to wait on.
+        while not check():  # noqa: ASYNC110
+            await anyio.sleep(0.01)
+    return check()
+
+
+@pytest.fixture
+def pipe() -> Iterator[tuple[int, int]]:
+    read, write = os.pipe()
+    yield read, write
+    os.close(read)
+    os.close(write)
+
+
+@pytest.fixture(autouse=True)
+async def nothing_left_behind(anyio_backend: object) -> AsyncIterator[None]:
+    """Every test ends with only the interpreters, threads and descriptors it began with.
+
+    Checked inside the event loop rather than with procio_leak_check, because anyio's
+    runner keeps one loop across tests. Not the descriptors on uvloop: there, the test
+    runner itself leaves a socket pair open between a fixture's start and its end, even
+    around an empty test; asyncio and Trio run the same backend code and are checked.
+    """
+    uvloop = "loop_factory" in str(anyio_backend)
+    before = interpreter_ids()
+    checker = None if uvloop else LeakChecker()
+    yield
+    assert interpreter_ids() == before
+    assert host_threads() == []
+    if checker is not None:
+        checker.check()
+
+
+# -- the contract ---------------------------------------------------------------------
+
+
+async def test_the_backend_passes_the_conformance_kit() -> None:
+    await check_backend(InterpreterBackend)
+
+
+async def test_calls_run_in_another_interpreter_of_this_process() -> None:
+    with anyio.fail_after(TIMEOUT):
+        async with pool(max_workers=1) as workers:
+            assert await workers.run_sync(funcs.process_id) == os.getpid()
+            first = await workers.run_sync(funcs.interpreter_id)
+            assert first != funcs.interpreter_id()
+            assert first in interpreter_ids()
+            assert await workers.run_sync(funcs.interpreter_id) == first, "reused"
+    assert first not in interpreter_ids(), "destroyed when the pool closed"
+
+
+async def test_two_workers_run_calls_at_the_same_time() -> None:
+    a_read, a_write = os.pipe()
+    b_read, b_write = os.pipe()
+    try:
+        with anyio.fail_after(TIMEOUT):
+            async with pool(max_workers=2) as workers:
+                results: list[object] = []
+
+                async def one(mine: int, theirs: int) -> None:
+                    results.append(await workers.run_sync(funcs.rendezvous, mine, theirs, 10.0))
+
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(one, a_write, b_read)
+                    tg.start_soon(one, b_write, a_read)
+                assert results == [True, True]
+                assert workers.statistics().started == 2
+    finally:
+        for fd in (a_read, a_write, b_read, b_write):
+            os.close(fd)
+
+
+async def test_process_options_are_refused_with_a_type_error() -> None:
+    backend = InterpreterBackend()
+    with pytest.raises(TypeError, match="not a process"):
+        await backend.start_worker({"cwd": "/"})
+
+
+# -- values ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        True,
+        -(2**63),
+        2**200,  # beyond what an interpreter queue carries: pickled
+        float("inf"),
+        -0.0,
+        "ünïcode",
+        b"\xff\xfe\x00 undecodable",
+        (1, ("nested", b"x"), 2.5, None),
+        [1, {"a": frozenset({2})}],
+        funcs.Colour.RED,
+        funcs.Text("a str subclass"),
+    ],
+    ids=repr,
+)
+async def test_values_come_back_equal_and_of_the_same_type(value: object) -> None:
+    with anyio.fail_after(TIMEOUT):
+        async with pool(max_workers=1) as workers:
+            back = await workers.run_sync(funcs.identity, value)
+            assert type(back) is type(value)
+            assert back == value or (back != back and value != value)
+            assert await workers.run_sync(funcs.type_name, value) == funcs.type_name(value)
+
+
+async def test_a_memoryview_is_shared_without_a_copy() -> None:
+    data = bytearray(1 << 20)
+    with anyio.fail_after(TIMEOUT):
+        async with pool(max_workers=1) as workers:
+            assert await workers.run_sync(funcs.fill, memoryview(data), 7) == len(data)
+    assert data == bytes([7]) * len(data), "the function wrote into the caller's memory"
+
+
+async def test_a_bytearray_is_copied_and_the_callers_stays_unchanged() -> None:
+    data = bytearray(b"\x01" * 100_000)
+    with anyio.fail_after(TIMEOUT):
+        async with pool(max_workers=1) as workers:
+            assert await workers.run_sync(funcs.mutate_bytearray, data) == len(data)
+    assert data[0] == 1
+
+
+async def test_an_unpicklable_argument_fails_before_any_worker_starts() -> None:
+    with anyio.fail_after(TIMEOUT):
+        async with pool(max_workers=1) as workers:
+            with pytest.raises(SerializationError, match="could not be pickled"):
+                await workers.run_sync(funcs.identity, threading.Lock())
+            with pytest.raises(SerializationError, match="cannot be sent"):
+                await workers.run_sync(lambda: None)
+            assert workers.statistics().started == 0
+
+
+async def test_an_unpicklable_result_is_a_serialization_error_and_the_worker_lives_on() -> None:
+    with anyio.fail_after(TIMEOUT):
+        async with pool(max_workers=1) as workers:
+            first = await workers.run_sync(funcs.interpreter_id)
+            with pytest.raises(SerializationError, match="could not be sent back") as caught:
+                await workers.run_sync(funcs.return_lock)
+            assert isinstance(caught.value.__cause__, RemoteTraceback)
+            assert await workers.run_sync(funcs.interpreter_id) == first
+            assert workers.statistics().broken == 0
+
+
+async def test_a_function_the_interpreter_cannot_import_is_a_serialization_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A module that exists only in this interpreter: the function names it, but a
+    # subinterpreter cannot import it.
+    module = types.ModuleType("procio_interpreters_not_on_disk")
+    exec("def nowhere():\n    return 1\n", module.__dict__)
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    with anyio.fail_after(TIMEOUT):
+        async with pool(max_workers=1) as workers:
+            first = await workers.run_sync(funcs.interpreter_id)
+            with pytest.raises(SerializationError, match="No module named") as caught:
+                await workers.run_sync(module.nowhere)
+            assert isinstance(caught.value.__cause__, RemoteTraceback)
+            assert await workers.run_sync(funcs.interpreter_id) == first, "the worker lives on"
+
+
+# -- errors ---------------------------------------------------------------------------
+
+
+async def test_the_functions_own_traceback_comes_back() -> None:
+    with anyio.fail_after(TIMEOUT):
+        async with pool(max_workers=1) as workers:
+            with pytest.raises(ValueError, match="no good: 3") as caught:
+                await workers.run_sync(funcs.fail_deep, 3)
+    cause = caught.value.__cause__
+    assert isinstance(cause, RemoteTraceback)
+    assert "_inner_failure" in cause.traceback
+    assert "fail_deep" in cause.traceback
+    assert "_guest" not in cause.traceback, "the guest loop's own frames are left out"
+
+
+@pytest.mark.parametrize(
+    ("func", "name"),
+    [(funcs.exit_interpreter, "SystemExit"), (funcs.interrupt, "KeyboardInterrupt")],
+)
+async def test_exit_and_interrupt_in_the_function_are_worker_errors(
+    func: Callable[..., object], name: str
+) -> None:
+    args = (3,) if func is funcs.exit_interpreter else ()
+    with anyio.fail_after(TIMEOUT):
+        async with pool(max_workers=1) as workers:
+            first = await workers.run_sync(funcs.interpreter_id)
+            with pytest.raises(WorkerError) as caught:
+                await workers.run_sync(func, *args)
+            assert caught.value.type_name == name
+            assert await workers.run_sync(funcs.interpreter_id) == first, "the worker lives on"
+
+
+async def test_an_exception_that_cannot_be_pickled_is_a_worker_error() -> None:
+    with anyio.fail_after(TIMEOUT):
+        async with pool(max_workers=1) as workers:
+            with pytest.raises(WorkerError) as caught:
+                await workers.run_sync(funcs.raise_unpicklable)
+    assert caught.value.type_name == "interp_funcs.Unpicklable"
+    assert caught.value.message == "holds a lock"
+    assert "raise_unpicklable" in caught.value.traceback
+
+
+async def test_what_a_subinterpreter_cannot_do_comes_back_as_typed_errors() -> None:
+    with anyio.fail_after(TIMEOUT):
+        async with pool(max_workers=1) as workers:
+            with pytest.raises(RuntimeError, match="fork"):
+                await workers.run_sync(funcs.try_fork)
+            with pytest.raises(ValueError, match="main interpreter"):
+                await workers.run_sync(funcs.try_signal)
+            with pytest.raises(ImportError, match="does not support loading in subinterpreters"):
+                await workers.run_sync(funcs.import_module, "_testsinglephase")
+            assert await workers.run_sync(funcs.identity, 1) == 1
+
+
+# -- pool policy ----------------------------------------------------------------------
+
+
+async def test_the_initializer_runs_once_in_each_new_interpreter() -> None:
+    with anyio.fail_after(TIMEOUT):
+        async with pool(max_workers=1, initializer=funcs.remember, initargs=("set",)) as workers:
+            assert await workers.run_sync(funcs.remembered) == "set"
+    # Each interpreter has its own modules: the parent's copy was never touched.
+    assert funcs.REMEMBERED is None
+
+
+async def test_a_failing_initializer_is_a_broken_worker() -> None:
+    with anyio.fail_after(TIMEOUT):
+        async with pool(max_workers=1, initializer=funcs.fail_initializer) as workers:
+            with pytest.raises(BrokenWorkerProcess, match="initializer refuses"):
+                await workers.run_sync(funcs.identity, 1)
+
+
+async def test_max_tasks_per_worker_retires_the_interpreter() -> None:
+    with anyio.fail_after(TIMEOUT):
+        async with pool(max_workers=1, max_tasks_per_worker=1) as workers:
+            first = await workers.run_sync(funcs.interpreter_id)
+            second = await workers.run_sync(funcs.interpreter_id)
+            assert first != second
+            assert await eventually(lambda: first not in interpreter_ids())
+            assert workers.statistics().started == 2
+
+
+async def test_an_idle_interpreter_is_destroyed_after_the_idle_timeout() -> None:
+    with anyio.fail_after(TIMEOUT):
+        async with pool(max_workers=1, idle_timeout=0.05) as workers:
+            first = await workers.run_sync(funcs.interpreter_id)
+            assert await eventually(lambda: workers.statistics().workers == 0)
+            assert await eventually(lambda: first not in interpreter_ids())
+            assert await workers.run_sync(funcs.interpreter_id) != first
+
+
+async def test_a_worker_killed_while_idle_refuses_a_call_as_not_started() -> None:
+    backend = InterpreterBackend()
+    with anyio.fail_after(TIMEOUT):
+        worker = await backend.start_worker({})
+        assert isinstance(worker, InterpreterWorker)
+        assert worker.alive
+        worker.kill()
+        assert not worker.alive
+        with pytest.raises(BrokenWorkerProcess) as caught:
+            await worker.call(backend.prepare_call(funcs.identity, (1,)))
+        assert caught.value.started is False
+        await worker.aclose()
+
+
+# -- cancellation ---------------------------------------------------------------------
+
+
+async def test_a_cancellable_call_is_abandoned_and_its_interpreter_ends_when_it_returns(
+    pipe: tuple[int, int],
+) -> None:
+    read, write = pipe
+    started_read, started_write = os.pipe()
+    try:
+        with anyio.fail_after(TIMEOUT):
+            async with pool(max_workers=1) as workers:
+                first = await workers.run_sync(funcs.interpreter_id)
+                with anyio.CancelScope() as scope:
+
+                    async def cancel_once_running() -> None:
+                        await anyio.wait_readable(started_read)
+                        scope.cancel()
+
+                    async with anyio.create_task_group() as tg:
+                        tg.start_soon(cancel_once_running)
+                        await workers.run_sync(
+                            funcs.wait_for_byte, read, started_write, cancellable=True
+                        )
+                assert scope.cancelled_caught
+                # The caller was let go while the call still runs in its interpreter.
+                assert first in interpreter_ids()
+                # The pool goes on with a new interpreter.
+                second = await workers.run_sync(funcs.interpreter_id)
+                assert second != first
+                os.write(write, b"!")
+                assert await eventually(lambda: first not in interpreter_ids())
+            assert await eventually(lambda: host_threads() == [])
+    finally:
+        os.close(started_read)
+        os.close(started_write)
+
+
+async def test_a_call_that_is_not_cancellable_runs_to_its_end(pipe: tuple[int, int]) -> None:
+    read, write = pipe
+    started_read, started_write = os.pipe()
+    try:
+        with anyio.fail_after(TIMEOUT):
+            async with pool(max_workers=1) as workers:
+                first = await workers.run_sync(funcs.interpreter_id)
+                with anyio.CancelScope() as scope:
+
+                    async def cancel_then_release() -> None:
+                        await anyio.wait_readable(started_read)
+                        scope.cancel()
+                        os.write(write, b"!")
+
+                    async with anyio.create_task_group() as tg:
+                        tg.start_soon(cancel_then_release)
+                        await workers.run_sync(funcs.wait_for_byte, read, started_write)
+                assert await workers.run_sync(funcs.interpreter_id) == first, "kept"
+    finally:
+        os.close(started_read)
+        os.close(started_write)
+
+
+class _Boom(Exception):
+    pass
+
+
+async def test_an_error_in_the_parent_mid_call_leaves_nothing_behind(
+    pipe: tuple[int, int],
+) -> None:
+    read, write = pipe
+    started_read, started_write = os.pipe()
+    try:
+        with anyio.fail_after(TIMEOUT), pytest.RaisesGroup(_Boom, flatten_subgroups=True):
+            async with pool(max_workers=1) as workers, anyio.create_task_group() as tg:
+
+                async def fail_once_running() -> None:
+                    await anyio.wait_readable(started_read)
+                    raise _Boom
+
+                tg.start_soon(fail_once_running)
+                await workers.run_sync(funcs.wait_for_byte, read, started_write, cancellable=True)
+        os.write(write, b"!")
+        assert await eventually(lambda: host_threads() == [])
+    finally:
+        os.close(started_read)
+        os.close(started_write)
+
+
+# -- parallel work --------------------------------------------------------------------
+
+
+async def test_many_concurrent_calls_with_random_cancellation_each_get_their_own_result() -> None:
+    import random
+
+    rng = random.Random(1234)
+    with anyio.fail_after(TIMEOUT * 2):
+        async with pool(max_workers=2) as workers:
+            outcomes: dict[int, object] = {}
+
+            async def one(index: int) -> None:
+                with anyio.move_on_after(rng.choice([0, 0.001, 0.01, 10])):
+                    outcomes[index] = await workers.run_sync(
+                        funcs.identity, ("call", index), cancellable=rng.random() < 0.5
+                    )
+
+            async with anyio.create_task_group() as tg:
+                for index in range(200):
+                    tg.start_soon(one, index)
+            assert outcomes, "some calls finished"
+            for index, value in outcomes.items():
+                assert value == ("call", index)
+            assert await workers.run_sync(funcs.identity, "after") == "after"
+        assert await eventually(lambda: host_threads() == [])
