@@ -9,17 +9,11 @@ import types
 from collections.abc import AsyncIterator, Callable, Iterator
 
 import anyio
-import pytest
-
-if sys.version_info < (3, 13):
-    pytest.skip(
-        "procio-interpreters needs Python 3.13 or newer (subinterpreters with their own GIL)",
-        allow_module_level=True,
-    )
-
 import interp_funcs as funcs
+import pytest
 from procio_interpreters import InterpreterBackend, InterpreterWorker
 from procio_interpreters._runtime import interpreter_ids
+from procio_process.pytest_plugin import LeakChecker
 from procio_workers import (
     BrokenWorkerProcess,
     RemoteTraceback,
@@ -27,17 +21,21 @@ from procio_workers import (
     WorkerError,
     WorkerPool,
 )
-from procio_process.pytest_plugin import LeakChecker
 from procio_workers.testing import check_backend
 
-pytestmark = pytest.mark.anyio
+NEEDS_3_13 = pytest.mark.skipif(
+    sys.version_info < (3, 13),
+    reason="procio-interpreters needs Python 3.13 or newer (subinterpreters with their own GIL)",
+)
+
+pytestmark = [pytest.mark.anyio, NEEDS_3_13]
 
 #: Turns a hang into a failure.
 TIMEOUT = 30
 
 
 def pool(**kwargs: object) -> WorkerPool:
-    return WorkerPool(backend=InterpreterBackend(), **kwargs)  # type: ignore[arg-type]
+    return WorkerPool(backend=InterpreterBackend(), **kwargs)  # type: ignore[arg-type]  # options pass through
 
 
 def host_threads() -> list[threading.Thread]:
@@ -305,13 +303,30 @@ async def test_a_worker_killed_while_idle_refuses_a_call_as_not_started() -> Non
     with anyio.fail_after(TIMEOUT):
         worker = await backend.start_worker({})
         assert isinstance(worker, InterpreterWorker)
-        assert worker.alive
+        alive = [worker.alive]
         worker.kill()
-        assert not worker.alive
+        alive.append(worker.alive)
+        assert alive == [True, False]
         with pytest.raises(BrokenWorkerProcess) as caught:
             await worker.call(backend.prepare_call(funcs.identity, (1,)))
         assert caught.value.started is False
         await worker.aclose()
+
+
+async def test_running_out_of_descriptors_fails_the_start_cleanly_and_the_pool_recovers() -> None:
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with anyio.fail_after(TIMEOUT):
+        async with pool(max_workers=1, max_tasks_per_worker=1) as workers:
+            assert await workers.run_sync(funcs.identity, 1) == 1
+            resource.setrlimit(resource.RLIMIT_NOFILE, (3, hard))
+            try:
+                with pytest.raises(OSError, match="Too many open files"):
+                    await workers.run_sync(funcs.identity, 2)
+            finally:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+            assert await workers.run_sync(funcs.identity, 3) == 3
 
 
 # -- cancellation ---------------------------------------------------------------------

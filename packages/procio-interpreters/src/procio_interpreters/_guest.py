@@ -140,16 +140,16 @@ class _Guest:
         self.functions: dict[object, Any] = {}
         self.get: Callable[[], Any]
         self.put: Callable[[object], object]
-        if isinstance(queue, int):
-            # Python 3.13. _interpreters registers the type that shared buffers arrive as.
-            import _interpqueues  # type: ignore[import-not-found]
-            import _interpreters  # type: ignore[import-not-found]  # noqa: F401
+        if sys.version_info >= (3, 14):
+            self.get = queue.get_nowait
+            self.put = queue.put_nowait
+        elif sys.version_info >= (3, 13):
+            # _interpreters registers the type that shared buffers arrive as.
+            import _interpqueues
+            import _interpreters  # noqa: F401
 
             self.get = lambda: _interpqueues.get(queue)[0]
             self.put = lambda value: _interpqueues.put(queue, value, 0, 1)
-        else:
-            self.get = queue.get_nowait
-            self.put = queue.put_nowait
 
     def function(self, reference: object) -> Any:
         func = self.functions.get(reference)

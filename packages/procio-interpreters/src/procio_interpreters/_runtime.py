@@ -73,15 +73,17 @@ if sys.version_info >= (3, 14):
         return queue.get_nowait()
 
 elif sys.version_info >= (3, 13):
-    import _interpqueues  # type: ignore[import-not-found]  # private, 3.13 only
-    import _interpreters  # type: ignore[import-not-found]  # private, 3.13 only
+    from typing import Final, Literal
+
+    import _interpqueues
+    import _interpreters
 
     SUPPORTED = True
 
     # The queue's per-item format tag (unused: the payload says how it travels), and
     # what becomes of items whose interpreter is destroyed: removed (1).
-    _FORMAT = 0
-    _UNBOUND_REMOVE = 1
+    _FORMAT: Final = 0
+    _UNBOUND_REMOVE: Final[Literal[1]] = 1
 
     def create() -> Any:
         return _interpreters.create()
@@ -99,10 +101,8 @@ elif sys.version_info >= (3, 13):
         _interpreters.destroy(interp)
 
     def interpreter_ids() -> list[int]:
-        return [
-            int(each[0]) if isinstance(each, tuple) else int(each)
-            for each in _interpreters.list_all()
-        ]
+        # Each entry is (id, whence).
+        return [int(each[0]) for each in _interpreters.list_all()]
 
     def queue_create() -> Any:
         return _interpqueues.create(0, _FORMAT, _UNBOUND_REMOVE)

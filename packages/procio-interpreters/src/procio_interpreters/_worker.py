@@ -86,6 +86,7 @@ class _Host:
             raise
         self.failure: str | None = None
         self.interpreter_id: int | None = None
+        self.pid = os.getpid()
         self.finished = threading.Event()
         self._shut = False
         # Whoever finishes last of the worker and the host thread closes the parent's
@@ -110,7 +111,9 @@ class _Host:
 
     def shutdown(self) -> None:
         """Tell the guest to stop after its current call (idempotent, never blocks)."""
-        if not self._shut:
+        # A forked child shares the socket with its parent: shutting it there would stop
+        # the parent's guest.
+        if not self._shut and os.getpid() == self.pid:
             self._shut = True
             # Write side only: the guest reads end of input and stops, and a reply it is
             # still writing lands in our buffer rather than on a closed peer.

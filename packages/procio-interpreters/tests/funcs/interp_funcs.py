@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import os
 import select
+import sys
 import threading
 
 #: Set by :func:`remember`, as an initializer would set up per-interpreter state.
@@ -36,9 +37,11 @@ def type_name(value: object) -> str:
 
 
 def interpreter_id() -> int:
-    import _interpreters
+    if sys.version_info >= (3, 13):
+        import _interpreters
 
-    return int(_interpreters.get_current()[0])
+        return int(_interpreters.get_current()[0])
+    raise RuntimeError("no subinterpreters before Python 3.13")
 
 
 def process_id() -> int:
