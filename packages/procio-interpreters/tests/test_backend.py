@@ -9,7 +9,10 @@ import types
 from collections.abc import AsyncIterator, Callable, Iterator
 
 import anyio
-import interp_funcs as funcs
+
+# On sys.path through conftest.py, so that subinterpreters import it by name too; the
+# project's type check sees it as tests.funcs.interp_funcs and cannot follow this import.
+import interp_funcs as funcs  # type: ignore[import-not-found, unused-ignore]
 import pytest
 from procio_interpreters import InterpreterBackend, InterpreterWorker
 from procio_interpreters._runtime import interpreter_ids

@@ -23,9 +23,12 @@ from __future__ import annotations
 
 import os
 import sys
-import types
-from collections.abc import Callable
-from typing import Any
+
+# Not typing.TYPE_CHECKING: importing typing costs a fresh interpreter milliseconds.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
 # Request kinds: the arguments are the shared tuple itself, or a pickle of the tuple
 # with its out-of-band buffers.
@@ -95,7 +98,7 @@ def _describe(exc: BaseException, skip_frames: int) -> tuple[str, str, str]:
     return name, message, text
 
 
-class _ParentMain(types.ModuleType):
+class _ParentMain(type(sys)):  # type: ignore[misc]  # types.ModuleType, without importing types
     """The parent's ``__main__``, run as ``__mp_main__`` the first time it is needed."""
 
     def __init__(self, spec: tuple[str, str]) -> None:
@@ -129,7 +132,7 @@ class _ParentMain(types.ModuleType):
 
 def _install_main(spec: tuple[str, str] | None) -> None:
     if spec is not None:
-        main: types.ModuleType = _ParentMain(spec)
+        main = _ParentMain(spec)
         sys.modules["__main__"] = sys.modules["__mp_main__"] = main
 
 
