@@ -332,6 +332,16 @@ async def test_running_out_of_descriptors_fails_the_start_cleanly_and_the_pool_r
             assert await workers.run_sync(funcs.identity, 3) == 3
 
 
+async def test_a_function_that_closes_the_guests_descriptor_breaks_only_its_worker() -> None:
+    with anyio.fail_after(TIMEOUT):
+        async with pool(max_workers=1) as workers:
+            first = await workers.run_sync(funcs.interpreter_id)
+            with pytest.raises(BrokenWorkerProcess, match="ended during the call"):
+                await workers.run_sync(funcs.close_own_wakeup_descriptor)
+            assert await workers.run_sync(funcs.interpreter_id) != first
+            assert workers.statistics().broken == 1
+
+
 # -- cancellation ---------------------------------------------------------------------
 
 

@@ -77,6 +77,20 @@ def shareable(value: object, *, buffers: bool, depth: int = 0) -> bool:
     return False
 
 
+def file_identity(fd: int) -> tuple[int, int]:
+    """The device and inode of the file open as *fd* (``(-1, -1)`` if none is)."""
+    try:
+        status = os.fstat(fd)
+    except OSError:
+        return (-1, -1)
+    return (status.st_dev, status.st_ino)
+
+
+def same_file(fd: int, identity: tuple[int, int]) -> bool:
+    """Whether *fd* still refers to the file it referred to when *identity* was taken."""
+    return identity != (-1, -1) and file_identity(fd) == identity
+
+
 def _describe(exc: BaseException, skip_frames: int) -> tuple[str, str, str]:
     import traceback
 
@@ -137,8 +151,9 @@ def _install_main(spec: tuple[str, str] | None) -> None:
 
 
 class _Guest:
-    def __init__(self, fd: int, queue: Any) -> None:
+    def __init__(self, fd: int, identity: tuple[int, int], queue: Any) -> None:
         self.fd = fd
+        self.identity = identity
         self.queue = queue
         self.functions: dict[object, Any] = {}
         self.get: Callable[[], Any]
@@ -239,6 +254,10 @@ class _Guest:
                 del request
             self.put(reply)
             del reply
+            if not same_file(fd, self.identity):
+                # The function closed this descriptor, and its number may now be another
+                # file's: leave without touching it (the parent saw end of input).
+                return
             try:
                 os.write(fd, WAKE_REPLY)
             except OSError:
@@ -250,8 +269,14 @@ def _is_view(value: object) -> bool:
     return type(value).__name__.endswith("BufferView")
 
 
-def serve(fd: int, queue: Any, path: tuple[str, ...], main: tuple[str, str] | None) -> None:
+def serve(
+    fd: int,
+    identity: tuple[int, int],
+    queue: Any,
+    path: tuple[str, ...],
+    main: tuple[str, str] | None,
+) -> None:
     """Run calls from the parent until it shuts its end of the socket."""
     sys.path[:] = list(path)
     _install_main(main)
-    _Guest(fd, queue).serve()
+    _Guest(fd, identity, queue).serve()

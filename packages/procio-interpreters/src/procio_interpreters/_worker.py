@@ -53,7 +53,7 @@ _g = _u.module_from_spec(_spec)
 _s.modules[_spec.name] = _g
 _spec.loader.exec_module(_g)
 del _u, _s, _spec
-_g.serve(_procio_fd, _procio_queue, _procio_path, _procio_main)
+_g.serve(_procio_fd, _procio_identity, _procio_queue, _procio_path, _procio_main)
 """
 
 # Sockets of workers whose host thread still runs, shut down at exit (see below).
@@ -141,6 +141,7 @@ def _host_main(
     host: _Host, guest: socket.socket, path: tuple[str, ...], main: tuple[str, str] | None
 ) -> None:
     interp: Any = None
+    identity = _guest.file_identity(guest.fileno())
     try:
         interp = _runtime.create()
         host.interpreter_id = _interpreter_id(interp)
@@ -149,6 +150,7 @@ def _host_main(
             {
                 "_procio_guest_path": _GUEST_PATH,
                 "_procio_fd": guest.fileno(),
+                "_procio_identity": identity,
                 "_procio_queue": host.queue,
                 "_procio_path": path,
                 "_procio_main": main,
@@ -158,16 +160,26 @@ def _host_main(
     except BaseException as exc:  # reported to the parent as a broken worker
         host.failure = f"{type(exc).__name__}: {exc}"
     finally:
-        try:
-            if interp is not None:
+        # Each step on its own: the parent waits for ended(), whatever failed before it.
+        if interp is not None:
+            try:
                 _runtime.destroy(interp)
-        except Exception:
-            logger.exception("could not destroy subinterpreter %s", host.interpreter_id)
-        finally:
+            except Exception:
+                logger.exception("could not destroy subinterpreter %s", host.interpreter_id)
+        try:
             _runtime.queue_destroy(host.queue)
+        except Exception:
+            logger.exception(
+                "could not destroy the queue of subinterpreter %s", host.interpreter_id
+            )
+        if _guest.same_file(guest.fileno(), identity):
             guest.close()
-            _live.discard(host)
-            host.ended()
+        else:
+            # A function closed the guest's descriptor behind its back: its number may
+            # belong to another file by now, which must stay open.
+            guest.detach()
+        _live.discard(host)
+        host.ended()
     if host.failure is not None:
         logger.debug("subinterpreter %s ended: %s", host.interpreter_id, host.failure)
 
