@@ -9,6 +9,7 @@ import types
 from collections.abc import AsyncIterator, Callable, Iterator
 
 import anyio
+import anyio.lowlevel
 
 # On sys.path through conftest.py, so that subinterpreters import it by name too; the
 # project's type check sees it as tests.funcs.interp_funcs and cannot follow this import.
@@ -118,6 +119,31 @@ async def test_two_workers_run_calls_at_the_same_time() -> None:
     finally:
         for fd in (a_read, a_write, b_read, b_write):
             os.close(fd)
+
+
+async def test_every_call_lets_other_tasks_run() -> None:
+    ticks = 0
+    seen: list[int] = []
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await anyio.lowlevel.checkpoint()
+
+    with anyio.fail_after(TIMEOUT):
+        async with pool(max_workers=1) as workers, anyio.create_task_group() as tg:
+            await workers.run_sync(funcs.identity, 0)
+            tg.start_soon(ticker)
+            for index in range(20):
+                before = ticks
+                await workers.run_sync(funcs.identity, index)
+                seen.append(ticks - before)
+            tg.cancel_scope.cancel()
+    # Trio may resume the caller before the ticker in the same batch, so not every call
+    # shows a tick; a call that never yields would show none at all.
+    assert seen[0] > 0, "the ticker started while the first call waited"
+    assert sum(seen[1:]) > 0, f"the calls held the event loop: {seen}"
 
 
 async def test_process_options_are_refused_with_a_type_error() -> None:

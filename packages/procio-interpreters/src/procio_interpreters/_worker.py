@@ -189,15 +189,19 @@ def _interpreter_id(interp: Any) -> int:
 
 
 async def _receive(sock: socket.socket) -> bytes:
-    """Wait for one wake-up byte from the guest; ``b""`` once its end is closed."""
+    """Wait for one wake-up byte from the guest; ``b""`` once its end is closed.
+
+    Always through the event loop, even when the byte is already there, so that every
+    call is a schedule point.
+    """
     while True:
+        await anyio.wait_readable(sock)
         try:
             return sock.recv(1)
         except BlockingIOError:
-            pass
+            continue
         except OSError:
             return b""
-        await anyio.wait_readable(sock)
 
 
 class _State(enum.Enum):
