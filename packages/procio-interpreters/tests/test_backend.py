@@ -15,6 +15,8 @@ import anyio.lowlevel
 # project's type check sees it as tests.funcs.interp_funcs and cannot follow this import.
 import interp_funcs as funcs  # type: ignore[import-not-found, unused-ignore]
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from procio_interpreters import InterpreterBackend, InterpreterWorker
 from procio_interpreters._runtime import interpreter_ids
 from procio_process.pytest_plugin import LeakChecker
@@ -234,6 +236,34 @@ async def test_a_function_the_interpreter_cannot_import_is_a_serialization_error
                 await workers.run_sync(module.nowhere)
             assert isinstance(caught.value.__cause__, RemoteTraceback)
             assert await workers.run_sync(funcs.interpreter_id) == first, "the worker lives on"
+
+
+SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=False),
+    st.text(),
+    st.binary(),
+)
+SHAREABLE_SHAPES = st.recursive(SCALARS, lambda inner: st.tuples(inner, inner), max_leaves=12)
+
+
+@settings(max_examples=15, deadline=None)
+@given(values=st.lists(SHAREABLE_SHAPES, max_size=6))
+async def test_any_nesting_of_shareable_values_comes_back_exactly(values: list[object]) -> None:
+    with anyio.fail_after(TIMEOUT):
+        async with pool(max_workers=1) as workers:
+            back = await workers.run_sync(funcs.identity, tuple(values))
+    assert back == tuple(values)
+    assert funcs.type_name(back) == "builtins.tuple"
+
+    def types_of(value: object) -> object:
+        if type(value) is tuple:
+            return tuple(types_of(item) for item in value)
+        return type(value)
+
+    assert types_of(back) == types_of(tuple(values))
 
 
 # -- errors ---------------------------------------------------------------------------

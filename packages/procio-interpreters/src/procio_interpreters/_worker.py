@@ -23,7 +23,7 @@ import threading
 import weakref
 from collections.abc import Callable
 from contextlib import suppress
-from typing import Any
+from typing import Any, final
 
 import anyio
 from anyio import CapacityLimiter, to_thread
@@ -214,6 +214,7 @@ class _State(enum.Enum):
     BROKEN = "broken"
 
 
+@final
 class InterpreterWorker(Worker):
     """A subinterpreter of this process that runs one call at a time.
 
