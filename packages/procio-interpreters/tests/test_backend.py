@@ -266,6 +266,14 @@ async def test_any_nesting_of_shareable_values_comes_back_exactly(values: list[o
     assert types_of(back) == types_of(tuple(values))
 
 
+async def test_a_pickled_callable_arrives_fresh_for_every_call() -> None:
+    counter = funcs.Counter()
+    with anyio.fail_after(TIMEOUT):
+        async with pool(max_workers=1) as workers:
+            assert [await workers.run_sync(counter) for _ in range(3)] == [1, 1, 1]
+    assert counter.count == 0, "the caller's object is not the one that ran"
+
+
 # -- errors ---------------------------------------------------------------------------
 
 

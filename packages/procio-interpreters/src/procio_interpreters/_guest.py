@@ -170,23 +170,24 @@ class _Guest:
             self.put = lambda value: _interpqueues.put(queue, value, 0, 1)
 
     def function(self, reference: object) -> Any:
+        if type(reference) is bytes:
+            # Unpickled afresh every time, as a worker process would: a callable object
+            # may carry state that the call changes.
+            import pickle
+
+            return pickle.loads(reference)
         func = self.functions.get(reference)
         if func is None:
-            if type(reference) is bytes:
-                import pickle
+            module_name: str
+            qualname: str
+            module_name, qualname = reference  # type: ignore[misc]
+            func = sys.modules.get(module_name)
+            if func is None:
+                import importlib
 
-                func = pickle.loads(reference)
-            else:
-                module_name: str
-                qualname: str
-                module_name, qualname = reference  # type: ignore[misc]
-                func = sys.modules.get(module_name)
-                if func is None:
-                    import importlib
-
-                    func = importlib.import_module(module_name)
-                for part in qualname.split("."):
-                    func = getattr(func, part)
+                func = importlib.import_module(module_name)
+            for part in qualname.split("."):
+                func = getattr(func, part)
             if len(self.functions) < 1024:
                 self.functions[reference] = func
         return func

@@ -144,3 +144,14 @@ def close_own_wakeup_descriptor() -> str:
     (loop,) = [each for each in gc.get_objects() if isinstance(each, guest._Guest)]
     os.close(loop.fd)
     return "closed"
+
+
+class Counter:
+    """A callable with state, which travels by pickle."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self) -> int:
+        self.count += 1
+        return self.count
