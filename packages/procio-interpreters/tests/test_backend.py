@@ -200,6 +200,14 @@ async def test_a_bytearray_is_copied_and_the_callers_stays_unchanged() -> None:
     assert data[0] == 1
 
 
+async def test_out_of_band_buffers_arrive_as_copies_the_function_may_change() -> None:
+    data = bytearray(b"\x01" * 100_000)
+    with anyio.fail_after(TIMEOUT):
+        async with pool(max_workers=1) as workers:
+            assert await workers.run_sync(funcs.scribble, funcs.Blob(data)) == len(data)
+    assert data[0] == 1, "the function wrote into the caller's memory"
+
+
 async def test_an_unpicklable_argument_fails_before_any_worker_starts() -> None:
     with anyio.fail_after(TIMEOUT):
         async with pool(max_workers=1) as workers:

@@ -86,7 +86,9 @@ class InterpreterBackend(WorkerBackend):
     ``bool``, ``int`` (64-bit), ``float``, ``str``, ``bytes`` or tuples of them cross
     without pickling; a C-contiguous ``memoryview`` is shared without a copy (the
     function sees, and may change, the caller's memory, so keep it unchanged until the
-    call returns). Anything else is pickled. Results come back the same way, except that
+    call returns). Anything else is pickled (protocol 5: out-of-band buffers, such as a
+    NumPy array's, cross without a copy and are copied once inside the interpreter, so the
+    function gets its own). Results come back the same way, except that
     buffers are pickled.
 
     ``cancellable=True`` cannot interrupt the function: an interpreter cannot be

@@ -204,7 +204,10 @@ class _Guest:
             else:
                 import pickle
 
-                args = pickle.loads(payload, buffers=[memoryview(each) for each in buffers])
+                # Copied once here, in the interpreter's own thread: the function gets
+                # buffers of its own, as in a worker process, and never writes into the
+                # caller's memory (only an explicit memoryview argument is shared).
+                args = pickle.loads(payload, buffers=[bytearray(each) for each in buffers])
         except BaseException as exc:  # reported to the caller
             return CALL_UNLOADABLE, _describe(exc, 0)
         del request, payload, buffers

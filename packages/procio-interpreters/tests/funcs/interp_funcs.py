@@ -155,3 +155,21 @@ class Counter:
     def __call__(self) -> int:
         self.count += 1
         return self.count
+
+
+class Blob:
+    """Travels with its bytes out of band and, rebuilt, keeps a view on them (as a
+    NumPy array does)."""
+
+    def __init__(self, data: bytearray | memoryview) -> None:
+        self.data = memoryview(data)
+
+    def __reduce_ex__(self, protocol: object) -> tuple[object, tuple[object, ...]]:
+        import pickle
+
+        return (Blob, (pickle.PickleBuffer(self.data),))
+
+
+def scribble(blob: Blob) -> int:
+    blob.data[0] = 0
+    return len(blob.data)
