@@ -229,6 +229,14 @@ async def test_an_unpicklable_result_is_a_serialization_error_and_the_worker_liv
             assert workers.statistics().broken == 0
 
 
+async def test_a_memoryview_result_is_a_serialization_error() -> None:
+    with anyio.fail_after(TIMEOUT):
+        async with pool(max_workers=1) as workers:
+            with pytest.raises(SerializationError, match="could not be sent back"):
+                await workers.run_sync(funcs.identity, memoryview(b"shared"))
+            assert await workers.run_sync(funcs.identity, b"shared") == b"shared"
+
+
 async def test_a_function_the_interpreter_cannot_import_is_a_serialization_error(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

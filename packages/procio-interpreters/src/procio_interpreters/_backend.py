@@ -88,13 +88,14 @@ class InterpreterBackend(WorkerBackend):
     function sees, and may change, the caller's memory, so keep it unchanged until the
     call returns). Anything else is pickled (protocol 5: out-of-band buffers, such as a
     NumPy array's, cross without a copy and are copied once inside the interpreter, so the
-    function gets its own). Results come back the same way, except that
-    buffers are pickled.
+    function gets its own). Results come back the same way, except that none is shared:
+    a ``memoryview`` result cannot travel (return ``bytes``).
 
     ``cancellable=True`` cannot interrupt the function: an interpreter cannot be
     stopped mid-call. The caller gets its cancellation at once, the call's result is
     dropped, the interpreter is destroyed as soon as the call returns, and the pool
-    starts a new one for its next call.
+    starts a new one for its next call. A ``memoryview`` argument stays shared with the
+    abandoned call until then.
 
     Raises:
         RuntimeError: on Python before 3.13, which has no interpreters with their own
