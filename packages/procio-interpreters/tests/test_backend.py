@@ -148,6 +148,37 @@ async def test_every_call_lets_other_tasks_run() -> None:
     assert sum(seen[1:]) > 0, f"the calls held the event loop: {seen}"
 
 
+async def test_an_interpreter_imports_neither_anyio_nor_procio() -> None:
+    with anyio.fail_after(TIMEOUT):
+        async with pool(max_workers=1) as workers:
+            loaded = set(await workers.run_sync(funcs.loaded_modules))
+    assert "_procio_interpreters_guest" in loaded
+    heavy = {name for name in loaded if name.split(".")[0] in HEAVY}
+    assert not heavy, f"a cold interpreter imported {sorted(heavy)}"
+
+
+#: What the guest must not import: the event loop stack, procio's own packages, and
+#: typing (several milliseconds in a fresh interpreter).
+HEAVY = {"anyio", "trio", "asyncio", "procio_workers", "procio_interpreters", "typing"}
+
+
+def test_the_guest_module_imports_only_the_standard_library() -> None:
+    import ast
+    from pathlib import Path
+
+    from procio_interpreters import _guest
+
+    tree = ast.parse(Path(_guest.__file__).read_text(encoding="utf-8"))
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            imported.add(node.module.split(".")[0])
+    imported -= {"__future__"}
+    assert imported <= set(sys.stdlib_module_names), imported - set(sys.stdlib_module_names)
+
+
 async def test_process_options_are_refused_with_a_type_error() -> None:
     backend = InterpreterBackend()
     with pytest.raises(TypeError, match="not a process"):

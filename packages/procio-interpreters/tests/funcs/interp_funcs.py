@@ -173,3 +173,7 @@ class Blob:
 def scribble(blob: Blob) -> int:
     blob.data[0] = 0
     return len(blob.data)
+
+
+def loaded_modules() -> tuple[str, ...]:
+    return tuple(sorted(sys.modules))
