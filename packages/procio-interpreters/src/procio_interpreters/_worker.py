@@ -27,7 +27,7 @@ from typing import Any, final
 
 import anyio
 from anyio import CapacityLimiter, to_thread
-from anyio.lowlevel import RunVar, checkpoint
+from anyio.lowlevel import RunVar, cancel_shielded_checkpoint, checkpoint
 from procio_workers import BrokenWorkerProcess, RemoteTraceback, SerializationError, WorkerError
 from procio_workers.abc import Worker
 
@@ -191,9 +191,16 @@ def _interpreter_id(interp: Any) -> int:
 async def _receive(sock: socket.socket) -> bytes:
     """Wait for one wake-up byte from the guest; ``b""`` once its end is closed.
 
-    Always through the event loop, even when the byte is already there, so that every
-    call is a schedule point.
+    A short call has often answered by the time the caller looks (the guest runs on
+    another core): the byte is then taken at once, without registering with the event
+    loop, and a checkpoint keeps the call a schedule point all the same.
     """
+    try:
+        return await _received(sock.recv(1))
+    except BlockingIOError:
+        pass
+    except OSError:
+        return await _received(b"")
     while True:
         await anyio.wait_readable(sock)
         try:
@@ -202,6 +209,11 @@ async def _receive(sock: socket.socket) -> bytes:
             continue
         except OSError:
             return b""
+
+
+async def _received(data: bytes) -> bytes:
+    await cancel_shielded_checkpoint()
+    return data
 
 
 class _State(enum.Enum):
