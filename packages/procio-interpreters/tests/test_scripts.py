@@ -38,3 +38,13 @@ def test_a_main_module_that_starts_workers_when_imported_gets_a_clear_error() ->
     assert done.returncode != 0
     assert 'if __name__ == "__main__":' in done.stderr
     assert done.stderr.count("Traceback") < 10, "no runaway recursion"
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "trio"])
+def test_an_abandoned_call_finishes_before_the_process_ends(loop: str, tmp_path: Path) -> None:
+    done_file = tmp_path / "done"
+    done = run(str(SCRIPTS / "abandon_at_exit.py"), loop, str(done_file))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "closed False\n", "the pool closed while the call still ran"
+    assert done_file.exists(), "the process waited for the abandoned call"
+    assert "Fatal" not in done.stderr
