@@ -172,7 +172,7 @@ def test_the_guest_module_imports_only_the_standard_library() -> None:
     from procio_interpreters import _guest
 
     tree = ast.parse(Path(_guest.__file__).read_text(encoding="utf-8"))
-    imported = set()
+    imported: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             imported.update(alias.name.split(".")[0] for alias in node.names)
