@@ -50,7 +50,7 @@ if sys.version_info >= (3, 14):
         try:
             interp.exec(script)
         except _public.ExecutionFailed as exc:
-            return str(exc.excinfo.errdisplay or exc)
+            return str(getattr(exc.excinfo, "errdisplay", None) or exc)
         return None
 
     def destroy(interp: Any) -> None:
