@@ -88,6 +88,9 @@ async def nothing_left_behind(anyio_backend: object) -> AsyncIterator[None]:
 
 
 async def test_the_backend_passes_the_conformance_kit() -> None:
+    # The kit's backend check applies whole. Its launcher and worker-command checks do
+    # not: they start worker processes and speak the wire protocol over pipes, and an
+    # interpreter worker has neither a process (its pid is None) nor that protocol.
     await check_backend(InterpreterBackend)
 
 
