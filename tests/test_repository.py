@@ -27,6 +27,7 @@ ALLOWED_IMPORTS: dict[str, set[str]] = {
     "procio_workers": {"procio_process"},
     "procio": {"procio_text", "procio_process", "procio_workers"},
     "procio_dask": {"procio_workers"},
+    "procio_interpreters": {"procio_workers"},
 }
 # Third-party distributions each layer may import at run time besides the stdlib.
 ALLOWED_THIRD_PARTY: dict[str, set[str]] = {
@@ -35,6 +36,8 @@ ALLOWED_THIRD_PARTY: dict[str, set[str]] = {
     "procio_workers": {"anyio", "typing_extensions", "cloudpickle"},
     "procio_dask": {"anyio", "typing_extensions", "distributed", "dask"},
     "procio": {"anyio"},  # the demo in __main__ runs on anyio
+    # CPython 3.13's interpreter modules, absent from sys.stdlib_module_names before it.
+    "procio_interpreters": {"anyio", "typing_extensions", "_interpreters", "_interpqueues"},
 }
 # Single modules that may import more, because that import happens only when a user
 # asks for it: a pytest plugin (only pytest loads it), the demo's --loop uvloop.
@@ -153,8 +156,13 @@ def test_sibling_imports_are_declared_dependencies() -> None:
 
 
 def test_extensions_use_only_the_public_api() -> None:
-    # procio-dask is written as a third party would write it, like the extensions.
-    paths = [*ROOT.glob("extensions/*/src/**/*.py"), *ROOT.glob("packages/procio-dask/src/**/*.py")]
+    # procio-dask and procio-interpreters are written as a third party would write them,
+    # like the extensions.
+    paths = [
+        *ROOT.glob("extensions/*/src/**/*.py"),
+        *ROOT.glob("packages/procio-dask/src/**/*.py"),
+        *ROOT.glob("packages/procio-interpreters/src/**/*.py"),
+    ]
     assert paths
     for path in paths:
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))

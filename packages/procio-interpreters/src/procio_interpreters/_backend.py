@@ -89,7 +89,8 @@ class InterpreterBackend(WorkerBackend):
     call returns). Anything else is pickled (protocol 5: out-of-band buffers, such as a
     NumPy array's, cross without a copy and are copied once inside the interpreter, so the
     function gets its own). Results come back the same way, except that none is shared:
-    a ``memoryview`` result cannot travel (return ``bytes``).
+    a ``memoryview`` in a result comes back as a memoryview over a copy of its bytes
+    (format ``"B"``).
 
     ``cancellable=True`` cannot interrupt the function: an interpreter cannot be
     stopped mid-call. The caller gets its cancellation at once, the call's result is
@@ -120,7 +121,7 @@ class InterpreterBackend(WorkerBackend):
             return (_guest.ARGS_SHARED, reference, args, ())
         buffers: list[pickle.PickleBuffer] = []
         try:
-            data = pickle.dumps(args, 5, buffer_callback=buffers.append)
+            data = _guest.dumps(args, buffer_callback=buffers.append)
         except Exception as exc:
             raise SerializationError(f"the arguments could not be pickled: {exc}") from exc
         views = []

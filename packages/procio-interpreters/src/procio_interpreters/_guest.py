@@ -56,6 +56,34 @@ _INT_MAX = (1 << 63) - 1
 _MAX_DEPTH = 32
 
 
+_pickler: Any = None
+
+
+def dumps(value: object, buffer_callback: Callable[[Any], object] | None = None) -> bytes:
+    """Pickle *value* with protocol 5; a ``memoryview`` travels too (as a memoryview).
+
+    Plain pickle refuses memoryviews. Here one goes as its bytes (out of band when
+    *buffer_callback* is given) and comes back as a memoryview over a copy of them.
+    """
+    global _pickler
+    import io
+    import pickle
+
+    if _pickler is None:
+
+        class _Pickler(pickle.Pickler):
+            def reducer_override(self, obj: object) -> Any:
+                if type(obj) is memoryview:
+                    data = pickle.PickleBuffer(obj) if obj.contiguous else obj.tobytes()
+                    return memoryview, (data,)
+                return NotImplemented
+
+        _pickler = _Pickler
+    out = io.BytesIO()
+    _pickler(out, 5, buffer_callback=buffer_callback).dump(value)
+    return out.getvalue()
+
+
 def shareable(value: object, *, buffers: bool, depth: int = 0) -> bool:
     """Whether *value* crosses interpreters as it is, and comes out as the same type.
 
@@ -222,7 +250,7 @@ class _Guest:
         import pickle
 
         try:
-            return RESULT_PICKLED, pickle.dumps(result, pickle.HIGHEST_PROTOCOL)
+            return RESULT_PICKLED, dumps(result)
         except BaseException as exc:  # reported to the caller
             return RESULT_UNSENDABLE, _describe(exc, 0)
 
