@@ -1,7 +1,6 @@
 """Run as a script: a cancellable call is abandoned, the pool closes at once, and the
 process ends only after the call has finished in its interpreter."""
 
-import os
 import sys
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ async def main(path: str) -> None:
         with anyio.move_on_after(0.5):
             await pool.run_sync(sleep_then_touch, 2.0, path, cancellable=True)
     # The pool has closed; the call still runs.
-    print("closed", os.path.exists(path))
+    print("closed", await anyio.Path(path).exists())
 
 
 if __name__ == "__main__":
