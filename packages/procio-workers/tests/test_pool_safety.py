@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import random
 import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -81,6 +82,55 @@ async def test_a_keyboard_interrupt_while_waiting_does_not_shift_results(
         assert await pool.run_sync(funcs.echo, "third") == "third"
         # The interrupted worker was let go: a new one took the later calls.
         assert pool.statistics().started == 2
+    guard.check()
+
+
+@pytest.mark.anyio
+async def test_random_interrupts_and_cancellations_never_mix_up_results(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rng = random.Random(20261201)
+    guard = funcs.LeakGuard()
+    real_finish = ProcessWorker.finish_call
+    interrupts = 0
+
+    async def sometimes_interrupted(self: ProcessWorker) -> object:
+        nonlocal interrupts
+        if rng.random() < 0.2:
+            interrupts += 1
+            await anyio.lowlevel.checkpoint()
+            raise KeyboardInterrupt
+        return await real_finish(self)
+
+    monkeypatch.setattr(ProcessWorker, "finish_call", sometimes_interrupted)
+    outcomes: dict[str, int] = {"own": 0, "interrupted": 0, "cancelled": 0}
+    async with WorkerPool(max_workers=2) as pool:
+
+        async def one(value: int) -> None:
+            cancellable = rng.random() < 0.5
+            seconds = rng.choice([0.0, 0.001, 0.005])
+            with anyio.move_on_after(rng.choice([0.0, 0.002, 0.02, 30.0])) as scope:
+                try:
+                    got = await pool.run_sync(
+                        pfuncs.sleep_then_return, value, seconds, cancellable=cancellable
+                    )
+                except KeyboardInterrupt:
+                    outcomes["interrupted"] += 1
+                    return
+                assert got == value
+                outcomes["own"] += 1
+            if scope.cancelled_caught:
+                outcomes["cancelled"] += 1
+
+        with anyio.fail_after(50):
+            for batch in range(12):
+                async with anyio.create_task_group() as tg:
+                    for value in range(batch * 6, batch * 6 + 6):
+                        tg.start_soon(one, value)
+        assert await pool.run_sync(funcs.echo, "last") == "last"
+    assert interrupts == outcomes["interrupted"] > 0
+    assert outcomes["own"] > 0
+    assert sum(outcomes.values()) == 72
     guard.check()
 
 
