@@ -23,7 +23,6 @@ from anyio import (
     ClosedResourceError,
     current_time,
     get_cancelled_exc_class,
-    get_current_task,
 )
 from anyio.abc import TaskGroup
 from anyio.lowlevel import checkpoint
@@ -227,7 +226,6 @@ class WorkerPool:
         self._timer_waits_for_idle = True
         self._task_group: TaskGroup | None = None
         self._stack: AsyncExitStack | None = None
-        self._owner: object = None  # the task that entered the pool
         self._timer_scope: CancelScope | None = None
         # Calls starting a worker now: each scope is cancelled if the pool closes.
         self._starting: set[CancelScope] = set()
@@ -252,7 +250,6 @@ class WorkerPool:
             raise RuntimeError("a WorkerPool can be entered only once")
         # The event loop's clock, as anyio.current_time reads it, without the lookup.
         self._clock = loop_clock()
-        self._owner = get_current_task().id
         self._timer_scope = CancelScope()
         async with AsyncExitStack() as stack:
             await stack.enter_async_context(self.backend)
@@ -273,32 +270,29 @@ class WorkerPool:
         exc_val: BaseException | None,
         exc_tb: TracebackType | None,
     ) -> None:
-        await self.aclose()
+        stack, self._stack = self._stack, None
+        if stack is None:
+            await self._close_workers()
+            return
+        if self._timer_scope is not None:
+            self._timer_scope.cancel()
+        if self._task_group is not None:
+            self._task_group.cancel_scope.cancel()
+        # Closes the workers too. Each step that must finish shields itself; the task
+        # groups in the stack are left here, in the scope they were entered in.
+        await stack.aclose()
 
     async def aclose(self) -> None:
-        """Close the pool: every worker exits and is reaped before this returns.
+        """Close the pool now: every worker exits and is reaped before this returns.
 
         Calls that are running have their workers killed and raise
         :exc:`~procio_workers.BrokenWorkerProcess`; calls still starting their worker
         raise :exc:`anyio.ClosedResourceError`, as does every later call.
 
-        Any task may call it. From the task that entered the pool, it also tears down
-        the pool's background tasks; from another task, those end when the task that
-        entered the pool leaves its ``async with`` block.
+        Any task may call it, from within any cancel scope. The pool's background
+        tasks end when the ``async with`` block that opened the pool is left.
         """
-        if self._stack is None or get_current_task().id != self._owner:
-            # Not the task whose stack holds the pool's task groups: those must be left
-            # by it, but everything that runs a process can be ended from here.
-            await self._close_workers()
-            return
-        stack, self._stack = self._stack, None
-        if self._timer_scope is not None:
-            self._timer_scope.cancel()
-        if self._task_group is not None:
-            self._task_group.cancel_scope.cancel()
-        # Each step that must finish shields itself; the task groups in the stack must
-        # be left from the scope they were entered in.
-        await stack.aclose()
+        await self._close_workers()
 
     async def _wait_closed(self) -> None:
         """Wait until the pool has been closed (by any task) and its workers reaped."""
