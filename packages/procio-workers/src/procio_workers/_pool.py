@@ -251,6 +251,7 @@ class WorkerPool:
         # The event loop's clock, as anyio.current_time reads it, without the lookup.
         self._clock = loop_clock()
         self._timer_scope = CancelScope()
+        failures: list[Exception] = []
         async with AsyncExitStack() as stack:
             await stack.enter_async_context(self.backend)
             stack.push_async_callback(self._close_workers)
@@ -260,8 +261,16 @@ class WorkerPool:
             if self.prestart:
                 async with anyio.create_task_group() as starters:
                     for _ in range(self.prestart):
-                        starters.start_soon(self._prestart_one)
-            self._stack = stack.pop_all()
+                        starters.start_soon(self._prestart_one, failures)
+            if failures:
+                # Unwind everything (not by raising inside the task group, which would
+                # wrap the reason in an exception group).
+                self._task_group.cancel_scope.cancel()
+            else:
+                self._stack = stack.pop_all()
+        if failures:
+            # The first start that failed says why, as it would for a call.
+            raise failures[0]
         return self
 
     async def __aexit__(
@@ -335,8 +344,12 @@ class WorkerPool:
         # _close_workers.
         self._retiring.discard(slot)
 
-    async def _prestart_one(self) -> None:
-        slot = await self._start(reusable=True, options={})
+    async def _prestart_one(self, failures: list[Exception]) -> None:
+        try:
+            slot = await self._start(reusable=True, options={})
+        except Exception as exc:
+            failures.append(exc)
+            return
         self._park(slot)
 
     def _check_open(self) -> None:
