@@ -136,6 +136,61 @@ async def test_random_interrupts_and_cancellations_never_mix_up_results(
     guard.check()
 
 
+@pytest.mark.anyio
+async def test_a_keyboard_interrupt_during_the_initializer_discards_that_worker(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    guard = funcs.LeakGuard()
+    log = tmp_path / "init.log"
+    real_finish = ProcessWorker.finish_call
+    interrupted: list[int | None] = []
+
+    async def first_interrupted(self: ProcessWorker) -> object:
+        if not interrupted:
+            interrupted.append(self.pid)
+            raise KeyboardInterrupt
+        return await real_finish(self)
+
+    monkeypatch.setattr(ProcessWorker, "finish_call", first_interrupted)
+    async with WorkerPool(
+        max_workers=1,
+        initializer=pfuncs.sleep_then_return,
+        initargs=(None, 0.2),
+    ) as pool:
+        with pytest.raises(KeyboardInterrupt):
+            await pool.run_sync(funcs.record_initializer, str(log), "first")
+        assert pool.statistics().workers == 0
+        pid = await pool.run_sync(funcs.sleep_and_pid, 0)
+        assert pid not in interrupted
+        assert await pool.run_sync(funcs.echo, "mine") == "mine"
+    assert not log.exists()  # the interrupted call never ran
+    guard.check()
+
+
+@pytest.mark.anyio
+async def test_running_out_of_descriptors_fails_the_call_and_the_pool_recovers() -> None:
+    import resource
+
+    guard = funcs.LeakGuard()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    async with WorkerPool(max_workers=1, max_tasks_per_worker=1) as pool:
+        assert await pool.run_sync(funcs.echo, 1) == 1
+        # No room for any new descriptor: the next worker cannot even get its pipes.
+        open_now = funcs.open_fds()
+        lowest_free = min(set(range(len(open_now) + 1)) - open_now)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free, hard))
+        try:
+            with pytest.raises(OSError) as caught:
+                await pool.run_sync(funcs.echo, 2)
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        assert caught.value.errno is not None
+        figures = pool.statistics()
+        assert (figures.calls, figures.failures, figures.busy) == (2, 1, 0)
+        assert await pool.run_sync(funcs.echo, 3) == 3
+    guard.check()
+
+
 TRIO_SIGINT = """
 import anyio
 from procio_workers import WorkerPool
