@@ -387,6 +387,36 @@ async def test_closing_the_pool_ends_a_call_whose_worker_runs_the_initializer(
     guard.check()
 
 
+@pytest.mark.anyio
+async def test_several_tasks_closing_the_pool_during_a_start_all_return() -> None:
+    guard = funcs.LeakGuard()
+    outcome: list[BaseException] = []
+    with anyio.fail_after(20):
+        async with (
+            anyio.create_task_group() as tg,
+            WorkerPool(max_workers=2, launcher=SlowStartLauncher(60)) as pool,
+        ):
+
+            async def call() -> None:
+                try:
+                    await pool.run_sync(funcs.echo, 1)
+                except Exception as exc:
+                    outcome.append(exc)
+
+            tg.start_soon(call)
+            tg.start_soon(call)
+            with anyio.fail_after(10):
+                while len(funcs.child_pids() - guard.children) < 2:  # noqa: ASYNC110
+                    await anyio.sleep(0.01)
+            async with anyio.create_task_group() as closers:
+                for _ in range(3):
+                    closers.start_soon(pool.aclose)
+            assert not funcs.child_pids() - guard.children
+    assert len(outcome) == 2
+    assert all(isinstance(exc, anyio.ClosedResourceError) for exc in outcome)
+    guard.check()
+
+
 # -- 17. aclose() from another task -------------------------------------------------------
 
 

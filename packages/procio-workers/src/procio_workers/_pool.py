@@ -332,7 +332,9 @@ class WorkerPool:
                     tg.start_soon(slot.worker.aclose)
             # A call starting a worker was cancelled above: it closes that worker itself.
             while self._starting:
-                self._starts_done = anyio.Event()
+                # One event for every task closing the pool at the same time.
+                if self._starts_done is None or self._starts_done.is_set():
+                    self._starts_done = anyio.Event()
                 await self._starts_done.wait()
         self._closed_event.set()
 
