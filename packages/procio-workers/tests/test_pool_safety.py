@@ -649,9 +649,7 @@ async def test_bad_arguments_and_a_failing_initializer_count_as_failed_calls() -
 async def test_a_prestart_that_fails_raises_the_reason_and_leaves_nothing() -> None:
     guard = funcs.LeakGuard()
     with pytest.raises(BrokenWorkerProcess, match="initializer says no"):
-        async with WorkerPool(
-            max_workers=2, prestart=2, initializer=pfuncs.failing_initializer
-        ):
+        async with WorkerPool(max_workers=2, prestart=2, initializer=pfuncs.failing_initializer):
             pytest.fail("the pool opened although no worker could start")
     guard.check()
 
