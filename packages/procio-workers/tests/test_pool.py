@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio
-import psutil  # type: ignore[import-untyped, unused-ignore]  # no types without types-psutil
 import pytest
-from procio_workers import PoolStatistics, WorkerPool
+from procio_workers import BrokenWorkerProcess, PoolStatistics, WorkerPool
 
 if TYPE_CHECKING:
+    from tests import procio_pool_testfuncs as pfuncs
     from tests import procio_workers_testfuncs as funcs
 else:
+    import procio_pool_testfuncs as pfuncs
     import procio_workers_testfuncs as funcs
 
 pytestmark = pytest.mark.anyio
@@ -127,7 +129,8 @@ async def test_the_interpreter_to_run_is_configurable_and_stdin_is_empty(
     assert state["stdin"] == b""
 
 
-async def test_statistics_count_calls_failures_and_busy_workers() -> None:
+async def test_statistics_count_calls_failures_and_busy_workers(tmp_path: Path) -> None:
+    running = tmp_path / "running"
     async with WorkerPool(max_workers=2) as pool:
         assert pool.statistics() == PoolStatistics(0, 0, 0, 0, 0, 0, 0)
         await pool.run_sync(funcs.echo, 1)
@@ -135,8 +138,10 @@ async def test_statistics_count_calls_failures_and_busy_workers() -> None:
             await pool.run_sync(funcs.fail_deep, 1)
         busy_seen = 0
         async with anyio.create_task_group() as tg:
-            tg.start_soon(pool.run_sync, funcs.sleep_and_pid, 0.5)
-            await anyio.sleep(0.2)
+            tg.start_soon(pool.run_sync, pfuncs.announce_then_sleep, str(running), 0.5)
+            with anyio.fail_after(30):
+                while not running.exists():  # noqa: ASYNC110 - the worker creates it
+                    await anyio.sleep(0.01)
             busy_seen = pool.statistics().busy
         figures = pool.statistics()
     assert busy_seen == 1
@@ -147,7 +152,7 @@ async def test_statistics_count_calls_failures_and_busy_workers() -> None:
 async def test_a_closed_pool_refuses_calls() -> None:
     async with WorkerPool(max_workers=1) as pool:
         pass
-    with pytest.raises(RuntimeError, match="closed"):
+    with pytest.raises(anyio.ClosedResourceError, match="closed"):
         await pool.run_sync(funcs.echo, 1)
 
 
@@ -157,21 +162,27 @@ async def test_a_pool_refuses_calls_before_it_is_entered() -> None:
         await pool.run_sync(funcs.echo, 1)
 
 
-async def test_closing_the_pool_kills_a_call_that_outlives_its_block() -> None:
+async def test_closing_the_pool_kills_a_call_that_outlives_its_block(tmp_path: Path) -> None:
     guard = funcs.LeakGuard()
+    running = tmp_path / "running"
     outcome: list[BaseException] = []
     async with anyio.create_task_group() as tg, WorkerPool(max_workers=1) as pool:
 
         async def long_call() -> None:
             try:
-                await pool.run_sync(funcs.sleep_and_pid, 30)
+                await pool.run_sync(pfuncs.announce_then_sleep, str(running), 60)
             except Exception as exc:
                 outcome.append(exc)
 
         tg.start_soon(long_call)
-        await anyio.sleep(0.5)
+        # Close only once the function runs in its worker (not while the worker starts).
+        with anyio.fail_after(30):
+            while not running.exists():  # noqa: ASYNC110 - the worker creates it
+                await anyio.sleep(0.01)
     assert len(outcome) == 1
-    assert "BrokenWorkerProcess" in type(outcome[0]).__name__
+    assert isinstance(outcome[0], BrokenWorkerProcess)
+    assert "pool was closed during the call" in str(outcome[0])
+    assert outcome[0].signal == signal.SIGKILL
     guard.check()
 
 
@@ -188,17 +199,31 @@ async def test_bad_settings_are_refused(kwargs: dict[str, int], message: str) ->
         WorkerPool(**kwargs)  # type: ignore[arg-type]
 
 
+def _sleep_state(pid: int) -> tuple[str, int]:
+    """Return the main thread's scheduling state and its count of context switches."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        stat = f.read()
+    state = stat[stat.rfind(b")") + 2 :].split(b" ", 1)[0].decode()
+    switches = 0
+    with open(f"/proc/{pid}/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                switches += int(line.split()[1])
+    return state, switches
+
+
 async def test_an_idle_worker_sleeps_instead_of_polling_for_calls() -> None:
     async with WorkerPool(max_workers=1) as pool:
         pid = await pool.run_sync(funcs.sleep_and_pid, 0)
         for value in range(50):  # calls in a row: the worker polls between them
             await pool.run_sync(funcs.echo, value)
-        await anyio.sleep(0.05)
-        worker = psutil.Process(pid)
-        before = worker.cpu_times()
-        await anyio.sleep(0.5)
-        after = worker.cpu_times()
-        busy = (after.user + after.system) - (before.user + before.system)
-        # Polling for the whole half second would cost about that much CPU time.
-        assert busy < 0.05
+        await anyio.sleep(0.1)  # well past the worker's brief poll after its answer
+        samples = []
+        for _ in range(20):
+            samples.append(_sleep_state(pid))
+            await anyio.sleep(0.01)
+        # Asleep in the kernel every time we look, and never woken meanwhile: a worker
+        # that polls is runnable ("R") and switches on every turn of its loop.
+        assert {state for state, _ in samples} == {"S"}, samples
+        assert samples[-1][1] - samples[0][1] <= 2, samples
         assert await pool.run_sync(funcs.echo, "still there") == "still there"

@@ -211,10 +211,13 @@ from procio_workers import to_process
 import procio_workers_testfuncs as funcs
 
 async def main():
-    print(await to_process.run_sync(funcs.sleep_and_pid, 0), flush=True)
+    return await to_process.run_sync(funcs.sleep_and_pid, 0)
 
 if __name__ == "__main__":
-    anyio.run(main, backend=BACKEND)
+    pid = anyio.run(main, backend=BACKEND)
+    # The loop has ended and this process goes on: the worker must be gone and reaped
+    # already, not left to notice later that its parent exited.
+    print(pid, pid in funcs.child_pids(), flush=True)
 """
 
 
@@ -224,8 +227,9 @@ async def test_workers_end_with_their_event_loop(
     script = tmp_path / "loop_end.py"
     script.write_text(LOOP_END.replace("BACKEND", repr(anyio_backend[0])))
     out = await anyio.to_thread.run_sync(_run_script, tmp_path, str(script))
-    worker_pid = int(out.strip())
-    assert funcs.pid_gone(worker_pid)
+    pid, still_a_child = out.split()
+    assert int(pid) > 0
+    assert still_a_child == "False", "the worker outlived the event loop that used it"
 
 
 async def test_each_event_loop_gets_its_own_default_pool(
@@ -240,10 +244,10 @@ async def test_each_event_loop_gets_its_own_default_pool(
     here = await worker_pid()
     first = await anyio.to_thread.run_sync(in_a_new_loop)
     second = await anyio.to_thread.run_sync(in_a_new_loop)
-    # The loops that ended took their workers with them; this loop still has its own.
+    # The loops that ended took their workers with them (reaped: not even zombies are
+    # left); this loop still has its own.
     assert len({here, first, second}) == 3
-    assert funcs.pid_gone(first)
-    assert funcs.pid_gone(second)
+    assert not {first, second} & funcs.child_pids()
     assert await worker_pid() == here
 
 

@@ -2,7 +2,7 @@
 
 ``to_process.run_sync`` is AnyIO's API on a default pool; :class:`WorkerPool` is an
 explicit pool with limits, an idle timer, an initializer and figures. Workers speak a
-documented protocol (``docs/protocol.md``); :mod:`procio_workers.abc` holds the
+documented protocol (the page "The worker protocol"); :mod:`procio_workers.abc` holds the
 extension points and :mod:`procio_workers.testing` the conformance kit.
 """
 

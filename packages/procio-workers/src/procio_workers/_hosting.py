@@ -4,17 +4,44 @@ AnyIO has no public way to start a task outside the caller's task group that end
 the event loop, which is what the default pool of ``to_process`` needs; this module is
 the one place that reaches for the running event loop to get one, and to read its clock
 and tell loops apart without going through AnyIO on every call.
+
+Which event loop runs the caller is decided as AnyIO decides it, through sniffio (never
+by asking asyncio whether a loop runs): Trio running as a guest on an asyncio loop is
+Trio, although asyncio's loop runs too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 from collections.abc import Awaitable, Callable
-from contextlib import suppress
 from typing import Any
 
+logger = logging.getLogger("procio.workers")
+
 _keep_alive: set[Any] = set()
+
+
+def _current_library() -> str | None:
+    """Return the name of the async library running the caller, as sniffio sees it.
+
+    Trio depends on sniffio and imports it: if nothing imported it, Trio is not running,
+    and the caller runs on asyncio.
+    """
+    sniffio: Any = sys.modules.get("sniffio")
+    if sniffio is None:
+        return None
+    try:
+        name: str = sniffio.current_async_library()
+    except sniffio.AsyncLibraryNotFoundError:
+        return None
+    return name
+
+
+def _trio() -> Any:
+    """Return the ``trio`` module if the caller runs on Trio, else ``None``."""
+    return sys.modules["trio"] if _current_library() == "trio" else None
 
 
 def spawn_loop_task(func: Callable[[], Awaitable[None]]) -> None:
@@ -23,14 +50,11 @@ def spawn_loop_task(func: Callable[[], Awaitable[None]]) -> None:
     On asyncio, ``asyncio.run()`` and ``anyio.run()`` cancel every remaining task when
     the main one returns; on Trio, system tasks are cancelled the same way.
     """
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        # Not asyncio, so Trio (AnyIO's only other backend), which is imported already.
-        trio: Any = sys.modules["trio"]
+    trio = _trio()
+    if trio is not None:
         trio.lowlevel.spawn_system_task(_guarded, func)
         return
-    task = loop.create_task(_guarded(func))
+    task = asyncio.get_running_loop().create_task(_guarded(func))
     # The loop keeps only a weak reference to its tasks.
     _keep_alive.add(task)
     task.add_done_callback(_keep_alive.discard)
@@ -38,12 +62,11 @@ def spawn_loop_task(func: Callable[[], Awaitable[None]]) -> None:
 
 def loop_clock() -> Callable[[], float]:
     """Return the running event loop's clock: what ``anyio.current_time()`` reads."""
-    loop = asyncio._get_running_loop()
-    if loop is not None:
-        return loop.time
-    trio: Any = sys.modules["trio"]
-    clock: Callable[[], float] = trio.current_time
-    return clock
+    trio = _trio()
+    if trio is not None:
+        clock: Callable[[], float] = trio.current_time
+        return clock
+    return asyncio.get_running_loop().time
 
 
 def loop_key() -> object:
@@ -51,16 +74,17 @@ def loop_key() -> object:
 
     It lives as long as the loop and may be weakly referenced.
     """
-    loop = asyncio._get_running_loop()
-    if loop is not None:
-        return loop
-    trio: Any = sys.modules["trio"]
-    token: object = trio.lowlevel.current_trio_token()
-    return token
+    trio = _trio()
+    if trio is not None:
+        token: object = trio.lowlevel.current_trio_token()
+        return token
+    return asyncio.get_running_loop()
 
 
 async def _guarded(func: Callable[[], Awaitable[None]]) -> None:
-    # An exception escaping a Trio system task would crash the whole run; the default
-    # pool's host reports nothing anyone could act on, so it ends quietly instead.
-    with suppress(Exception):
+    # An exception escaping a Trio system task would crash the whole run, and one
+    # escaping an asyncio task that nobody awaits would go unseen: log it instead.
+    try:
         await func()
+    except Exception:
+        logger.exception("the task hosting the default worker pool failed")

@@ -7,6 +7,7 @@ backend's business (``_process_backend`` by default, or any :class:`WorkerBacken
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import sys
 from collections.abc import Callable, Mapping
@@ -16,9 +17,15 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import anyio
-from anyio import CancelScope, CapacityLimiter, current_time, get_cancelled_exc_class
+from anyio import (
+    CancelScope,
+    CapacityLimiter,
+    ClosedResourceError,
+    current_time,
+    get_cancelled_exc_class,
+)
 from anyio.abc import TaskGroup
-from anyio.lowlevel import checkpoint_if_cancelled
+from anyio.lowlevel import checkpoint
 
 from . import _wire
 from ._errors import BrokenWorkerProcess
@@ -37,6 +44,11 @@ PosArgsT = TypeVarTuple("PosArgsT")
 
 #: The seed's idle lifetime of a worker: five minutes.
 DEFAULT_IDLE_TIMEOUT = 300.0
+#: The most workers one call tries when each one it gets turns out to have died while
+#: idle, before the call reached it (the call fails after that many).
+_MAX_ATTEMPTS = 16
+
+_CLOSED_DURING_START = "the worker pool was closed while the call started its worker"
 
 
 @dataclass(frozen=True)
@@ -63,13 +75,55 @@ class PoolStatistics:
 
 
 class _Slot:
-    __slots__ = ("idle_since", "reusable", "tasks", "worker")
+    __slots__ = ("closed_by_pool", "idle_since", "reusable", "tasks", "worker")
 
     def __init__(self, worker: Worker, *, reusable: bool) -> None:
         self.worker = worker
         self.reusable = reusable
         self.tasks = 0
         self.idle_since = 0.0
+        # Set when the pool killed the worker because it closed under a running call.
+        self.closed_by_pool = False
+
+
+def _check_int(name: str, value: object, *, minimum: int, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        expected = "an int or None" if optional else "an int"
+        raise TypeError(f"{name} must be {expected}, not {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, not {value}")
+
+
+def _check_types(
+    *,
+    idle_timeout: object,
+    initializer: object,
+    initargs: object,
+    output: object,
+    python: object,
+    backend: object,
+) -> None:
+    """Refuse the arguments of a WorkerPool that could only fail later, at each call."""
+    if idle_timeout is not None:
+        if isinstance(idle_timeout, bool) or not isinstance(idle_timeout, numbers.Real):
+            raise TypeError(
+                "idle_timeout must be a number of seconds or None, "
+                f"not {type(idle_timeout).__name__}"
+            )
+        if not float(idle_timeout) >= 0:  # also refuses NaN
+            raise ValueError(f"idle_timeout must not be negative, not {idle_timeout}")
+    if initializer is not None and not callable(initializer):
+        raise TypeError(f"initializer must be callable or None, not {type(initializer).__name__}")
+    if not isinstance(initargs, tuple):
+        raise TypeError(f"initargs must be a tuple, not {type(initargs).__name__}")
+    if output is not None and not callable(output):
+        raise TypeError(f"output must be callable or None, not {type(output).__name__}")
+    if python is not None and not isinstance(python, (str, os.PathLike)):
+        raise TypeError(f"python must be a path, not {type(python).__name__}")
+    if backend is not None and not isinstance(backend, WorkerBackend):
+        raise TypeError(f"backend must be a WorkerBackend, not {type(backend).__name__}")
 
 
 class WorkerPool:
@@ -102,6 +156,13 @@ class WorkerPool:
         backend: run calls through this :class:`~procio_workers.abc.WorkerBackend`
             instead of local processes; *python*, *serializer*, *launcher*, *output*
             and *max_frame_length* then do not apply.
+
+    Raises:
+        TypeError: if an argument has the wrong type (a non-callable *initializer*,
+            *initargs* that is not a tuple, a *max_workers* that is not an int, ...).
+        ValueError: if an argument is out of range (*max_workers* or
+            *max_tasks_per_worker* below 1, a negative *idle_timeout* or *prestart*)
+            or names no installed serializer or launcher.
     """
 
     def __init__(
@@ -120,17 +181,28 @@ class WorkerPool:
         max_frame_length: int = _wire.DEFAULT_MAX_FRAME_LENGTH,
         backend: WorkerBackend | None = None,
     ) -> None:
-        if max_workers is not None and max_workers < 1:
-            raise ValueError("max_workers must be at least 1")
-        if max_tasks_per_worker is not None and max_tasks_per_worker < 1:
-            raise ValueError("max_tasks_per_worker must be at least 1")
-        if idle_timeout is not None and idle_timeout < 0:
-            raise ValueError("idle_timeout must not be negative")
+        _check_int("max_workers", max_workers, minimum=1, optional=True)
+        _check_int("max_tasks_per_worker", max_tasks_per_worker, minimum=1, optional=True)
+        _check_int("prestart", prestart, minimum=0)
+        _check_int("max_frame_length", max_frame_length, minimum=1)
+        _check_types(
+            idle_timeout=idle_timeout,
+            initializer=initializer,
+            initargs=initargs,
+            output=output,
+            python=python,
+            backend=backend,
+        )
         if backend is None:
+            try:
+                resolved_serializer = resolve_serializer(serializer)
+                resolved_launcher = resolve_launcher(launcher)
+            except LookupError as exc:
+                raise ValueError(str(exc)) from None
             backend = ProcessBackend(
                 python=python,
-                serializer=resolve_serializer(serializer),
-                launcher=resolve_launcher(launcher),
+                serializer=resolved_serializer,
+                launcher=resolved_launcher,
                 output=output,
                 max_frame_length=max_frame_length,
             )
@@ -140,9 +212,9 @@ class WorkerPool:
                 "backend; they cannot be combined with backend="
             )
         self.max_workers = max_workers if max_workers is not None else (os.cpu_count() or 1)
-        self.idle_timeout = idle_timeout
+        self.idle_timeout: float | None = None if idle_timeout is None else float(idle_timeout)
         self.initializer = initializer
-        self.initargs = tuple(initargs)
+        self.initargs = initargs
         self.max_tasks_per_worker = max_tasks_per_worker
         self.prestart = min(prestart, self.max_workers)
         self.backend = backend
@@ -154,7 +226,12 @@ class WorkerPool:
         self._timer_waits_for_idle = True
         self._task_group: TaskGroup | None = None
         self._stack: AsyncExitStack | None = None
+        self._timer_scope: CancelScope | None = None
+        # Calls starting a worker now: each scope is cancelled if the pool closes.
+        self._starting: set[CancelScope] = set()
+        self._starts_done: anyio.Event | None = None
         self._closed = False
+        self._closed_event = anyio.Event()
         self._clock: Callable[[], float] = current_time
         self._started = 0
         self._calls = 0
@@ -173,6 +250,8 @@ class WorkerPool:
             raise RuntimeError("a WorkerPool can be entered only once")
         # The event loop's clock, as anyio.current_time reads it, without the lookup.
         self._clock = loop_clock()
+        self._timer_scope = CancelScope()
+        failures: list[Exception] = []
         async with AsyncExitStack() as stack:
             await stack.enter_async_context(self.backend)
             stack.push_async_callback(self._close_workers)
@@ -182,8 +261,16 @@ class WorkerPool:
             if self.prestart:
                 async with anyio.create_task_group() as starters:
                     for _ in range(self.prestart):
-                        starters.start_soon(self._prestart_one)
-            self._stack = stack.pop_all()
+                        starters.start_soon(self._prestart_one, failures)
+            if failures:
+                # Unwind everything (not by raising inside the task group, which would
+                # wrap the reason in an exception group).
+                self._task_group.cancel_scope.cancel()
+            else:
+                self._stack = stack.pop_all()
+        if failures:
+            # The first start that failed says why, as it would for a call.
+            raise failures[0]
         return self
 
     async def __aexit__(
@@ -192,36 +279,64 @@ class WorkerPool:
         exc_val: BaseException | None,
         exc_tb: TracebackType | None,
     ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Close the pool: every worker exits and is reaped before this returns."""
-        self._closed = True
         stack, self._stack = self._stack, None
+        if stack is None:
+            await self._close_workers()
+            return
+        if self._timer_scope is not None:
+            self._timer_scope.cancel()
         if self._task_group is not None:
             self._task_group.cancel_scope.cancel()
-        if stack is not None:
-            # Each step that must finish shields itself; the task groups in the stack
-            # must be left from the scope they were entered in.
-            await stack.aclose()
+        # Closes the workers too. Each step that must finish shields itself; the task
+        # groups in the stack are left here, in the scope they were entered in.
+        await stack.aclose()
+
+    async def aclose(self) -> None:
+        """Close the pool now: every worker exits and is reaped before this returns.
+
+        Calls that are running have their workers killed and raise
+        :exc:`~procio_workers.BrokenWorkerProcess`; calls still starting their worker
+        raise :exc:`anyio.ClosedResourceError`, as does every later call.
+
+        Any task may call it, from within any cancel scope. The pool's background
+        tasks end when the ``async with`` block that opened the pool is left.
+        """
+        await self._close_workers()
+
+    async def _wait_closed(self) -> None:
+        """Wait until the pool has been closed (by any task) and its workers reaped."""
+        await self._closed_event.wait()
 
     def _forget_task_group(self) -> None:
         self._task_group = None
 
     async def _close_workers(self) -> None:
         self._closed = True
+        if self._timer_scope is not None:
+            self._timer_scope.cancel()
+        for scope in self._starting:
+            scope.cancel()
         busy = self._slots.difference(self._idle)
         slots = self._slots | self._retiring
         self._slots.clear()
         self._idle.clear()
         self._retiring.clear()
         for slot in busy:
-            # Only a call that outlived the pool's block can still be running here.
+            # Only a call that outlived the pool's block, or one running while another
+            # task closes the pool, can still be running here.
+            slot.closed_by_pool = True
             slot.worker.kill()
         with CancelScope(shield=True):
             async with anyio.create_task_group() as tg:
                 for slot in slots:
                     tg.start_soon(slot.worker.aclose)
+            # A call starting a worker was cancelled above: it closes that worker itself.
+            while self._starting:
+                # One event for every task closing the pool at the same time.
+                if self._starts_done is None or self._starts_done.is_set():
+                    self._starts_done = anyio.Event()
+                await self._starts_done.wait()
+        self._closed_event.set()
 
     async def _finish(self, slot: _Slot) -> None:
         with CancelScope(shield=True):
@@ -231,13 +346,17 @@ class WorkerPool:
         # _close_workers.
         self._retiring.discard(slot)
 
-    async def _prestart_one(self) -> None:
-        slot = await self._start(reusable=True, options={})
+    async def _prestart_one(self, failures: list[Exception]) -> None:
+        try:
+            slot = await self._start(reusable=True, options={})
+        except Exception as exc:
+            failures.append(exc)
+            return
         self._park(slot)
 
     def _check_open(self) -> None:
         if self._closed:
-            raise RuntimeError("the worker pool is closed")
+            raise ClosedResourceError("the worker pool is closed")
         if self._task_group is None:
             raise RuntimeError("use the WorkerPool as an async context manager first")
 
@@ -268,7 +387,13 @@ class WorkerPool:
 
         The arguments are serialized before a worker is reserved, so bad input fails
         at once. The most recently used idle worker takes the call, or a new one starts
-        if fewer than *max_workers* run.
+        if fewer than *max_workers* run. A worker found dead before the call reached it
+        is replaced, and the call runs on another (up to ``max_workers + 1`` attempts,
+        and at most 16).
+
+        Like every ``await`` in AnyIO and Trio, this is a checkpoint: a cancelled
+        caller stops before anything is sent, and other tasks get to run even when the
+        worker answers at once.
 
         Args:
             func: the function to call; with the default serializer it must be
@@ -279,7 +404,10 @@ class WorkerPool:
                 shielded and runs to completion.
 
         Raises:
-            BrokenWorkerProcess: if the worker died or broke the protocol.
+            anyio.ClosedResourceError: if the pool is closed, or closed while the call
+                was starting its worker.
+            BrokenWorkerProcess: if the worker died or broke the protocol, or was killed
+                because the pool closed during the call.
             SerializationError: if the arguments or the result could not travel.
             WorkerError: if the function raised ``SystemExit`` or another exception
                 that cannot be re-raised here.
@@ -295,8 +423,29 @@ class WorkerPool:
         options: Mapping[str, Any],
         limiter: CapacityLimiter | None,
     ) -> object:
-        await checkpoint_if_cancelled()
+        # A full checkpoint, as every await in AnyIO and Trio is: a cancelled caller
+        # stops here, and other tasks run even if the worker answers at once.
+        await checkpoint()
         self._check_open()
+        try:
+            result = await self._run_checked(func, args, cancellable, options, limiter)
+        except get_cancelled_exc_class():
+            raise
+        except BaseException:
+            self._calls += 1
+            self._failures += 1
+            raise
+        self._calls += 1
+        return result
+
+    async def _run_checked(
+        self,
+        func: Callable[..., object],
+        args: tuple[Any, ...],
+        cancellable: bool,
+        options: Mapping[str, Any],
+        limiter: CapacityLimiter | None,
+    ) -> object:
         request = self.backend.prepare_call(func, args)
         held: list[CapacityLimiter] = []
         try:
@@ -308,14 +457,15 @@ class WorkerPool:
                     except anyio.WouldBlock:
                         await each.acquire()
                     held.append(each)
-            for attempt in range(2):
+            # Each attempt that fails before the call reached its worker (it had died
+            # while idle) discards that worker, so a few attempts always suffice.
+            attempts = min(self.max_workers + 1, _MAX_ATTEMPTS)
+            for attempt in range(1, attempts + 1):
                 slot = await self._acquire(options)
                 try:
                     return await self._call(slot, request, cancellable)
                 except BrokenWorkerProcess as exc:
-                    # A worker found dead before the call reached it (it died while
-                    # idle): the call itself has not failed; run it on another one.
-                    if exc.started or attempt:
+                    if exc.started or attempt == attempts:
                         raise
             raise AssertionError("unreachable")  # pragma: no cover - the loop returns
         finally:
@@ -334,21 +484,46 @@ class WorkerPool:
 
     async def _start(self, *, reusable: bool, options: Mapping[str, Any]) -> _Slot:
         self._check_open()
-        worker = await self.backend.start_worker(options)
+        # Closing the pool cancels this scope: a start must not hold up the close, nor
+        # hand a worker to a closed pool.
+        scope = CancelScope()
+        self._starting.add(scope)
+        worker: Worker | None = None
+        try:
+            with scope:
+                worker = await self.backend.start_worker(options)
+                self._started += 1
+                if self.initializer is not None:
+                    request = self.backend.prepare_call(self.initializer, self.initargs)
+                    await worker.call(request)
+            if self._closed:
+                raise ClosedResourceError(_CLOSED_DURING_START)
+        except BaseException as exc:
+            if worker is not None:
+                # Whatever went wrong (the initializer failed, a KeyboardInterrupt, the
+                # pool closed), this worker never joins the pool.
+                worker.kill()
+                with CancelScope(shield=True):
+                    await worker.aclose()
+            if self._closed and isinstance(exc, Exception):
+                if isinstance(exc, ClosedResourceError):
+                    raise
+                raise ClosedResourceError(_CLOSED_DURING_START) from exc
+            if worker is None or isinstance(
+                exc, (get_cancelled_exc_class(), BrokenWorkerProcess, ClosedResourceError)
+            ):
+                raise
+            if not isinstance(exc, Exception):
+                raise
+            raise BrokenWorkerProcess(f"the initializer failed: {exc!r}", pid=worker.pid) from exc
+        finally:
+            self._starting.discard(scope)
+            if not self._starting and self._starts_done is not None:
+                self._starts_done.set()
+        if worker is None:  # pragma: no cover - only the pool's closing cancels the start
+            raise ClosedResourceError(_CLOSED_DURING_START)
         slot = _Slot(worker, reusable=reusable)
         self._slots.add(slot)
-        self._started += 1
-        if self.initializer is not None:
-            try:
-                request = self.backend.prepare_call(self.initializer, self.initargs)
-                await worker.call(request)
-            except BaseException as exc:
-                self._drop(slot)
-                if isinstance(exc, (get_cancelled_exc_class(), BrokenWorkerProcess)):
-                    raise
-                raise BrokenWorkerProcess(
-                    f"the initializer failed: {exc!r}", pid=worker.pid
-                ) from exc
         return slot
 
     async def _call(self, slot: _Slot, request: Any, cancellable: bool) -> object:
@@ -365,24 +540,33 @@ class WorkerPool:
                         result = await local.finish_call()
                     else:
                         result = await worker.call(request)
-        except get_cancelled_exc_class():
-            worker.kill()
+        except BrokenWorkerProcess as exc:
+            self._broken += 1
             self._drop(slot)
+            if slot.closed_by_pool:
+                raise BrokenWorkerProcess(
+                    "the worker pool was closed during the call, which killed its worker",
+                    pid=exc.pid,
+                    returncode=exc.returncode,
+                    stderr_tail=exc.stderr_tail,
+                ) from exc
             raise
-        except BaseException as exc:
-            if isinstance(exc, BrokenWorkerProcess) and not exc.started:
-                self._broken += 1
-                self._drop(slot)
-                raise
-            self._calls += 1
-            self._failures += 1
+        except Exception:
+            # The worker answered: the function's own error, or a result that could not
+            # be rebuilt here. It is idle again, unless it broke while answering.
             if worker.alive:
                 self._release(slot)
             else:
                 self._broken += 1
                 self._drop(slot)
             raise
-        self._calls += 1
+        except BaseException:
+            # A cancellation, or a KeyboardInterrupt (or any other exception that is not
+            # an answer) that landed while the call ran: the worker may still be
+            # running it, and would hand its result to the next call. It goes.
+            worker.kill()
+            self._drop(slot)
+            raise
         self._release(slot)
         return result
 
@@ -410,6 +594,8 @@ class WorkerPool:
         self._slots.discard(slot)
         if slot in self._idle:
             self._idle.remove(slot)
+        if slot.closed_by_pool:
+            return  # the pool's closing kills and reaps it
         self._retiring.add(slot)
         if self._task_group is not None:
             self._task_group.start_soon(self._finish, slot)
@@ -418,6 +604,11 @@ class WorkerPool:
             slot.worker.kill()
 
     async def _expire_idle(self) -> None:
+        assert self._timer_scope is not None
+        with self._timer_scope:
+            await self._expire_idle_loop()
+
+    async def _expire_idle_loop(self) -> None:
         while True:
             timeout = self.idle_timeout
             deadline = math.inf

@@ -3,7 +3,8 @@
 Each is a small abstract class with defaults for everything but its core. Third-party
 serializers and launchers may also register themselves under the entry-point groups
 ``procio_workers.serializers`` and ``procio_workers.launchers`` so that they can be chosen
-by name, e.g. ``WorkerPool(launcher="nice")``. ``docs/extending.md`` walks through each.
+by name, e.g. ``WorkerPool(launcher="nice")``. The page "Extending procio-workers" walks
+through each.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class Serializer(ABC):
     The parent side of the pair; the worker side is the *codec* named by
     :attr:`worker_codec`, which the worker program loads by name. Both speak in
     *segments*: a list of buffers whose first item is the main payload, the others
-    out-of-band buffers (see ``docs/protocol.md``).
+    out-of-band buffers (see the page "The worker protocol").
     """
 
     #: The codec the worker uses to read calls and write replies: ``"pickle"`` or

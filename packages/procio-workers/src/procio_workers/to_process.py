@@ -64,6 +64,9 @@ async def run_sync(
         popen_kwargs: any :class:`subprocess.Popen` keyword argument: the call then
             runs in a fresh worker started with them, which is never reused.
 
+    Like every ``await`` in AnyIO and Trio, this is a checkpoint (a cancel point and a
+    schedule point), even when the worker answers at once.
+
     Raises:
         procio_workers.BrokenWorkerProcess: if the worker died or broke the protocol.
         procio_workers.SerializationError: if the arguments or result cannot travel.
@@ -73,7 +76,7 @@ async def run_sync(
     global _last_used
     loop = loop_key()
     last = _last_used
-    if last is not None and last[0]() is loop:
+    if last is not None and last[0]() is loop and not last[1]._closed:
         pool, default_limiter = last[1], last[2]
     else:
         pool = await _get_default_pool()
@@ -106,22 +109,34 @@ async def _get_default_pool() -> WorkerPool:
     try:
         pool, opened = _default_pool.get()
     except LookupError:
-        pool = WorkerPool(idle_timeout=300.0)
-        pool._unbounded()
-        opened = anyio.Event()
-        _default_pool.set((pool, opened))
-
-        async def host() -> None:
-            try:
-                async with pool:
-                    opened.set()
-                    await anyio.sleep_forever()
-            finally:
-                # Waiting callers must not hang if the pool failed to open: they then
-                # get the pool's own error.
-                opened.set()
-
-        spawn_loop_task(host)
+        pool, opened = _open_default_pool()
+    else:
+        if pool._closed:
+            # Its host task ended (a shutdown handler cancelled it, say) while the event
+            # loop goes on: later calls get a new pool.
+            pool, opened = _open_default_pool()
     if not opened.is_set():
         await opened.wait()
     return pool
+
+
+def _open_default_pool() -> tuple[WorkerPool, anyio.Event]:
+    pool = WorkerPool(idle_timeout=300.0)
+    pool._unbounded()
+    opened = anyio.Event()
+    _default_pool.set((pool, opened))
+
+    async def host() -> None:
+        try:
+            async with pool:
+                opened.set()
+                # Until the event loop ends (which cancels this task) or someone closes
+                # the pool: then this task must end too, so that nothing is left behind.
+                await pool._wait_closed()
+        finally:
+            # Waiting callers must not hang if the pool failed to open: they then get
+            # the pool's own error.
+            opened.set()
+
+    spawn_loop_task(host)
+    return pool, opened
