@@ -452,7 +452,12 @@ class WorkerPool:
             for each in (limiter, self._limiter):
                 if each is not None:
                     # A free token is taken without a trip through the event loop.
+                    # Looked at first: on Trio, anyio 4.10 lets trio's own WouldBlock
+                    # out of acquire_nowait(), which no except clause here could name.
+                    # (On asyncio a token can look free while a waiter is owed it.)
                     try:
+                        if each.available_tokens < 1:
+                            raise anyio.WouldBlock
                         each.acquire_nowait()
                     except anyio.WouldBlock:
                         await each.acquire()
