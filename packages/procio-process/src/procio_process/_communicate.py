@@ -20,6 +20,7 @@ from collections.abc import Callable
 from anyio import wait_readable
 
 from ._process import Process
+from ._streams import PipeReceiveStream, PipeSendStream
 
 #: Whether :func:`communicate` can run here (else run_process uses tasks).
 AVAILABLE = hasattr(select, "epoll")
@@ -44,12 +45,17 @@ def can_communicate(process: Process) -> bool:
 
 
 async def communicate(
-    process: Process, input: bytes | bytearray | memoryview | None, sinks: dict[int, list[bytes]]
+    process: Process,
+    input: bytes | bytearray | memoryview | None,
+    outputs: list[tuple[PipeReceiveStream, list[bytes]]],
 ) -> None:
-    """Write *input*, read the output pipes into *sinks* until EOF, and wait for exit.
+    """Write *input*, read each output stream into its list until EOF, and wait for exit.
 
-    *sinks* maps the fd of each output stream to the list its chunks are appended to.
-    Cancellation leaves everything read so far in *sinks* and the child running.
+    The caller may close any stream of *process* (or the process) meanwhile: the closed
+    pipe is dropped from the poller before its fd is closed, what was read from it so
+    far stays in its list, and this returns once the child has exited and the pipes
+    still open have reached end of file. Cancellation leaves everything read so far in
+    the lists and the child running.
     """
     pidfd = process._pidfd
     assert pidfd is not None
@@ -57,32 +63,46 @@ async def communicate(
     # Act as the task watching the pidfd, so Process.wait() in other tasks waits for
     # this one instead of competing for the fd, and the pidfd stays open meanwhile.
     process._watching = True
+    handlers: dict[int, Callable[[], bool]] = {}
+    output_fds: set[int] = set()
+    streams: list[PipeReceiveStream | PipeSendStream] = []
+
+    def forget(fd: int) -> None:
+        # A stream is closing its fd, maybe by the caller's hand: unregister it first,
+        # since epoll keeps watching a closed fd whose pipe is still open elsewhere
+        # (duplicated into a child forked meanwhile) and would wake this task forever.
+        if handlers.pop(fd, None) is not None:
+            poller.unregister(fd)
+
+    def watch(
+        stream: PipeReceiveStream | PipeSendStream, events: int, handler: Callable[[], bool]
+    ) -> None:
+        fd = stream.fileno()
+        poller.register(fd, events)
+        handlers[fd] = handler
+        stream._on_close = forget
+        streams.append(stream)
+
     try:
-        handlers: dict[int, Callable[[], bool]] = {}
 
         def watch_exit() -> bool:
             return process._popen.poll() is not None
 
         poller.register(pidfd, select.EPOLLIN)
         handlers[pidfd] = watch_exit
-        for fd, chunks in sinks.items():
-            poller.register(fd, select.EPOLLIN)
-            handlers[fd] = _reader(fd, chunks)
-        if input is not None and process._stdin is not None:
-            stdin = process._stdin
+        for stream, chunks in outputs:
+            if not stream.closed:
+                watch(stream, select.EPOLLIN, _reader(stream.fileno(), chunks))
+                output_fds.add(stream.fileno())
+        stdin = process._stdin
+        stdin_fd = -1
+        if input is not None and stdin is not None and not stdin._closed:
+            stdin_fd = stdin.fileno()
             writer = _writer(stdin.fileno(), memoryview(input).cast("B"))
             if writer():
                 stdin.close()
             else:
-                poller.register(stdin.fileno(), select.EPOLLOUT)
-
-                def write_then_close() -> bool:
-                    if writer():
-                        stdin.close()
-                        return True
-                    return False
-
-                handlers[stdin.fileno()] = write_then_close
+                watch(stdin, select.EPOLLOUT, writer)
 
         def handle_ready() -> bool:
             """Serve the ready fds; return whether an output pipe reached end of file."""
@@ -90,15 +110,17 @@ async def communicate(
             for fd, _events in poller.poll(0):
                 handler = handlers.get(fd)
                 if handler is not None and handler():
-                    del handlers[fd]
-                    # The stdin fd is closed by now; epoll forgot it then.
-                    if fd in sinks or fd == pidfd:
-                        poller.unregister(fd)
-                    finished = finished or fd in sinks
+                    # Done: unregister it, then (for a pipe) close it, which is what
+                    # run_process does with it next anyway.
+                    forget(fd)
+                    if fd == stdin_fd:
+                        assert stdin is not None
+                        stdin.close()
+                    finished = finished or fd in output_fds
             if len(handlers) == 1 and pidfd in handlers and watch_exit():
                 # An exiting child closes its pipes just before it becomes waitable:
                 # when the pipes are done, the exit has usually happened too.
-                del handlers[pidfd]
+                forget(pidfd)
             return finished
 
         while handlers:
@@ -109,6 +131,8 @@ async def communicate(
                     os.sched_yield()  # the exiting child may share this CPU
                     handle_ready()
     finally:
+        for stream in streams:
+            stream._on_close = None
         poller.close()
         process._stop_watching()
 

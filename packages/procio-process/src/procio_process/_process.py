@@ -271,8 +271,11 @@ class Process(anyio.abc.Process):
 
     def _close_pidfd(self) -> None:
         # Only once the child is reaped (or never will be by us): the pidfd is what
-        # keeps a waiting task informed until then.
-        if self._pidfd is not None and self._popen.returncode is not None:
+        # keeps a waiting task informed until then. And never under the task that
+        # watches it (a wait() or run_process's poller): an fd closed while an event
+        # loop or an epoll set watches it is silently dropped there, and that task
+        # would never wake. The watcher closes it when it stops (_stop_watching).
+        if self._pidfd is not None and self._popen.returncode is not None and not self._watching:
             pidfd, self._pidfd = self._pidfd, None
             os.close(pidfd)
 

@@ -51,11 +51,11 @@ Outputs = list[tuple[ByteReceiveStream, list[bytes]]]
 async def _exchange(process: Process, input: bytes | None, outputs: Outputs) -> None:
     """Feed *input*, collect the outputs until EOF and wait for the child's exit."""
     if can_communicate(process):
-        sinks = {}
+        pipes = []
         for stream, chunks in outputs:
             assert isinstance(stream, PipeReceiveStream)  # a process with a pidfd has pipes
-            sinks[stream.fileno()] = chunks
-        await communicate(process, input, sinks)
+            pipes.append((stream, chunks))
+        await communicate(process, input, pipes)
         return
     async with create_task_group() as tg:
         for stream, chunks in outputs:

@@ -52,6 +52,9 @@ class _PipeEnd:
         self._closed = False
         self._waiters = 0
         self._calls_since_yield = 0
+        # Called with the fd just before it is closed, by whoever drives this fd
+        # outside the stream (run_process's poller), so that it lets go of the fd first.
+        self._on_close: Callable[[int], None] | None = None
 
     def fileno(self) -> int:
         """Return the file descriptor, which stays owned by this stream."""
@@ -69,6 +72,9 @@ class _PipeEnd:
         """Close the pipe at once; a task waiting on it is woken."""
         if not self._closed:
             self._closed = True
+            on_close, self._on_close = self._on_close, None
+            if on_close is not None:
+                on_close(self._fd)
             _close_fd(self._fd, waited_on=self._waiters > 0)
 
     def _checkpoint(self) -> Awaitable[None]:
