@@ -13,13 +13,13 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 
 import anyio
 import anyio.lowlevel
 import pytest
 from procio_process import Process, _waiting, open_process, run_process
+from procio_process._streams import PipeSendStream
 
 pytestmark = pytest.mark.anyio
 
@@ -103,7 +103,7 @@ async def test_run_process_ends_whatever_the_caller_closes(
                 ["sh", "-c", script, "sh", str(marker)],
                 check=False,
                 task_status=task_status,
-                **stdin_options,  # type: ignore[arg-type]
+                **stdin_options,
             )
         )
 
@@ -138,13 +138,13 @@ async def test_run_process_ends_whatever_the_caller_closes(
             assert expected.startswith(collected)
         else:
             assert collected == expected
-    for stream in (process.stdin, process.stdout, process.stderr):
+    assert process.stdin is not None
+    with pytest.raises(anyio.ClosedResourceError):
+        await process.stdin.send(b"x")
+    for stream in (process.stdout, process.stderr):
         assert stream is not None
         with pytest.raises(anyio.ClosedResourceError):
-            if isinstance(stream, anyio.abc.ByteSendStream):
-                await stream.send(b"x")
-            else:
-                await stream.receive()
+            await stream.receive()
     check()
 
 
@@ -159,7 +159,7 @@ async def test_stdin_duplicated_elsewhere_does_not_keep_run_process_awake(
     if not _communicate.AVAILABLE:
         pytest.skip("run_process polls its pipes itself only where epoll exists")
     wakeups = 0
-    real_wait_readable = _communicate.wait_readable
+    real_wait_readable = anyio.wait_readable
 
     async def counting_wait_readable(fd: int) -> None:
         nonlocal wakeups
@@ -190,7 +190,7 @@ async def test_stdin_duplicated_elsewhere_does_not_keep_run_process_awake(
         with anyio.fail_after(20):
             async with anyio.create_task_group() as tg:
                 process: Process = await tg.start(run)
-                assert process.stdin is not None
+                assert isinstance(process.stdin, PipeSendStream)
                 duplicate = os.dup(process.stdin.fileno())
                 while not marker.exists():  # noqa: ASYNC110 - no event for a file
                     await anyio.sleep(0.01)
@@ -228,4 +228,4 @@ async def test_aclose_does_not_close_the_pidfd_under_a_waiting_task() -> None:
             _block_until(lambda: _has_exited(process.pid))
             await process.aclose()
     assert results == [-signal.SIGKILL]
-    assert process._pidfd is None
+    assert process._exit_fd is None

@@ -6,8 +6,8 @@ cancel scope and a readiness registration each, which is most of the parent's CP
 for a short command. On Linux all of them go into one private epoll instance instead;
 an epoll file descriptor is itself readable when any of its members is ready, so the
 event loop (asyncio, uvloop or Trio) watches a single fd through AnyIO's
-``wait_readable`` and this task does the reads and writes itself. Where epoll or pidfds
-are missing, :func:`run_process` uses one task per pipe instead.
+``wait_readable`` and this task does the reads and writes itself. Where epoll is
+missing, :func:`run_process` uses one task per pipe instead.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ _SETTLE_TIME = 100e-6
 
 def can_communicate(process: Process) -> bool:
     """Whether :func:`communicate` can serve *process*."""
-    return AVAILABLE and process._pidfd is not None
+    return AVAILABLE and process._exit_fd is not None
 
 
 async def communicate(
@@ -57,11 +57,11 @@ async def communicate(
     still open have reached end of file. Cancellation leaves everything read so far in
     the lists and the child running.
     """
-    pidfd = process._pidfd
-    assert pidfd is not None
+    exit_fd = process._exit_fd
+    assert exit_fd is not None
     poller = select.epoll(4)
-    # Act as the task watching the pidfd, so Process.wait() in other tasks waits for
-    # this one instead of competing for the fd, and the pidfd stays open meanwhile.
+    # Act as the task watching the exit_fd, so Process.wait() in other tasks waits for
+    # this one instead of competing for the fd, and the exit_fd stays open meanwhile.
     process._watching = True
     handlers: dict[int, Callable[[], bool]] = {}
     output_fds: set[int] = set()
@@ -88,8 +88,8 @@ async def communicate(
         def watch_exit() -> bool:
             return process._popen.poll() is not None
 
-        poller.register(pidfd, select.EPOLLIN)
-        handlers[pidfd] = watch_exit
+        poller.register(exit_fd, select.EPOLLIN)
+        handlers[exit_fd] = watch_exit
         for stream, chunks in outputs:
             if not stream.closed:
                 watch(stream, select.EPOLLIN, _reader(stream.fileno(), chunks))
@@ -117,10 +117,10 @@ async def communicate(
                         assert stdin is not None
                         stdin.close()
                     finished = finished or fd in output_fds
-            if len(handlers) == 1 and pidfd in handlers and watch_exit():
+            if len(handlers) == 1 and exit_fd in handlers and watch_exit():
                 # An exiting child closes its pipes just before it becomes waitable:
                 # when the pipes are done, the exit has usually happened too.
-                forget(pidfd)
+                forget(exit_fd)
             return finished
 
         while handlers:
@@ -131,8 +131,8 @@ async def communicate(
                     os.sched_yield()  # the exiting child may share this CPU
                     handle_ready()
     finally:
-        for stream in streams:
-            stream._on_close = None
+        for watched in streams:
+            watched._on_close = None
         poller.close()
         process._stop_watching()
 

@@ -34,7 +34,7 @@ class DelegatedProcess(Process):
         # Nothing of procio's own pipes, pidfd or Popen: every operation goes to *inner*.
         self._inner = inner
         self._stdin = self._stdout = self._stderr = None
-        self._pidfd = None
+        self._exit_fd = None
         self._cancel_policy = cancel_policy
         self._signal_tree = False
         self._watching = False

@@ -21,7 +21,7 @@ from . import _spawn
 from ._policy import CancelPolicy
 from ._spawn import SpawnedChild
 from ._streams import PipeReceiveStream, PipeSendStream
-from ._waiting import open_pidfd, wait_for_exit
+from ._waiting import open_exit_fd, wait_for_exit
 
 StrOrBytesPath: TypeAlias = "str | bytes | PathLike[str] | PathLike[bytes]"
 
@@ -78,7 +78,7 @@ class Process(anyio.abc.Process):
         stdin: PipeSendStream | None,
         stdout: PipeReceiveStream | None,
         stderr: PipeReceiveStream | None,
-        pidfd: int | None,
+        exit_fd: int | None,
         cancel_policy: CancelPolicy,
         signal_tree: bool,
     ) -> None:
@@ -86,20 +86,21 @@ class Process(anyio.abc.Process):
         self._stdin = stdin
         self._stdout = stdout
         self._stderr = stderr
-        self._pidfd = pidfd
+        # Readable once the child has exited: a pidfd, or a waiter thread's pipe.
+        self._exit_fd = exit_fd
         self._cancel_policy = cancel_policy
         self._signal_tree = signal_tree
         self._watching = False
         self._exit_event: anyio.Event | None = None
 
     def __del__(self) -> None:
-        # Dropped without aclose(): at least do not leak the pidfd. (Popen itself warns
+        # Dropped without aclose(): at least do not leak the exit fd. (Popen itself warns
         # about a child still running and reaps it later.)
-        pidfd = getattr(self, "_pidfd", None)
-        if pidfd is not None:
-            self._pidfd = None
+        exit_fd = getattr(self, "_exit_fd", None)
+        if exit_fd is not None:
+            self._exit_fd = None
             with suppress(OSError):
-                os.close(pidfd)
+                os.close(exit_fd)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} pid={self.pid} returncode={self._popen.returncode}>"
@@ -167,7 +168,8 @@ class Process(anyio.abc.Process):
                 continue
             self._watching = True
             try:
-                await wait_for_exit(self._popen, self._pidfd)
+                assert self._exit_fd is not None
+                await wait_for_exit(self._exit_fd)
             finally:
                 self._stop_watching()
 
@@ -212,7 +214,7 @@ class Process(anyio.abc.Process):
                 await self.stop()
             raise
         finally:
-            self._close_pidfd()
+            self._close_exit_fd()
 
     # -- procio additions ----------------------------------------------------------
 
@@ -253,7 +255,7 @@ class Process(anyio.abc.Process):
             self._popen.send_signal(sig)
 
     def _stop_watching(self) -> None:
-        # Called by the task that watched the pidfd when it stops, for any reason: the
+        # Called by the task that watched the exit fd when it stops, for any reason: the
         # other waiters wake up and one of them takes over if the child still runs.
         self._watching = False
         if self._exit_event is not None:
@@ -266,23 +268,23 @@ class Process(anyio.abc.Process):
         if returncode is None:
             returncode = self._popen.poll()
         if returncode is not None and not self._watching:
-            self._close_pidfd()
+            self._close_exit_fd()
         return returncode
 
-    def _close_pidfd(self) -> None:
-        # Only once the child is reaped (or never will be by us): the pidfd is what
+    def _close_exit_fd(self) -> None:
+        # Only once the child is reaped (or never will be by us): the exit fd is what
         # keeps a waiting task informed until then. And never under the task that
         # watches it (a wait() or run_process's poller): an fd closed while an event
         # loop or an epoll set watches it is silently dropped there, and that task
         # would never wake. The watcher closes it when it stops (_stop_watching).
-        if self._pidfd is not None and self._popen.returncode is not None and not self._watching:
-            pidfd, self._pidfd = self._pidfd, None
-            os.close(pidfd)
+        if self._exit_fd is not None and self._popen.returncode is not None and not self._watching:
+            exit_fd, self._exit_fd = self._exit_fd, None
+            os.close(exit_fd)
 
     def _close_now(self) -> bool:
-        """Close a reaped child's pipes and pidfd without the event loop, if possible."""
+        """Close a reaped child's pipes and exit fd without the event loop, if possible."""
         self._close_streams()
-        self._close_pidfd()
+        self._close_exit_fd()
         return True
 
     def _close_streams(self) -> None:
@@ -628,6 +630,8 @@ def spawn(
             popen = subprocess.Popen(
                 args, stdin=child_stdin, stdout=child_stdout, stderr=child_stderr, **popen_options
             )
+        # Kills and reaps the child if it fails: a child nobody can wait for must go.
+        exit_fd = open_exit_fd(popen)
     except BaseException:
         for fd in parent_fds:
             os.close(fd)
@@ -641,7 +645,7 @@ def spawn(
         None if stdin_fd is None else PipeSendStream(stdin_fd),
         None if stdout_fd is None else PipeReceiveStream(stdout_fd),
         None if stderr_fd is None else PipeReceiveStream(stderr_fd),
-        open_pidfd(popen.pid),
+        exit_fd,
         cancel_policy,
         signal_tree,
     )
