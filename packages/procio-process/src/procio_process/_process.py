@@ -176,12 +176,15 @@ class Process(anyio.abc.Process):
     def send_signal(self, signal: Signals) -> None:
         """Send *signal* to the child (to its process group with ``signal_tree=True``).
 
-        Nothing is sent once the child has been reaped, so a recycled pid is never hit.
+        Nothing is sent to the child alone once it has been reaped, so a recycled pid
+        is never hit. With ``signal_tree=True`` the group is still signalled after the
+        child is reaped, as long as members of it remain: the system never hands out
+        a process-group id again while that group has a member, so the id is known to
+        be ours as long as no process has taken the child's pid, which is checked
+        first.
         """
         if self._signal_tree and sys.platform != "win32":
-            if self._popen.returncode is None:
-                with suppress(ProcessLookupError):
-                    os.killpg(self._popen.pid, signal)
+            self._signal_group(signal)
         else:
             self._popen.send_signal(signal)
 
@@ -249,10 +252,26 @@ class Process(anyio.abc.Process):
             self._popen.terminate()
         elif self._signal_tree:
             # The leader may already be gone while the rest of its group lives on.
-            with suppress(ProcessLookupError):
-                os.killpg(self._popen.pid, sig)
+            self._signal_group(sig)
         else:
             self._popen.send_signal(sig)
+
+    def _signal_group(self, sig: Signals) -> None:
+        pgid = self._popen.pid
+        if self._popen.returncode is not None:
+            # The leader is reaped. Its pid (the group's id) cannot be handed out
+            # again while the group has a member; if a process has that pid now, the
+            # group is gone and the number belongs to someone else.
+            try:
+                os.kill(pgid, 0)
+            except ProcessLookupError:
+                pass  # no such process: the group, if it has members, is ours
+            except PermissionError:
+                return  # someone else's process has the number
+            else:
+                return
+        with suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, sig)
 
     def _stop_watching(self) -> None:
         # Called by the task that watched the exit fd when it stops, for any reason: the
@@ -323,15 +342,17 @@ _SCAN_PROC = sys.platform == "linux"
 
 
 def _group_has_live_members(pgid: int) -> bool:
+    # One system call tells whether the group has any member at all (zombies count);
+    # only then is it worth reading every /proc/*/stat to see whether one still runs.
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
     if _SCAN_PROC:
         # An orphaned grandchild that has exited stays a zombie (and a group member)
         # until its new parent reaps it, which a container's pid 1 may never do; only
         # members that still run count.
         return _linux_group_has_running_member(pgid)
-    try:
-        os.killpg(pgid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
     return True
 
 
