@@ -17,10 +17,11 @@ import select
 import time
 from collections.abc import Callable
 
-from anyio import wait_readable
+from anyio import BrokenResourceError, wait_readable
 
+from ._fdstream import FdHolder
 from ._process import Process
-from ._streams import PipeReceiveStream, PipeSendStream
+from ._streams import PipeReceiveStream
 
 #: Whether :func:`communicate` can run here (else run_process uses tasks).
 AVAILABLE = hasattr(select, "epoll")
@@ -65,7 +66,7 @@ async def communicate(
     process._watching = True
     handlers: dict[int, Callable[[], bool]] = {}
     output_fds: set[int] = set()
-    streams: list[PipeReceiveStream | PipeSendStream] = []
+    holders: list[FdHolder] = []
 
     def forget(fd: int) -> None:
         # A stream is closing its fd, maybe by the caller's hand: unregister it first,
@@ -74,14 +75,11 @@ async def communicate(
         if handlers.pop(fd, None) is not None:
             poller.unregister(fd)
 
-    def watch(
-        stream: PipeReceiveStream | PipeSendStream, events: int, handler: Callable[[], bool]
-    ) -> None:
-        fd = stream.fileno()
-        poller.register(fd, events)
-        handlers[fd] = handler
-        stream._on_close = forget
-        streams.append(stream)
+    def watch(holder: FdHolder, events: int, handler: Callable[[], bool]) -> None:
+        poller.register(holder.fd, events)
+        handlers[holder.fd] = handler
+        holder.on_close = forget
+        holders.append(holder)
 
     try:
 
@@ -92,17 +90,17 @@ async def communicate(
         handlers[exit_fd] = watch_exit
         for stream, chunks in outputs:
             if not stream.closed:
-                watch(stream, select.EPOLLIN, _reader(stream.fileno(), chunks))
                 output_fds.add(stream.fileno())
+                watch(stream._holder, select.EPOLLIN, _reader(stream._holder, chunks))
         stdin = process._stdin
         stdin_fd = -1
-        if input is not None and stdin is not None and not stdin._closed:
+        if input is not None and stdin is not None and not stdin.closed:
             stdin_fd = stdin.fileno()
-            writer = _writer(stdin.fileno(), memoryview(input).cast("B"))
+            writer = _writer(stdin._holder, memoryview(input).cast("B"))
             if writer():
                 stdin.close()
             else:
-                watch(stdin, select.EPOLLOUT, writer)
+                watch(stdin._holder, select.EPOLLOUT, writer)
 
         def handle_ready() -> bool:
             """Serve the ready fds; return whether an output pipe reached end of file."""
@@ -131,18 +129,17 @@ async def communicate(
                     os.sched_yield()  # the exiting child may share this CPU
                     handle_ready()
     finally:
-        for watched in streams:
-            watched._on_close = None
+        for holder in holders:
+            holder.on_close = None
         poller.close()
         process._stop_watching()
 
 
-def _reader(fd: int, chunks: list[bytes]) -> Callable[[], bool]:
+def _reader(holder: FdHolder, chunks: list[bytes]) -> Callable[[], bool]:
     def read() -> bool:
         for _ in range(_CALLS_PER_WAKEUP):
-            try:
-                data = os.read(fd, _READ_SIZE)
-            except BlockingIOError:
+            data = holder.read(_READ_SIZE)
+            if data is None:
                 return False
             if not data:
                 return True
@@ -152,7 +149,7 @@ def _reader(fd: int, chunks: list[bytes]) -> Callable[[], bool]:
     return read
 
 
-def _writer(fd: int, data: memoryview) -> Callable[[], bool]:
+def _writer(holder: FdHolder, data: memoryview) -> Callable[[], bool]:
     position = 0
 
     def write() -> bool:
@@ -161,13 +158,14 @@ def _writer(fd: int, data: memoryview) -> Callable[[], bool]:
             if position >= len(data):
                 return True
             try:
-                position += os.write(fd, data[position : position + _WRITE_SIZE])
-            except BlockingIOError:
-                return False
-            except (BrokenPipeError, ConnectionResetError):
+                written = holder.write(data[position : position + _WRITE_SIZE])
+            except BrokenResourceError:
                 # The child stopped reading: like subprocess.run(), not an error; its
                 # exit code tells whether something went wrong.
                 return True
+            if written is None:
+                return False
+            position += written
         return position >= len(data)
 
     return write

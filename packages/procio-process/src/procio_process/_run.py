@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from subprocess import PIPE, CalledProcessError, CompletedProcess, TimeoutExpired
 from typing import IO, Any
@@ -90,10 +89,10 @@ def _read_available(stream: ByteReceiveStream, chunks: list[bytes]) -> None:
     # Bounded, in case a grandchild keeps writing.
     for _ in range(256):
         try:
-            data = os.read(stream.fileno(), 65536)
-        except OSError:  # BlockingIOError: nothing more for now
+            data = stream._holder.read(65536)
+        except (BrokenResourceError, ClosedResourceError):
             return
-        if not data:
+        if not data:  # None: nothing more for now; b"": end of file
             return
         chunks.append(data)
 
