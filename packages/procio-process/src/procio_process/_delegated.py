@@ -23,8 +23,9 @@ import anyio
 import anyio.abc
 from anyio import CancelScope
 
+from ._options import StrOrBytesPath, check_arguments
 from ._policy import CancelPolicy
-from ._process import Process, StrOrBytesPath, check_arguments
+from ._process import Process
 
 
 class DelegatedProcess(Process):

@@ -19,8 +19,10 @@ from anyio.abc import ByteReceiveStream, ByteSendStream, TaskStatus
 from anyio.lowlevel import checkpoint_if_cancelled
 
 from ._communicate import can_communicate, communicate
+from ._open import start
+from ._options import DEFAULT_POLICY, StrOrBytesPath
 from ._policy import CancelPolicy
-from ._process import _DEFAULT_POLICY, Process, StrOrBytesPath, start
+from ._process import Process
 from ._streams import PipeReceiveStream
 
 
@@ -116,7 +118,7 @@ async def run_process(
     extra_groups: Iterable[str | int] | None = None,
     umask: int = -1,
     timeout: float | None = None,
-    cancel_policy: CancelPolicy = _DEFAULT_POLICY,
+    cancel_policy: CancelPolicy = DEFAULT_POLICY,
     signal_tree: bool = False,
     task_status: TaskStatus[Process] = TASK_STATUS_IGNORED,
     **popen_kwargs: Any,
