@@ -15,9 +15,10 @@ from anyio import CancelScope, move_on_after
 from anyio.lowlevel import checkpoint
 
 from ._policy import CancelPolicy
+from ._procfs import proc_stats
 from ._spawn import SpawnedChild
 from ._streams import PipeReceiveStream, PipeSendStream
-from ._waiting import wait_for_exit
+from ._waiting import close_exit_fd, wait_for_exit
 
 
 class Process(anyio.abc.Process):
@@ -60,7 +61,7 @@ class Process(anyio.abc.Process):
         if exit_fd is not None:
             self._exit_fd = None
             with suppress(OSError):
-                os.close(exit_fd)
+                close_exit_fd(exit_fd)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} pid={self.pid} returncode={self._popen.returncode}>"
@@ -258,7 +259,7 @@ class Process(anyio.abc.Process):
         # would never wake. The watcher closes it when it stops (_stop_watching).
         if self._exit_fd is not None and self._popen.returncode is not None and not self._watching:
             exit_fd, self._exit_fd = self._exit_fd, None
-            os.close(exit_fd)
+            close_exit_fd(exit_fd)
 
     def _close_now(self) -> bool:
         """Close a reaped child's pipes and exit fd without the event loop, if possible."""
@@ -317,21 +318,4 @@ def _group_has_live_members(pgid: int) -> bool:
 
 
 def _linux_group_has_running_member(pgid: int) -> bool:
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return False
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        # Fields after the command name (which may hold spaces and parentheses):
-        # state ppid pgrp ...
-        fields = stat[stat.rfind(b")") + 2 :].split(b" ", 3)
-        if len(fields) >= 3 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
-            return True
-    return False
+    return any(stat.pgrp == pgid and stat.state not in ("Z", "X") for stat in proc_stats())

@@ -74,24 +74,61 @@ def open_exit_fd(popen: subprocess.Popen[bytes] | SpawnedChild) -> int:
         raise
 
 
+class _Waiter:
+    """The write end of one waiter thread's pipe, closed once by whichever side is first."""
+
+    __slots__ = ("_lock", "write_fd")
+
+    def __init__(self, write_fd: int) -> None:
+        self.write_fd = write_fd
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            if self.write_fd >= 0:
+                os.close(self.write_fd)
+                self.write_fd = -1
+
+
+# Read end of each waiter thread's pipe -> its waiter, so that closing the exit fd
+# closes the write end too when the child was reaped before the thread let go of it.
+_waiters: dict[int, _Waiter] = {}
+_waiters_lock = threading.Lock()
+
+
+def close_exit_fd(exit_fd: int) -> None:
+    """Close an exit fd, and the write end of its waiter thread's pipe if it has one.
+
+    Call it only once the child has been reaped: the waiter thread then has nothing
+    left to wait for, and ends.
+    """
+    with _waiters_lock:
+        waiter = _waiters.pop(exit_fd, None)
+    if waiter is not None:
+        waiter.close()
+    os.close(exit_fd)
+
+
 def _start_waiter(popen: subprocess.Popen[bytes] | SpawnedChild) -> int:
     read_fd, write_fd = os.pipe()
+    waiter = _Waiter(write_fd)
+    with _waiters_lock:
+        _waiters[read_fd] = waiter
     try:
         thread = threading.Thread(
             target=_wait_then_close,
-            args=(popen, write_fd),
+            args=(popen, waiter),
             name=f"procio waiter for pid {popen.pid}",
             daemon=True,
         )
         thread.start()
     except BaseException:
-        os.close(read_fd)
-        os.close(write_fd)
+        close_exit_fd(read_fd)
         raise
     return read_fd
 
 
-def _wait_then_close(popen: subprocess.Popen[bytes] | SpawnedChild, write_fd: int) -> None:
+def _wait_then_close(popen: subprocess.Popen[bytes] | SpawnedChild, waiter: _Waiter) -> None:
     try:
         if _USE_WAITID:
             # WNOWAIT leaves the child to be reaped by Popen in the event loop's
@@ -101,7 +138,7 @@ def _wait_then_close(popen: subprocess.Popen[bytes] | SpawnedChild, write_fd: in
         else:
             popen.wait()
     finally:
-        os.close(write_fd)
+        waiter.close()
 
 
 async def wait_for_exit(exit_fd: int) -> None:
