@@ -61,8 +61,8 @@ async def communicate(
     exit_fd = process._exit_fd
     assert exit_fd is not None
     poller = select.epoll(4)
-    # Act as the task watching the exit_fd, so Process.wait() in other tasks waits for
-    # this one instead of competing for the fd, and the exit_fd stays open meanwhile.
+    # Act as the task watching the exit fd, so Process.wait() in other tasks waits for
+    # this one instead of competing for the fd, and the exit fd stays open meanwhile.
     process._watching = True
     handlers: dict[int, Callable[[], bool]] = {}
     output_fds: set[int] = set()
@@ -108,8 +108,8 @@ async def communicate(
             for fd, _events in poller.poll(0):
                 handler = handlers.get(fd)
                 if handler is not None and handler():
-                    # Done: unregister it, then (for a pipe) close it, which is what
-                    # run_process does with it next anyway.
+                    # Done: unregister it; the input pipe is then closed, so that the
+                    # child sees the end of its input.
                     forget(fd)
                     if fd == stdin_fd:
                         assert stdin is not None
