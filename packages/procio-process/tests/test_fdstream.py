@@ -7,7 +7,7 @@ import os
 import anyio
 import anyio.lowlevel
 import pytest
-from procio_process._fdstream import FdHolder
+from procio_process._fdstream import FdHolder, set_pipe_size
 
 
 def test_closes_once_and_reports_closed_afterwards() -> None:
@@ -88,3 +88,18 @@ async def test_close_wakes_a_waiting_task() -> None:
     os.close(write_fd)
     with pytest.raises(anyio.ClosedResourceError):
         await holder.wait_writable()
+
+
+def test_set_pipe_size() -> None:
+    fcntl = pytest.importorskip("fcntl")
+    if not hasattr(fcntl, "F_GETPIPE_SZ"):
+        pytest.skip("only Linux resizes pipes")
+    read_fd, write_fd = os.pipe()
+    try:
+        assert set_pipe_size(write_fd, 1 << 18)
+        assert fcntl.fcntl(read_fd, fcntl.F_GETPIPE_SZ) == 1 << 18
+    finally:
+        os.close(read_fd)
+        os.close(write_fd)
+    # Refused (here: the fd is gone): reported, not raised.
+    assert not set_pipe_size(write_fd, 1 << 18)

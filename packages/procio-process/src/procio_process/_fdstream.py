@@ -16,6 +16,8 @@ would block, and map every other failure in one place:
 * any other :exc:`OSError` (``EPIPE``, ``ECONNRESET``, ``EIO``...):
   :exc:`anyio.BrokenResourceError`, chained to the original error.
 
+:func:`set_pipe_size` sizes a pipe where the system allows it (Linux).
+
 This module is private but stable: procio's own streams and ``run_process`` are built
 on it, and procio-workers may build its private pipes on it too.
 """
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import errno
 import os
+import sys
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from typing import NoReturn
@@ -33,6 +36,30 @@ from anyio import wait_readable as _wait_readable
 from anyio import wait_writable as _wait_writable
 
 Buffer = bytes | bytearray | memoryview
+
+if sys.platform != "win32":
+    import fcntl
+
+    # Linux only; Popen's own pipesize= uses the same call.
+    _F_SETPIPE_SZ: int | None = getattr(fcntl, "F_SETPIPE_SZ", None)
+else:  # pragma: no cover - Windows
+    _F_SETPIPE_SZ = None
+
+
+def set_pipe_size(fd: int, size: int) -> bool:
+    """Ask for a pipe of *size* bytes on either end *fd*; return whether it was granted.
+
+    Only Linux can resize a pipe. Refusals are expected and harmless: beyond
+    ``/proc/sys/fs/pipe-max-size`` for an unprivileged process, or past the user's
+    quota of pipe memory; the pipe then keeps its size.
+    """
+    if _F_SETPIPE_SZ is None:
+        return False
+    try:
+        fcntl.fcntl(fd, _F_SETPIPE_SZ, size)
+    except OSError:
+        return False
+    return True
 
 
 def _raise_mapped(exc: OSError) -> NoReturn:

@@ -10,10 +10,10 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from contextlib import suppress
 from typing import IO, Any
 
 from . import _spawn
+from ._fdstream import set_pipe_size
 from ._options import DEVNULL, PIPE, STDOUT, StrOrBytesPath, check_arguments
 from ._policy import CancelPolicy
 from ._process import Process
@@ -21,21 +21,12 @@ from ._spawn import SpawnedChild
 from ._streams import PipeReceiveStream, PipeSendStream
 from ._waiting import open_exit_fd
 
-if sys.platform != "win32":
-    import fcntl
-
-    # Linux only; Popen's own pipesize= uses the same call.
-    _F_SETPIPE_SZ: int | None = getattr(fcntl, "F_SETPIPE_SZ", None)
-else:  # pragma: no cover - Windows
-    _F_SETPIPE_SZ = None
-
 
 def _make_pipe(pipesize: int) -> tuple[int, int]:
     read_fd, write_fd = os.pipe()
-    if pipesize > 0 and _F_SETPIPE_SZ is not None:
+    if pipesize > 0:
         # Failing is harmless: beyond /proc/sys/fs/pipe-max-size or the user's quota.
-        with suppress(OSError):
-            fcntl.fcntl(write_fd, _F_SETPIPE_SZ, pipesize)
+        set_pipe_size(write_fd, pipesize)
     return read_fd, write_fd
 
 
