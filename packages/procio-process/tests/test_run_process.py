@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -380,3 +381,28 @@ async def test_child_closing_its_output_early_does_not_hold_the_event_loop(
             )
     assert result.returncode == 4
     assert result.stdout == result.stderr == b""
+
+
+async def test_a_child_reaped_before_its_pidfd_is_opened_is_still_waited_for(
+    monkeypatch: pytest.MonkeyPatch, leak_guard: StartGuard
+) -> None:
+    # With SIGCHLD ignored the kernel reaps children at once, and pidfd_open() may
+    # find the child gone (ESRCH). Waiting must still end, with nothing left behind.
+    from procio_process import _waiting
+
+    def gone(pid: int) -> int:
+        raise ProcessLookupError(errno.ESRCH, "No such process")
+
+    monkeypatch.setattr(os, "pidfd_open", gone, raising=False)
+    monkeypatch.setattr(_waiting, "_pidfd_usable", True)
+    check = leak_guard()
+    previous = signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    try:
+        with anyio.fail_after(20):
+            result = await run_process(["sh", "-c", "echo out"])
+    finally:
+        signal.signal(signal.SIGCHLD, previous)
+    assert result.stdout == b"out\n"
+    assert result.returncode == 0  # the real status is lost, as with subprocess
+    assert _waiting._pidfd_usable  # one vanished child says nothing about the system
+    check()

@@ -4,7 +4,7 @@ Every child gets one *exit fd*: a file descriptor that becomes readable when it 
 which AnyIO's ``wait_readable`` (or run_process's private epoll set) waits on, on
 asyncio, uvloop and Trio alike.
 
-* On Linux 5.3 and later it is a pidfd (:func:os.pidfd_open), and no thread is needed.
+* On Linux 5.3 and later it is a pidfd (:func:`os.pidfd_open`), and no thread is needed.
 * Elsewhere (macOS, old kernels, sandboxes that refuse ``pidfd_open``) it is the read
   end of a pipe whose write end a waiter thread holds. The thread, one per child and
   started once with it, blocks until the child exits and then closes the write end,
@@ -52,6 +52,10 @@ def open_pidfd(pid: int) -> int | None:
             # An old kernel or a seccomp profile without pidfd_open: it will not
             # change during this run, so do not ask again for every child.
             _pidfd_usable = False
+            return None
+        if exc.errno == errno.ESRCH:
+            # Reaped already, by someone else (SIGCHLD set to SIG_IGN reaps at once):
+            # the waiter thread finds it gone and reports the exit straight away.
             return None
         raise
 
