@@ -406,3 +406,44 @@ async def test_a_child_reaped_before_its_pidfd_is_opened_is_still_waited_for(
     assert result.returncode == 0  # the real status is lost, as with subprocess
     assert _waiting._pidfd_usable  # one vanished child says nothing about the system
     check()
+
+
+@pytest.mark.parametrize("pidfds", ["pidfd", "waiter thread"])
+async def test_running_out_of_fds_at_any_step_of_a_run_leaves_nothing_behind(
+    pidfds: str,
+    monkeypatch: pytest.MonkeyPatch,
+    leak_guard: StartGuard,
+    list_children: Callable[[], dict[int, str]],
+) -> None:
+    # Each run gets one more descriptor to work with than the one before, so that
+    # EMFILE strikes at every step in turn: the pipes, the spawn, the exit fd, the
+    # poller. Each failure must be a clear OSError that leaves no child and no fd.
+    resource = pytest.importorskip("resource")
+    from procio_process import _waiting
+
+    if pidfds == "waiter thread":
+        monkeypatch.setattr(_waiting, "_pidfd_usable", False)
+    await run_process(["true"])  # the event loop's own descriptors exist by now
+    check = leak_guard()
+    children_before = set(list_children())
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    base = max(int(fd) for fd in os.listdir("/proc/self/fd")) + 1
+    outcomes: list[str] = []
+    with anyio.fail_after(30):
+        for extra in range(40):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (base + extra, hard))
+            try:
+                result = await run_process(["sh", "-c", "echo out"], input=b"in")
+            except OSError as exc:
+                assert exc.errno == errno.EMFILE, exc
+                outcomes.append("EMFILE")
+            else:
+                outcomes.append("ran")
+                break
+            finally:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+            assert set(list_children()) == children_before
+    assert outcomes[0] == "EMFILE"
+    assert outcomes[-1] == "ran"
+    assert result.stdout == b"out\n"
+    check()
