@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
+from procio_process._procfs import proc_stats
 
 # Linux lists processes in /proc; elsewhere ps does it (a variable, not a platform
 # check, so the type checker keeps both branches).
@@ -28,7 +29,7 @@ def children() -> dict[int, str]:
     """
     me = os.getpid()
     if HAS_PROC:
-        return {pid: state for pid, state, ppid, _pgrp in _proc_stats() if ppid == me}
+        return {pid: state for pid, state, ppid, _pgrp in proc_stats() if ppid == me}
     found: dict[int, str] = {}
     with subprocess.Popen(["ps", "-A", "-o", "pid=,ppid=,stat="], stdout=subprocess.PIPE) as ps:
         listing, _ = ps.communicate()
@@ -42,23 +43,8 @@ def children() -> dict[int, str]:
 def running_group_members(pgid: int) -> list[int]:
     """Return the pids in process group *pgid* that still run (zombies excluded); Linux."""
     return [
-        pid for pid, state, _ppid, pgrp in _proc_stats() if pgrp == pgid and state not in ("Z", "X")
+        pid for pid, state, _ppid, pgrp in proc_stats() if pgrp == pgid and state not in ("Z", "X")
     ]
-
-
-def _proc_stats() -> Iterator[tuple[int, str, int, int]]:
-    """Yield (pid, state letter, parent pid, process group) of every process; Linux."""
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue  # exited while we looked
-        # Fields after the command name, which may hold spaces and parentheses.
-        state, ppid, pgrp = stat[stat.rfind(b")") + 2 :].split(b" ", 3)[:3]
-        yield int(entry), state.decode(), int(ppid), int(pgrp)
 
 
 class LeakGuard:

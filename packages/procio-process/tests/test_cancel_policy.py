@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal
+import subprocess
 import sys
-import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -109,20 +110,28 @@ async def test_signal_tree_with_a_foreign_process_group_is_refused() -> None:
 
 
 async def test_cancelled_aclose_uses_the_policy_grace_then_kill(tmp_path: Path) -> None:
-    marker = tmp_path / "ready"
+    marker, log = tmp_path / "ready", tmp_path / "signals"
+    log.touch()
     code = (
-        "import pathlib, signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
-        f"pathlib.Path({str(marker)!r}).touch(); time.sleep(30)"
+        "import pathlib, signal, time\n"
+        f"log = pathlib.Path({str(log)!r})\n"
+        "def note(signum, frame):\n"
+        "    with log.open('a') as f:\n"
+        "        f.write(signal.Signals(signum).name + '\\n')\n"
+        "signal.signal(signal.SIGTERM, note)\n"
+        f"pathlib.Path({str(marker)!r}).touch()\n"
+        "while True:\n"
+        "    time.sleep(30)\n"
     )
     policy = CancelPolicy(grace_period=0.3)
     with anyio.CancelScope() as scope:
         async with await open_process([PY, "-c", code], cancel_policy=policy) as process:
             await wait_until(marker.exists)
-            started = time.monotonic()
             scope.cancel()
             await process.wait()
+    # The policy's signal first, survived and noted; then SIGKILL ended the child.
+    assert log.read_text() == "SIGTERM\n"
     assert process.returncode == -signal.SIGKILL
-    assert time.monotonic() - started >= 0.3
 
 
 async def test_policy_signal_is_configurable() -> None:
@@ -144,3 +153,58 @@ async def test_stop_on_an_exited_child_returns_its_code() -> None:
     async with await open_process(["true"]) as process:
         await process.wait()
         assert await process.stop() == 0
+
+
+async def test_signal_tree_terminate_reaches_the_group_after_the_leader_is_reaped(
+    group_members: GroupMembers,
+) -> None:
+    # The shell starts a background sleep in its group and exits at once; once the
+    # shell is reaped, terminate() must still reach the sleep, which is in the group.
+    async with await open_process(
+        "sleep 30 & echo started", signal_tree=True, stdout=subprocess.PIPE
+    ) as process:
+        pgid = process.pid
+        try:
+            assert process.stdout is not None
+            assert await process.stdout.receive() == b"started\n"
+            assert await process.wait() == 0
+            await wait_until(lambda: len(group_members(pgid)) == 1)
+            process.terminate()
+            await wait_until(lambda: group_members(pgid) == [])
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGKILL)
+
+
+async def test_signal_tree_never_signals_a_group_id_taken_by_a_new_process() -> None:
+    # The leader and its group are gone; the same number is then in use by another
+    # process (here faked: the id of a live process of ours). Its group is not ours.
+    async with await open_process(["true"], signal_tree=True) as process:
+        await process.wait()
+    async with await open_process(["sleep", "30"], signal_tree=True) as other:
+        process._popen.pid = other.pid  # as if the pid had been recycled
+        process.terminate()
+        process.kill()
+        with anyio.move_on_after(0.2):
+            await other.wait()
+        assert other.returncode is None
+        other.kill()
+
+
+async def test_an_empty_group_is_not_searched_for_in_proc(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Reading every /proc/*/stat blocks the event loop; one killpg(pgid, 0) tells
+    # first whether the group has any member at all.
+    from procio_process import _process
+
+    scans: list[int] = []
+    real_scan = _process._linux_group_has_running_member
+
+    def counting_scan(pgid: int) -> bool:
+        scans.append(pgid)
+        return real_scan(pgid)
+
+    monkeypatch.setattr(_process, "_linux_group_has_running_member", counting_scan)
+    async with await open_process(["true"], signal_tree=True) as process:
+        assert await process.wait() == 0
+        assert await process.stop() == 0
+    assert scans == []

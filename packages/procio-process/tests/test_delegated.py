@@ -16,7 +16,7 @@ from pathlib import Path
 
 import anyio
 import pytest
-from procio_process import STDOUT, CancelPolicy, Process, _process, open_process, run_process
+from procio_process import STDOUT, CancelPolicy, Process, _open, open_process, run_process
 from procio_process._delegated import DelegatedProcess
 
 pytestmark = pytest.mark.anyio
@@ -28,7 +28,7 @@ LeakCheck = Callable[[], Awaitable[Callable[[], Awaitable[None]]]]
 
 @pytest.fixture(autouse=True)
 def delegated(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_process, "DELEGATE", True)
+    monkeypatch.setattr(_open, "DELEGATE", True)
 
 
 @pytest.fixture

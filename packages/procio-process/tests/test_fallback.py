@@ -1,21 +1,27 @@
 """The path used where pidfds are missing (macOS, old kernels, strict sandboxes).
 
-The tests switch pidfds off, so that Linux runs the same code as macOS: a thread waits
-for the child's exit (with Popen.wait(), as on macOS, or with waitid as Linux does) and
-run_process uses one task per pipe.
+The tests switch pidfds off, so that Linux runs the same code as macOS: a waiter thread
+per child waits for its exit (with Popen.wait(), as on macOS, or with waitid as Linux
+does) and closes a pipe to say so. With Popen.wait() run_process also does without
+epoll, as on macOS, and uses one task per pipe.
 """
 
 from __future__ import annotations
 
+import os
 import signal
+import stat
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from functools import partial
 
 import anyio
+import anyio.lowlevel
+import anyio.to_thread
 import pytest
-from procio_process import _waiting, open_process, run_process
+from procio_process import _communicate, _waiting, open_process, run_process
 
 pytestmark = pytest.mark.anyio
 
@@ -29,12 +35,16 @@ def without_pidfds(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPat
         pytest.skip("the thread uses waitid(WNOWAIT) on Linux only")
     monkeypatch.setattr(_waiting, "_pidfd_usable", False)
     monkeypatch.setattr(_waiting, "_USE_WAITID", request.param == "waitid")
+    if request.param == "Popen.wait":
+        monkeypatch.setattr(_communicate, "AVAILABLE", False)
 
 
 async def test_wait_without_pidfd(leak_guard: StartGuard) -> None:
     check = leak_guard()
     async with await open_process(["sh", "-c", "sleep 0.1; exit 3"]) as process:
-        assert process._pidfd is None
+        # Not a pidfd: the read end of the waiter thread's pipe.
+        assert process._exit_fd is not None
+        assert stat.S_ISFIFO(os.fstat(process._exit_fd).st_mode)
         assert await process.wait() == 3
     check()
 
@@ -73,3 +83,40 @@ async def test_cancellation_without_pidfd_reaps_the_child(leak_guard: StartGuard
 async def test_timeout_without_pidfd() -> None:
     with pytest.raises(subprocess.TimeoutExpired):
         await run_process(["sleep", "30"], timeout=0.1)
+
+
+async def test_waiting_children_leave_the_default_thread_limiter_alone() -> None:
+    # Where pidfds are missing, something has to block until each child exits. It must
+    # not be a worker thread of AnyIO's default limiter: with more waiting children
+    # than that limiter has tokens, an unrelated to_thread.run_sync() would stall.
+    count = int(anyio.to_thread.current_default_thread_limiter().total_tokens) + 1
+    processes = [await open_process(["sleep", "30"]) for _ in range(count)]
+    try:
+        async with anyio.create_task_group() as tg:
+            for process in processes:
+                tg.start_soon(process.wait)
+            for _ in range(10):
+                await anyio.lowlevel.checkpoint()  # every waiter is waiting now
+            with anyio.fail_after(20):
+                assert await anyio.to_thread.run_sync(lambda: "ran") == "ran"
+            tg.cancel_scope.cancel()
+    finally:
+        for process in processes:
+            process.kill()
+            await process.aclose()
+    assert all(process.returncode == -signal.SIGKILL for process in processes)
+
+
+async def test_cancelled_waits_do_not_pile_up_threads() -> None:
+    # One waiter per child, started once: waiting again after a cancelled wait reuses
+    # it instead of leaving a thread behind, blocked until the child exits, per wait.
+    async with await open_process(["sleep", "30"]) as process:
+        counts = []
+        for _ in range(5):
+            with anyio.move_on_after(0.02):
+                await process.wait()
+            assert process.returncode is None
+            counts.append(threading.active_count())
+        process.kill()
+        assert await process.wait() == -signal.SIGKILL
+    assert counts == [counts[0]] * 5

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -251,3 +252,55 @@ def test_spawned_child_poll_wait_and_reaped_elsewhere() -> None:
     os.waitpid(other.pid, 0)  # someone else reaped it: its status is lost, as with Popen
     assert other.poll() == 0
     other.kill()  # and it is never signalled
+
+
+@needs_posix_spawn
+def test_dropped_children_are_reaped_safely_by_spawns_in_several_threads() -> None:
+    # Dropped children are listed by __del__ (in any thread) and reaped by the next
+    # spawn (in any thread): two spawns must not both take the same entry off the list.
+    dropped = 64
+    children = [
+        _spawn.spawn(
+            ["sleep", "30"],
+            shell=False,
+            env=None,
+            streams=(None, None, None),
+            setsid=False,
+            setpgroup=None,
+        )
+        for _ in range(dropped)
+    ]
+    for child in children:
+        os.kill(child.pid, signal.SIGKILL)
+        os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)  # dead, not yet reaped
+        # Seen as still running when dropped, so that __del__ lists it.
+        child.poll = lambda: None  # type: ignore[method-assign]
+    del child
+    with pytest.warns(ResourceWarning):
+        children.clear()
+    assert len(_spawn._unreaped) >= dropped
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(8)
+
+    def spawn_one() -> None:
+        try:
+            barrier.wait()
+            started = _spawn.spawn(
+                ["true"],
+                shell=False,
+                env=None,
+                streams=(None, None, None),
+                setsid=False,
+                setpgroup=None,
+            )
+            started.wait()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=spawn_one) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert _spawn._unreaped == []

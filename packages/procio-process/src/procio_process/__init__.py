@@ -12,10 +12,10 @@ from subprocess import DEVNULL as DEVNULL
 from subprocess import PIPE as PIPE
 from subprocess import STDOUT as STDOUT
 
+from ._open import open_process as open_process
 from ._policy import DEFAULT_GRACE_PERIOD as DEFAULT_GRACE_PERIOD
 from ._policy import CancelPolicy as CancelPolicy
 from ._process import Process as Process
-from ._process import open_process as open_process
 from ._run import run_process as run_process
 
 __all__ = [

@@ -6,8 +6,8 @@ cancel scope and a readiness registration each, which is most of the parent's CP
 for a short command. On Linux all of them go into one private epoll instance instead;
 an epoll file descriptor is itself readable when any of its members is ready, so the
 event loop (asyncio, uvloop or Trio) watches a single fd through AnyIO's
-``wait_readable`` and this task does the reads and writes itself. Where epoll or pidfds
-are missing, :func:`run_process` uses one task per pipe instead.
+``wait_readable`` and this task does the reads and writes itself. Where epoll is
+missing, :func:`run_process` uses one task per pipe instead.
 """
 
 from __future__ import annotations
@@ -17,9 +17,11 @@ import select
 import time
 from collections.abc import Callable
 
-from anyio import wait_readable
+from anyio import BrokenResourceError, wait_readable
 
+from ._fdstream import FdHolder
 from ._process import Process
+from ._streams import PipeReceiveStream
 
 #: Whether :func:`communicate` can run here (else run_process uses tasks).
 AVAILABLE = hasattr(select, "epoll")
@@ -40,49 +42,65 @@ _SETTLE_TIME = 100e-6
 
 def can_communicate(process: Process) -> bool:
     """Whether :func:`communicate` can serve *process*."""
-    return AVAILABLE and process._pidfd is not None
+    return AVAILABLE and process._exit_fd is not None
 
 
 async def communicate(
-    process: Process, input: bytes | bytearray | memoryview | None, sinks: dict[int, list[bytes]]
+    process: Process,
+    input: bytes | bytearray | memoryview | None,
+    outputs: list[tuple[PipeReceiveStream, list[bytes]]],
 ) -> None:
-    """Write *input*, read the output pipes into *sinks* until EOF, and wait for exit.
+    """Write *input*, read each output stream into its list until EOF, and wait for exit.
 
-    *sinks* maps the fd of each output stream to the list its chunks are appended to.
-    Cancellation leaves everything read so far in *sinks* and the child running.
+    The caller may close any stream of *process* (or the process) meanwhile: the closed
+    pipe is dropped from the poller before its fd is closed, what was read from it so
+    far stays in its list, and this returns once the child has exited and the pipes
+    still open have reached end of file. Cancellation leaves everything read so far in
+    the lists and the child running.
     """
-    pidfd = process._pidfd
-    assert pidfd is not None
+    exit_fd = process._exit_fd
+    assert exit_fd is not None
     poller = select.epoll(4)
-    # Act as the task watching the pidfd, so Process.wait() in other tasks waits for
-    # this one instead of competing for the fd, and the pidfd stays open meanwhile.
+    # Act as the task watching the exit fd, so Process.wait() in other tasks waits for
+    # this one instead of competing for the fd, and the exit fd stays open meanwhile.
     process._watching = True
+    handlers: dict[int, Callable[[], bool]] = {}
+    output_fds: set[int] = set()
+    holders: list[FdHolder] = []
+
+    def forget(fd: int) -> None:
+        # A stream is closing its fd, maybe by the caller's hand: unregister it first,
+        # since epoll keeps watching a closed fd whose pipe is still open elsewhere
+        # (duplicated into a child forked meanwhile) and would wake this task forever.
+        if handlers.pop(fd, None) is not None:
+            poller.unregister(fd)
+
+    def watch(holder: FdHolder, events: int, handler: Callable[[], bool]) -> None:
+        poller.register(holder.fd, events)
+        handlers[holder.fd] = handler
+        holder.on_close = forget
+        holders.append(holder)
+
     try:
-        handlers: dict[int, Callable[[], bool]] = {}
 
         def watch_exit() -> bool:
             return process._popen.poll() is not None
 
-        poller.register(pidfd, select.EPOLLIN)
-        handlers[pidfd] = watch_exit
-        for fd, chunks in sinks.items():
-            poller.register(fd, select.EPOLLIN)
-            handlers[fd] = _reader(fd, chunks)
-        if input is not None and process._stdin is not None:
-            stdin = process._stdin
-            writer = _writer(stdin.fileno(), memoryview(input).cast("B"))
+        poller.register(exit_fd, select.EPOLLIN)
+        handlers[exit_fd] = watch_exit
+        for stream, chunks in outputs:
+            if not stream.closed:
+                output_fds.add(stream.fileno())
+                watch(stream._holder, select.EPOLLIN, _reader(stream._holder, chunks))
+        stdin = process._stdin
+        stdin_fd = -1
+        if input is not None and stdin is not None and not stdin.closed:
+            stdin_fd = stdin.fileno()
+            writer = _writer(stdin._holder, memoryview(input).cast("B"))
             if writer():
                 stdin.close()
             else:
-                poller.register(stdin.fileno(), select.EPOLLOUT)
-
-                def write_then_close() -> bool:
-                    if writer():
-                        stdin.close()
-                        return True
-                    return False
-
-                handlers[stdin.fileno()] = write_then_close
+                watch(stdin._holder, select.EPOLLOUT, writer)
 
         def handle_ready() -> bool:
             """Serve the ready fds; return whether an output pipe reached end of file."""
@@ -90,15 +108,17 @@ async def communicate(
             for fd, _events in poller.poll(0):
                 handler = handlers.get(fd)
                 if handler is not None and handler():
-                    del handlers[fd]
-                    # The stdin fd is closed by now; epoll forgot it then.
-                    if fd in sinks or fd == pidfd:
-                        poller.unregister(fd)
-                    finished = finished or fd in sinks
-            if len(handlers) == 1 and pidfd in handlers and watch_exit():
+                    # Done: unregister it; the input pipe is then closed, so that the
+                    # child sees the end of its input.
+                    forget(fd)
+                    if fd == stdin_fd:
+                        assert stdin is not None
+                        stdin.close()
+                    finished = finished or fd in output_fds
+            if len(handlers) == 1 and exit_fd in handlers and watch_exit():
                 # An exiting child closes its pipes just before it becomes waitable:
                 # when the pipes are done, the exit has usually happened too.
-                del handlers[pidfd]
+                forget(exit_fd)
             return finished
 
         while handlers:
@@ -109,16 +129,17 @@ async def communicate(
                     os.sched_yield()  # the exiting child may share this CPU
                     handle_ready()
     finally:
+        for holder in holders:
+            holder.on_close = None
         poller.close()
         process._stop_watching()
 
 
-def _reader(fd: int, chunks: list[bytes]) -> Callable[[], bool]:
+def _reader(holder: FdHolder, chunks: list[bytes]) -> Callable[[], bool]:
     def read() -> bool:
         for _ in range(_CALLS_PER_WAKEUP):
-            try:
-                data = os.read(fd, _READ_SIZE)
-            except BlockingIOError:
+            data = holder.read(_READ_SIZE)
+            if data is None:
                 return False
             if not data:
                 return True
@@ -128,7 +149,7 @@ def _reader(fd: int, chunks: list[bytes]) -> Callable[[], bool]:
     return read
 
 
-def _writer(fd: int, data: memoryview) -> Callable[[], bool]:
+def _writer(holder: FdHolder, data: memoryview) -> Callable[[], bool]:
     position = 0
 
     def write() -> bool:
@@ -137,13 +158,14 @@ def _writer(fd: int, data: memoryview) -> Callable[[], bool]:
             if position >= len(data):
                 return True
             try:
-                position += os.write(fd, data[position : position + _WRITE_SIZE])
-            except BlockingIOError:
-                return False
-            except (BrokenPipeError, ConnectionResetError):
+                written = holder.write(data[position : position + _WRITE_SIZE])
+            except BrokenResourceError:
                 # The child stopped reading: like subprocess.run(), not an error; its
                 # exit code tells whether something went wrong.
                 return True
+            if written is None:
+                return False
+            position += written
         return position >= len(data)
 
     return write

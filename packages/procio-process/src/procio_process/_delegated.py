@@ -23,8 +23,9 @@ import anyio
 import anyio.abc
 from anyio import CancelScope
 
+from ._options import StrOrBytesPath, check_arguments
 from ._policy import CancelPolicy
-from ._process import Process, StrOrBytesPath, check_arguments
+from ._process import Process
 
 
 class DelegatedProcess(Process):
@@ -34,7 +35,7 @@ class DelegatedProcess(Process):
         # Nothing of procio's own pipes, pidfd or Popen: every operation goes to *inner*.
         self._inner = inner
         self._stdin = self._stdout = self._stderr = None
-        self._pidfd = None
+        self._exit_fd = None
         self._cancel_policy = cancel_policy
         self._signal_tree = False
         self._watching = False

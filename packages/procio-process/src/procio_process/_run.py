@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from subprocess import PIPE, CalledProcessError, CompletedProcess, TimeoutExpired
 from typing import IO, Any
@@ -20,8 +19,10 @@ from anyio.abc import ByteReceiveStream, ByteSendStream, TaskStatus
 from anyio.lowlevel import checkpoint_if_cancelled
 
 from ._communicate import can_communicate, communicate
+from ._open import start
+from ._options import DEFAULT_POLICY, StrOrBytesPath
 from ._policy import CancelPolicy
-from ._process import _DEFAULT_POLICY, Process, StrOrBytesPath, start
+from ._process import Process
 from ._streams import PipeReceiveStream
 
 
@@ -51,11 +52,11 @@ Outputs = list[tuple[ByteReceiveStream, list[bytes]]]
 async def _exchange(process: Process, input: bytes | None, outputs: Outputs) -> None:
     """Feed *input*, collect the outputs until EOF and wait for the child's exit."""
     if can_communicate(process):
-        sinks = {}
+        pipes = []
         for stream, chunks in outputs:
             assert isinstance(stream, PipeReceiveStream)  # a process with a pidfd has pipes
-            sinks[stream.fileno()] = chunks
-        await communicate(process, input, sinks)
+            pipes.append((stream, chunks))
+        await communicate(process, input, pipes)
         return
     async with create_task_group() as tg:
         for stream, chunks in outputs:
@@ -90,10 +91,10 @@ def _read_available(stream: ByteReceiveStream, chunks: list[bytes]) -> None:
     # Bounded, in case a grandchild keeps writing.
     for _ in range(256):
         try:
-            data = os.read(stream.fileno(), 65536)
-        except OSError:  # BlockingIOError: nothing more for now
+            data = stream._holder.read(65536)
+        except (BrokenResourceError, ClosedResourceError):
             return
-        if not data:
+        if not data:  # None: nothing more for now; b"": end of file
             return
         chunks.append(data)
 
@@ -117,7 +118,7 @@ async def run_process(
     extra_groups: Iterable[str | int] | None = None,
     umask: int = -1,
     timeout: float | None = None,
-    cancel_policy: CancelPolicy = _DEFAULT_POLICY,
+    cancel_policy: CancelPolicy = DEFAULT_POLICY,
     signal_tree: bool = False,
     task_status: TaskStatus[Process] = TASK_STATUS_IGNORED,
     **popen_kwargs: Any,

@@ -44,7 +44,9 @@ _RESTORED_SIGNALS = tuple(
 
 # Children whose handle was dropped while they ran; reaped at the next spawn so that
 # they do not stay zombies (what Popen does with its own dropped children).
+# __del__ may run in any thread, and spawn() in several: the lock guards the list.
 _unreaped: list[int] = []
+_unreaped_lock = threading.Lock()
 
 
 class SpawnedChild:
@@ -72,7 +74,8 @@ class SpawnedChild:
             return
         if running:
             _warn(f"subprocess {self.pid} is still running", ResourceWarning, source=self)
-            _unreaped.append(self.pid)
+            with _unreaped_lock:
+                _unreaped.append(self.pid)
 
     def poll(self) -> int | None:
         """Reap the child if it has exited, without blocking; return :attr:`returncode`."""
@@ -131,13 +134,7 @@ def spawn(
     *streams* gives the child's stdin, stdout and stderr: a descriptor above 2 to put
     there, ``DEVNULL``, ``STDOUT`` (stderr only) or ``None`` to inherit.
     """
-    for pid in list(_unreaped):
-        try:
-            reaped = os.waitpid(pid, os.WNOHANG)[0] != 0
-        except ChildProcessError:
-            reaped = True
-        if reaped:
-            _unreaped.remove(pid)
+    _reap_dropped()
     argv: list[Any] = ["/bin/sh", "-c", args] if shell else list(args)
     program = os.fspath(argv[0])
     actions: list[tuple[Any, ...]] = []
@@ -164,6 +161,23 @@ def spawn(
         # the caller checks that.
         pid = os.posix_spawnp(program, argv, env, **options)  # type: ignore[arg-type]
     return SpawnedChild(pid)
+
+
+def _reap_dropped() -> None:
+    """Reap the dropped children that have exited; keep the others for next time."""
+    with _unreaped_lock:
+        pids = _unreaped[:]
+        _unreaped.clear()
+    running = []
+    for pid in pids:
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0] == 0:
+                running.append(pid)
+        except ChildProcessError:
+            pass  # reaped already
+    if running:
+        with _unreaped_lock:
+            _unreaped.extend(running)
 
 
 def has_directory(program: str | bytes) -> bool:

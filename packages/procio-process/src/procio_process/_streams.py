@@ -2,25 +2,19 @@
 
 Each operation tries the system call first and only waits for readiness, through AnyIO's
 ``wait_readable``/``wait_writable``, when the pipe would block. The same code therefore
-runs on asyncio, uvloop and Trio, with no transport, protocol or thread in between.
+runs on asyncio, uvloop and Trio, with no transport, protocol or thread in between. The
+fd itself, its closing and the mapping of errors belong to :class:`FdHolder`.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Awaitable, Callable
-from contextlib import suppress
+from collections.abc import Awaitable
 
-from anyio import (
-    BrokenResourceError,
-    ClosedResourceError,
-    EndOfStream,
-    notify_closing,
-    wait_readable,
-    wait_writable,
-)
+from anyio import EndOfStream
 from anyio.abc import ByteReceiveStream, ByteSendStream
 from anyio.lowlevel import checkpoint, checkpoint_if_cancelled
+
+from ._fdstream import FdHolder
 
 #: The default ``max_bytes`` of :meth:`PipeReceiveStream.receive`, as in AnyIO.
 DEFAULT_MAX_BYTES = 65536
@@ -32,44 +26,25 @@ DEFAULT_MAX_BYTES = 65536
 YIELD_EVERY = 16
 
 
-def _close_fd(fd: int, *, waited_on: bool) -> None:
-    # notify_closing() wakes a task blocked in wait_readable()/wait_writable() on this fd
-    # with ClosedResourceError. It costs a few microseconds, so it is only called when a
-    # task is actually waiting; and it needs a running event loop, without which (a
-    # close from synchronous code) nobody can be waiting anyway.
-    if waited_on:
-        with suppress(RuntimeError):
-            notify_closing(fd)
-    os.close(fd)
-
-
 class _PipeEnd:
-    """What both ends share: the non-blocking fd they own, and closing it."""
+    """What both ends share: the :class:`FdHolder` of their fd, and closing it."""
 
     def __init__(self, fd: int) -> None:
-        os.set_blocking(fd, False)
-        self._fd = fd
-        self._closed = False
-        self._waiters = 0
+        self._holder = FdHolder(fd)
         self._calls_since_yield = 0
 
     def fileno(self) -> int:
-        """Return the file descriptor, which stays owned by this stream."""
-        return self._fd
+        """Return the file descriptor, which stays owned by this stream (-1 once closed)."""
+        return self._holder.fd
 
-    def __del__(self) -> None:
-        # A stream dropped without being closed: nobody can be waiting on it any more
-        # (a waiting task would hold a reference), so close the fd without notifying.
-        if not getattr(self, "_closed", True):
-            self._closed = True
-            with suppress(OSError):
-                os.close(self._fd)
+    @property
+    def closed(self) -> bool:
+        """Whether this stream has been closed."""
+        return self._holder.fd < 0
 
     def close(self) -> None:
         """Close the pipe at once; a task waiting on it is woken."""
-        if not self._closed:
-            self._closed = True
-            _close_fd(self._fd, waited_on=self._waiters > 0)
+        self._holder.close()
 
     def _checkpoint(self) -> Awaitable[None]:
         """What each call awaits first: a cancellation check, sometimes a full yield.
@@ -84,15 +59,6 @@ class _PipeEnd:
         self._calls_since_yield += 1
         return checkpoint_if_cancelled()
 
-    async def _wait(self, ready: Callable[[int], Awaitable[None]]) -> None:
-        """Wait until *ready* says the fd is ready, as a waiter close() must wake."""
-        self._waiters += 1
-        try:
-            await ready(self._fd)
-        finally:
-            self._waiters -= 1
-        self._calls_since_yield = 0  # waiting yielded to the event loop
-
     async def aclose(self) -> None:
         """Close the pipe; a task waiting on it is woken."""
         self.close()
@@ -101,11 +67,6 @@ class _PipeEnd:
 
 class PipeReceiveStream(_PipeEnd, ByteReceiveStream):
     """The read end of a pipe, as an AnyIO byte receive stream."""
-
-    @property
-    def closed(self) -> bool:
-        """Whether this stream has been closed."""
-        return self._closed
 
     async def receive(self, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
         """Return up to *max_bytes* bytes, waiting until at least one is available.
@@ -121,13 +82,12 @@ class PipeReceiveStream(_PipeEnd, ByteReceiveStream):
         # The checkpoint comes first: once bytes have been read nothing may cancel
         # this call, or they would be lost.
         await self._checkpoint()
+        holder = self._holder
         while True:
-            if self._closed:
-                raise ClosedResourceError
-            try:
-                data = os.read(self._fd, max_bytes)
-            except BlockingIOError:
-                await self._wait(wait_readable)
+            data = holder.read(max_bytes)
+            if data is None:
+                await holder.wait_readable()
+                self._calls_since_yield = 0  # waiting yielded to the event loop
                 continue
             if not data:
                 raise EndOfStream
@@ -149,17 +109,14 @@ class PipeSendStream(_PipeEnd, ByteSendStream):
         """
         # As in receive(): the checkpoint first, then the writes, which may wait.
         await self._checkpoint()
+        holder = self._holder
         view = memoryview(item).cast("B")
         while True:
-            if self._closed:
-                raise ClosedResourceError
-            try:
-                written = os.write(self._fd, view)
-            except BlockingIOError:
-                await self._wait(wait_writable)
+            written = holder.write(view)
+            if written is None:
+                await holder.wait_writable()
+                self._calls_since_yield = 0
                 continue
-            except (BrokenPipeError, ConnectionResetError) as exc:
-                raise BrokenResourceError from exc
             if written == len(view):
                 return
             view = view[written:]
