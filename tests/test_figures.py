@@ -30,6 +30,7 @@ CHECKED_PAGES: dict[str, tuple[str, ...]] = {
     "docs/getting-started.md": (),
     "docs/index.md": (),
     "docs/migrating.md": (),
+    "docs/process.md": ("100 µs",),  # how long run_process polls once an output ends
     "docs/scaling-out.md": (),
     "docs/text.md": (),
     "docs/workers.md": ("2 ms",),  # the interval of the sporadic calls
