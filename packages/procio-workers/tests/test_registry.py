@@ -9,7 +9,7 @@ from procio_workers import WorkerPool
 
 
 def test_an_unknown_serializer_lists_the_known_names() -> None:
-    with pytest.raises(LookupError) as caught:
+    with pytest.raises(ValueError) as caught:
         WorkerPool(serializer="no-such-codec")
     message = str(caught.value)
     assert "'no-such-codec'" in message
@@ -20,5 +20,5 @@ def test_an_unknown_serializer_lists_the_known_names() -> None:
 
 
 def test_an_unknown_launcher_lists_the_known_names() -> None:
-    with pytest.raises(LookupError, match=r"no launcher named 'no-such-launcher': the known names"):
+    with pytest.raises(ValueError, match=r"no launcher named 'no-such-launcher': the known names"):
         WorkerPool(launcher="no-such-launcher")

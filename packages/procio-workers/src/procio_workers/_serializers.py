@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
@@ -18,12 +19,29 @@ def _defined_in_sessionless_main(func: object) -> bool:
     return getattr(main, "__file__", None) is None and getattr(main, "__spec__", None) is None
 
 
+_CLOUDPICKLE_HINT = (
+    "install the cloudpickle extra (pip install 'procio-workers[cloudpickle]') to send it "
+    "by value, or define it at the top level of an importable module"
+)
+
+
+def _needs_by_value(func: object) -> bool:
+    """Whether *func* cannot be found by name in a worker, so it must travel by value."""
+    if _defined_in_sessionless_main(func):
+        return True
+    # A lambda, or a function or class defined inside a function: no import finds it.
+    return "<" in getattr(func, "__qualname__", "")
+
+
 class PickleSerializer(Serializer):
     """Pickle protocol 5, with large buffers out of band; the default.
 
-    Functions travel by reference, so they must be importable in the worker, except for
-    functions defined in a ``python -c`` command or an interactive session, which go by
-    value through cloudpickle when it is installed (the ``cloudpickle`` extra).
+    Functions travel by reference when a worker can import them by name. One that it
+    cannot — a lambda, a closure, a local function, or one defined in a ``python -c``
+    command or an interactive session — goes by value through cloudpickle when it is
+    installed (the ``cloudpickle`` extra), as loky does; without cloudpickle it is a
+    :class:`~procio_workers.SerializationError` that says what to install. The worker
+    needs cloudpickle too only for calls sent by value.
     """
 
     worker_codec: ClassVar[str] = "pickle"
@@ -32,21 +50,32 @@ class PickleSerializer(Serializer):
         self._codec = _wire.PickleCodec()
         self._by_value: _wire.PickleCodec | None = None
 
+    def _by_value_codec(self, func: object) -> _wire.PickleCodec:
+        if self._by_value is None:
+            try:
+                self._by_value = _wire.cloudpickle_codec()
+            except ImportError:
+                raise TypeError(
+                    f"a worker cannot import {getattr(func, '__qualname__', func)!r} by "
+                    f"name; {_CLOUDPICKLE_HINT}"
+                ) from None
+        return self._by_value
+
     def dump_call(self, func: Callable[..., object], args: tuple[Any, ...]) -> Sequence[Buffer]:
         """Pickle ``(func, args)``; large ``bytes`` arguments go out of band."""
-        codec = self._codec
-        if _defined_in_sessionless_main(func):
-            if self._by_value is None:
-                try:
-                    self._by_value = _wire.cloudpickle_codec()
-                except ImportError:
-                    raise TypeError(
-                        f"{func!r} is defined in an interactive session or a `python -c` "
-                        "command, so a worker cannot import it; install "
-                        "procio-workers[cloudpickle] to send it by value"
-                    ) from None
-            codec = self._by_value
-        return codec.dumps((func, args), 2)
+        if _needs_by_value(func):
+            return self._by_value_codec(func).dumps((func, args), 2)
+        try:
+            return self._codec.dumps((func, args), 2)
+        except (pickle.PicklingError, AttributeError, TypeError) as exc:
+            # Something inside (a partial of a lambda, a bound method of a local
+            # class...) has no importable name: by value it may travel, when
+            # cloudpickle is there; otherwise the original error stands.
+            try:
+                by_value = self._by_value_codec(func)
+            except TypeError:
+                raise exc from None
+            return by_value.dumps((func, args), 2)
 
     def load_reply(self, segments: Sequence[memoryview]) -> object:
         """Unpickle a result or an exception."""
