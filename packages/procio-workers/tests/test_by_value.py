@@ -57,7 +57,8 @@ async def test_without_cloudpickle_a_lambda_names_the_extra_to_install(
 
     monkeypatch.setattr(_wire, "cloudpickle_codec", unavailable)
     async with WorkerPool(max_workers=1) as pool:
-        with pytest.raises(SerializationError, match=r"pip install 'procio-workers\[cloudpickle\]'"):
+        extra = r"pip install 'procio-workers\[cloudpickle\]'"
+        with pytest.raises(SerializationError, match=extra):
             await pool.run_sync(lambda: 1)
         # Nothing was lost: the pool still works.
         assert await pool.run_sync(operator.neg, 2) == -2
