@@ -93,8 +93,9 @@ async def test_sigint_does_not_kill_an_idle_worker() -> None:
 
 async def test_an_unpicklable_argument_fails_before_a_worker_is_reserved() -> None:
     async with WorkerPool(max_workers=1) as pool:
+        # A lock cannot be pickled, not even by value (a lambda can, with cloudpickle).
         with pytest.raises(SerializationError, match="cannot send"):
-            await pool.run_sync(funcs.echo, lambda: None)
+            await pool.run_sync(funcs.echo, threading.Lock())
         assert pool.statistics().started == 0
 
 
