@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import struct
+import threading
 import traceback
 from collections.abc import Callable
 from pathlib import Path
