@@ -6,6 +6,7 @@ backend's business (``_process_backend`` by default, or any :class:`WorkerBacken
 
 from __future__ import annotations
 
+import logging
 import math
 import numbers
 import os
@@ -29,7 +30,7 @@ from anyio.lowlevel import checkpoint
 
 from . import _wire
 from ._errors import BrokenWorkerProcess
-from ._hosting import loop_clock
+from ._hosting import logger, loop_clock
 from ._process_backend import PENDING, OutputHandler, ProcessBackend, ProcessWorker
 from ._registry import resolve_launcher, resolve_serializer
 from .abc import Launcher, Serializer, Worker, WorkerBackend
@@ -484,7 +485,7 @@ class WorkerPool:
             slot = self._idle.pop()
             if slot.worker.alive:
                 return slot
-            self._drop(slot)
+            self._drop(slot, "found dead while idle", logging.WARNING)
         return await self._start(reusable=True, options={})
 
     async def _start(self, *, reusable: bool, options: Mapping[str, Any]) -> _Slot:
@@ -498,6 +499,7 @@ class WorkerPool:
             with scope:
                 worker = await self.backend.start_worker(options)
                 self._started += 1
+                logger.debug("worker %s started", worker.pid)
                 if self.initializer is not None:
                     request = self.backend.prepare_call(self.initializer, self.initargs)
                     await worker.call(request)
@@ -547,7 +549,12 @@ class WorkerPool:
                         result = await worker.call(request)
         except BrokenWorkerProcess as exc:
             self._broken += 1
-            self._drop(slot)
+            if slot.closed_by_pool:
+                self._drop(slot, "killed: the pool closed during its call")
+            elif exc.started:
+                self._drop(slot, f"lost during a call: {exc}", logging.WARNING)
+            else:
+                self._drop(slot, f"found unusable before the call reached it: {exc}")
             if slot.closed_by_pool:
                 raise BrokenWorkerProcess(
                     "the worker pool was closed during the call, which killed its worker",
@@ -563,14 +570,14 @@ class WorkerPool:
                 self._release(slot)
             else:
                 self._broken += 1
-                self._drop(slot)
+                self._drop(slot, "broke while answering", logging.WARNING)
             raise
         except BaseException:
             # A cancellation, or a KeyboardInterrupt (or any other exception that is not
             # an answer) that landed while the call ran: the worker may still be
             # running it, and would hand its result to the next call. It goes.
             worker.kill()
-            self._drop(slot)
+            self._drop(slot, "killed: its call was cancelled or interrupted")
             raise
         self._release(slot)
         return result
@@ -578,14 +585,18 @@ class WorkerPool:
     def _release(self, slot: _Slot) -> None:
         slot.tasks += 1
         limit = self.max_tasks_per_worker
-        if self._closed or not slot.reusable or (limit is not None and slot.tasks >= limit):
-            self._drop(slot)
+        if self._closed:
+            self._drop(slot, "retired: the pool is closing")
+        elif not slot.reusable:
+            self._drop(slot, "retired: it was started for one call with process options")
+        elif limit is not None and slot.tasks >= limit:
+            self._drop(slot, f"retired after {slot.tasks} calls (max_tasks_per_worker)")
         else:
             self._park(slot)
 
     def _park(self, slot: _Slot) -> None:
         if self._closed:
-            self._drop(slot)
+            self._drop(slot, "retired: the pool is closing")
             return
         slot.idle_since = self._clock()
         self._idle.append(slot)
@@ -594,8 +605,9 @@ class WorkerPool:
         if self._timer_waits_for_idle:
             self._idle_changed.set()
 
-    def _drop(self, slot: _Slot) -> None:
+    def _drop(self, slot: _Slot, reason: str, level: int = logging.DEBUG) -> None:
         """Forget a worker and close it in the background (it is reaped either way)."""
+        logger.log(level, "worker %s %s", slot.worker.pid, reason)
         self._slots.discard(slot)
         if slot in self._idle:
             self._idle.remove(slot)
@@ -620,7 +632,7 @@ class WorkerPool:
             if timeout is not None:
                 now = current_time()
                 for slot in [s for s in self._idle if now - s.idle_since >= timeout]:
-                    self._drop(slot)
+                    self._drop(slot, f"retired after {timeout:g} s idle")
                 if self._idle:
                     deadline = min(slot.idle_since for slot in self._idle) + timeout
             if deadline == math.inf and self._slots and timeout is not None:
