@@ -51,6 +51,10 @@ _WORKER_AWAKE = 150e-6
 _REPLY_POLL = 50e-6
 _yield_cpu: Callable[[], None] = getattr(os, "sched_yield", lambda: None)
 
+#: The smallest frame limit a backend accepts: every control message fits in it, and an
+#: error report can always be cut down to it.
+MIN_FRAME_LENGTH = 512
+
 #: What :meth:`ProcessWorker.call_nowait` returns when the call must be finished later.
 PENDING: Any = object()
 
@@ -529,8 +533,14 @@ class ProcessBackend(WorkerBackend):
         launcher: how a worker process is started (default: :class:`Launcher`).
         output: where the workers' standard output and error go (default: this
             process's ``sys.stdout`` and ``sys.stderr``).
-        max_frame_length: the largest frame accepted from, or sent to, a worker.
+        max_frame_length: the largest frame accepted from, or sent to, a worker (at
+            least 512 bytes). A call over it fails with :exc:`SerializationError`
+            before anything is sent; the worker refuses results over it the same way.
         start_timeout: seconds a worker has to complete its handshake.
+
+    Raises:
+        TypeError: an argument of the wrong type.
+        ValueError: a frame limit under 512 bytes or a start timeout that is not positive.
     """
 
     def __init__(
@@ -543,6 +553,23 @@ class ProcessBackend(WorkerBackend):
         max_frame_length: int = _wire.DEFAULT_MAX_FRAME_LENGTH,
         start_timeout: float = 30.0,
     ) -> None:
+        if serializer is not None and not isinstance(serializer, Serializer):
+            raise TypeError(f"serializer must be a Serializer, not {serializer!r}")
+        if launcher is not None and not isinstance(launcher, Launcher):
+            raise TypeError(f"launcher must be a Launcher, not {launcher!r}")
+        if output is not None and not callable(output):
+            raise TypeError(f"output must be a callable taking (fd, data), not {output!r}")
+        if not isinstance(max_frame_length, int) or isinstance(max_frame_length, bool):
+            raise TypeError(f"max_frame_length must be an int, not {max_frame_length!r}")
+        if max_frame_length < MIN_FRAME_LENGTH:
+            raise ValueError(
+                f"max_frame_length must be at least {MIN_FRAME_LENGTH} bytes (the "
+                f"handshake messages need that much), not {max_frame_length}"
+            )
+        if not isinstance(start_timeout, (int, float)) or isinstance(start_timeout, bool):
+            raise TypeError(f"start_timeout must be a number of seconds, not {start_timeout!r}")
+        if not start_timeout > 0:
+            raise ValueError(f"start_timeout must be positive, not {start_timeout!r}")
         self.python = os.fspath(python) if python is not None else sys.executable
         self.serializer = serializer if serializer is not None else PickleSerializer()
         self.launcher = launcher if launcher is not None else Launcher()
@@ -573,15 +600,18 @@ class ProcessBackend(WorkerBackend):
             raise SerializationError(
                 f"cannot send {getattr(func, '__qualname__', func)!r} to a worker: {exc}"
             ) from exc
-        frame = _wire.encode_frame(_wire.CALL, segments)
-        # A frame of one buffer is at most COALESCE_LIMIT bytes long.
-        size = sum(memoryview(buffer).nbytes for buffer in frame[1:]) if len(frame) > 1 else 0
+        # Measured before anything is sent, small calls included: the worker treats a
+        # frame over its limit as a broken protocol and exits.
+        size = sum(memoryview(segment).nbytes for segment in segments)
         if size > self.max_frame_length:
             raise SerializationError(
                 f"the call takes {size} bytes, more than the frame limit of "
-                f"{self.max_frame_length} bytes"
+                f"{self.max_frame_length} bytes (max_frame_length)"
             )
-        return frame
+        try:
+            return _wire.encode_frame(_wire.CALL, segments)
+        except _wire.ProtocolError as exc:  # too many out-of-band buffers
+            raise SerializationError(f"the call cannot be sent to a worker: {exc}") from exc
 
     def _init_message(self) -> dict[str, Any]:
         return {
