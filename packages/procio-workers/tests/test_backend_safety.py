@@ -61,6 +61,49 @@ async def test_a_call_just_under_the_frame_limit_goes_through() -> None:
         assert await pool.run_sync(funcs.length, b"x" * 800) == 800
 
 
+async def test_an_exception_over_the_frame_limit_comes_back_whole_when_its_object_fits() -> None:
+    guard = funcs.LeakGuard()
+    async with WorkerPool(max_workers=1, max_frame_length=1 << 20) as pool:
+        pid = await pool.run_sync(os.getpid)
+        # Message and traceback each hold the 600,000 characters: 1.2 MB of description
+        # over a 1 MiB limit, though the pickled exception alone fits.
+        with pytest.raises(ValueError) as caught:  # noqa: PT011 - the message is checked
+            await pool.run_sync(funcs.raise_long, 600_000)
+        assert str(caught.value) == "x" * 600_000
+        remote = caught.value.__cause__
+        assert isinstance(remote, RemoteTraceback)
+        assert "raise_long" in remote.traceback
+        assert len(remote.traceback) < 1 << 20
+        assert await pool.run_sync(os.getpid) == pid
+        assert pool.statistics().broken == 0
+    guard.check()
+
+
+async def test_an_exception_too_big_to_travel_is_a_worker_error_naming_its_type() -> None:
+    guard = funcs.LeakGuard()
+    async with WorkerPool(max_workers=1, max_frame_length=1 << 20) as pool:
+        pid = await pool.run_sync(os.getpid)
+        with pytest.raises(WorkerError) as caught:
+            await pool.run_sync(funcs.raise_long, 3_000_000)
+        assert caught.value.type_name == "builtins.ValueError"
+        assert caught.value.exception is None
+        assert caught.value.message.startswith("xxxx")
+        assert len(caught.value.message) < 1 << 20
+        assert "raise_long" in caught.value.traceback
+        assert await pool.run_sync(os.getpid) == pid
+        assert pool.statistics().broken == 0
+    guard.check()
+
+
+async def test_an_exception_under_a_tiny_frame_limit_still_names_its_type() -> None:
+    async with WorkerPool(max_workers=1, max_frame_length=1000) as pool:
+        pid = await pool.run_sync(os.getpid)
+        with pytest.raises(WorkerError) as caught:
+            await pool.run_sync(funcs.raise_long, 5000)
+        assert caught.value.type_name == "builtins.ValueError"
+        assert await pool.run_sync(os.getpid) == pid
+
+
 # -- bad arguments of the backend -------------------------------------------------
 
 

@@ -127,7 +127,41 @@ def _flush_std() -> None:
             pass
 
 
-def _send_error(codec: Any, exc: BaseException, stage: str) -> None:
+_ERROR_TEXTS = ("message", "traceback", "unserializable")
+#: Room kept for the JSON header of an ERROR whose exception object is sent too.
+_HEADER_ROOM = 400
+
+
+def _shorten(text: str, keep: int) -> str:
+    """Cut the middle out of *text* so that about *keep* characters of it remain."""
+    if len(text) <= keep:
+        return text
+    if keep < 100:
+        return text[: max(keep, 0)]
+    head = keep // 4
+    tail = keep - head - 60
+    cut = len(text) - head - tail
+    return f"{text[:head]}\n[... {cut} characters cut: over the frame limit ...]\n{text[-tail:]}"
+
+
+def _error_header(meta: dict[str, str], budget: int) -> bytes:
+    """Encode *meta*, shortening its texts until it takes at most *budget* bytes."""
+    header = json.dumps(meta).encode()
+    for _ in range(8):
+        if len(header) <= budget:
+            return header
+        # Escapes make the encoded size of a text differ from its length: shrink every
+        # text by the share that must go, and look again.
+        ratio = budget / len(header) * 0.8
+        meta = {
+            key: _shorten(value, int(len(value) * ratio)) if key in _ERROR_TEXTS else value
+            for key, value in meta.items()
+        }
+        header = json.dumps(meta).encode()
+    return json.dumps({"stage": meta["stage"], "type": meta["type"][:100]}).encode()
+
+
+def _send_error(codec: Any, exc: BaseException, stage: str, limit: int) -> None:
     meta = _describe(exc)
     meta["stage"] = stage
     try:
@@ -135,7 +169,16 @@ def _send_error(codec: Any, exc: BaseException, stage: str) -> None:
     except BaseException as problem:
         meta["unserializable"] = f"{type(problem).__name__}: {problem}"
         segments = []
-    header = json.dumps(meta).encode()
+    size = sum(memoryview(segment).nbytes for segment in segments)
+    if size + _HEADER_ROOM > limit:
+        # The parent refuses a frame over its limit and gives up on this worker: send
+        # the exception's type and a shortened description instead of the object.
+        meta["unserializable"] = (
+            f"the exception takes {size} bytes, over the frame limit "
+            f"(max_frame_length={limit})"
+        )
+        segments, size = [], 0
+    header = _error_header(meta, limit - size)
     wire.write_frame_blocking(RESPONSE_FD, wire.ERROR, [header, *segments])
 
 
@@ -196,7 +239,7 @@ def _serve(codec: Any, reader: Any) -> int:
             func, args = codec.loads(frame.segments)
         except BaseException as exc:
             _flush_std()
-            _send_error(codec, exc, "arguments")
+            _send_error(codec, exc, "arguments", reader.max_frame_length)
             continue
         del frame
         try:
@@ -204,7 +247,7 @@ def _serve(codec: Any, reader: Any) -> int:
         except BaseException as exc:
             del func, args
             _flush_std()
-            _send_error(codec, exc, "call")
+            _send_error(codec, exc, "call", reader.max_frame_length)
             continue
         del func, args
         _flush_std()
@@ -220,7 +263,7 @@ def _serve(codec: Any, reader: Any) -> int:
                 )
         except BaseException as exc:
             del result
-            _send_error(codec, exc, "result")
+            _send_error(codec, exc, "result", reader.max_frame_length)
             continue
         del result
         wire.write_frame_blocking(RESPONSE_FD, wire.RESULT, segments)
