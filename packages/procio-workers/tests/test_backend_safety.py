@@ -137,7 +137,109 @@ def test_a_pool_refuses_a_bad_frame_limit_at_construction() -> None:
 # -- descriptors -------------------------------------------------------------------
 
 
+@linux_only
+async def test_close_fds_false_workers_started_together_hold_only_their_own_pipes() -> None:
+    reports: list[dict[str, list[str]]] = []
+
+    async def start_one() -> None:
+        reports.append(await to_process.run_sync(funcs.worker_pipes, close_fds=False))
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            for _ in range(4):
+                tg.start_soon(start_one)
+    assert len(reports) == 4
+    for mine in reports:
+        assert set(mine["own"]) <= set(mine["all"])
+        for other in reports:
+            if other is not mine:
+                shared = set(mine["all"]) & set(other["own"])
+                assert not shared, f"a worker holds another worker's pipes: {shared}"
+
+
+@pytest.mark.parametrize("close_fds", [True, False])
+async def test_pass_fds_reach_the_worker_whatever_close_fds_says(close_fds: bool) -> None:
+    read_end, write_end = os.pipe()  # not inheritable: only pass_fds can hand it over
+    try:
+        written = await to_process.run_sync(
+            funcs.write_fd, write_end, b"ping", pass_fds=(write_end,), close_fds=close_fds
+        )
+        assert written == 4
+        assert os.read(read_end, 10) == b"ping"
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
+async def test_close_fds_false_still_hands_over_inheritable_descriptors() -> None:
+    read_end, write_end = os.pipe()
+    os.set_inheritable(write_end, True)  # noqa: FBT003 - positional-only
+    try:
+        assert await to_process.run_sync(funcs.write_fd, write_end, b"pong", close_fds=False) == 4
+        assert os.read(read_end, 10) == b"pong"
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
+def _limit_free_descriptors(free: int) -> None:
+    """Lower RLIMIT_NOFILE so that exactly *free* more descriptors can be opened."""
+    used = funcs.open_fds()
+    limit = 0
+    while free or limit in used:
+        if limit not in used:
+            free -= 1
+        limit += 1
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+
+
+@linux_only
+async def test_worker_starts_failing_for_want_of_descriptors_leak_nothing() -> None:
+    limits = resource.getrlimit(resource.RLIMIT_NOFILE)
+    failed: list[int] = []
+    for free in range(14):
+        guard = funcs.LeakGuard()
+        async with WorkerPool(max_workers=1) as pool:
+            _limit_free_descriptors(free)
+            try:
+                with anyio.fail_after(20):
+                    assert await pool.run_sync(funcs.echo, free) == free
+            except OSError as exc:
+                assert exc.errno == errno.EMFILE, exc
+                failed.append(free)
+            finally:
+                resource.setrlimit(resource.RLIMIT_NOFILE, limits)
+            if failed and failed[-1] == free:
+                # The failed start left nothing behind, even before the pool closes.
+                guard.check()
+            assert await pool.run_sync(funcs.echo, "after") == "after"
+        guard.check()
+    # Each of the four pipes failed in turn, then the launch itself.
+    assert set(range(8)) <= set(failed), failed
+
+
 # -- death while idle, a fork holding the pipes -------------------------------------
+
+
+@linux_only
+async def test_a_worker_seen_dead_while_idle_is_not_handed_a_call() -> None:
+    async with WorkerPool(max_workers=1) as pool:
+        first = await pool.run_sync(os.getpid)
+        fork = await pool.run_sync(funcs.fork_lingering, 30)
+        try:
+            os.kill(first, signal.SIGKILL)
+            with anyio.fail_after(10):
+                while os.path.exists(f"/proc/{first}"):  # until the pool has reaped it
+                    await anyio.sleep(0.01)
+                second = await pool.run_sync(os.getpid)
+            assert second != first
+            # The pool knew the worker was gone (the fork still holds its pipes) and
+            # did not offer it the call: nothing counts as broken.
+            figures = pool.statistics()
+            assert (figures.calls, figures.failures, figures.broken) == (3, 0, 0)
+        finally:
+            os.kill(fork, signal.SIGKILL)
 
 
 # -- signals -----------------------------------------------------------------------

@@ -8,7 +8,7 @@ import select
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import AsyncExitStack, suppress
+from contextlib import AsyncExitStack, ExitStack, suppress
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +104,28 @@ def _grow_pipe(fd: int) -> None:
             fcntl.fcntl(fd, _F_SETPIPE_SZ, _PIPE_SIZE)
 
 
+def _pipe(read_stack: ExitStack, write_stack: ExitStack) -> tuple[int, int]:
+    """Open a pipe whose ends are closed when their stacks are."""
+    read_end, write_end = os.pipe()
+    read_stack.callback(os.close, read_end)
+    write_stack.callback(os.close, write_end)
+    return read_end, write_end
+
+
+def _inheritable_fds() -> list[int]:
+    """Return this process's inheritable descriptors above 2 (what a child would get)."""
+    directory = "/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"
+    found = []
+    for name in os.listdir(directory):
+        fd = int(name)
+        try:
+            if fd > 2 and os.get_inheritable(fd):
+                found.append(fd)
+        except OSError:
+            continue  # the descriptor of the listing itself, closed by now
+    return found
+
+
 def _close_all(fds: Sequence[int]) -> None:
     for fd in fds:
         with suppress(OSError):
@@ -154,8 +176,8 @@ class ProcessWorker(Worker):
     def alive(self) -> bool:
         """Whether the process runs and the protocol is intact."""
         # Not process.returncode: polling the child on every call costs a system call;
-        # the output forwarder notices the exit (both pipes close) and reaps it.
-        return self._broken is None and not self._closed and not self._exited
+        # the exit watcher notices the exit (a pidfd on Linux), whoever holds the pipes.
+        return self._broken is None and not self._closed and not self._exited and not self._gone
 
     # -- output forwarding ---------------------------------------------------------
 
@@ -643,45 +665,39 @@ class ProcessBackend(WorkerBackend):
                     "set up by procio (see docs/protocol.md)"
                 )
         env = popen_kwargs.pop("env", None)
-        extra_fds = tuple(popen_kwargs.pop("pass_fds", ()))
-        request_read, request_write = os.pipe()
-        response_read, response_write = os.pipe()
-        stdout_read, stdout_write = os.pipe()
-        stderr_read, stderr_write = os.pipe()
-        child_ends = [request_read, response_write, stdout_write, stderr_write]
-        parent_ends = [request_write, response_read, stdout_read, stderr_read]
-        _grow_pipe(request_write)
-        _grow_pipe(response_write)
-        pass_fds: tuple[int, ...] = (request_read, response_write, *extra_fds)
-        if popen_kwargs.get("close_fds") is False:
-            # Popen ignores close_fds=False when pass_fds is given (with a warning), and
-            # the caller wants the child to inherit descriptors: let ours be inherited too.
-            for fd in (request_read, response_write):
-                os.set_inheritable(fd, True)  # noqa: FBT003 - positional-only
-            pass_fds = ()
-        argv = [
-            self.python,
-            "-c",
-            BOOTSTRAP,
-            WORKER_PROGRAM,
-            str(request_read),
-            str(response_write),
-        ]
-        try:
+        passed = set(popen_kwargs.pop("pass_fds", ()))
+        if not popen_kwargs.pop("close_fds", True):
+            # What close_fds=False hands over, every inheritable descriptor, is listed
+            # and passed explicitly: Popen ignores close_fds=False beside pass_fds, and
+            # making the protocol pipes inheritable instead would let any other child
+            # started meanwhile (another worker, say) inherit them too.
+            passed.update(_inheritable_fds())
+        with ExitStack() as parent_ends, ExitStack() as child_ends:
+            # Each end is closed on any failure, however far the start got.
+            request_read, request_write = _pipe(child_ends, parent_ends)
+            response_read, response_write = _pipe(parent_ends, child_ends)
+            stdout_read, stdout_write = _pipe(parent_ends, child_ends)
+            stderr_read, stderr_write = _pipe(parent_ends, child_ends)
+            _grow_pipe(request_write)
+            _grow_pipe(response_write)
+            argv = [
+                self.python,
+                "-c",
+                BOOTSTRAP,
+                WORKER_PROGRAM,
+                str(request_read),
+                str(response_write),
+            ]
             process = await self.launcher.launch(
                 argv,
-                pass_fds=pass_fds,
+                pass_fds=(request_read, response_write, *sorted(passed)),
                 stdout=stdout_write,
                 stderr=stderr_write,
                 env=env,
                 popen_kwargs=popen_kwargs,
             )
-        except BaseException:
-            _close_all(parent_ends)
-            raise
-        finally:
-            _close_all(child_ends)
-        for fd in parent_ends:
+            parent_ends.pop_all()
+        for fd in (request_write, response_read, stdout_read, stderr_read):
             os.set_blocking(fd, False)
         worker = ProcessWorker(
             self, process, request_write, response_read, {1: stdout_read, 2: stderr_read}
