@@ -223,6 +223,25 @@ async def test_worker_starts_failing_for_want_of_descriptors_leak_nothing() -> N
 
 
 @linux_only
+async def test_a_worker_dead_while_idle_is_replaced_though_a_fork_holds_its_pipes() -> None:
+    async with WorkerPool(max_workers=1) as pool:
+        first = await pool.run_sync(os.getpid)
+        fork = await pool.run_sync(funcs.fork_lingering, 30)
+        try:
+            os.kill(first, signal.SIGKILL)
+            # Dead before the call, and the event loop has not run since.
+            os.waitid(os.P_PID, first, os.WEXITED | os.WNOWAIT)  # noqa: ASYNC222 - on purpose
+            with anyio.fail_after(10):
+                second = await pool.run_sync(os.getpid)
+            assert second != first
+            figures = pool.statistics()
+            # The call never reached the dead worker: it did not fail.
+            assert (figures.calls, figures.failures) == (3, 0)
+        finally:
+            os.kill(fork, signal.SIGKILL)
+
+
+@linux_only
 async def test_a_worker_seen_dead_while_idle_is_not_handed_a_call() -> None:
     async with WorkerPool(max_workers=1) as pool:
         first = await pool.run_sync(os.getpid)

@@ -55,6 +55,10 @@ _yield_cpu: Callable[[], None] = getattr(os, "sched_yield", lambda: None)
 #: error report can always be cut down to it.
 MIN_FRAME_LENGTH = 512
 
+# Whether a child's exit can be seen without reaping it, and how.
+_CAN_PEEK_AT_EXIT = hasattr(os, "waitid") and hasattr(os, "WNOWAIT")
+_PEEK_FLAGS = (os.WEXITED | os.WNOHANG | os.WNOWAIT) if _CAN_PEEK_AT_EXIT else 0
+
 #: What :meth:`ProcessWorker.call_nowait` returns when the call must be finished later.
 PENDING: Any = object()
 
@@ -240,7 +244,18 @@ class ProcessWorker(Worker):
                 anyio.notify_closing(fd)
 
     def _exited_now(self) -> bool:
-        return self._gone
+        """Whether the worker has exited, asking the system if the event loop has not
+        told us yet (one non-blocking ``waitid`` that leaves the reaping to others)."""
+        if self._gone:
+            return True
+        if _CAN_PEEK_AT_EXIT:
+            try:
+                state = os.waitid(os.P_PID, self.pid, _PEEK_FLAGS)
+            except ChildProcessError:
+                # Reaped already, or not our own child (a launcher's wrapper).
+                return self.process.returncode is not None
+            return state is not None
+        return self.process.returncode is not None
 
     async def _forward(self, which: int) -> None:
         fd = self._output_fds[which]
@@ -383,9 +398,10 @@ class ProcessWorker(Worker):
         """
         if self._broken is not None:
             raise self._broken
-        if self._gone:
-            # It exited while idle (what holds its pipes now is not the worker): the
-            # call never reaches it, so the pool may run it on another worker.
+        if self._exited_now():
+            # It exited while idle: the call never reaches it, so the pool may run it on
+            # another worker. Asked before writing, since a fork of the worker may hold
+            # the request pipe open, and the write would then succeed into the void.
             self._problem = self._GONE_WHILE_IDLE
             return PENDING
         self._problem = None
