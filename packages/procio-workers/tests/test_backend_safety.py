@@ -263,3 +263,39 @@ async def test_a_worker_seen_dead_while_idle_is_not_handed_a_call() -> None:
 
 # -- signals -----------------------------------------------------------------------
 
+
+def _ignored_signals(pid: int) -> int:
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("SigIgn:"):
+                return int(line.split()[1], 16)
+    raise AssertionError(f"no SigIgn line for {pid}")
+
+
+@linux_only
+async def test_programs_a_worker_starts_can_be_stopped_with_sigint() -> None:
+    async with WorkerPool(max_workers=1) as pool:
+        child = await pool.run_sync(funcs.spawn_sleeper, 30)
+        try:
+            assert not _ignored_signals(child) & (1 << (signal.SIGINT - 1))
+            os.kill(child, signal.SIGINT)
+            with anyio.fail_after(10):
+                while not funcs.pid_gone(child):  # noqa: ASYNC110 - another process's pid
+                    await anyio.sleep(0.01)
+        finally:
+            if not funcs.pid_gone(child):
+                os.kill(child, signal.SIGKILL)
+
+
+async def test_sigint_neither_kills_nor_interrupts_a_busy_worker() -> None:
+    async with WorkerPool(max_workers=1) as pool:
+        pid = await pool.run_sync(os.getpid)
+        async with anyio.create_task_group() as tg:
+
+            async def interrupt_soon() -> None:
+                await anyio.sleep(0.2)
+                os.kill(pid, signal.SIGINT)
+
+            tg.start_soon(interrupt_soon)
+            assert await pool.run_sync(funcs.sleep_and_pid, 0.6) == pid
+        assert await pool.run_sync(os.getpid) == pid

@@ -270,6 +270,10 @@ def _serve(codec: Any, reader: Any) -> int:
         del segments
 
 
+def _take_sigint(signum: int, frame: Any) -> None:
+    """Let SIGINT pass: interrupted system calls resume, and nothing is raised."""
+
+
 def main(argv: list[str]) -> int:
     """Run the worker on the protocol descriptors named in *argv*; return the exit status."""
     global REQUEST_FD, RESPONSE_FD
@@ -280,8 +284,10 @@ def main(argv: list[str]) -> int:
     for fd in (REQUEST_FD, RESPONSE_FD):
         os.set_inheritable(fd, False)  # noqa: FBT003 - positional-only
     # A terminal's Ctrl-C reaches the whole foreground process group; the parent decides
-    # what happens to its workers, so an idle or busy worker does not die of it.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # what happens to its workers, so an idle or busy worker does not die of it. Caught
+    # by a handler, not ignored: an ignored signal stays ignored across exec, and then
+    # no program the function starts could be stopped with Ctrl-C or SIGINT.
+    signal.signal(signal.SIGINT, _take_sigint)
     hello = {
         "protocol": wire.PROTOCOL_VERSION,
         "pid": os.getpid(),
