@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -477,3 +478,72 @@ async def test_workers_killed_while_the_pool_closes_leave_nothing(
             os.kill(pid, signal.SIGKILL)
     guard.check()
     tally("workers killed while their pool closed", 2)
+
+
+# -- the parent dies ---------------------------------------------------------------------
+
+PARENT_THAT_FORKS_AND_DIES = """
+import multiprocessing
+import os
+import signal
+import time
+
+import anyio
+from procio_workers import to_process
+
+
+def linger(seconds):
+    time.sleep(seconds)
+
+
+async def main():
+    worker = await to_process.run_sync(os.getpid)
+    # A fork of this process holds the parent's ends of the worker's pipes: the worker
+    # sees no end of file when this process dies.
+    fork = multiprocessing.get_context("fork").Process(target=linger, args=(60,))
+    fork.start()
+    print(worker, fork.pid, flush=True)
+    if ENDING == "killed":
+        os.kill(os.getpid(), signal.SIGKILL)
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    anyio.run(main, backend=BACKEND)
+"""
+
+
+def _first_line_of(command: list[str]) -> str:
+    """Run *command* and return the first line it prints (the fork keeps its stdout
+    open long after it exits, so reading to the end would wait for the fork)."""
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as process:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        process.wait(timeout=30)
+    return line
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="workers are POSIX processes")
+@pytest.mark.parametrize("ending", ["exits", "killed"])
+async def test_an_idle_worker_does_not_outlive_a_parent_that_forked(
+    anyio_backend: Any, tmp_path: Any, ending: str
+) -> None:
+    script = tmp_path / "parent.py"
+    script.write_text(
+        PARENT_THAT_FORKS_AND_DIES.replace("BACKEND", repr(anyio_backend[0])).replace(
+            "ENDING", repr(ending)
+        ),
+        encoding="utf-8",
+    )
+    line = await anyio.to_thread.run_sync(_first_line_of, [sys.executable, str(script)])
+    worker, fork = (int(pid) for pid in line.split())
+    try:
+        with fail_after(10):
+            while pid_alive(worker):  # noqa: ASYNC110 - not our child: no event to wait on
+                await anyio.sleep(0.02)
+        assert pid_alive(fork), "the fork that holds the pipes should still run"
+    finally:
+        for pid in (worker, fork):
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    tally("workers that ended with their parent although a fork of it lived on")

@@ -161,7 +161,7 @@ def _error_header(meta: dict[str, str], budget: int) -> bytes:
     return json.dumps({"stage": meta["stage"], "type": meta["type"][:100]}).encode()
 
 
-def _send_error(codec: Any, exc: BaseException, stage: str, limit: int) -> None:
+def _send_error(link: _Link, codec: Any, exc: BaseException, stage: str, limit: int) -> None:
     meta = _describe(exc)
     meta["stage"] = stage
     try:
@@ -179,7 +179,7 @@ def _send_error(codec: Any, exc: BaseException, stage: str, limit: int) -> None:
         )
         segments, size = [], 0
     header = _error_header(meta, limit - size)
-    wire.write_frame_blocking(RESPONSE_FD, wire.ERROR, [header, *segments])
+    link.send(wire.ERROR, [header, *segments])
 
 
 #: After answering, how long a worker keeps polling for its next call before it sleeps:
@@ -187,48 +187,116 @@ def _send_error(codec: Any, exc: BaseException, stage: str, limit: int) -> None:
 #: on another CPU costs tens of microseconds on a virtual machine).
 SPIN_SECONDS = 200e-6
 
+#: How often a worker that cannot watch its parent through a pidfd (not Linux, or a
+#: sandbox that refuses pidfd_open) checks, while it waits, whether its parent still runs.
+PARENT_CHECK_SECONDS = 0.25
 
-def _next_frame(reader: Any, poller: Any) -> Any:
-    """Return the next frame (``None`` at EOF), polling briefly before sleeping on it."""
-    if reader.frames:
-        return reader.frames.popleft()
-    deadline = 0.0
-    while True:
-        try:
-            count = os.readv(REQUEST_FD, [reader.buffer()])
-        except BlockingIOError:
-            now = time.perf_counter()
-            if not deadline:
-                deadline = now + SPIN_SECONDS
-            elif now < deadline:
-                os.sched_yield()  # let whoever shares this CPU (perhaps the caller) run
-            else:
-                poller.poll()
-                deadline = 0.0
-            continue
-        if not count:
-            reader.eof()
-            return None
-        reader.commit(count)
+_sched_yield = getattr(os, "sched_yield", None)
+
+
+class ParentGone(Exception):  # noqa: N818 - an event, not an error
+    """The process that started this worker has exited: nobody is left to serve."""
+
+
+class _Link:
+    """The worker's ends of the protocol pipes; every wait on them watches the parent.
+
+    The parent's death normally shows as end of file on the request pipe. But a fork of
+    the parent (a ``fork`` multiprocessing child, say) holds the parent's ends of the
+    pipes as well, and then no end of file comes while the fork lives. So a worker
+    waiting for a call, or for room in a full response pipe, also waits for its parent's
+    exit: on a pidfd of the parent where Linux offers one, else by checking its parent
+    pid now and then. It does not depend on which thread of the parent started it, as
+    ``PR_SET_PDEATHSIG`` would (Trio, for one, starts processes from a worker thread).
+    """
+
+    def __init__(self) -> None:
+        self.parent = os.getppid()
+        self.pidfd = -1
+        pidfd_open = getattr(os, "pidfd_open", None)
+        if pidfd_open is not None:
+            try:
+                self.pidfd = pidfd_open(self.parent)  # close-on-exec, as every pidfd
+            except OSError:
+                pass  # an old kernel or a sandbox: check the parent pid instead
+        self.timeout: int | None = None if self.pidfd >= 0 else int(PARENT_CHECK_SECONDS * 1e3)
+        self.incoming = select.poll()
+        self.incoming.register(REQUEST_FD, select.POLLIN)
+        self.outgoing = select.poll()
+        self.outgoing.register(RESPONSE_FD, select.POLLOUT)
+        if self.pidfd >= 0:
+            self.incoming.register(self.pidfd, select.POLLIN)
+            self.outgoing.register(self.pidfd, select.POLLIN)
+        os.set_blocking(REQUEST_FD, False)
+        os.set_blocking(RESPONSE_FD, False)
+        # The parent may have died before its pidfd was opened (one of a recycled pid
+        # would then watch a stranger): its pid is no longer our parent's.
+        self._check_parent()
+
+    def _check_parent(self) -> None:
+        if os.getppid() != self.parent:
+            raise ParentGone
+
+    def _wait(self, poller: Any) -> None:
+        while True:
+            ready = poller.poll(self.timeout)
+            if self.pidfd < 0:
+                self._check_parent()
+            elif any(fd == self.pidfd for fd, _ in ready):
+                raise ParentGone
+            if ready:
+                return
+
+    def send(self, kind: int, segments: Any) -> None:
+        """Write one whole frame."""
+        buffers = wire.encode_frame(kind, segments)
+        whole = buffers[0]
+        if len(buffers) == 1 and type(whole) is bytes:
+            # The usual small reply, in one write (a pipe with room takes it whole).
+            try:
+                written = os.write(RESPONSE_FD, whole)
+            except BlockingIOError:
+                written = 0
+            if written == len(whole):
+                return
+            buffers = [memoryview(whole)[written:]]
+        while buffers:
+            try:
+                written = os.writev(RESPONSE_FD, buffers)
+            except BlockingIOError:
+                self._wait(self.outgoing)
+                continue
+            buffers = wire.skip_written(buffers, written)
+
+    def receive(self, reader: Any) -> Any:
+        """Return the next frame (``None`` at EOF), polling briefly before sleeping on it."""
         if reader.frames:
             return reader.frames.popleft()
+        deadline = 0.0
+        while True:
+            try:
+                count = os.readv(REQUEST_FD, [reader.buffer()])
+            except BlockingIOError:
+                now = time.perf_counter()
+                if not deadline and _sched_yield is not None:
+                    deadline = now + SPIN_SECONDS
+                elif now < deadline:
+                    _sched_yield()  # type: ignore[misc]  # let the caller, perhaps, run
+                else:
+                    self._wait(self.incoming)
+                    deadline = 0.0
+                continue
+            if not count:
+                reader.eof()
+                return None
+            reader.commit(count)
+            if reader.frames:
+                return reader.frames.popleft()
 
 
-def _serve(codec: Any, reader: Any) -> int:
-    if hasattr(select, "poll") and hasattr(os, "sched_yield"):
-        poller = select.poll()
-        poller.register(REQUEST_FD, select.POLLIN)
-        os.set_blocking(REQUEST_FD, False)
-
-        def next_frame() -> Any:
-            return _next_frame(reader, poller)
-    else:  # pragma: no cover - no poll(): plain blocking reads
-
-        def next_frame() -> Any:
-            return wire.read_frame_blocking(REQUEST_FD, reader)
-
+def _serve(link: _Link, codec: Any, reader: Any) -> int:
     while True:
-        frame = next_frame()
+        frame = link.receive(reader)
         if frame is None or frame.kind == wire.SHUTDOWN:
             return 0
         if frame.kind != wire.CALL:
@@ -239,7 +307,7 @@ def _serve(codec: Any, reader: Any) -> int:
             func, args = codec.loads(frame.segments)
         except BaseException as exc:
             _flush_std()
-            _send_error(codec, exc, "arguments", reader.max_frame_length)
+            _send_error(link, codec, exc, "arguments", reader.max_frame_length)
             continue
         del frame
         try:
@@ -247,7 +315,7 @@ def _serve(codec: Any, reader: Any) -> int:
         except BaseException as exc:
             del func, args
             _flush_std()
-            _send_error(codec, exc, "call", reader.max_frame_length)
+            _send_error(link, codec, exc, "call", reader.max_frame_length)
             continue
         del func, args
         _flush_std()
@@ -261,12 +329,17 @@ def _serve(codec: Any, reader: Any) -> int:
                     f"the result takes {size} bytes, over the pool's frame limit "
                     f"(max_frame_length={reader.max_frame_length})"
                 )
+            if len(segments) > wire.MAX_SEGMENTS:
+                raise ValueError(
+                    f"the result has {len(segments)} out-of-band buffers, more than a "
+                    f"frame carries ({wire.MAX_SEGMENTS})"
+                )
         except BaseException as exc:
             del result
-            _send_error(codec, exc, "result", reader.max_frame_length)
+            _send_error(link, codec, exc, "result", reader.max_frame_length)
             continue
         del result
-        wire.write_frame_blocking(RESPONSE_FD, wire.RESULT, segments)
+        link.send(wire.RESULT, segments)
         del segments
 
 
@@ -296,10 +369,11 @@ def main(argv: list[str]) -> int:
         "implementation": sys.implementation.name,
         "python": ".".join(map(str, sys.version_info[:3])),
     }
-    wire.write_frame_blocking(RESPONSE_FD, wire.HELLO, [json.dumps(hello).encode()])
     reader = wire.FrameReader()
     try:
-        frame = wire.read_frame_blocking(REQUEST_FD, reader)
+        link = _Link()
+        link.send(wire.HELLO, [json.dumps(hello).encode()])
+        frame = link.receive(reader)
         if frame is None:
             return 0
         if frame.kind != wire.INIT or len(frame.segments) != 1:
@@ -324,14 +398,15 @@ def main(argv: list[str]) -> int:
             )
         except Exception as exc:
             ready = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-            wire.write_frame_blocking(RESPONSE_FD, wire.READY, [json.dumps(ready).encode()])
+            link.send(wire.READY, [json.dumps(ready).encode()])
             return 1
-        wire.write_frame_blocking(RESPONSE_FD, wire.READY, [json.dumps({"ok": True}).encode()])
-        return _serve(codec, reader)
+        link.send(wire.READY, [json.dumps({"ok": True}).encode()])
+        return _serve(link, codec, reader)
     except wire.ProtocolError as exc:
         print(f"procio worker: protocol error: {exc}", file=sys.__stderr__)
         return int(wire.EXIT_PROTOCOL_ERROR)
-    except BrokenPipeError:
+    except (BrokenPipeError, ParentGone):
+        # Nobody is left to answer: end quietly, as at end of input.
         return 0
 
 
