@@ -183,6 +183,11 @@ def pid_gone(pid: int) -> bool:
     return entry is None or entry[1] == "Z"
 
 
+def pid_exists(pid: int) -> bool:
+    """Whether *pid* exists at all, as a live process or a zombie nobody reaped."""
+    return os.path.exists(f"/proc/{pid}")
+
+
 def concat(a: str, b: bytes, c: int) -> tuple[str, bytes, int]:
     return a, b, c
 

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import select
+import stat
 import sys
+import threading
 import time
+import weakref
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, ExitStack, suppress
 from pathlib import Path
@@ -73,19 +78,133 @@ else:  # pragma: no cover - Windows
     _F_SETPIPE_SZ = None
 
 
-def write_to_parent_streams(which: int, data: bytes) -> None:
-    """Forward a worker's output to the parent's ``sys.stdout`` or ``sys.stderr``."""
-    stream = sys.stdout if which == 1 else sys.stderr
-    if stream is None:
-        return
+_logger = logging.getLogger("procio.workers")
+
+#: Most bytes of worker output waiting to be written to this process's stdout and
+#: stderr; past it, workers' output pipes are left unread until there is room again.
+_OUTPUT_BUFFER = 1 << 20
+# While that buffer is full, how often a forwarder looks for room again.
+_OUTPUT_RETRY = 0.01
+
+
+def _write_through(stream: Any, data: bytes) -> None:
     binary = getattr(stream, "buffer", None)
     if binary is not None:
-        stream.flush()
+        stream.flush()  # what the parent itself printed goes first
         binary.write(data)
         binary.flush()
     else:
         stream.write(data.decode("utf-8", "replace"))
         stream.flush()
+
+
+def _cannot_block(stream: Any, size: int) -> bool:
+    """Whether writing *size* bytes to *stream* now would return without waiting."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return True  # in memory (a test's capture, a StringIO): never waits
+    try:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            return True
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        ready = poller.poll(0)
+    except (OSError, ValueError):
+        return True  # closed or unusable: writing fails at once, and is reported
+    if ready and ready[0][1] & (select.POLLERR | select.POLLHUP | select.POLLNVAL):
+        return True  # writing fails at once
+    # A pipe (or terminal) that polls writable takes at least PIPE_BUF bytes at once.
+    return bool(ready) and size <= _PIPE_BUF
+
+
+_PIPE_BUF: int = getattr(select, "PIPE_BUF", 512)
+
+
+class _ParentStreams:
+    """Forwards worker output to this process's ``sys.stdout`` / ``sys.stderr``.
+
+    Never blocks the event loop: output is written at once only when that cannot wait
+    (a stream with room, a file, an in-memory stream), which keeps it in order with
+    what the parent prints; otherwise it goes to a writer thread of its own (not AnyIO's
+    thread pool) through a buffer of at most ``_OUTPUT_BUFFER`` bytes. When that is
+    full, the forwarders stop reading the workers' output pipes, so a worker that keeps
+    printing waits, as ``print()`` in the parent would, while every task goes on.
+    A stream that fails (closed, a full disk) is reported once, in a warning of the
+    ``procio.workers`` logger, and its output is dropped.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ready = threading.Condition(self._lock)
+        self._queue: deque[tuple[Any, bytes]] = deque()
+        self._queued = 0
+        self._writing = False
+        self._thread: threading.Thread | None = None
+        self._failed: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    def __call__(self, which: int, data: bytes) -> None:
+        self.write(which, data)
+
+    def room(self) -> bool:
+        """Whether the buffer takes more output now."""
+        return self._queued < _OUTPUT_BUFFER
+
+    def pending(self) -> bool:
+        """Whether some output still waits to be written."""
+        return bool(self._queue) or self._writing
+
+    def write(self, which: int, data: bytes) -> None:
+        """Write *data* to ``sys.stdout`` (*which* is 1) or ``sys.stderr``, or queue it."""
+        stream = sys.stdout if which == 1 else sys.stderr
+        if stream is None:
+            return
+        with self._lock:
+            queue = self._writing or bool(self._queue) or not _cannot_block(stream, len(data))
+            if queue:
+                self._queue.append((stream, data))
+                self._queued += len(data)
+                if self._thread is None:
+                    self._thread = threading.Thread(
+                        target=self._run, name="procio worker output", daemon=True
+                    )
+                    self._thread.start()
+                self._ready.notify()
+        if not queue:
+            self._write(stream, data)
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                self._writing = False
+                while not self._queue:
+                    self._ready.wait()
+                stream, data = self._queue.popleft()
+                self._writing = True
+            try:
+                self._write(stream, data)
+            finally:
+                with self._lock:
+                    self._queued -= len(data)
+
+    def _write(self, stream: Any, data: bytes) -> None:
+        try:
+            _write_through(stream, data)
+        except Exception:
+            if stream not in self._failed:
+                with suppress(TypeError):  # a stream that takes no weak reference
+                    self._failed.add(stream)
+                _logger.warning(
+                    "could not write a worker's output to %r; it is dropped", stream, exc_info=True
+                )
+
+
+_parent_streams = _ParentStreams()
+
+
+def write_to_parent_streams(which: int, data: bytes) -> None:
+    """Forward a worker's output to the parent's ``sys.stdout`` or ``sys.stderr``."""
+    _parent_streams.write(which, data)
 
 
 def main_module_spec() -> dict[str, str] | None:
@@ -106,6 +225,15 @@ def _grow_pipe(fd: int) -> None:
         # Best effort: unprivileged processes are capped by /proc/sys/fs/pipe-max-size.
         with suppress(OSError):
             fcntl.fcntl(fd, _F_SETPIPE_SZ, _PIPE_SIZE)
+
+
+def _is_number(value: object, kinds: type | tuple[type, ...]) -> bool:
+    """Whether *value* is of *kinds*, ``bool`` excepted (a flag is no count)."""
+    return isinstance(value, kinds) and not isinstance(value, bool)
+
+
+def _always_room() -> bool:
+    return True
 
 
 def _pipe(read_stack: ExitStack, write_stack: ExitStack) -> tuple[int, int]:
@@ -185,8 +313,12 @@ class ProcessWorker(Worker):
 
     # -- output forwarding ---------------------------------------------------------
 
-    def _pump(self, which: int) -> bool:
-        """Forward what is waiting on one output pipe; ``False`` once it reached EOF."""
+    def _pump(self, which: int, *, force: bool = False) -> bool:
+        """Forward what is waiting on one output pipe; ``False`` once it reached EOF.
+
+        It stops early while the default forwarding has no room (unless *forced*, for
+        the last read before the pipe is closed): the rest waits in the pipe.
+        """
         fd = self._output_fds.get(which)
         if fd is None:
             return False
@@ -202,9 +334,18 @@ class ProcessWorker(Worker):
             if which == 2:
                 self._stderr_tail += data
                 del self._stderr_tail[:-_STDERR_TAIL_BYTES]
-            with suppress(Exception):
+            try:
                 self._backend.output(which, data)
-            if len(data) < _READ_CHUNK:
+            except Exception:
+                _logger.exception(
+                    "the output handler %r raised on %d bytes from worker %d's fd %d; "
+                    "they are dropped",
+                    self._backend.output,
+                    len(data),
+                    self.pid,
+                    which,
+                )
+            if len(data) < _READ_CHUNK or not (force or self._backend.output_room()):
                 return True
 
     async def forward_output(self) -> None:
@@ -224,7 +365,7 @@ class ProcessWorker(Worker):
         finally:
             self._output_poll = None
             for which in list(self._output_fds):
-                self._pump(which)
+                self._pump(which, force=True)
                 os.close(self._output_fds.pop(which))
             self._outputs_done.set()
 
@@ -244,13 +385,15 @@ class ProcessWorker(Worker):
                 anyio.notify_closing(fd)
 
     def _exited_now(self) -> bool:
-        """Whether the worker has exited, asking the system if the event loop has not
-        told us yet (one non-blocking ``waitid`` that leaves the reaping to others)."""
+        """Whether the worker has exited, asking the system if the loop has not told us.
+
+        One non-blocking ``waitid``, which leaves the reaping to others.
+        """
         if self._gone:
             return True
         if _CAN_PEEK_AT_EXIT:
             try:
-                state = os.waitid(os.P_PID, self.pid, _PEEK_FLAGS)
+                state = os.waitid(os.P_PID, self.process.pid, _PEEK_FLAGS)
             except ChildProcessError:
                 # Reaped already, or not our own child (a launcher's wrapper).
                 return self.process.returncode is not None
@@ -259,7 +402,13 @@ class ProcessWorker(Worker):
 
     async def _forward(self, which: int) -> None:
         fd = self._output_fds[which]
+        room = self._backend.output_room
         while True:
+            if not room():
+                # The parent's own stdout is slow: leave the worker's output in its
+                # pipe (the worker waits once that is full) and look again shortly.
+                await anyio.sleep(_OUTPUT_RETRY)
+                continue
             await anyio.wait_readable(fd)
             if not self._pump(which):
                 return
@@ -480,7 +629,8 @@ class ProcessWorker(Worker):
             # What the call printed is already in the pipes: forward it before
             # returning, in one system call when there is nothing to forward.
             for fd, _ in self._output_poll.poll(0):
-                self._pump(1 if fd == self._output_fds.get(1) else 2)
+                if self._backend.output_room():
+                    self._pump(1 if fd == self._output_fds.get(1) else 2)
         if frame.kind == _wire.RESULT:
             try:
                 return self._backend.serializer.load_reply(
@@ -597,21 +747,25 @@ class ProcessBackend(WorkerBackend):
             raise TypeError(f"launcher must be a Launcher, not {launcher!r}")
         if output is not None and not callable(output):
             raise TypeError(f"output must be a callable taking (fd, data), not {output!r}")
-        if not isinstance(max_frame_length, int) or isinstance(max_frame_length, bool):
+        if not _is_number(max_frame_length, int):
             raise TypeError(f"max_frame_length must be an int, not {max_frame_length!r}")
         if max_frame_length < MIN_FRAME_LENGTH:
             raise ValueError(
                 f"max_frame_length must be at least {MIN_FRAME_LENGTH} bytes (the "
                 f"handshake messages need that much), not {max_frame_length}"
             )
-        if not isinstance(start_timeout, (int, float)) or isinstance(start_timeout, bool):
+        if not _is_number(start_timeout, (int, float)):
             raise TypeError(f"start_timeout must be a number of seconds, not {start_timeout!r}")
         if not start_timeout > 0:
             raise ValueError(f"start_timeout must be positive, not {start_timeout!r}")
         self.python = os.fspath(python) if python is not None else sys.executable
         self.serializer = serializer if serializer is not None else PickleSerializer()
         self.launcher = launcher if launcher is not None else Launcher()
-        self.output: OutputHandler = output if output is not None else write_to_parent_streams
+        self.output: OutputHandler = output if output is not None else _parent_streams
+        #: Whether the output handler takes more now (only the default one may not).
+        self.output_room: Callable[[], bool] = (
+            _parent_streams.room if output is None else _always_room
+        )
         self.max_frame_length = max_frame_length
         self.start_timeout = start_timeout
         self._stack: AsyncExitStack | None = None
@@ -624,11 +778,21 @@ class ProcessBackend(WorkerBackend):
         return self
 
     async def aclose(self) -> None:
-        """Stop forwarding output; the pool has closed every worker by now."""
+        """Stop forwarding output; the pool has closed every worker by now.
+
+        Output still waiting for this process's stdout or stderr gets a moment to be
+        written, so that it comes before what the parent prints next; past that, the
+        writer thread carries on with it alone.
+        """
         stack, self._stack = self._stack, None
         if stack is not None:
             await stack.aclose()
         self._task_group = None
+        if self.output is _parent_streams:
+            with CancelScope(shield=True), move_on_after(_RETIRE_GRACE):
+                # The writer thread has no way to wake an event loop: look now and then.
+                while _parent_streams.pending():  # noqa: ASYNC110
+                    await anyio.sleep(_OUTPUT_RETRY)
 
     def prepare_call(self, func: Callable[..., object], args: tuple[Any, ...]) -> Any:
         """Serialize the call into a ready-to-write CALL frame."""

@@ -174,8 +174,7 @@ def _send_error(link: _Link, codec: Any, exc: BaseException, stage: str, limit: 
         # The parent refuses a frame over its limit and gives up on this worker: send
         # the exception's type and a shortened description instead of the object.
         meta["unserializable"] = (
-            f"the exception takes {size} bytes, over the frame limit "
-            f"(max_frame_length={limit})"
+            f"the exception takes {size} bytes, over the frame limit (max_frame_length={limit})"
         )
         segments, size = [], 0
     header = _error_header(meta, limit - size)
@@ -215,7 +214,7 @@ class _Link:
         self.pidfd = -1
         pidfd_open = getattr(os, "pidfd_open", None)
         if pidfd_open is not None:
-            try:
+            try:  # noqa: SIM105 - contextlib is not worth importing at start-up for this
                 self.pidfd = pidfd_open(self.parent)  # close-on-exec, as every pidfd
             except OSError:
                 pass  # an old kernel or a sandbox: check the parent pid instead
