@@ -23,6 +23,7 @@ import pytest
 from anyio import create_task_group, fail_after, move_on_after
 from anyio.abc import Process, TaskGroup
 from procio_workers import BrokenWorkerProcess, WorkerPool, to_process
+from procio_workers._hosting import spawn_loop_task
 from procio_workers.abc import Launcher
 
 from ._support import (
@@ -373,7 +374,7 @@ async def test_a_full_or_closed_stdout_in_the_parent_does_not_break_calls(
 
 
 @pytest.mark.parametrize("ending", ["returns", "raises", "cancelled", "busy-shielded"])
-def test_no_worker_outlives_the_event_loop(anyio_backend: Any, ending: str) -> None:
+def test_no_worker_outlives_the_event_loop(anyio_backend: Any, ending: str, tmp_path: Any) -> None:
     """``to_process`` workers, idle or busy, are gone once ``anyio.run`` returns."""
     backend, options = anyio_backend
     seen: set[int] = set()
@@ -393,12 +394,19 @@ def test_no_worker_outlives_the_event_loop(anyio_backend: Any, ending: str) -> N
                     raise KeyError("the application failed")
                 tg.cancel_scope.cancel()  # cancellable calls: their workers are killed
         elif ending == "busy-shielded":
-            async with create_task_group() as tg:
-                for _ in range(2):
-                    tg.start_soon(to_process.run_sync, funcs.sleep, 0.3)
-                await anyio.sleep(0.1)
-                seen.update(p.pid for p in descendants())
-                tg.cancel_scope.cancel()  # a shielded call still finishes
+            # Shielded calls in tasks that main does not wait for: they are still
+            # running, their workers busy, when main returns and the loop ends.
+            busy = str(tmp_path / "busy")
+
+            async def call_in_the_background() -> None:
+                await to_process.run_sync(funcs.announce_then_sleep, busy, 5)
+
+            for _ in range(2):
+                spawn_loop_task(call_in_the_background)
+            with fail_after(20):
+                while len(list(tmp_path.glob("busy.*"))) < 2:  # noqa: ASYNC110 - files
+                    await anyio.sleep(0.01)
+            seen.update(p.pid for p in descendants())
         seen.update(p.pid for p in descendants())
 
     # uvloop opens a pipe of its own, once per process, in its first loop: let that

@@ -105,6 +105,13 @@ def sleep_then_write(seconds: float, path: str) -> str:
     return "done"
 
 
+def announce_then_write(started: str, seconds: float, path: str) -> str:
+    """Create the file *started*, then do what :func:`sleep_then_write` does."""
+    with open(started, "w", encoding="utf-8"):
+        pass
+    return sleep_then_write(seconds, path)
+
+
 def signal_disposition(signum: int) -> int:
     return int(signal.getsignal(signum))  # type: ignore[arg-type]
 
