@@ -202,11 +202,6 @@ class _ParentStreams:
 _parent_streams = _ParentStreams()
 
 
-def write_to_parent_streams(which: int, data: bytes) -> None:
-    """Forward a worker's output to the parent's ``sys.stdout`` or ``sys.stderr``."""
-    _parent_streams.write(which, data)
-
-
 def main_module_spec() -> dict[str, str] | None:
     """Describe how a worker finds the parent's ``__main__`` (``None``: it cannot)."""
     main = sys.modules.get("__main__")
@@ -720,7 +715,10 @@ class ProcessBackend(WorkerBackend):
         serializer: how calls and results travel (default: :class:`PickleSerializer`).
         launcher: how a worker process is started (default: :class:`Launcher`).
         output: where the workers' standard output and error go (default: this
-            process's ``sys.stdout`` and ``sys.stderr``).
+            process's ``sys.stdout`` and ``sys.stderr``, written without ever blocking
+            the event loop; a worker that outprints a slow reader of them waits). A
+            handler is called on the event loop's thread and must not block; what it
+            raises is logged by the ``procio.workers`` logger and the call goes on.
         max_frame_length: the largest frame accepted from, or sent to, a worker (at
             least 512 bytes). A call over it fails with :exc:`SerializationError`
             before anything is sent; the worker refuses results over it the same way.
