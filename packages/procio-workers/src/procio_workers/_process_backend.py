@@ -340,7 +340,7 @@ class ProcessWorker(Worker):
                     self.pid,
                     which,
                 )
-            if len(data) < _READ_CHUNK or not (force or self._backend.output_room()):
+            if len(data) < _READ_CHUNK or not (force or self._backend._output_room()):
                 return True
 
     async def forward_output(self) -> None:
@@ -397,7 +397,7 @@ class ProcessWorker(Worker):
 
     async def _forward(self, which: int) -> None:
         fd = self._output_fds[which]
-        room = self._backend.output_room
+        room = self._backend._output_room
         while True:
             if not room():
                 # The parent's own stdout is slow: leave the worker's output in its
@@ -624,7 +624,7 @@ class ProcessWorker(Worker):
             # What the call printed is already in the pipes: forward it before
             # returning, in one system call when there is nothing to forward.
             for fd, _ in self._output_poll.poll(0):
-                if self._backend.output_room():
+                if self._backend._output_room():
                     self._pump(1 if fd == self._output_fds.get(1) else 2)
         if frame.kind == _wire.RESULT:
             try:
@@ -760,8 +760,8 @@ class ProcessBackend(WorkerBackend):
         self.serializer = serializer if serializer is not None else PickleSerializer()
         self.launcher = launcher if launcher is not None else Launcher()
         self.output: OutputHandler = output if output is not None else _parent_streams
-        #: Whether the output handler takes more now (only the default one may not).
-        self.output_room: Callable[[], bool] = (
+        # Whether the output handler takes more now (only the default one may not).
+        self._output_room: Callable[[], bool] = (
             _parent_streams.room if output is None else _always_room
         )
         self.max_frame_length = max_frame_length
