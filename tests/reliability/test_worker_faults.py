@@ -505,12 +505,18 @@ def linger(seconds):
 
 
 async def main():
+    if WATCH == "getppid":
+        # Workers inherit this environment: without pidfd_open, they fall back to
+        # checking their parent pid.
+        os.environ["PYTHONPATH"] = os.path.dirname(os.path.abspath(__file__))
     worker = await to_process.run_sync(os.getpid)
     # A fork of this process holds the parent's ends of the worker's pipes: the worker
     # sees no end of file when this process dies.
     fork = multiprocessing.get_context("fork").Process(target=linger, args=(60,))
     fork.start()
-    print(worker, fork.pid, flush=True)
+    # Whether the worker holds a pidfd (of this process) to watch it through.
+    links = [os.readlink(f"/proc/{worker}/fd/{fd}") for fd in os.listdir(f"/proc/{worker}/fd")]
+    print(worker, fork.pid, int(any("pidfd" in link for link in links)), flush=True)
     if ENDING == "killed":
         os.kill(os.getpid(), signal.SIGKILL)
     os._exit(0)
@@ -531,21 +537,28 @@ def _first_line_of(command: list[str]) -> str:
     return line
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="workers are POSIX processes")
-@pytest.mark.parametrize("ending", ["exits", "killed"])
+@pytest.mark.skipif(
+    sys.platform != "linux" or not hasattr(os, "pidfd_open"), reason="Linux with pidfd_open"
+)
+@pytest.mark.parametrize(
+    ("ending", "watch"), [("exits", "pidfd"), ("killed", "pidfd"), ("killed", "getppid")]
+)
 async def test_an_idle_worker_does_not_outlive_a_parent_that_forked(
-    anyio_backend: Any, tmp_path: Any, ending: str
+    anyio_backend: Any, tmp_path: Any, ending: str, watch: str
 ) -> None:
     script = tmp_path / "parent.py"
     script.write_text(
-        PARENT_THAT_FORKS_AND_DIES.replace("BACKEND", repr(anyio_backend[0])).replace(
-            "ENDING", repr(ending)
-        ),
+        PARENT_THAT_FORKS_AND_DIES.replace("BACKEND", repr(anyio_backend[0]))
+        .replace("ENDING", repr(ending))
+        .replace("WATCH", repr(watch)),
         encoding="utf-8",
     )
+    (tmp_path / "sitecustomize.py").write_text("import os\ndel os.pidfd_open\n")
     line = await anyio.to_thread.run_sync(_first_line_of, [sys.executable, str(script)])
-    worker, fork = (int(pid) for pid in line.split())
+    worker, fork, has_pidfd = (int(number) for number in line.split())
     try:
+        # The worker watched its parent the way this case means to test.
+        assert has_pidfd == (watch == "pidfd")
         with fail_after(10):
             while pid_alive(worker):  # noqa: ASYNC110 - not our child: no event to wait on
                 await anyio.sleep(0.02)
