@@ -30,6 +30,14 @@ def sleep(seconds: float) -> int:
     return os.getpid()
 
 
+def announce_then_sleep(prefix: str, seconds: float) -> int:
+    """Create the file ``<prefix>.<pid>``, then sleep *seconds*; return this pid."""
+    with open(f"{prefix}.{os.getpid()}", "w", encoding="utf-8"):
+        pass
+    time.sleep(seconds)
+    return os.getpid()
+
+
 def boom(message: str) -> NoReturn:
     raise ValueError(message)
 

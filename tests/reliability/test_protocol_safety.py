@@ -88,7 +88,12 @@ async def test_each_worker_talks_over_pipes_only_it_and_the_parent_hold(
                 assert fds, f"cannot read the descriptors of worker {worker}"
                 for fd, target in fds.items():
                     assert not target.startswith("socket:"), (worker, fd, target)
-                    assert target.startswith("pipe:") or target == "/dev/null", (worker, fd, target)
+                    # Besides pipes and /dev/null, only the pidfd the worker watches its
+                    # parent's exit through (named so, or pidfd:[n] on kernels with pidfs).
+                    assert target.startswith(("pipe:", "pidfd:")) or target in (
+                        "/dev/null",
+                        "anon_inode:[pidfd]",
+                    ), (worker, fd, target)
                     if target.startswith("pipe:"):
                         assert owners[target] == {me, worker}, (
                             f"pipe {target} (fd {fd} of worker {worker}) is held by "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -22,6 +23,7 @@ import pytest
 from anyio import create_task_group, fail_after, move_on_after
 from anyio.abc import Process, TaskGroup
 from procio_workers import BrokenWorkerProcess, WorkerPool, to_process
+from procio_workers._hosting import spawn_loop_task
 from procio_workers.abc import Launcher
 
 from ._support import (
@@ -372,7 +374,7 @@ async def test_a_full_or_closed_stdout_in_the_parent_does_not_break_calls(
 
 
 @pytest.mark.parametrize("ending", ["returns", "raises", "cancelled", "busy-shielded"])
-def test_no_worker_outlives_the_event_loop(anyio_backend: Any, ending: str) -> None:
+def test_no_worker_outlives_the_event_loop(anyio_backend: Any, ending: str, tmp_path: Any) -> None:
     """``to_process`` workers, idle or busy, are gone once ``anyio.run`` returns."""
     backend, options = anyio_backend
     seen: set[int] = set()
@@ -392,12 +394,19 @@ def test_no_worker_outlives_the_event_loop(anyio_backend: Any, ending: str) -> N
                     raise KeyError("the application failed")
                 tg.cancel_scope.cancel()  # cancellable calls: their workers are killed
         elif ending == "busy-shielded":
-            async with create_task_group() as tg:
-                for _ in range(2):
-                    tg.start_soon(to_process.run_sync, funcs.sleep, 0.3)
-                await anyio.sleep(0.1)
-                seen.update(p.pid for p in descendants())
-                tg.cancel_scope.cancel()  # a shielded call still finishes
+            # Shielded calls in tasks that main does not wait for: they are still
+            # running, their workers busy, when main returns and the loop ends.
+            busy = str(tmp_path / "busy")
+
+            async def call_in_the_background() -> None:
+                await to_process.run_sync(funcs.announce_then_sleep, busy, 5)
+
+            for _ in range(2):
+                spawn_loop_task(call_in_the_background)
+            with fail_after(20):
+                while len(list(tmp_path.glob("busy.*"))) < 2:  # noqa: ASYNC110 - files
+                    await anyio.sleep(0.01)
+            seen.update(p.pid for p in descendants())
         seen.update(p.pid for p in descendants())
 
     # uvloop opens a pipe of its own, once per process, in its first loop: let that
@@ -477,3 +486,85 @@ async def test_workers_killed_while_the_pool_closes_leave_nothing(
             os.kill(pid, signal.SIGKILL)
     guard.check()
     tally("workers killed while their pool closed", 2)
+
+
+# -- the parent dies ---------------------------------------------------------------------
+
+PARENT_THAT_FORKS_AND_DIES = """
+import multiprocessing
+import os
+import signal
+import time
+
+import anyio
+from procio_workers import to_process
+
+
+def linger(seconds):
+    time.sleep(seconds)
+
+
+async def main():
+    if WATCH == "getppid":
+        # Workers inherit this environment: without pidfd_open, they fall back to
+        # checking their parent pid.
+        os.environ["PYTHONPATH"] = os.path.dirname(os.path.abspath(__file__))
+    worker = await to_process.run_sync(os.getpid)
+    # A fork of this process holds the parent's ends of the worker's pipes: the worker
+    # sees no end of file when this process dies.
+    fork = multiprocessing.get_context("fork").Process(target=linger, args=(60,))
+    fork.start()
+    # Whether the worker holds a pidfd (of this process) to watch it through.
+    links = [os.readlink(f"/proc/{worker}/fd/{fd}") for fd in os.listdir(f"/proc/{worker}/fd")]
+    print(worker, fork.pid, int(any("pidfd" in link for link in links)), flush=True)
+    if ENDING == "killed":
+        os.kill(os.getpid(), signal.SIGKILL)
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    anyio.run(main, backend=BACKEND)
+"""
+
+
+def _first_line_of(command: list[str]) -> str:
+    """Run *command* and return the first line it prints (the fork keeps its stdout
+    open long after it exits, so reading to the end would wait for the fork)."""
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as process:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        process.wait(timeout=30)
+    return line
+
+
+@pytest.mark.skipif(
+    sys.platform != "linux" or not hasattr(os, "pidfd_open"), reason="Linux with pidfd_open"
+)
+@pytest.mark.parametrize(
+    ("ending", "watch"), [("exits", "pidfd"), ("killed", "pidfd"), ("killed", "getppid")]
+)
+async def test_an_idle_worker_does_not_outlive_a_parent_that_forked(
+    anyio_backend: Any, tmp_path: Any, ending: str, watch: str
+) -> None:
+    script = tmp_path / "parent.py"
+    script.write_text(
+        PARENT_THAT_FORKS_AND_DIES.replace("BACKEND", repr(anyio_backend[0]))
+        .replace("ENDING", repr(ending))
+        .replace("WATCH", repr(watch)),
+        encoding="utf-8",
+    )
+    (tmp_path / "sitecustomize.py").write_text("import os\ndel os.pidfd_open\n")
+    line = await anyio.to_thread.run_sync(_first_line_of, [sys.executable, str(script)])
+    worker, fork, has_pidfd = (int(number) for number in line.split())
+    try:
+        # The worker watched its parent the way this case means to test.
+        assert has_pidfd == (watch == "pidfd")
+        with fail_after(10):
+            while pid_alive(worker):  # noqa: ASYNC110 - not our child: no event to wait on
+                await anyio.sleep(0.02)
+        assert pid_alive(fork), "the fork that holds the pipes should still run"
+    finally:
+        for pid in (worker, fork):
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    tally("workers that ended with their parent although a fork of it lived on")

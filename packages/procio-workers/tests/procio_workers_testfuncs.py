@@ -105,6 +105,13 @@ def sleep_then_write(seconds: float, path: str) -> str:
     return "done"
 
 
+def announce_then_write(started: str, seconds: float, path: str) -> str:
+    """Create the file *started*, then do what :func:`sleep_then_write` does."""
+    with open(started, "w", encoding="utf-8"):
+        pass
+    return sleep_then_write(seconds, path)
+
+
 def signal_disposition(signum: int) -> int:
     return int(signal.getsignal(signum))  # type: ignore[arg-type]
 
@@ -183,6 +190,11 @@ def pid_gone(pid: int) -> bool:
     return entry is None or entry[1] == "Z"
 
 
+def pid_exists(pid: int) -> bool:
+    """Whether *pid* exists at all, as a live process or a zombie nobody reaped."""
+    return os.path.exists(f"/proc/{pid}")
+
+
 def concat(a: str, b: bytes, c: int) -> tuple[str, bytes, int]:
     return a, b, c
 
@@ -194,3 +206,56 @@ def write_fd(fd: int, data: bytes) -> int:
 def protocol_fds_inheritable() -> tuple[bool, bool]:
     worker = sys.modules["_procio_worker"]
     return os.get_inheritable(worker.REQUEST_FD), os.get_inheritable(worker.RESPONSE_FD)
+
+
+# --- functions of the backend safety tests ---
+
+
+def raise_long(length: int) -> NoReturn:
+    """Raise a ValueError whose message is *length* characters long."""
+    raise ValueError("x" * length)
+
+
+def _fd_targets() -> dict[int, str]:
+    targets = {}
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            targets[int(name)] = os.readlink(f"/proc/self/fd/{name}")
+        except OSError:
+            continue  # the descriptor of the listing itself
+    return targets
+
+
+def worker_pipes() -> dict[str, list[str]]:
+    """Return the pipes this worker holds: its own four, and every pipe it holds at all."""
+    worker = sys.modules["_procio_worker"]
+    targets = _fd_targets()
+    own = [targets[fd] for fd in (worker.REQUEST_FD, worker.RESPONSE_FD, 1, 2)]
+    return {"own": own, "all": sorted(t for t in targets.values() if t.startswith("pipe:"))}
+
+
+def fork_lingering(seconds: float) -> int:
+    """Fork a copy of this worker that keeps every descriptor (the protocol pipes too)."""
+    child = os.fork()
+    if child == 0:
+        time.sleep(seconds)
+        os._exit(0)
+    return child
+
+
+def spawn_sleeper(seconds: int) -> int:
+    """Start ``sleep`` in the background (not waited for) and return its pid."""
+    return os.posix_spawn("/bin/sleep", ["sleep", str(seconds)], dict(os.environ))
+
+
+def print_bytes(size: int) -> int:
+    """Write *size* bytes of numbered lines to stdout (flushed), return the byte count."""
+    written = 0
+    line = 0
+    while written < size:
+        text = f"{line:09d}\n"
+        sys.stdout.write(text)
+        written += len(text)
+        line += 1
+    sys.stdout.flush()
+    return written

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 import pytest
+from anyio.lowlevel import checkpoint
 from procio_workers import (
     BrokenWorkerProcess,
     RemoteTraceback,
@@ -69,17 +70,22 @@ async def test_a_worker_that_exits_reports_its_status_and_last_stderr_lines() ->
 
 
 @pytest.mark.parametrize(
-    ("func", "args"), [(funcs.exit_with, (4,)), (funcs.interrupt, ())], ids=["exit", "interrupt"]
+    ("func", "args", "kind"),
+    [(funcs.exit_with, (4,), SystemExit), (funcs.interrupt, (), KeyboardInterrupt)],
+    ids=["exit", "interrupt"],
 )
 async def test_system_exit_and_keyboard_interrupt_reach_the_caller_as_errors(
-    func: Callable[..., object], args: tuple[object, ...]
+    func: Callable[..., object], args: tuple[object, ...], kind: type[BaseException]
 ) -> None:
     async with WorkerPool(max_workers=1) as pool:
         pid = await pool.run_sync(funcs.sleep_and_pid, 0)
         with pytest.raises(WorkerError) as caught:
             await pool.run_sync(func, *args)
-        assert isinstance(caught.value.exception, (SystemExit, KeyboardInterrupt))
-        assert caught.value.type_name in ("builtins.SystemExit", "builtins.KeyboardInterrupt")
+        assert type(caught.value.exception) is kind
+        assert caught.value.type_name == f"builtins.{kind.__name__}"
+        if kind is SystemExit:
+            assert isinstance(caught.value.exception, SystemExit)
+            assert caught.value.exception.code == 4
         # The worker survives it and takes the next call.
         assert await pool.run_sync(funcs.sleep_and_pid, 0) == pid
 
@@ -169,13 +175,29 @@ async def test_a_cancellable_call_kills_its_worker_when_cancelled() -> None:
 
 
 async def test_a_call_that_is_not_cancellable_runs_to_completion(tmp_path: Path) -> None:
+    started = tmp_path / "started"
     marker = tmp_path / "marker"
-    async with WorkerPool(max_workers=1) as pool:
-        with anyio.move_on_after(0.1):
-            await pool.run_sync(funcs.sleep_then_write, 0.5, str(marker))
+    async with WorkerPool(max_workers=1) as pool, anyio.create_task_group() as tg:
+        pid = await pool.run_sync(funcs.sleep_and_pid, 0)  # warm: no cold start below
+        scope = anyio.CancelScope()
+
+        async def cancel_once_running() -> None:
+            with anyio.fail_after(10):
+                while not started.exists():  # noqa: ASYNC110 - another process's file
+                    await anyio.sleep(0.01)
+            scope.cancel()
+
+        tg.start_soon(cancel_once_running)
+        with scope:
+            # Cancelled while the function runs: the call goes on to its end anyway.
+            await pool.run_sync(funcs.announce_then_write, str(started), 0.5, str(marker))
+            await checkpoint()
+        assert scope.cancelled_caught
         assert marker.read_text() == "done"
-        assert pool.statistics().started == 1
-        assert pool.statistics().idle == 1
+        # The worker was not killed: it is back in the pool and takes the next call.
+        figures = pool.statistics()
+        assert (figures.started, figures.idle, figures.broken) == (1, 1, 0)
+        assert await pool.run_sync(funcs.sleep_and_pid, 0) == pid
 
 
 async def test_a_call_cancelled_before_it_starts_reserves_no_worker() -> None:

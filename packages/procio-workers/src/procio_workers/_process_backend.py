@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import select
+import stat
 import sys
+import threading
 import time
+import weakref
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import AsyncExitStack, suppress
+from contextlib import AsyncExitStack, ExitStack, suppress
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +56,14 @@ _WORKER_AWAKE = 150e-6
 _REPLY_POLL = 50e-6
 _yield_cpu: Callable[[], None] = getattr(os, "sched_yield", lambda: None)
 
+#: The smallest frame limit a backend accepts: every control message fits in it, and an
+#: error report can always be cut down to it.
+MIN_FRAME_LENGTH = 512
+
+# Whether a child's exit can be seen without reaping it, and how.
+_CAN_PEEK_AT_EXIT = hasattr(os, "waitid") and hasattr(os, "WNOWAIT")
+_PEEK_FLAGS = (os.WEXITED | os.WNOHANG | os.WNOWAIT) if _CAN_PEEK_AT_EXIT else 0
+
 #: What :meth:`ProcessWorker.call_nowait` returns when the call must be finished later.
 PENDING: Any = object()
 
@@ -65,19 +78,128 @@ else:  # pragma: no cover - Windows
     _F_SETPIPE_SZ = None
 
 
-def write_to_parent_streams(which: int, data: bytes) -> None:
-    """Forward a worker's output to the parent's ``sys.stdout`` or ``sys.stderr``."""
-    stream = sys.stdout if which == 1 else sys.stderr
-    if stream is None:
-        return
+_logger = logging.getLogger("procio.workers")
+
+#: Most bytes of worker output waiting to be written to this process's stdout and
+#: stderr; past it, workers' output pipes are left unread until there is room again.
+_OUTPUT_BUFFER = 1 << 20
+# While that buffer is full, how often a forwarder looks for room again.
+_OUTPUT_RETRY = 0.01
+
+
+def _write_through(stream: Any, data: bytes) -> None:
     binary = getattr(stream, "buffer", None)
     if binary is not None:
-        stream.flush()
+        stream.flush()  # what the parent itself printed goes first
         binary.write(data)
         binary.flush()
     else:
         stream.write(data.decode("utf-8", "replace"))
         stream.flush()
+
+
+def _cannot_block(stream: Any, size: int) -> bool:
+    """Whether writing *size* bytes to *stream* now would return without waiting."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return True  # in memory (a test's capture, a StringIO): never waits
+    try:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            return True
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        ready = poller.poll(0)
+    except (OSError, ValueError):
+        return True  # closed or unusable: writing fails at once, and is reported
+    if ready and ready[0][1] & (select.POLLERR | select.POLLHUP | select.POLLNVAL):
+        return True  # writing fails at once
+    # A pipe (or terminal) that polls writable takes at least PIPE_BUF bytes at once.
+    return bool(ready) and size <= _PIPE_BUF
+
+
+_PIPE_BUF: int = getattr(select, "PIPE_BUF", 512)
+
+
+class _ParentStreams:
+    """Forwards worker output to this process's ``sys.stdout`` / ``sys.stderr``.
+
+    Never blocks the event loop: output is written at once only when that cannot wait
+    (a stream with room, a file, an in-memory stream), which keeps it in order with
+    what the parent prints; otherwise it goes to a writer thread of its own (not AnyIO's
+    thread pool) through a buffer of at most ``_OUTPUT_BUFFER`` bytes. When that is
+    full, the forwarders stop reading the workers' output pipes, so a worker that keeps
+    printing waits, as ``print()`` in the parent would, while every task goes on.
+    A stream that fails (closed, a full disk) is reported once, in a warning of the
+    ``procio.workers`` logger, and its output is dropped.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ready = threading.Condition(self._lock)
+        self._queue: deque[tuple[Any, bytes]] = deque()
+        self._queued = 0
+        self._writing = False
+        self._thread: threading.Thread | None = None
+        self._failed: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    def __call__(self, which: int, data: bytes) -> None:
+        self.write(which, data)
+
+    def room(self) -> bool:
+        """Whether the buffer takes more output now."""
+        return self._queued < _OUTPUT_BUFFER
+
+    def pending(self) -> bool:
+        """Whether some output still waits to be written."""
+        return bool(self._queue) or self._writing
+
+    def write(self, which: int, data: bytes) -> None:
+        """Write *data* to ``sys.stdout`` (*which* is 1) or ``sys.stderr``, or queue it."""
+        stream = sys.stdout if which == 1 else sys.stderr
+        if stream is None:
+            return
+        with self._lock:
+            queue = self._writing or bool(self._queue) or not _cannot_block(stream, len(data))
+            if queue:
+                self._queue.append((stream, data))
+                self._queued += len(data)
+                if self._thread is None:
+                    self._thread = threading.Thread(
+                        target=self._run, name="procio worker output", daemon=True
+                    )
+                    self._thread.start()
+                self._ready.notify()
+        if not queue:
+            self._write(stream, data)
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                self._writing = False
+                while not self._queue:
+                    self._ready.wait()
+                stream, data = self._queue.popleft()
+                self._writing = True
+            try:
+                self._write(stream, data)
+            finally:
+                with self._lock:
+                    self._queued -= len(data)
+
+    def _write(self, stream: Any, data: bytes) -> None:
+        try:
+            _write_through(stream, data)
+        except Exception:
+            if stream not in self._failed:
+                with suppress(TypeError):  # a stream that takes no weak reference
+                    self._failed.add(stream)
+                _logger.warning(
+                    "could not write a worker's output to %r; it is dropped", stream, exc_info=True
+                )
+
+
+_parent_streams = _ParentStreams()
 
 
 def main_module_spec() -> dict[str, str] | None:
@@ -98,6 +220,37 @@ def _grow_pipe(fd: int) -> None:
         # Best effort: unprivileged processes are capped by /proc/sys/fs/pipe-max-size.
         with suppress(OSError):
             fcntl.fcntl(fd, _F_SETPIPE_SZ, _PIPE_SIZE)
+
+
+def _is_number(value: object, kinds: type | tuple[type, ...]) -> bool:
+    """Whether *value* is of *kinds*, ``bool`` excepted (a flag is no count)."""
+    return isinstance(value, kinds) and not isinstance(value, bool)
+
+
+def _always_room() -> bool:
+    return True
+
+
+def _pipe(read_stack: ExitStack, write_stack: ExitStack) -> tuple[int, int]:
+    """Open a pipe whose ends are closed when their stacks are."""
+    read_end, write_end = os.pipe()
+    read_stack.callback(os.close, read_end)
+    write_stack.callback(os.close, write_end)
+    return read_end, write_end
+
+
+def _inheritable_fds() -> list[int]:
+    """Return this process's inheritable descriptors above 2 (what a child would get)."""
+    directory = "/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"
+    found = []
+    for name in os.listdir(directory):
+        fd = int(name)
+        try:
+            if fd > 2 and os.get_inheritable(fd):
+                found.append(fd)
+        except OSError:
+            continue  # the descriptor of the listing itself, closed by now
+    return found
 
 
 def _close_all(fds: Sequence[int]) -> None:
@@ -150,13 +303,17 @@ class ProcessWorker(Worker):
     def alive(self) -> bool:
         """Whether the process runs and the protocol is intact."""
         # Not process.returncode: polling the child on every call costs a system call;
-        # the output forwarder notices the exit (both pipes close) and reaps it.
-        return self._broken is None and not self._closed and not self._exited
+        # the exit watcher notices the exit (a pidfd on Linux), whoever holds the pipes.
+        return self._broken is None and not self._closed and not self._exited and not self._gone
 
     # -- output forwarding ---------------------------------------------------------
 
-    def _pump(self, which: int) -> bool:
-        """Forward what is waiting on one output pipe; ``False`` once it reached EOF."""
+    def _pump(self, which: int, *, force: bool = False) -> bool:
+        """Forward what is waiting on one output pipe; ``False`` once it reached EOF.
+
+        It stops early while the default forwarding has no room (unless *forced*, for
+        the last read before the pipe is closed): the rest waits in the pipe.
+        """
         fd = self._output_fds.get(which)
         if fd is None:
             return False
@@ -172,9 +329,18 @@ class ProcessWorker(Worker):
             if which == 2:
                 self._stderr_tail += data
                 del self._stderr_tail[:-_STDERR_TAIL_BYTES]
-            with suppress(Exception):
+            try:
                 self._backend.output(which, data)
-            if len(data) < _READ_CHUNK:
+            except Exception:
+                _logger.exception(
+                    "the output handler %r raised on %d bytes from worker %d's fd %d; "
+                    "they are dropped",
+                    self._backend.output,
+                    len(data),
+                    self.pid,
+                    which,
+                )
+            if len(data) < _READ_CHUNK or not (force or self._backend._output_room()):
                 return True
 
     async def forward_output(self) -> None:
@@ -194,7 +360,7 @@ class ProcessWorker(Worker):
         finally:
             self._output_poll = None
             for which in list(self._output_fds):
-                self._pump(which)
+                self._pump(which, force=True)
                 os.close(self._output_fds.pop(which))
             self._outputs_done.set()
 
@@ -214,11 +380,30 @@ class ProcessWorker(Worker):
                 anyio.notify_closing(fd)
 
     def _exited_now(self) -> bool:
-        return self._gone
+        """Whether the worker has exited, asking the system if the loop has not told us.
+
+        One non-blocking ``waitid``, which leaves the reaping to others.
+        """
+        if self._gone:
+            return True
+        if _CAN_PEEK_AT_EXIT:
+            try:
+                state = os.waitid(os.P_PID, self.process.pid, _PEEK_FLAGS)
+            except ChildProcessError:
+                # Reaped already, or not our own child (a launcher's wrapper).
+                return self.process.returncode is not None
+            return state is not None
+        return self.process.returncode is not None
 
     async def _forward(self, which: int) -> None:
         fd = self._output_fds[which]
+        room = self._backend._output_room
         while True:
+            if not room():
+                # The parent's own stdout is slow: leave the worker's output in its
+                # pipe (the worker waits once that is full) and look again shortly.
+                await anyio.sleep(_OUTPUT_RETRY)
+                continue
             await anyio.wait_readable(fd)
             if not self._pump(which):
                 return
@@ -357,9 +542,10 @@ class ProcessWorker(Worker):
         """
         if self._broken is not None:
             raise self._broken
-        if self._gone:
-            # It exited while idle (what holds its pipes now is not the worker): the
-            # call never reaches it, so the pool may run it on another worker.
+        if self._exited_now():
+            # It exited while idle: the call never reaches it, so the pool may run it on
+            # another worker. Asked before writing, since a fork of the worker may hold
+            # the request pipe open, and the write would then succeed into the void.
             self._problem = self._GONE_WHILE_IDLE
             return PENDING
         self._problem = None
@@ -438,7 +624,8 @@ class ProcessWorker(Worker):
             # What the call printed is already in the pipes: forward it before
             # returning, in one system call when there is nothing to forward.
             for fd, _ in self._output_poll.poll(0):
-                self._pump(1 if fd == self._output_fds.get(1) else 2)
+                if self._backend._output_room():
+                    self._pump(1 if fd == self._output_fds.get(1) else 2)
         if frame.kind == _wire.RESULT:
             try:
                 return self._backend.serializer.load_reply(
@@ -528,9 +715,18 @@ class ProcessBackend(WorkerBackend):
         serializer: how calls and results travel (default: :class:`PickleSerializer`).
         launcher: how a worker process is started (default: :class:`Launcher`).
         output: where the workers' standard output and error go (default: this
-            process's ``sys.stdout`` and ``sys.stderr``).
-        max_frame_length: the largest frame accepted from, or sent to, a worker.
+            process's ``sys.stdout`` and ``sys.stderr``, written without ever blocking
+            the event loop; a worker that outprints a slow reader of them waits). A
+            handler is called on the event loop's thread and must not block; what it
+            raises is logged by the ``procio.workers`` logger and the call goes on.
+        max_frame_length: the largest frame accepted from, or sent to, a worker (at
+            least 512 bytes). A call over it fails with :exc:`SerializationError`
+            before anything is sent; the worker refuses results over it the same way.
         start_timeout: seconds a worker has to complete its handshake.
+
+    Raises:
+        TypeError: an argument of the wrong type.
+        ValueError: a frame limit under 512 bytes or a start timeout that is not positive.
     """
 
     def __init__(
@@ -543,10 +739,31 @@ class ProcessBackend(WorkerBackend):
         max_frame_length: int = _wire.DEFAULT_MAX_FRAME_LENGTH,
         start_timeout: float = 30.0,
     ) -> None:
+        if serializer is not None and not isinstance(serializer, Serializer):
+            raise TypeError(f"serializer must be a Serializer, not {serializer!r}")
+        if launcher is not None and not isinstance(launcher, Launcher):
+            raise TypeError(f"launcher must be a Launcher, not {launcher!r}")
+        if output is not None and not callable(output):
+            raise TypeError(f"output must be a callable taking (fd, data), not {output!r}")
+        if not _is_number(max_frame_length, int):
+            raise TypeError(f"max_frame_length must be an int, not {max_frame_length!r}")
+        if max_frame_length < MIN_FRAME_LENGTH:
+            raise ValueError(
+                f"max_frame_length must be at least {MIN_FRAME_LENGTH} bytes (the "
+                f"handshake messages need that much), not {max_frame_length}"
+            )
+        if not _is_number(start_timeout, (int, float)):
+            raise TypeError(f"start_timeout must be a number of seconds, not {start_timeout!r}")
+        if not start_timeout > 0:
+            raise ValueError(f"start_timeout must be positive, not {start_timeout!r}")
         self.python = os.fspath(python) if python is not None else sys.executable
         self.serializer = serializer if serializer is not None else PickleSerializer()
         self.launcher = launcher if launcher is not None else Launcher()
-        self.output: OutputHandler = output if output is not None else write_to_parent_streams
+        self.output: OutputHandler = output if output is not None else _parent_streams
+        # Whether the output handler takes more now (only the default one may not).
+        self._output_room: Callable[[], bool] = (
+            _parent_streams.room if output is None else _always_room
+        )
         self.max_frame_length = max_frame_length
         self.start_timeout = start_timeout
         self._stack: AsyncExitStack | None = None
@@ -559,11 +776,21 @@ class ProcessBackend(WorkerBackend):
         return self
 
     async def aclose(self) -> None:
-        """Stop forwarding output; the pool has closed every worker by now."""
+        """Stop forwarding output; the pool has closed every worker by now.
+
+        Output still waiting for this process's stdout or stderr gets a moment to be
+        written, so that it comes before what the parent prints next; past that, the
+        writer thread carries on with it alone.
+        """
         stack, self._stack = self._stack, None
         if stack is not None:
             await stack.aclose()
         self._task_group = None
+        if self.output is _parent_streams:
+            with CancelScope(shield=True), move_on_after(_RETIRE_GRACE):
+                # The writer thread has no way to wake an event loop: look now and then.
+                while _parent_streams.pending():  # noqa: ASYNC110
+                    await anyio.sleep(_OUTPUT_RETRY)
 
     def prepare_call(self, func: Callable[..., object], args: tuple[Any, ...]) -> Any:
         """Serialize the call into a ready-to-write CALL frame."""
@@ -573,15 +800,18 @@ class ProcessBackend(WorkerBackend):
             raise SerializationError(
                 f"cannot send {getattr(func, '__qualname__', func)!r} to a worker: {exc}"
             ) from exc
-        frame = _wire.encode_frame(_wire.CALL, segments)
-        # A frame of one buffer is at most COALESCE_LIMIT bytes long.
-        size = sum(memoryview(buffer).nbytes for buffer in frame[1:]) if len(frame) > 1 else 0
+        # Measured before anything is sent, small calls included: the worker treats a
+        # frame over its limit as a broken protocol and exits.
+        size = sum(memoryview(segment).nbytes for segment in segments)
         if size > self.max_frame_length:
             raise SerializationError(
                 f"the call takes {size} bytes, more than the frame limit of "
-                f"{self.max_frame_length} bytes"
+                f"{self.max_frame_length} bytes (max_frame_length)"
             )
-        return frame
+        try:
+            return _wire.encode_frame(_wire.CALL, segments)
+        except _wire.ProtocolError as exc:  # too many out-of-band buffers
+            raise SerializationError(f"the call cannot be sent to a worker: {exc}") from exc
 
     def _init_message(self) -> dict[str, Any]:
         return {
@@ -613,45 +843,39 @@ class ProcessBackend(WorkerBackend):
                     "set up by procio (see docs/protocol.md)"
                 )
         env = popen_kwargs.pop("env", None)
-        extra_fds = tuple(popen_kwargs.pop("pass_fds", ()))
-        request_read, request_write = os.pipe()
-        response_read, response_write = os.pipe()
-        stdout_read, stdout_write = os.pipe()
-        stderr_read, stderr_write = os.pipe()
-        child_ends = [request_read, response_write, stdout_write, stderr_write]
-        parent_ends = [request_write, response_read, stdout_read, stderr_read]
-        _grow_pipe(request_write)
-        _grow_pipe(response_write)
-        pass_fds: tuple[int, ...] = (request_read, response_write, *extra_fds)
-        if popen_kwargs.get("close_fds") is False:
-            # Popen ignores close_fds=False when pass_fds is given (with a warning), and
-            # the caller wants the child to inherit descriptors: let ours be inherited too.
-            for fd in (request_read, response_write):
-                os.set_inheritable(fd, True)  # noqa: FBT003 - positional-only
-            pass_fds = ()
-        argv = [
-            self.python,
-            "-c",
-            BOOTSTRAP,
-            WORKER_PROGRAM,
-            str(request_read),
-            str(response_write),
-        ]
-        try:
+        passed = set(popen_kwargs.pop("pass_fds", ()))
+        if not popen_kwargs.pop("close_fds", True):
+            # What close_fds=False hands over, every inheritable descriptor, is listed
+            # and passed explicitly: Popen ignores close_fds=False beside pass_fds, and
+            # making the protocol pipes inheritable instead would let any other child
+            # started meanwhile (another worker, say) inherit them too.
+            passed.update(_inheritable_fds())
+        with ExitStack() as parent_ends, ExitStack() as child_ends:
+            # Each end is closed on any failure, however far the start got.
+            request_read, request_write = _pipe(child_ends, parent_ends)
+            response_read, response_write = _pipe(parent_ends, child_ends)
+            stdout_read, stdout_write = _pipe(parent_ends, child_ends)
+            stderr_read, stderr_write = _pipe(parent_ends, child_ends)
+            _grow_pipe(request_write)
+            _grow_pipe(response_write)
+            argv = [
+                self.python,
+                "-c",
+                BOOTSTRAP,
+                WORKER_PROGRAM,
+                str(request_read),
+                str(response_write),
+            ]
             process = await self.launcher.launch(
                 argv,
-                pass_fds=pass_fds,
+                pass_fds=(request_read, response_write, *sorted(passed)),
                 stdout=stdout_write,
                 stderr=stderr_write,
                 env=env,
                 popen_kwargs=popen_kwargs,
             )
-        except BaseException:
-            _close_all(parent_ends)
-            raise
-        finally:
-            _close_all(child_ends)
-        for fd in parent_ends:
+            parent_ends.pop_all()
+        for fd in (request_write, response_read, stdout_read, stderr_read):
             os.set_blocking(fd, False)
         worker = ProcessWorker(
             self, process, request_write, response_read, {1: stdout_read, 2: stderr_read}

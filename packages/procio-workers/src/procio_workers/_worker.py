@@ -127,7 +127,41 @@ def _flush_std() -> None:
             pass
 
 
-def _send_error(codec: Any, exc: BaseException, stage: str) -> None:
+_ERROR_TEXTS = ("message", "traceback", "unserializable")
+#: Room kept for the JSON header of an ERROR whose exception object is sent too.
+_HEADER_ROOM = 400
+
+
+def _shorten(text: str, keep: int) -> str:
+    """Cut the middle out of *text* so that about *keep* characters of it remain."""
+    if len(text) <= keep:
+        return text
+    if keep < 100:
+        return text[: max(keep, 0)]
+    head = keep // 4
+    tail = keep - head - 60
+    cut = len(text) - head - tail
+    return f"{text[:head]}\n[... {cut} characters cut: over the frame limit ...]\n{text[-tail:]}"
+
+
+def _error_header(meta: dict[str, str], budget: int) -> bytes:
+    """Encode *meta*, shortening its texts until it takes at most *budget* bytes."""
+    header = json.dumps(meta).encode()
+    for _ in range(8):
+        if len(header) <= budget:
+            return header
+        # Escapes make the encoded size of a text differ from its length: shrink every
+        # text by the share that must go, and look again.
+        ratio = budget / len(header) * 0.8
+        meta = {
+            key: _shorten(value, int(len(value) * ratio)) if key in _ERROR_TEXTS else value
+            for key, value in meta.items()
+        }
+        header = json.dumps(meta).encode()
+    return json.dumps({"stage": meta["stage"], "type": meta["type"][:100]}).encode()
+
+
+def _send_error(link: _Link, codec: Any, exc: BaseException, stage: str, limit: int) -> None:
     meta = _describe(exc)
     meta["stage"] = stage
     try:
@@ -135,8 +169,16 @@ def _send_error(codec: Any, exc: BaseException, stage: str) -> None:
     except BaseException as problem:
         meta["unserializable"] = f"{type(problem).__name__}: {problem}"
         segments = []
-    header = json.dumps(meta).encode()
-    wire.write_frame_blocking(RESPONSE_FD, wire.ERROR, [header, *segments])
+    size = sum(memoryview(segment).nbytes for segment in segments)
+    if size + _HEADER_ROOM > limit:
+        # The parent refuses a frame over its limit and gives up on this worker: send
+        # the exception's type and a shortened description instead of the object.
+        meta["unserializable"] = (
+            f"the exception takes {size} bytes, over the frame limit (max_frame_length={limit})"
+        )
+        segments, size = [], 0
+    header = _error_header(meta, limit - size)
+    link.send(wire.ERROR, [header, *segments])
 
 
 #: After answering, how long a worker keeps polling for its next call before it sleeps:
@@ -144,48 +186,116 @@ def _send_error(codec: Any, exc: BaseException, stage: str) -> None:
 #: on another CPU costs tens of microseconds on a virtual machine).
 SPIN_SECONDS = 200e-6
 
+#: How often a worker that cannot watch its parent through a pidfd (not Linux, or a
+#: sandbox that refuses pidfd_open) checks, while it waits, whether its parent still runs.
+PARENT_CHECK_SECONDS = 0.25
 
-def _next_frame(reader: Any, poller: Any) -> Any:
-    """Return the next frame (``None`` at EOF), polling briefly before sleeping on it."""
-    if reader.frames:
-        return reader.frames.popleft()
-    deadline = 0.0
-    while True:
-        try:
-            count = os.readv(REQUEST_FD, [reader.buffer()])
-        except BlockingIOError:
-            now = time.perf_counter()
-            if not deadline:
-                deadline = now + SPIN_SECONDS
-            elif now < deadline:
-                os.sched_yield()  # let whoever shares this CPU (perhaps the caller) run
-            else:
-                poller.poll()
-                deadline = 0.0
-            continue
-        if not count:
-            reader.eof()
-            return None
-        reader.commit(count)
+_sched_yield = getattr(os, "sched_yield", None)
+
+
+class ParentGone(Exception):  # noqa: N818 - an event, not an error
+    """The process that started this worker has exited: nobody is left to serve."""
+
+
+class _Link:
+    """The worker's ends of the protocol pipes; every wait on them watches the parent.
+
+    The parent's death normally shows as end of file on the request pipe. But a fork of
+    the parent (a ``fork`` multiprocessing child, say) holds the parent's ends of the
+    pipes as well, and then no end of file comes while the fork lives. So a worker
+    waiting for a call, or for room in a full response pipe, also waits for its parent's
+    exit: on a pidfd of the parent where Linux offers one, else by checking its parent
+    pid now and then. It does not depend on which thread of the parent started it, as
+    ``PR_SET_PDEATHSIG`` would (Trio, for one, starts processes from a worker thread).
+    """
+
+    def __init__(self) -> None:
+        self.parent = os.getppid()
+        self.pidfd = -1
+        pidfd_open = getattr(os, "pidfd_open", None)
+        if pidfd_open is not None:
+            try:  # noqa: SIM105 - contextlib is not worth importing at start-up for this
+                self.pidfd = pidfd_open(self.parent)  # close-on-exec, as every pidfd
+            except OSError:
+                pass  # an old kernel or a sandbox: check the parent pid instead
+        self.timeout: int | None = None if self.pidfd >= 0 else int(PARENT_CHECK_SECONDS * 1e3)
+        self.incoming = select.poll()
+        self.incoming.register(REQUEST_FD, select.POLLIN)
+        self.outgoing = select.poll()
+        self.outgoing.register(RESPONSE_FD, select.POLLOUT)
+        if self.pidfd >= 0:
+            self.incoming.register(self.pidfd, select.POLLIN)
+            self.outgoing.register(self.pidfd, select.POLLIN)
+        os.set_blocking(REQUEST_FD, False)
+        os.set_blocking(RESPONSE_FD, False)
+        # The parent may have died before its pidfd was opened (one of a recycled pid
+        # would then watch a stranger): its pid is no longer our parent's.
+        self._check_parent()
+
+    def _check_parent(self) -> None:
+        if os.getppid() != self.parent:
+            raise ParentGone
+
+    def _wait(self, poller: Any) -> None:
+        while True:
+            ready = poller.poll(self.timeout)
+            if self.pidfd < 0:
+                self._check_parent()
+            elif any(fd == self.pidfd for fd, _ in ready):
+                raise ParentGone
+            if ready:
+                return
+
+    def send(self, kind: int, segments: Any) -> None:
+        """Write one whole frame."""
+        buffers = wire.encode_frame(kind, segments)
+        whole = buffers[0]
+        if len(buffers) == 1 and type(whole) is bytes:
+            # The usual small reply, in one write (a pipe with room takes it whole).
+            try:
+                written = os.write(RESPONSE_FD, whole)
+            except BlockingIOError:
+                written = 0
+            if written == len(whole):
+                return
+            buffers = [memoryview(whole)[written:]]
+        while buffers:
+            try:
+                written = os.writev(RESPONSE_FD, buffers)
+            except BlockingIOError:
+                self._wait(self.outgoing)
+                continue
+            buffers = wire.skip_written(buffers, written)
+
+    def receive(self, reader: Any) -> Any:
+        """Return the next frame (``None`` at EOF), polling briefly before sleeping on it."""
         if reader.frames:
             return reader.frames.popleft()
+        deadline = 0.0
+        while True:
+            try:
+                count = os.readv(REQUEST_FD, [reader.buffer()])
+            except BlockingIOError:
+                now = time.perf_counter()
+                if not deadline and _sched_yield is not None:
+                    deadline = now + SPIN_SECONDS
+                elif now < deadline:
+                    _sched_yield()  # type: ignore[misc]  # let the caller, perhaps, run
+                else:
+                    self._wait(self.incoming)
+                    deadline = 0.0
+                continue
+            if not count:
+                reader.eof()
+                return None
+            reader.commit(count)
+            if reader.frames:
+                return reader.frames.popleft()
 
 
-def _serve(codec: Any, reader: Any) -> int:
-    if hasattr(select, "poll") and hasattr(os, "sched_yield"):
-        poller = select.poll()
-        poller.register(REQUEST_FD, select.POLLIN)
-        os.set_blocking(REQUEST_FD, False)
-
-        def next_frame() -> Any:
-            return _next_frame(reader, poller)
-    else:  # pragma: no cover - no poll(): plain blocking reads
-
-        def next_frame() -> Any:
-            return wire.read_frame_blocking(REQUEST_FD, reader)
-
+def _serve(link: _Link, codec: Any, reader: Any) -> int:
     while True:
-        frame = next_frame()
+        frame = link.receive(reader)
         if frame is None or frame.kind == wire.SHUTDOWN:
             return 0
         if frame.kind != wire.CALL:
@@ -196,7 +306,7 @@ def _serve(codec: Any, reader: Any) -> int:
             func, args = codec.loads(frame.segments)
         except BaseException as exc:
             _flush_std()
-            _send_error(codec, exc, "arguments")
+            _send_error(link, codec, exc, "arguments", reader.max_frame_length)
             continue
         del frame
         try:
@@ -204,7 +314,7 @@ def _serve(codec: Any, reader: Any) -> int:
         except BaseException as exc:
             del func, args
             _flush_std()
-            _send_error(codec, exc, "call")
+            _send_error(link, codec, exc, "call", reader.max_frame_length)
             continue
         del func, args
         _flush_std()
@@ -218,13 +328,22 @@ def _serve(codec: Any, reader: Any) -> int:
                     f"the result takes {size} bytes, over the pool's frame limit "
                     f"(max_frame_length={reader.max_frame_length})"
                 )
+            if len(segments) > wire.MAX_SEGMENTS:
+                raise ValueError(
+                    f"the result has {len(segments)} out-of-band buffers, more than a "
+                    f"frame carries ({wire.MAX_SEGMENTS})"
+                )
         except BaseException as exc:
             del result
-            _send_error(codec, exc, "result")
+            _send_error(link, codec, exc, "result", reader.max_frame_length)
             continue
         del result
-        wire.write_frame_blocking(RESPONSE_FD, wire.RESULT, segments)
+        link.send(wire.RESULT, segments)
         del segments
+
+
+def _take_sigint(signum: int, frame: Any) -> None:
+    """Let SIGINT pass: interrupted system calls resume, and nothing is raised."""
 
 
 def main(argv: list[str]) -> int:
@@ -237,8 +356,10 @@ def main(argv: list[str]) -> int:
     for fd in (REQUEST_FD, RESPONSE_FD):
         os.set_inheritable(fd, False)  # noqa: FBT003 - positional-only
     # A terminal's Ctrl-C reaches the whole foreground process group; the parent decides
-    # what happens to its workers, so an idle or busy worker does not die of it.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # what happens to its workers, so an idle or busy worker does not die of it. Caught
+    # by a handler, not ignored: an ignored signal stays ignored across exec, and then
+    # no program the function starts could be stopped with Ctrl-C or SIGINT.
+    signal.signal(signal.SIGINT, _take_sigint)
     hello = {
         "protocol": wire.PROTOCOL_VERSION,
         "pid": os.getpid(),
@@ -247,10 +368,11 @@ def main(argv: list[str]) -> int:
         "implementation": sys.implementation.name,
         "python": ".".join(map(str, sys.version_info[:3])),
     }
-    wire.write_frame_blocking(RESPONSE_FD, wire.HELLO, [json.dumps(hello).encode()])
     reader = wire.FrameReader()
     try:
-        frame = wire.read_frame_blocking(REQUEST_FD, reader)
+        link = _Link()
+        link.send(wire.HELLO, [json.dumps(hello).encode()])
+        frame = link.receive(reader)
         if frame is None:
             return 0
         if frame.kind != wire.INIT or len(frame.segments) != 1:
@@ -275,14 +397,15 @@ def main(argv: list[str]) -> int:
             )
         except Exception as exc:
             ready = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-            wire.write_frame_blocking(RESPONSE_FD, wire.READY, [json.dumps(ready).encode()])
+            link.send(wire.READY, [json.dumps(ready).encode()])
             return 1
-        wire.write_frame_blocking(RESPONSE_FD, wire.READY, [json.dumps({"ok": True}).encode()])
-        return _serve(codec, reader)
+        link.send(wire.READY, [json.dumps({"ok": True}).encode()])
+        return _serve(link, codec, reader)
     except wire.ProtocolError as exc:
         print(f"procio worker: protocol error: {exc}", file=sys.__stderr__)
         return int(wire.EXIT_PROTOCOL_ERROR)
-    except BrokenPipeError:
+    except (BrokenPipeError, ParentGone):
+        # Nobody is left to answer: end quietly, as at end of input.
         return 0
 
 
