@@ -349,18 +349,18 @@ async def test_the_functions_own_traceback_comes_back() -> None:
 
 
 @pytest.mark.parametrize(
-    ("func", "name"),
+    ("function", "name"),
     [(funcs.exit_interpreter, "SystemExit"), (funcs.interrupt, "KeyboardInterrupt")],
 )
 async def test_exit_and_interrupt_in_the_function_are_worker_errors(
-    func: Callable[..., object], name: str
+    function: Callable[..., object], name: str
 ) -> None:
-    args = (3,) if func is funcs.exit_interpreter else ()
+    args = (3,) if function is funcs.exit_interpreter else ()
     with anyio.fail_after(TIMEOUT):
         async with pool(max_workers=1) as workers:
             first = await workers.run_sync(funcs.interpreter_id)
             with pytest.raises(WorkerError) as caught:
-                await workers.run_sync(func, *args)
+                await workers.run_sync(function, *args)
             assert caught.value.type_name == name
             assert await workers.run_sync(funcs.interpreter_id) == first, "the worker lives on"
 

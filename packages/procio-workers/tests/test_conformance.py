@@ -47,12 +47,6 @@ async def test_the_process_backend_conforms() -> None:
     await testing.check_backend(ProcessBackend)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defects being fixed elsewhere: a CALL over the frame limit but under 64 KiB "
-    "is sent anyway and kills the worker; an exception too long for the frame limit "
-    "kills the worker",
-)
 async def test_the_process_backend_keeps_to_its_frame_limit() -> None:
     limit = 16 * 1024
     await testing.check_frame_limits(lambda: ProcessBackend(max_frame_length=limit), limit)
@@ -63,11 +57,6 @@ async def test_the_worker_program_conforms(serializer: PickleSerializer) -> None
     await testing.check_worker_command(testing.python_worker_command(), serializer)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect being fixed elsewhere: the worker sends an ERROR longer than the "
-    "frame limit for a long exception, and the parent then kills it",
-)
 @pytest.mark.parametrize("serializer", [PickleSerializer(), CloudpickleSerializer()])
 async def test_the_worker_program_keeps_to_its_frame_limit(serializer: PickleSerializer) -> None:
     await testing.check_worker_command(
@@ -313,10 +302,10 @@ sys.modules["_procio_worker"] = worker
 spec.loader.exec_module(worker)
 report = worker._send_error
 
-def exit_instead(codec, exc, stage):
+def exit_instead(link, codec, exc, stage, limit):
     if stage == {stage!r}:
         os._exit(5)
-    report(codec, exc, stage)
+    report(link, codec, exc, stage, limit)
 
 worker._send_error = exit_instead
 sys.exit(worker.main(sys.argv[2:]))

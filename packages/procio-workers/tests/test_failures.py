@@ -70,17 +70,17 @@ async def test_a_worker_that_exits_reports_its_status_and_last_stderr_lines() ->
 
 
 @pytest.mark.parametrize(
-    ("func", "args", "kind"),
+    ("function", "args", "kind"),
     [(funcs.exit_with, (4,), SystemExit), (funcs.interrupt, (), KeyboardInterrupt)],
     ids=["exit", "interrupt"],
 )
 async def test_system_exit_and_keyboard_interrupt_reach_the_caller_as_errors(
-    func: Callable[..., object], args: tuple[object, ...], kind: type[BaseException]
+    function: Callable[..., object], args: tuple[object, ...], kind: type[BaseException]
 ) -> None:
     async with WorkerPool(max_workers=1) as pool:
         pid = await pool.run_sync(funcs.sleep_and_pid, 0)
         with pytest.raises(WorkerError) as caught:
-            await pool.run_sync(func, *args)
+            await pool.run_sync(function, *args)
         assert type(caught.value.exception) is kind
         assert caught.value.type_name == f"builtins.{kind.__name__}"
         if kind is SystemExit:
