@@ -485,7 +485,7 @@ class WorkerPool:
             slot = self._idle.pop()
             if slot.worker.alive:
                 return slot
-            self._drop(slot, "found dead while idle", logging.WARNING)
+            self._drop(slot, "found dead while idle", logging.INFO)
         return await self._start(reusable=True, options={})
 
     async def _start(self, *, reusable: bool, options: Mapping[str, Any]) -> _Slot:
@@ -552,7 +552,7 @@ class WorkerPool:
             if slot.closed_by_pool:
                 self._drop(slot, "killed: the pool closed during its call")
             elif exc.started:
-                self._drop(slot, f"lost during a call: {exc}", logging.WARNING)
+                self._drop(slot, f"lost during a call: {exc}", logging.INFO)
             else:
                 self._drop(slot, f"found unusable before the call reached it: {exc}")
             if slot.closed_by_pool:
@@ -570,7 +570,7 @@ class WorkerPool:
                 self._release(slot)
             else:
                 self._broken += 1
-                self._drop(slot, "broke while answering", logging.WARNING)
+                self._drop(slot, "broke while answering", logging.INFO)
             raise
         except BaseException:
             # A cancellation, or a KeyboardInterrupt (or any other exception that is not
