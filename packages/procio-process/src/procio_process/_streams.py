@@ -4,11 +4,18 @@ Each operation tries the system call first and only waits for readiness, through
 ``wait_readable``/``wait_writable``, when the pipe would block. The same code therefore
 runs on asyncio, uvloop and Trio, with no transport, protocol or thread in between. The
 fd itself, its closing and the mapping of errors belong to :class:`FdHolder`.
+
+A receive that finds the pipe empty right after a large read gives the CPU away once
+(``sched_yield``) and reads again before it waits: a child that streams output is
+usually a few microseconds behind its reader, and on a busy machine the reader's trip
+through the event loop (register the fd, poll, wake, unregister) costs more than the
+child needs to refill the pipe.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+import os
+from collections.abc import Awaitable, Callable
 
 from anyio import EndOfStream
 from anyio.abc import ByteReceiveStream, ByteSendStream
@@ -24,6 +31,19 @@ DEFAULT_MAX_BYTES = 65536
 #: task that reads without pause still lets the others run every few hundred
 #: microseconds. A call that waits for the pipe has yielded anyway.
 YIELD_EVERY = 16
+#: A read of at least this many bytes marks the stream as streaming: its next receive,
+#: if it finds the pipe empty, yields the CPU and reads once more before waiting. A
+#: stream that receives small pieces (an interactive child) waits at once.
+STREAMING_READ = 4096
+
+
+def _no_yield() -> None:
+    pass
+
+
+#: Give the CPU to another runnable thread or process, if any, and come back at once
+#: otherwise (a no-op where the system has no such call).
+_yield_cpu: Callable[[], None] = getattr(os, "sched_yield", _no_yield)
 
 
 class _PipeEnd:
@@ -68,6 +88,10 @@ class _PipeEnd:
 class PipeReceiveStream(_PipeEnd, ByteReceiveStream):
     """The read end of a pipe, as an AnyIO byte receive stream."""
 
+    def __init__(self, fd: int) -> None:
+        super().__init__(fd)
+        self._streaming = False
+
     async def receive(self, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
         """Return up to *max_bytes* bytes, waiting until at least one is available.
 
@@ -83,15 +107,21 @@ class PipeReceiveStream(_PipeEnd, ByteReceiveStream):
         # this call, or they would be lost.
         await self._checkpoint()
         holder = self._holder
-        while True:
+        data = holder.read(max_bytes)
+        if data is None and self._streaming:
+            # The child is most likely refilling the pipe right now: let it run
+            # (system calls only, no event loop, nothing that can be cancelled) and
+            # look again.
+            _yield_cpu()
             data = holder.read(max_bytes)
-            if data is None:
-                await holder.wait_readable()
-                self._calls_since_yield = 0  # waiting yielded to the event loop
-                continue
-            if not data:
-                raise EndOfStream
-            return data
+        while data is None:
+            await holder.wait_readable()
+            self._calls_since_yield = 0  # waiting yielded to the event loop
+            data = holder.read(max_bytes)
+        if not data:
+            raise EndOfStream
+        self._streaming = len(data) >= STREAMING_READ
+        return data
 
 
 class PipeSendStream(_PipeEnd, ByteSendStream):
