@@ -33,13 +33,9 @@ class DelegatedProcess(Process):
 
     def __init__(self, inner: anyio.abc.Process, cancel_policy: CancelPolicy) -> None:
         # Nothing of procio's own pipes, pidfd or Popen: every operation goes to *inner*.
+        # No process groups here, so never signal_tree (start_delegated refuses it).
+        super().__init__(cancel_policy, signal_tree=False)
         self._inner = inner
-        self._stdin = self._stdout = self._stderr = None
-        self._exit_fd = None
-        self._cancel_policy = cancel_policy
-        self._signal_tree = False
-        self._watching = False
-        self._exit_event = None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} pid={self.pid} returncode={self._inner.returncode}>"
@@ -117,9 +113,6 @@ class DelegatedProcess(Process):
 
     def _close_now(self) -> bool:
         return False  # AnyIO's streams close through the event loop: use aclose()
-
-    def _close_streams(self) -> None:
-        pass  # see aclose()
 
 
 # The keyword arguments of anyio.open_process besides the three streams.

@@ -1,7 +1,10 @@
-"""Starting a child here, without AnyIO: pipes, ``posix_spawn`` or ``Popen``, exit fd.
+"""Children that procio starts and drives itself: every platform but Windows.
 
-What :func:`~procio_process.open_process` and :func:`~procio_process.run_process` do
-after their checkpoint on every platform but Windows (see ``_open``).
+:func:`start_posix` makes the pipes, starts the child with ``posix_spawn`` or ``Popen``
+and opens its exit fd (a pidfd, or a waiter thread's pipe); :class:`PosixProcess` is
+the :class:`~procio_process.Process` over all that. It is what
+:func:`~procio_process.open_process` and :func:`~procio_process.run_process` do after
+their checkpoint wherever ``_open`` does not delegate to AnyIO.
 """
 
 from __future__ import annotations
@@ -10,7 +13,14 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import suppress
+from signal import Signals
 from typing import IO, Any
+
+import anyio
+import anyio.abc
+from anyio import CancelScope
+from anyio.lowlevel import checkpoint
 
 from . import _spawn
 from ._fdstream import set_pipe_size
@@ -19,7 +29,7 @@ from ._policy import CancelPolicy
 from ._process import Process
 from ._spawn import SpawnedChild
 from ._streams import PipeReceiveStream, PipeSendStream
-from ._waiting import open_exit_fd
+from ._waiting import close_exit_fd, open_exit_fd, wait_for_exit
 
 
 def _make_pipe(pipesize: int) -> tuple[int, int]:
@@ -49,7 +59,7 @@ def start_posix(
     cancel_policy: CancelPolicy,
     signal_tree: bool,
     **popen_kwargs: Any,
-) -> Process:
+) -> PosixProcess:
     """Start the child without yielding: what :func:`open_process` does after its checkpoint.
 
     Nothing between the spawn and the return can be cancelled, so a started child always
@@ -139,7 +149,7 @@ def start_posix(
         for fd in child_fds:
             os.close(fd)
 
-    return Process(
+    return PosixProcess(
         popen,
         None if stdin_fd is None else PipeSendStream(stdin_fd),
         None if stdout_fd is None else PipeReceiveStream(stdout_fd),
@@ -148,6 +158,203 @@ def start_posix(
         cancel_policy,
         signal_tree,
     )
+
+
+class PosixProcess(Process):
+    """A :class:`~procio_process.Process` over a child this module started.
+
+    It owns the parent's ends of the pipes and the exit fd, and reaps the child through
+    its ``Popen`` (or :class:`~procio_process._spawn.SpawnedChild`).
+    """
+
+    def __init__(
+        self,
+        popen: subprocess.Popen[bytes] | SpawnedChild,
+        stdin: PipeSendStream | None,
+        stdout: PipeReceiveStream | None,
+        stderr: PipeReceiveStream | None,
+        exit_fd: int | None,
+        cancel_policy: CancelPolicy,
+        signal_tree: bool,
+    ) -> None:
+        super().__init__(cancel_policy, signal_tree)
+        self._popen = popen
+        self._stdin = stdin
+        self._stdout = stdout
+        self._stderr = stderr
+        # Readable once the child has exited: a pidfd, or a waiter thread's pipe.
+        self._exit_fd = exit_fd
+        self._watching = False
+        self._exit_event: anyio.Event | None = None
+
+    def __del__(self) -> None:
+        # Dropped without aclose(): at least do not leak the exit fd. (Popen itself warns
+        # about a child still running and reaps it later.)
+        exit_fd = getattr(self, "_exit_fd", None)
+        if exit_fd is not None:
+            self._exit_fd = None
+            with suppress(OSError):
+                close_exit_fd(exit_fd)
+
+    def __repr__(self) -> str:
+        # The one handle users see on this platform: it goes by the public name.
+        return f"<Process pid={self.pid} returncode={self._popen.returncode}>"
+
+    @property
+    def pid(self) -> int:
+        """The process ID of the child."""
+        return self._popen.pid
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit code, ``-N`` if killed by signal N, or ``None`` while it runs.
+
+        Reading it reaps the child if it has exited, without blocking.
+        """
+        return self._poll()
+
+    @property
+    def stdin(self) -> anyio.abc.ByteSendStream | None:
+        """The child's standard input, if it was opened with ``stdin=PIPE``."""
+        return self._stdin
+
+    @property
+    def stdout(self) -> anyio.abc.ByteReceiveStream | None:
+        """The child's standard output, if it was opened with ``stdout=PIPE``."""
+        return self._stdout
+
+    @property
+    def stderr(self) -> anyio.abc.ByteReceiveStream | None:
+        """The child's standard error, if it was opened with ``stderr=PIPE``."""
+        return self._stderr
+
+    async def wait(self) -> int:
+        """Wait until the child exits, reap it and return its exit code.
+
+        It returns as soon as the child exits, even if a grandchild still holds the
+        child's pipes open. Cancelling it leaves the child running.
+        """
+        waited = False
+        while True:
+            returncode = self._poll()
+            if returncode is not None:
+                if not waited:
+                    await checkpoint()
+                return returncode
+            waited = True
+            if self._watching:
+                # Another task already waits on this child; wake up when it stops,
+                # whether because the child exited or because that task was cancelled.
+                if self._exit_event is None:
+                    self._exit_event = anyio.Event()
+                await self._exit_event.wait()
+                continue
+            self._watching = True
+            try:
+                assert self._exit_fd is not None
+                await wait_for_exit(self._exit_fd)
+            finally:
+                self._stop_watching()
+
+    def send_signal(self, signal: Signals) -> None:
+        """Send *signal* to the child (to its process group with ``signal_tree=True``).
+
+        Nothing is sent to the child alone once it has been reaped, so a recycled pid
+        is never hit. With ``signal_tree=True`` the group is still signalled after the
+        child is reaped, as long as members of it remain: the system never hands out
+        a process-group id again while that group has a member, so the id is known to
+        be ours as long as no process has taken the child's pid, which is checked
+        first.
+        """
+        if self._signal_tree:
+            self._signal_group(signal)
+        else:
+            self._popen.send_signal(signal)
+
+    def terminate(self) -> None:
+        """Ask the child to exit with ``SIGTERM``."""
+        self.send_signal(Signals.SIGTERM)
+
+    def kill(self) -> None:
+        """Kill the child with ``SIGKILL``."""
+        self.send_signal(Signals.SIGKILL)
+
+    async def aclose(self) -> None:
+        """Close the pipes, then wait for the child to exit.
+
+        Closing the pipes first lets a child blocked on a full pipe fail its write and
+        exit. If this is cancelled, the child is stopped according to
+        :attr:`cancel_policy` and reaped before the cancellation propagates.
+        """
+        self._close_streams()
+        try:
+            await self.wait()
+        except BaseException:
+            with CancelScope(shield=True):
+                await self.stop()
+            raise
+        finally:
+            self._close_exit_fd()
+
+    # -- internals -----------------------------------------------------------------
+
+    def _signal_polite(self, sig: Signals) -> None:
+        # With signal_tree the leader may already be gone while its group lives on.
+        self.send_signal(sig)
+
+    def _signal_group(self, sig: Signals) -> None:
+        pgid = self._popen.pid
+        if self._popen.returncode is not None:
+            # The leader is reaped. Its pid (the group's id) cannot be handed out
+            # again while the group has a member; if a process has that pid now, the
+            # group is gone and the number belongs to someone else.
+            try:
+                os.kill(pgid, 0)
+            except ProcessLookupError:
+                pass  # no such process: the group, if it has members, is ours
+            except PermissionError:
+                return  # someone else's process has the number
+            else:
+                return
+        with suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, sig)
+
+    def _stop_watching(self) -> None:
+        # Called by the task that watched the exit fd when it stops, for any reason: the
+        # other waiters wake up and one of them takes over if the child still runs.
+        self._watching = False
+        if self._exit_event is not None:
+            self._exit_event.set()
+            self._exit_event = None
+        self._poll()
+
+    def _poll(self) -> int | None:
+        returncode = self._popen.returncode
+        if returncode is None:
+            returncode = self._popen.poll()
+        if returncode is not None and not self._watching:
+            self._close_exit_fd()
+        return returncode
+
+    def _close_exit_fd(self) -> None:
+        # Only once the child is reaped (or never will be by us): the exit fd is what
+        # keeps a waiting task informed until then. And never under the task that
+        # watches it (a wait() or run_process's poller): an fd closed while an event
+        # loop or an epoll set watches it is silently dropped there, and that task
+        # would never wake. The watcher closes it when it stops (_stop_watching).
+        if self._exit_fd is not None and self._popen.returncode is not None and not self._watching:
+            exit_fd, self._exit_fd = self._exit_fd, None
+            close_exit_fd(exit_fd)
+
+    def _close_now(self) -> bool:
+        self._close_streams()
+        self._close_exit_fd()
+        return True
+
+    def _close_streams(self) -> None:
+        for stream in (self._stdin, self._stdout, self._stderr):
+            if stream is not None:
+                stream.close()
 
 
 # The Popen options posix_spawn can honour; any other one sends the child through Popen.
