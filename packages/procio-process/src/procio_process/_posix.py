@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterable, Mapping, Sequence
-from contextlib import suppress
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import ExitStack, suppress
 from signal import Signals
 from typing import IO, Any
 
@@ -24,7 +24,7 @@ from anyio.lowlevel import checkpoint
 
 from . import _spawn
 from ._fdstream import set_pipe_size
-from ._options import DEVNULL, PIPE, STDOUT, StrOrBytesPath, check_arguments
+from ._options import DEVNULL, PIPE, STDOUT, Options, StrOrBytesPath, check_arguments
 from ._policy import CancelPolicy
 from ._process import Process
 from ._spawn import SpawnedChild
@@ -32,55 +32,40 @@ from ._streams import PipeReceiveStream, PipeSendStream
 from ._waiting import close_exit_fd, open_exit_fd, wait_for_exit
 
 
-def _make_pipe(pipesize: int) -> tuple[int, int]:
-    read_fd, write_fd = os.pipe()
-    if pipesize > 0:
-        # Failing is harmless: beyond /proc/sys/fs/pipe-max-size or the user's quota.
-        set_pipe_size(write_fd, pipesize)
-    return read_fd, write_fd
+async def start(
+    command: StrOrBytesPath | Sequence[StrOrBytesPath],
+    before_spawn: Callable[[], Awaitable[None]],
+    options: Options,
+) -> PosixProcess:
+    """Await *before_spawn* (the caller's checkpoint), then :func:`start_posix`."""
+    await before_spawn()
+    return start_posix(command, options)
 
 
 def start_posix(
-    command: StrOrBytesPath | Sequence[StrOrBytesPath],
-    *,
-    stdin: int | IO[Any] | None,
-    stdout: int | IO[Any] | None,
-    stderr: int | IO[Any] | None,
-    cwd: StrOrBytesPath | None,
-    env: Mapping[str, str] | None,
-    startupinfo: Any,
-    creationflags: int,
-    start_new_session: bool,
-    pass_fds: Sequence[int],
-    user: str | int | None,
-    group: str | int | None,
-    extra_groups: Iterable[str | int] | None,
-    umask: int,
-    cancel_policy: CancelPolicy,
-    signal_tree: bool,
-    **popen_kwargs: Any,
+    command: StrOrBytesPath | Sequence[StrOrBytesPath], options: Options
 ) -> PosixProcess:
     """Start the child without yielding: what :func:`open_process` does after its checkpoint.
 
     Nothing between the spawn and the return can be cancelled, so a started child always
     reaches its caller as a :class:`Process`.
     """
-    args, shell = check_arguments(command, stdin, stdout, stderr, cancel_policy, popen_kwargs)
+    args, shell = check_arguments(command, options)
+    popen_kwargs = dict(options.popen_kwargs)
     pipesize = popen_kwargs.pop("pipesize", -1)
     if isinstance(pipesize, bool) or not isinstance(pipesize, int):
         raise TypeError(f"pipesize must be an int, not {type(pipesize).__name__}")
 
-    if user is not None:
-        popen_kwargs["user"] = user
-    if group is not None:
-        popen_kwargs["group"] = group
-    if extra_groups is not None:
-        popen_kwargs["extra_groups"] = extra_groups
-    if umask >= 0:
-        popen_kwargs["umask"] = umask
-    if signal_tree:
-        if sys.platform == "win32":
-            raise ValueError("signal_tree=True needs POSIX process groups")
+    if options.user is not None:
+        popen_kwargs["user"] = options.user
+    if options.group is not None:
+        popen_kwargs["group"] = options.group
+    if options.extra_groups is not None:
+        popen_kwargs["extra_groups"] = options.extra_groups
+    if options.umask >= 0:
+        popen_kwargs["umask"] = options.umask
+    start_new_session = options.start_new_session
+    if options.signal_tree:
         process_group = popen_kwargs.get("process_group")
         if process_group not in (None, 0):
             raise ValueError(
@@ -96,33 +81,40 @@ def start_posix(
     # What Popen gets besides the command and the three streams.
     popen_options: dict[str, Any] = {
         "shell": shell,
-        "cwd": cwd,
-        "env": env,
-        "startupinfo": startupinfo,
-        "creationflags": creationflags,
+        "cwd": options.cwd,
+        "env": options.env,
+        "startupinfo": options.startupinfo,
+        "creationflags": options.creationflags,
         "start_new_session": start_new_session,
-        "pass_fds": pass_fds,
+        "pass_fds": options.pass_fds,
         **popen_kwargs,
     }
-    use_posix_spawn = _spawnable(args, (stdin, stdout, stderr), popen_options)
-    parent_fds: list[int] = []
-    child_fds: list[int] = []
+    specs = (options.stdin, options.stdout, options.stderr)
+    use_posix_spawn = _spawnable(args, specs, popen_options)
 
-    def pipe_for_child(spec: int | IO[Any] | None, *, child_reads: bool) -> int | IO[Any] | None:
-        if spec != PIPE:
-            return spec
-        read_fd, write_fd = _make_pipe(pipesize)
-        parent_fds.append(write_fd if child_reads else read_fd)
-        child_fds.append(read_fd if child_reads else write_fd)
-        return child_fds[-1]
-
-    try:
-        child_stdin = pipe_for_child(stdin, child_reads=True)
-        stdin_fd = parent_fds[-1] if stdin == PIPE else None
-        child_stdout = pipe_for_child(stdout, child_reads=False)
-        stdout_fd = parent_fds[-1] if stdout == PIPE else None
-        child_stderr = pipe_for_child(stderr, child_reads=False)
-        stderr_fd = parent_fds[-1] if stderr == PIPE else None
+    # The child's ends of the pipes are closed once it has them (or failed to start);
+    # the parent's ends only if starting fails, else they become the streams.
+    with ExitStack() as if_failed, ExitStack() as child_ends:
+        child_specs: list[int | IO[Any] | None] = []
+        parent_fds: list[int | None] = []
+        child_fds: list[int] = []
+        for number, spec in enumerate(specs):
+            if spec != PIPE:
+                child_specs.append(spec)
+                parent_fds.append(None)
+                continue
+            read_fd, write_fd = os.pipe()
+            child_reads = number == 0
+            child_fd, parent_fd = (read_fd, write_fd) if child_reads else (write_fd, read_fd)
+            child_ends.callback(os.close, child_fd)
+            if_failed.callback(os.close, parent_fd)
+            if pipesize > 0:
+                # Failing is harmless: beyond /proc/sys/fs/pipe-max-size or the user's quota.
+                set_pipe_size(write_fd, pipesize)
+            child_specs.append(child_fd)
+            child_fds.append(child_fd)
+            parent_fds.append(parent_fd)
+        child_stdin, child_stdout, child_stderr = child_specs
         # Both return once the child has called exec (or failed to): they never wait
         # for the child to run, so they do not block the event loop for long.
         popen: subprocess.Popen[bytes] | SpawnedChild
@@ -130,7 +122,7 @@ def start_posix(
             popen = _spawn.spawn(
                 args,
                 shell=shell,
-                env=env,
+                env=options.env,
                 streams=(child_stdin, child_stdout, child_stderr),  # type: ignore[arg-type]
                 setsid=start_new_session,
                 setpgroup=popen_kwargs.get("process_group"),
@@ -141,22 +133,17 @@ def start_posix(
             )
         # Kills and reaps the child if it fails: a child nobody can wait for must go.
         exit_fd = open_exit_fd(popen)
-    except BaseException:
-        for fd in parent_fds:
-            os.close(fd)
-        raise
-    finally:
-        for fd in child_fds:
-            os.close(fd)
+        if_failed.pop_all()
 
+    stdin_fd, stdout_fd, stderr_fd = parent_fds
     return PosixProcess(
         popen,
         None if stdin_fd is None else PipeSendStream(stdin_fd),
         None if stdout_fd is None else PipeReceiveStream(stdout_fd),
         None if stderr_fd is None else PipeReceiveStream(stderr_fd),
         exit_fd,
-        cancel_policy,
-        signal_tree,
+        options.cancel_policy,
+        options.signal_tree,
     )
 
 
