@@ -13,7 +13,7 @@ from dataclasses import fields
 
 import anyio
 import pytest
-from procio_process import Process, open_process, run_process
+from procio_process import CancelPolicy, Process, open_process, run_process
 from procio_process._delegated import DelegatedProcess
 from procio_process._options import Options
 from procio_process._posix import PosixProcess
@@ -70,3 +70,20 @@ async def test_open_process_gives_the_posix_handle_here() -> None:
     async with await open_process(["true"]) as process:
         assert type(process) is PosixProcess
         assert isinstance(process, anyio.abc.Process)
+
+
+def test_process_cannot_be_constructed_by_users() -> None:
+    # (Type checkers object to these calls too, hence the ignores: the test is that
+    # they fail at run time, with a message that says what to do instead.)
+    with pytest.raises(TypeError, match=r"open_process\(\)"):
+        Process()  # type: ignore[abstract, call-arg]
+    with pytest.raises(TypeError, match=r"open_process\(\)"):
+        Process(CancelPolicy(), signal_tree=False)  # type: ignore[abstract]
+
+
+def test_neither_platform_handle_can_be_constructed_by_users() -> None:
+    # Given what their constructors take, they would build a handle over nothing.
+    with pytest.raises(TypeError, match=r"open_process\(\)"):
+        PosixProcess(None, None, None, None, None, CancelPolicy(), signal_tree=False)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"open_process\(\)"):
+        DelegatedProcess(None, CancelPolicy())  # type: ignore[arg-type]

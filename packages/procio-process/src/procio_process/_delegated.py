@@ -135,4 +135,4 @@ async def start(
     if options.signal_tree:
         raise ValueError("signal_tree=True needs POSIX process groups")
     inner = await anyio.open_process(args, **options.anyio_kwargs())
-    return DelegatedProcess(inner, options.cancel_policy)
+    return DelegatedProcess._create(inner, options.cancel_policy)

@@ -136,7 +136,7 @@ def start_posix(
         if_failed.pop_all()
 
     stdin_fd, stdout_fd, stderr_fd = parent_fds
-    return PosixProcess(
+    return PosixProcess._create(
         popen,
         None if stdin_fd is None else PipeSendStream(stdin_fd),
         None if stdout_fd is None else PipeReceiveStream(stdout_fd),

@@ -17,9 +17,10 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from abc import abstractmethod
+from abc import ABCMeta, abstractmethod
 from contextlib import suppress
 from signal import Signals
+from typing import Any, NoReturn, TypeVar
 
 import anyio
 import anyio.abc
@@ -28,12 +29,34 @@ from anyio import move_on_after
 from ._policy import CancelPolicy
 from ._procfs import proc_stats
 
+_T = TypeVar("_T")
 
-class Process(anyio.abc.Process):
+
+class _NoPublicConstructor(ABCMeta):
+    """Refuses ``Cls(...)``: the platform modules build handles with ``Cls._create(...)``.
+
+    A handle made by hand would wrap no child at all, or a child that nothing waits
+    for; :func:`~procio_process.open_process` is the one way to get one.
+    """
+
+    def __call__(cls, *args: object, **kwargs: object) -> NoReturn:
+        raise TypeError(
+            f"{cls.__name__} has no public constructor: start a child with "
+            "open_process() (or run_process(), whose task_status hands one out)"
+        )
+
+    def _create(cls: type[_T], *args: Any, **kwargs: Any) -> _T:
+        # type.__call__ runs __new__ and __init__, as Cls(...) would have.
+        return type.__call__(cls, *args, **kwargs)  # type: ignore[no-any-return]
+
+
+class Process(anyio.abc.Process, metaclass=_NoPublicConstructor):
     """A running child process, with byte streams for its standard streams.
 
     Returned by :func:`open_process`; use it as an async context manager, or call
-    :meth:`aclose`, so the child is always waited for and its pipes closed.
+    :meth:`aclose`, so the child is always waited for and its pipes closed. It cannot
+    be constructed directly (``Process(...)`` raises :exc:`TypeError`), but it is the
+    type to annotate with and to check with :func:`isinstance`.
 
     If :meth:`aclose` (and so leaving ``async with``) is cancelled while waiting, the
     child is stopped as its :class:`CancelPolicy` says, reaped, and the cancellation
