@@ -46,7 +46,8 @@ class _NoPublicConstructor(ABCMeta):
         )
 
     def _create(cls: type[_T], *args: Any, **kwargs: Any) -> _T:
-        # type.__call__ runs __new__ and __init__, as Cls(...) would have.
+        # type.__call__ runs __new__ and __init__, as Cls(...) would have; typeshed
+        # types it as returning Any, hence the ignore.
         return type.__call__(cls, *args, **kwargs)  # type: ignore[no-any-return]
 
 
