@@ -15,6 +15,7 @@ from pathlib import Path
 import anyio
 import pytest
 from procio_process import DEFAULT_GRACE_PERIOD, CancelPolicy, open_process, run_process
+from procio_process._posix import PosixProcess
 
 pytestmark = pytest.mark.anyio
 
@@ -182,6 +183,7 @@ async def test_signal_tree_never_signals_a_group_id_taken_by_a_new_process() -> 
     async with await open_process(["true"], signal_tree=True) as process:
         await process.wait()
     async with await open_process(["sleep", "30"], signal_tree=True) as other:
+        assert isinstance(process, PosixProcess)
         process._popen.pid = other.pid  # as if the pid had been recycled
         process.terminate()
         process.kill()

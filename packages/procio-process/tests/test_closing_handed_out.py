@@ -19,6 +19,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 from procio_process import Process, _waiting, open_process, run_process
+from procio_process._posix import PosixProcess
 from procio_process._streams import PipeSendStream
 
 pytestmark = pytest.mark.anyio
@@ -228,4 +229,5 @@ async def test_aclose_does_not_close_the_pidfd_under_a_waiting_task() -> None:
             _block_until(lambda: _has_exited(process.pid))
             await process.aclose()
     assert results == [-signal.SIGKILL]
+    assert isinstance(process, PosixProcess)
     assert process._exit_fd is None

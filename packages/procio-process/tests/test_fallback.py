@@ -22,6 +22,7 @@ import anyio.lowlevel
 import anyio.to_thread
 import pytest
 from procio_process import _communicate, _waiting, open_process, run_process
+from procio_process._posix import PosixProcess
 
 pytestmark = pytest.mark.anyio
 
@@ -43,6 +44,7 @@ async def test_wait_without_pidfd(leak_guard: StartGuard) -> None:
     check = leak_guard()
     async with await open_process(["sh", "-c", "sleep 0.1; exit 3"]) as process:
         # Not a pidfd: the read end of the waiter thread's pipe.
+        assert isinstance(process, PosixProcess)
         assert process._exit_fd is not None
         assert stat.S_ISFIFO(os.fstat(process._exit_fd).st_mode)
         assert await process.wait() == 3

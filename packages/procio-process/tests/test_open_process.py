@@ -16,6 +16,7 @@ import anyio.abc
 import anyio.lowlevel
 import pytest
 from procio_process import DEVNULL, PIPE, STDOUT, CancelPolicy, Process, open_process
+from procio_process._posix import PosixProcess
 
 pytestmark = pytest.mark.anyio
 
@@ -144,6 +145,7 @@ async def test_a_cancelled_waiter_does_not_strand_the_others() -> None:
         with anyio.move_on_after(0.05):
             await process.wait()
         assert process.returncode is None
+        assert isinstance(process, PosixProcess)
         results: list[int] = []
 
         async def waiter() -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 import anyio
 import pytest
 from procio_process import DEVNULL, PIPE, STDOUT, _spawn, open_process, run_process
+from procio_process._posix import PosixProcess
 from procio_process._spawn import SpawnedChild
 
 pytestmark = pytest.mark.anyio
@@ -79,6 +80,7 @@ async def test_plain_children_are_posix_spawned(
     command: object, options: dict[str, object]
 ) -> None:
     async with await open_process(command, **options) as process:  # type: ignore[arg-type]
+        assert isinstance(process, PosixProcess)
         assert isinstance(process._popen, SpawnedChild)
         assert await process.wait() == 0
 
@@ -98,6 +100,7 @@ async def test_plain_children_are_posix_spawned(
 )
 async def test_options_only_popen_has_go_through_popen(options: dict[str, object]) -> None:
     async with await open_process(["true"], **options) as process:  # type: ignore[arg-type]
+        assert isinstance(process, PosixProcess)
         assert isinstance(process._popen, subprocess.Popen)
         assert await process.wait() == 0
 
@@ -115,6 +118,7 @@ async def test_output_input_and_merge(path: str, leak_guard: StartGuard) -> None
     empty = await run_process(["cat"], stdin=DEVNULL)
     assert empty.stdout == b""
     async with await open_process(["cat"], stdin=PIPE, stdout=PIPE, stderr=DEVNULL) as process:
+        assert isinstance(process, PosixProcess)
         assert type(process._popen) is expected_handle(path)
         assert process.stdin is not None
         assert process.stdout is not None

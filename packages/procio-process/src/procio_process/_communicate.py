@@ -16,10 +16,12 @@ import os
 import select
 import time
 from collections.abc import Callable
+from typing import TypeGuard
 
 from anyio import BrokenResourceError, wait_readable
 
 from ._fdstream import FdHolder
+from ._posix import PosixProcess
 from ._process import Process
 from ._streams import PipeReceiveStream
 
@@ -40,13 +42,13 @@ _CALLS_PER_WAKEUP = 16
 _SETTLE_TIME = 100e-6
 
 
-def can_communicate(process: Process) -> bool:
+def can_communicate(process: Process) -> TypeGuard[PosixProcess]:
     """Whether :func:`communicate` can serve *process*."""
-    return AVAILABLE and process._exit_fd is not None
+    return AVAILABLE and isinstance(process, PosixProcess) and process._exit_fd is not None
 
 
 async def communicate(
-    process: Process,
+    process: PosixProcess,
     input: bytes | bytearray | memoryview | None,
     outputs: list[tuple[PipeReceiveStream, list[bytes]]],
 ) -> None:

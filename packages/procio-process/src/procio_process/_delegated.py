@@ -14,16 +14,15 @@ process groups to signal).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from signal import Signals
-from typing import IO, Any
 
 import anyio
 import anyio.abc
 from anyio import CancelScope
 
-from ._options import StrOrBytesPath, check_arguments
+from ._options import Options, StrOrBytesPath, check_arguments
 from ._policy import CancelPolicy
 from ._process import Process
 
@@ -33,13 +32,9 @@ class DelegatedProcess(Process):
 
     def __init__(self, inner: anyio.abc.Process, cancel_policy: CancelPolicy) -> None:
         # Nothing of procio's own pipes, pidfd or Popen: every operation goes to *inner*.
+        # No process groups here, so never signal_tree (start_delegated refuses it).
+        super().__init__(cancel_policy, signal_tree=False)
         self._inner = inner
-        self._stdin = self._stdout = self._stderr = None
-        self._exit_fd = None
-        self._cancel_policy = cancel_policy
-        self._signal_tree = False
-        self._watching = False
-        self._exit_event = None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} pid={self.pid} returncode={self._inner.returncode}>"
@@ -118,52 +113,26 @@ class DelegatedProcess(Process):
     def _close_now(self) -> bool:
         return False  # AnyIO's streams close through the event loop: use aclose()
 
-    def _close_streams(self) -> None:
-        pass  # see aclose()
 
-
-# The keyword arguments of anyio.open_process besides the three streams.
-_ANYIO_OPTIONS = (
-    "cwd",
-    "env",
-    "startupinfo",
-    "creationflags",
-    "start_new_session",
-    "pass_fds",
-    "user",
-    "group",
-    "extra_groups",
-    "umask",
-)
-
-
-async def start_delegated(
+async def start(
     command: StrOrBytesPath | Sequence[StrOrBytesPath],
-    *,
-    stdin: int | IO[Any] | None,
-    stdout: int | IO[Any] | None,
-    stderr: int | IO[Any] | None,
-    cancel_policy: CancelPolicy,
-    signal_tree: bool,
-    **options: Any,
+    before_spawn: Callable[[], Awaitable[None]],
+    options: Options,
 ) -> DelegatedProcess:
     """Start *command* with :func:`anyio.open_process` and wrap it.
 
-    *options* are :func:`~procio_process.open_process`'s other keyword arguments: those
-    AnyIO takes, and any further ``Popen`` keyword, which is refused.
+    *before_spawn* is not awaited: :func:`anyio.open_process` has its own checkpoint.
+    What AnyIO does not take (further ``Popen`` keyword arguments, ``signal_tree``) is
+    refused before anything starts.
     """
-    anyio_options = {name: options.pop(name) for name in _ANYIO_OPTIONS}
-    popen_kwargs = options
-    args, _shell = check_arguments(command, stdin, stdout, stderr, cancel_policy, popen_kwargs)
-    if popen_kwargs:
-        names = ", ".join(f"{key}=" for key in popen_kwargs)
+    args, _shell = check_arguments(command, options)
+    if options.popen_kwargs:
+        names = ", ".join(f"{key}=" for key in options.popen_kwargs)
         raise TypeError(
             f"{names}: on this platform children are started by anyio.open_process, "
             "which takes no further Popen keyword arguments"
         )
-    if signal_tree:
+    if options.signal_tree:
         raise ValueError("signal_tree=True needs POSIX process groups")
-    inner = await anyio.open_process(
-        args, stdin=stdin, stdout=stdout, stderr=stderr, **anyio_options
-    )
-    return DelegatedProcess(inner, cancel_policy)
+    inner = await anyio.open_process(args, **options.anyio_kwargs())
+    return DelegatedProcess._create(inner, options.cancel_policy)

@@ -8,14 +8,15 @@ from typing import IO, Any
 
 from anyio.lowlevel import checkpoint
 
-from ._delegated import start_delegated
-from ._options import DEFAULT_POLICY, PIPE, StrOrBytesPath
+from . import _delegated, _posix
+from ._options import DEFAULT_POLICY, PIPE, Options, StrOrBytesPath
 from ._policy import CancelPolicy
-from ._posix import start_posix
 from ._process import Process
 
-#: Where procio has no way of its own to run children (Windows), they are started by
-#: :func:`anyio.open_process` and driven through ``_delegated.DelegatedProcess``.
+#: Which platform module starts children: where procio has no way of its own to run
+#: them (Windows), ``_delegated`` (:func:`anyio.open_process` starts them); everywhere
+#: else ``_posix``. Set once at import; read by :func:`start`, so that the tests can
+#: run the Windows way on POSIX too.
 DELEGATE = sys.platform == "win32"
 
 
@@ -79,38 +80,38 @@ async def open_process(
             change what the streams carry (``text``, ``encoding``, ``shell``...).
         ValueError: for conflicting or out-of-range options.
     """
-    options: dict[str, Any] = {
-        "stdin": stdin,
-        "stdout": stdout,
-        "stderr": stderr,
-        "cwd": cwd,
-        "env": env,
-        "startupinfo": startupinfo,
-        "creationflags": creationflags,
-        "start_new_session": start_new_session,
-        "pass_fds": pass_fds,
-        "user": user,
-        "group": group,
-        "extra_groups": extra_groups,
-        "umask": umask,
-        "cancel_policy": cancel_policy,
-        "signal_tree": signal_tree,
-    }
-    return await start(command, checkpoint, {**options, **popen_kwargs})
+    options = Options(
+        stdin=stdin,
+        stdout=stdout,
+        stderr=stderr,
+        cwd=cwd,
+        env=env,
+        startupinfo=startupinfo,
+        creationflags=creationflags,
+        start_new_session=start_new_session,
+        pass_fds=pass_fds,
+        user=user,
+        group=group,
+        extra_groups=extra_groups,
+        umask=umask,
+        cancel_policy=cancel_policy,
+        signal_tree=signal_tree,
+        popen_kwargs=popen_kwargs,
+    )
+    return await start(command, checkpoint, options)
 
 
 async def start(
     command: StrOrBytesPath | Sequence[StrOrBytesPath],
     before_spawn: Callable[[], Awaitable[None]],
-    options: dict[str, Any],
+    options: Options,
 ) -> Process:
-    """Start the child with *options* (:func:`open_process`'s keyword arguments).
+    """Start the child with *options* on this platform's way.
 
-    Where procio delegates, AnyIO starts it. Elsewhere :func:`start_posix` does, right after
+    Where procio delegates, AnyIO starts it. Elsewhere ``_posix`` does, right after
     *before_spawn* (a checkpoint of the caller's choice); nothing after the spawn yields,
     so the caller gets the :class:`Process` before any cancellation can strike.
     """
     if DELEGATE:
-        return await start_delegated(command, **options)
-    await before_spawn()
-    return start_posix(command, **options)
+        return await _delegated.start(command, before_spawn, options)
+    return await _posix.start(command, before_spawn, options)

@@ -1,10 +1,16 @@
-"""What every way of starting a child checks first: the command and the stream options."""
+"""The options of starting a child, declared once, and what every way of starting checks.
+
+:func:`~procio_process.open_process` and :func:`~procio_process.run_process` spell
+their keyword arguments out, for users and type checkers; each gathers them into one
+:class:`Options` and hands that down, so the platform modules read one declaration.
+"""
 
 from __future__ import annotations
 
 import os
 import subprocess
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from os import PathLike
 from typing import IO, Any, TypeAlias
 
@@ -18,6 +24,45 @@ STDOUT = subprocess.STDOUT
 
 #: The policy of open_process() and run_process() when none is given.
 DEFAULT_POLICY = CancelPolicy()
+
+# Marks the options that are procio's own: anyio.open_process takes all the others.
+_PROCIO_ONLY = {"procio": True}
+
+
+@dataclass(frozen=True)
+class Options:
+    """The keyword arguments of :func:`~procio_process.open_process`, after the command.
+
+    The first thirteen are :func:`anyio.open_process`'s and mean what they mean for
+    :class:`subprocess.Popen`; *popen_kwargs* holds any further ``Popen`` keyword.
+    Gathered as given: :func:`check_arguments` and the platform's start validate them.
+    """
+
+    stdin: int | IO[Any] | None
+    stdout: int | IO[Any] | None
+    stderr: int | IO[Any] | None
+    cwd: StrOrBytesPath | None
+    env: Mapping[str, str] | None
+    startupinfo: Any
+    creationflags: int
+    start_new_session: bool
+    pass_fds: Sequence[int]
+    user: str | int | None
+    group: str | int | None
+    extra_groups: Iterable[str | int] | None
+    umask: int
+    cancel_policy: CancelPolicy = field(metadata=_PROCIO_ONLY)
+    signal_tree: bool = field(metadata=_PROCIO_ONLY)
+    popen_kwargs: Mapping[str, Any] = field(metadata=_PROCIO_ONLY)
+
+    def anyio_kwargs(self) -> dict[str, Any]:
+        """The options :func:`anyio.open_process` takes, by keyword (streams included)."""
+        return {
+            option.name: getattr(self, option.name)
+            for option in fields(self)
+            if not option.metadata.get("procio")
+        }
+
 
 # Popen options that procio sets from its own arguments: passing them is a mistake.
 _REFUSED_POPEN_KWARGS = {
@@ -81,21 +126,18 @@ def _normalize_command(
 
 
 def check_arguments(
-    command: StrOrBytesPath | Sequence[StrOrBytesPath],
-    stdin: int | IO[Any] | None,
-    stdout: int | IO[Any] | None,
-    stderr: int | IO[Any] | None,
-    cancel_policy: CancelPolicy,
-    popen_kwargs: Mapping[str, Any],
+    command: StrOrBytesPath | Sequence[StrOrBytesPath], options: Options
 ) -> tuple[str | bytes | list[Any], bool]:
     """Refuse what no way of starting a child accepts; return (args, whether shell)."""
     args, shell = _normalize_command(command)
+    stdin, stdout, stderr = options.stdin, options.stdout, options.stderr
     _check_stream_spec("stdin", stdin)
     _check_stream_spec("stdout", stdout)
     _check_stream_spec("stderr", stderr, allow_stdout=True)
+    cancel_policy = options.cancel_policy
     if not isinstance(cancel_policy, CancelPolicy):
         raise TypeError(f"cancel_policy must be a CancelPolicy, not {type(cancel_policy).__name__}")
-    for key in popen_kwargs:
+    for key in options.popen_kwargs:
         if key in _REFUSED_POPEN_KWARGS:
             raise TypeError(f"open_process() does not accept {key}=: {_REFUSED_POPEN_KWARGS[key]}")
         if key in _PIPE_POPEN_KWARGS and PIPE in (stdin, stdout, stderr):

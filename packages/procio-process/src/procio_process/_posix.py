@@ -1,7 +1,10 @@
-"""Starting a child here, without AnyIO: pipes, ``posix_spawn`` or ``Popen``, exit fd.
+"""Children that procio starts and drives itself: every platform but Windows.
 
-What :func:`~procio_process.open_process` and :func:`~procio_process.run_process` do
-after their checkpoint on every platform but Windows (see ``_open``).
+:func:`start_posix` makes the pipes, starts the child with ``posix_spawn`` or ``Popen``
+and opens its exit fd (a pidfd, or a waiter thread's pipe); :class:`PosixProcess` is
+the :class:`~procio_process.Process` over all that. It is what
+:func:`~procio_process.open_process` and :func:`~procio_process.run_process` do after
+their checkpoint wherever ``_open`` does not delegate to AnyIO.
 """
 
 from __future__ import annotations
@@ -9,68 +12,60 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import ExitStack, suppress
+from signal import Signals
 from typing import IO, Any
+
+import anyio
+import anyio.abc
+from anyio import CancelScope
+from anyio.lowlevel import checkpoint
 
 from . import _spawn
 from ._fdstream import set_pipe_size
-from ._options import DEVNULL, PIPE, STDOUT, StrOrBytesPath, check_arguments
+from ._options import DEVNULL, PIPE, STDOUT, Options, StrOrBytesPath, check_arguments
 from ._policy import CancelPolicy
 from ._process import Process
 from ._spawn import SpawnedChild
 from ._streams import PipeReceiveStream, PipeSendStream
-from ._waiting import open_exit_fd
+from ._waiting import close_exit_fd, open_exit_fd, wait_for_exit
 
 
-def _make_pipe(pipesize: int) -> tuple[int, int]:
-    read_fd, write_fd = os.pipe()
-    if pipesize > 0:
-        # Failing is harmless: beyond /proc/sys/fs/pipe-max-size or the user's quota.
-        set_pipe_size(write_fd, pipesize)
-    return read_fd, write_fd
+async def start(
+    command: StrOrBytesPath | Sequence[StrOrBytesPath],
+    before_spawn: Callable[[], Awaitable[None]],
+    options: Options,
+) -> PosixProcess:
+    """Await *before_spawn* (the caller's checkpoint), then :func:`start_posix`."""
+    await before_spawn()
+    return start_posix(command, options)
 
 
 def start_posix(
-    command: StrOrBytesPath | Sequence[StrOrBytesPath],
-    *,
-    stdin: int | IO[Any] | None,
-    stdout: int | IO[Any] | None,
-    stderr: int | IO[Any] | None,
-    cwd: StrOrBytesPath | None,
-    env: Mapping[str, str] | None,
-    startupinfo: Any,
-    creationflags: int,
-    start_new_session: bool,
-    pass_fds: Sequence[int],
-    user: str | int | None,
-    group: str | int | None,
-    extra_groups: Iterable[str | int] | None,
-    umask: int,
-    cancel_policy: CancelPolicy,
-    signal_tree: bool,
-    **popen_kwargs: Any,
-) -> Process:
+    command: StrOrBytesPath | Sequence[StrOrBytesPath], options: Options
+) -> PosixProcess:
     """Start the child without yielding: what :func:`open_process` does after its checkpoint.
 
     Nothing between the spawn and the return can be cancelled, so a started child always
     reaches its caller as a :class:`Process`.
     """
-    args, shell = check_arguments(command, stdin, stdout, stderr, cancel_policy, popen_kwargs)
+    args, shell = check_arguments(command, options)
+    popen_kwargs = dict(options.popen_kwargs)
     pipesize = popen_kwargs.pop("pipesize", -1)
     if isinstance(pipesize, bool) or not isinstance(pipesize, int):
         raise TypeError(f"pipesize must be an int, not {type(pipesize).__name__}")
 
-    if user is not None:
-        popen_kwargs["user"] = user
-    if group is not None:
-        popen_kwargs["group"] = group
-    if extra_groups is not None:
-        popen_kwargs["extra_groups"] = extra_groups
-    if umask >= 0:
-        popen_kwargs["umask"] = umask
-    if signal_tree:
-        if sys.platform == "win32":
-            raise ValueError("signal_tree=True needs POSIX process groups")
+    if options.user is not None:
+        popen_kwargs["user"] = options.user
+    if options.group is not None:
+        popen_kwargs["group"] = options.group
+    if options.extra_groups is not None:
+        popen_kwargs["extra_groups"] = options.extra_groups
+    if options.umask >= 0:
+        popen_kwargs["umask"] = options.umask
+    start_new_session = options.start_new_session
+    if options.signal_tree:
         process_group = popen_kwargs.get("process_group")
         if process_group not in (None, 0):
             raise ValueError(
@@ -86,33 +81,40 @@ def start_posix(
     # What Popen gets besides the command and the three streams.
     popen_options: dict[str, Any] = {
         "shell": shell,
-        "cwd": cwd,
-        "env": env,
-        "startupinfo": startupinfo,
-        "creationflags": creationflags,
+        "cwd": options.cwd,
+        "env": options.env,
+        "startupinfo": options.startupinfo,
+        "creationflags": options.creationflags,
         "start_new_session": start_new_session,
-        "pass_fds": pass_fds,
+        "pass_fds": options.pass_fds,
         **popen_kwargs,
     }
-    use_posix_spawn = _spawnable(args, (stdin, stdout, stderr), popen_options)
-    parent_fds: list[int] = []
-    child_fds: list[int] = []
+    specs = (options.stdin, options.stdout, options.stderr)
+    use_posix_spawn = _spawnable(args, specs, popen_options)
 
-    def pipe_for_child(spec: int | IO[Any] | None, *, child_reads: bool) -> int | IO[Any] | None:
-        if spec != PIPE:
-            return spec
-        read_fd, write_fd = _make_pipe(pipesize)
-        parent_fds.append(write_fd if child_reads else read_fd)
-        child_fds.append(read_fd if child_reads else write_fd)
-        return child_fds[-1]
-
-    try:
-        child_stdin = pipe_for_child(stdin, child_reads=True)
-        stdin_fd = parent_fds[-1] if stdin == PIPE else None
-        child_stdout = pipe_for_child(stdout, child_reads=False)
-        stdout_fd = parent_fds[-1] if stdout == PIPE else None
-        child_stderr = pipe_for_child(stderr, child_reads=False)
-        stderr_fd = parent_fds[-1] if stderr == PIPE else None
+    # The child's ends of the pipes are closed once it has them (or failed to start);
+    # the parent's ends only if starting fails, else they become the streams.
+    with ExitStack() as if_failed, ExitStack() as child_ends:
+        child_specs: list[int | IO[Any] | None] = []
+        parent_fds: list[int | None] = []
+        child_fds: list[int] = []
+        for number, spec in enumerate(specs):
+            if spec != PIPE:
+                child_specs.append(spec)
+                parent_fds.append(None)
+                continue
+            read_fd, write_fd = os.pipe()
+            child_reads = number == 0
+            child_fd, parent_fd = (read_fd, write_fd) if child_reads else (write_fd, read_fd)
+            child_ends.callback(os.close, child_fd)
+            if_failed.callback(os.close, parent_fd)
+            if pipesize > 0:
+                # Failing is harmless: beyond /proc/sys/fs/pipe-max-size or the user's quota.
+                set_pipe_size(write_fd, pipesize)
+            child_specs.append(child_fd)
+            child_fds.append(child_fd)
+            parent_fds.append(parent_fd)
+        child_stdin, child_stdout, child_stderr = child_specs
         # Both return once the child has called exec (or failed to): they never wait
         # for the child to run, so they do not block the event loop for long.
         popen: subprocess.Popen[bytes] | SpawnedChild
@@ -120,7 +122,7 @@ def start_posix(
             popen = _spawn.spawn(
                 args,
                 shell=shell,
-                env=env,
+                env=options.env,
                 streams=(child_stdin, child_stdout, child_stderr),  # type: ignore[arg-type]
                 setsid=start_new_session,
                 setpgroup=popen_kwargs.get("process_group"),
@@ -131,23 +133,215 @@ def start_posix(
             )
         # Kills and reaps the child if it fails: a child nobody can wait for must go.
         exit_fd = open_exit_fd(popen)
-    except BaseException:
-        for fd in parent_fds:
-            os.close(fd)
-        raise
-    finally:
-        for fd in child_fds:
-            os.close(fd)
+        if_failed.pop_all()
 
-    return Process(
+    stdin_fd, stdout_fd, stderr_fd = parent_fds
+    return PosixProcess._create(
         popen,
         None if stdin_fd is None else PipeSendStream(stdin_fd),
         None if stdout_fd is None else PipeReceiveStream(stdout_fd),
         None if stderr_fd is None else PipeReceiveStream(stderr_fd),
         exit_fd,
-        cancel_policy,
-        signal_tree,
+        options.cancel_policy,
+        options.signal_tree,
     )
+
+
+class PosixProcess(Process):
+    """A :class:`~procio_process.Process` over a child this module started.
+
+    It owns the parent's ends of the pipes and the exit fd, and reaps the child through
+    its ``Popen`` (or :class:`~procio_process._spawn.SpawnedChild`).
+    """
+
+    def __init__(
+        self,
+        popen: subprocess.Popen[bytes] | SpawnedChild,
+        stdin: PipeSendStream | None,
+        stdout: PipeReceiveStream | None,
+        stderr: PipeReceiveStream | None,
+        exit_fd: int | None,
+        cancel_policy: CancelPolicy,
+        signal_tree: bool,
+    ) -> None:
+        super().__init__(cancel_policy, signal_tree)
+        self._popen = popen
+        self._stdin = stdin
+        self._stdout = stdout
+        self._stderr = stderr
+        # Readable once the child has exited: a pidfd, or a waiter thread's pipe.
+        self._exit_fd = exit_fd
+        self._watching = False
+        self._exit_event: anyio.Event | None = None
+
+    def __del__(self) -> None:
+        # Dropped without aclose(): at least do not leak the exit fd. (Popen itself warns
+        # about a child still running and reaps it later.)
+        exit_fd = getattr(self, "_exit_fd", None)
+        if exit_fd is not None:
+            self._exit_fd = None
+            with suppress(OSError):
+                close_exit_fd(exit_fd)
+
+    def __repr__(self) -> str:
+        # The one handle users see on this platform: it goes by the public name.
+        return f"<Process pid={self.pid} returncode={self._popen.returncode}>"
+
+    @property
+    def pid(self) -> int:
+        """The process ID of the child."""
+        return self._popen.pid
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit code, ``-N`` if killed by signal N, or ``None`` while it runs.
+
+        Reading it reaps the child if it has exited, without blocking.
+        """
+        return self._poll()
+
+    @property
+    def stdin(self) -> anyio.abc.ByteSendStream | None:
+        """The child's standard input, if it was opened with ``stdin=PIPE``."""
+        return self._stdin
+
+    @property
+    def stdout(self) -> anyio.abc.ByteReceiveStream | None:
+        """The child's standard output, if it was opened with ``stdout=PIPE``."""
+        return self._stdout
+
+    @property
+    def stderr(self) -> anyio.abc.ByteReceiveStream | None:
+        """The child's standard error, if it was opened with ``stderr=PIPE``."""
+        return self._stderr
+
+    async def wait(self) -> int:
+        """Wait until the child exits, reap it and return its exit code.
+
+        It returns as soon as the child exits, even if a grandchild still holds the
+        child's pipes open. Cancelling it leaves the child running.
+        """
+        waited = False
+        while True:
+            returncode = self._poll()
+            if returncode is not None:
+                if not waited:
+                    await checkpoint()
+                return returncode
+            waited = True
+            if self._watching:
+                # Another task already waits on this child; wake up when it stops,
+                # whether because the child exited or because that task was cancelled.
+                if self._exit_event is None:
+                    self._exit_event = anyio.Event()
+                await self._exit_event.wait()
+                continue
+            self._watching = True
+            try:
+                assert self._exit_fd is not None
+                await wait_for_exit(self._exit_fd)
+            finally:
+                self._stop_watching()
+
+    def send_signal(self, signal: Signals) -> None:
+        """Send *signal* to the child (to its process group with ``signal_tree=True``).
+
+        Nothing is sent to the child alone once it has been reaped, so a recycled pid
+        is never hit. With ``signal_tree=True`` the group is still signalled after the
+        child is reaped, as long as members of it remain: the system never hands out
+        a process-group id again while that group has a member, so the id is known to
+        be ours as long as no process has taken the child's pid, which is checked
+        first.
+        """
+        if self._signal_tree:
+            self._signal_group(signal)
+        else:
+            self._popen.send_signal(signal)
+
+    def terminate(self) -> None:
+        """Ask the child to exit with ``SIGTERM``."""
+        self.send_signal(Signals.SIGTERM)
+
+    def kill(self) -> None:
+        """Kill the child with ``SIGKILL``."""
+        self.send_signal(Signals.SIGKILL)
+
+    async def aclose(self) -> None:
+        """Close the pipes, then wait for the child to exit.
+
+        Closing the pipes first lets a child blocked on a full pipe fail its write and
+        exit. If this is cancelled, the child is stopped according to
+        :attr:`cancel_policy` and reaped before the cancellation propagates.
+        """
+        self._close_streams()
+        try:
+            await self.wait()
+        except BaseException:
+            with CancelScope(shield=True):
+                await self.stop()
+            raise
+        finally:
+            self._close_exit_fd()
+
+    # -- internals -----------------------------------------------------------------
+
+    def _signal_polite(self, sig: Signals) -> None:
+        # With signal_tree the leader may already be gone while its group lives on.
+        self.send_signal(sig)
+
+    def _signal_group(self, sig: Signals) -> None:
+        pgid = self._popen.pid
+        if self._popen.returncode is not None:
+            # The leader is reaped. Its pid (the group's id) cannot be handed out
+            # again while the group has a member; if a process has that pid now, the
+            # group is gone and the number belongs to someone else.
+            try:
+                os.kill(pgid, 0)
+            except ProcessLookupError:
+                pass  # no such process: the group, if it has members, is ours
+            except PermissionError:
+                return  # someone else's process has the number
+            else:
+                return
+        with suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, sig)
+
+    def _stop_watching(self) -> None:
+        # Called by the task that watched the exit fd when it stops, for any reason: the
+        # other waiters wake up and one of them takes over if the child still runs.
+        self._watching = False
+        if self._exit_event is not None:
+            self._exit_event.set()
+            self._exit_event = None
+        self._poll()
+
+    def _poll(self) -> int | None:
+        returncode = self._popen.returncode
+        if returncode is None:
+            returncode = self._popen.poll()
+        if returncode is not None and not self._watching:
+            self._close_exit_fd()
+        return returncode
+
+    def _close_exit_fd(self) -> None:
+        # Only once the child is reaped (or never will be by us): the exit fd is what
+        # keeps a waiting task informed until then. And never under the task that
+        # watches it (a wait() or run_process's poller): an fd closed while an event
+        # loop or an epoll set watches it is silently dropped there, and that task
+        # would never wake. The watcher closes it when it stops (_stop_watching).
+        if self._exit_fd is not None and self._popen.returncode is not None and not self._watching:
+            exit_fd, self._exit_fd = self._exit_fd, None
+            close_exit_fd(exit_fd)
+
+    def _close_now(self) -> bool:
+        self._close_streams()
+        self._close_exit_fd()
+        return True
+
+    def _close_streams(self) -> None:
+        for stream in (self._stdin, self._stdout, self._stderr):
+            if stream is not None:
+                stream.close()
 
 
 # The Popen options posix_spawn can honour; any other one sends the child through Popen.

@@ -1,31 +1,63 @@
-"""The :class:`Process` handle: waiting, signalling, stopping and closing a child."""
+"""The :class:`Process` handle, as users see it, and what every platform's handle shares.
+
+``Process`` is abstract: each platform module brings its own subclass, and
+:func:`~procio_process.open_process` picks the module once (see ``_open``):
+
+* ``_posix.PosixProcess`` where procio starts children itself (pipes, a pidfd or a
+  waiter thread, ``posix_spawn`` or ``Popen``);
+* ``_delegated.DelegatedProcess`` where :func:`anyio.open_process` starts them
+  (Windows), wrapped so that the cancellation policy works the same.
+
+What they share is here: the cancellation policy and :meth:`Process.stop`, which is
+written once against a few private hooks each subclass provides.
+"""
 
 from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
+from abc import ABCMeta, abstractmethod
 from contextlib import suppress
 from signal import Signals
+from typing import Any, NoReturn, TypeVar
 
 import anyio
 import anyio.abc
-from anyio import CancelScope, move_on_after
-from anyio.lowlevel import checkpoint
+from anyio import move_on_after
 
 from ._policy import CancelPolicy
 from ._procfs import proc_stats
-from ._spawn import SpawnedChild
-from ._streams import PipeReceiveStream, PipeSendStream
-from ._waiting import close_exit_fd, wait_for_exit
+
+_T = TypeVar("_T")
 
 
-class Process(anyio.abc.Process):
+class _NoPublicConstructor(ABCMeta):
+    """Refuses ``Cls(...)``: the platform modules build handles with ``Cls._create(...)``.
+
+    A handle made by hand would wrap no child at all, or a child that nothing waits
+    for; :func:`~procio_process.open_process` is the one way to get one.
+    """
+
+    def __call__(cls, *args: object, **kwargs: object) -> NoReturn:
+        raise TypeError(
+            f"{cls.__name__} has no public constructor: start a child with "
+            "open_process() (or run_process(), whose task_status hands one out)"
+        )
+
+    def _create(cls: type[_T], *args: Any, **kwargs: Any) -> _T:
+        # type.__call__ runs __new__ and __init__, as Cls(...) would have; typeshed
+        # types it as returning Any, hence the ignore.
+        return type.__call__(cls, *args, **kwargs)  # type: ignore[no-any-return]
+
+
+class Process(anyio.abc.Process, metaclass=_NoPublicConstructor):
     """A running child process, with byte streams for its standard streams.
 
     Returned by :func:`open_process`; use it as an async context manager, or call
-    :meth:`aclose`, so the child is always waited for and its pipes closed.
+    :meth:`aclose`, so the child is always waited for and its pipes closed. It cannot
+    be constructed directly (``Process(...)`` raises :exc:`TypeError`), but it is the
+    type to annotate with and to check with :func:`isinstance`.
 
     If :meth:`aclose` (and so leaving ``async with``) is cancelled while waiting, the
     child is stopped as its :class:`CancelPolicy` says, reaped, and the cancellation
@@ -33,107 +65,49 @@ class Process(anyio.abc.Process):
     :exc:`anyio.ClosedResourceError`.
     """
 
-    def __init__(
-        self,
-        popen: subprocess.Popen[bytes] | SpawnedChild,
-        stdin: PipeSendStream | None,
-        stdout: PipeReceiveStream | None,
-        stderr: PipeReceiveStream | None,
-        exit_fd: int | None,
-        cancel_policy: CancelPolicy,
-        signal_tree: bool,
-    ) -> None:
-        self._popen = popen
-        self._stdin = stdin
-        self._stdout = stdout
-        self._stderr = stderr
-        # Readable once the child has exited: a pidfd, or a waiter thread's pipe.
-        self._exit_fd = exit_fd
+    def __init__(self, cancel_policy: CancelPolicy, signal_tree: bool) -> None:
         self._cancel_policy = cancel_policy
         self._signal_tree = signal_tree
-        self._watching = False
-        self._exit_event: anyio.Event | None = None
-
-    def __del__(self) -> None:
-        # Dropped without aclose(): at least do not leak the exit fd. (Popen itself warns
-        # about a child still running and reaps it later.)
-        exit_fd = getattr(self, "_exit_fd", None)
-        if exit_fd is not None:
-            self._exit_fd = None
-            with suppress(OSError):
-                close_exit_fd(exit_fd)
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} pid={self.pid} returncode={self._popen.returncode}>"
 
     # -- what anyio.abc.Process asks for -------------------------------------------
 
     @property
+    @abstractmethod
     def pid(self) -> int:
         """The process ID of the child."""
-        return self._popen.pid
 
     @property
+    @abstractmethod
     def returncode(self) -> int | None:
         """The exit code, ``-N`` if killed by signal N, or ``None`` while it runs.
 
         Reading it reaps the child if it has exited, without blocking.
         """
-        return self._poll()
 
     @property
+    @abstractmethod
     def stdin(self) -> anyio.abc.ByteSendStream | None:
         """The child's standard input, if it was opened with ``stdin=PIPE``."""
-        return self._stdin
 
     @property
+    @abstractmethod
     def stdout(self) -> anyio.abc.ByteReceiveStream | None:
         """The child's standard output, if it was opened with ``stdout=PIPE``."""
-        return self._stdout
 
     @property
+    @abstractmethod
     def stderr(self) -> anyio.abc.ByteReceiveStream | None:
         """The child's standard error, if it was opened with ``stderr=PIPE``."""
-        return self._stderr
 
-    @property
-    def cancel_policy(self) -> CancelPolicy:
-        """How the child is stopped when :meth:`aclose` is cancelled."""
-        return self._cancel_policy
-
-    @property
-    def signal_tree(self) -> bool:
-        """Whether signals go to the child's whole process group."""
-        return self._signal_tree
-
+    @abstractmethod
     async def wait(self) -> int:
         """Wait until the child exits, reap it and return its exit code.
 
         It returns as soon as the child exits, even if a grandchild still holds the
         child's pipes open. Cancelling it leaves the child running.
         """
-        waited = False
-        while True:
-            returncode = self._poll()
-            if returncode is not None:
-                if not waited:
-                    await checkpoint()
-                return returncode
-            waited = True
-            if self._watching:
-                # Another task already waits on this child; wake up when it stops,
-                # whether because the child exited or because that task was cancelled.
-                if self._exit_event is None:
-                    self._exit_event = anyio.Event()
-                await self._exit_event.wait()
-                continue
-            self._watching = True
-            try:
-                assert self._exit_fd is not None
-                await wait_for_exit(self._exit_fd)
-            finally:
-                self._stop_watching()
 
+    @abstractmethod
     def send_signal(self, signal: Signals) -> None:
         """Send *signal* to the child (to its process group with ``signal_tree=True``).
 
@@ -144,25 +118,16 @@ class Process(anyio.abc.Process):
         be ours as long as no process has taken the child's pid, which is checked
         first.
         """
-        if self._signal_tree and sys.platform != "win32":
-            self._signal_group(signal)
-        else:
-            self._popen.send_signal(signal)
 
+    @abstractmethod
     def terminate(self) -> None:
         """Ask the child to exit: ``SIGTERM`` on POSIX, ``TerminateProcess`` on Windows."""
-        if sys.platform == "win32":
-            self._popen.terminate()
-        else:
-            self.send_signal(Signals.SIGTERM)
 
+    @abstractmethod
     def kill(self) -> None:
         """Kill the child: ``SIGKILL`` on POSIX, ``TerminateProcess`` on Windows."""
-        if sys.platform == "win32":
-            self._popen.kill()
-        else:
-            self.send_signal(Signals.SIGKILL)
 
+    @abstractmethod
     async def aclose(self) -> None:
         """Close the pipes, then wait for the child to exit.
 
@@ -170,17 +135,18 @@ class Process(anyio.abc.Process):
         exit. If this is cancelled, the child is stopped according to
         :attr:`cancel_policy` and reaped before the cancellation propagates.
         """
-        self._close_streams()
-        try:
-            await self.wait()
-        except BaseException:
-            with CancelScope(shield=True):
-                await self.stop()
-            raise
-        finally:
-            self._close_exit_fd()
 
     # -- procio additions ----------------------------------------------------------
+
+    @property
+    def cancel_policy(self) -> CancelPolicy:
+        """How the child is stopped when :meth:`aclose` is cancelled."""
+        return self._cancel_policy
+
+    @property
+    def signal_tree(self) -> bool:
+        """Whether signals go to the child's whole process group."""
+        return self._signal_tree
 
     async def stop(self, cancel_policy: CancelPolicy | None = None) -> int:
         """Stop the child as *cancel_policy* says (default: this process's policy).
@@ -202,75 +168,24 @@ class Process(anyio.abc.Process):
         if self._poll() is None:
             self.kill()
         returncode = await self.wait()
-        if self._signal_tree and sys.platform != "win32":
-            await _finish_group(self._popen.pid, deadline if policy.grace_period > 0 else 0.0)
+        if self._signal_tree:
+            # Only a POSIX handle can have signal_tree set: elsewhere it is refused.
+            await _finish_group(self.pid, deadline if policy.grace_period > 0 else 0.0)
         return returncode
 
-    # -- internals -----------------------------------------------------------------
+    # -- what each platform's handle provides besides the public methods -----------
 
-    def _signal_polite(self, sig: Signals) -> None:
-        if sys.platform == "win32":
-            self._popen.terminate()
-        elif self._signal_tree:
-            # The leader may already be gone while the rest of its group lives on.
-            self._signal_group(sig)
-        else:
-            self._popen.send_signal(sig)
-
-    def _signal_group(self, sig: Signals) -> None:
-        pgid = self._popen.pid
-        if self._popen.returncode is not None:
-            # The leader is reaped. Its pid (the group's id) cannot be handed out
-            # again while the group has a member; if a process has that pid now, the
-            # group is gone and the number belongs to someone else.
-            try:
-                os.kill(pgid, 0)
-            except ProcessLookupError:
-                pass  # no such process: the group, if it has members, is ours
-            except PermissionError:
-                return  # someone else's process has the number
-            else:
-                return
-        with suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, sig)
-
-    def _stop_watching(self) -> None:
-        # Called by the task that watched the exit fd when it stops, for any reason: the
-        # other waiters wake up and one of them takes over if the child still runs.
-        self._watching = False
-        if self._exit_event is not None:
-            self._exit_event.set()
-            self._exit_event = None
-        self._poll()
-
+    @abstractmethod
     def _poll(self) -> int | None:
-        returncode = self._popen.returncode
-        if returncode is None:
-            returncode = self._popen.poll()
-        if returncode is not None and not self._watching:
-            self._close_exit_fd()
-        return returncode
+        """The exit code if the child has exited (reaping it), else ``None``; never blocks."""
 
-    def _close_exit_fd(self) -> None:
-        # Only once the child is reaped (or never will be by us): the exit fd is what
-        # keeps a waiting task informed until then. And never under the task that
-        # watches it (a wait() or run_process's poller): an fd closed while an event
-        # loop or an epoll set watches it is silently dropped there, and that task
-        # would never wake. The watcher closes it when it stops (_stop_watching).
-        if self._exit_fd is not None and self._popen.returncode is not None and not self._watching:
-            exit_fd, self._exit_fd = self._exit_fd, None
-            close_exit_fd(exit_fd)
+    @abstractmethod
+    def _signal_polite(self, sig: Signals) -> None:
+        """Send a cancellation policy's first signal (to the group with ``signal_tree``)."""
 
+    @abstractmethod
     def _close_now(self) -> bool:
-        """Close a reaped child's pipes and exit fd without the event loop, if possible."""
-        self._close_streams()
-        self._close_exit_fd()
-        return True
-
-    def _close_streams(self) -> None:
-        for stream in (self._stdin, self._stdout, self._stderr):
-            if stream is not None:
-                stream.close()
+        """Close a reaped child's streams without the event loop; ``False`` if it cannot."""
 
 
 async def _finish_group(pgid: int, deadline: float) -> None:

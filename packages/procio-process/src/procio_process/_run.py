@@ -20,7 +20,7 @@ from anyio.lowlevel import checkpoint_if_cancelled
 
 from ._communicate import can_communicate, communicate
 from ._open import start
-from ._options import DEFAULT_POLICY, StrOrBytesPath
+from ._options import DEFAULT_POLICY, Options, StrOrBytesPath
 from ._policy import CancelPolicy
 from ._process import Process
 from ._streams import PipeReceiveStream
@@ -189,26 +189,27 @@ async def run_process(
         if math.isnan(timeout):
             raise ValueError("timeout must not be NaN")
 
-    options: dict[str, Any] = {
-        "stdin": stdin,
-        "stdout": stdout,
-        "stderr": stderr,
-        "cwd": cwd,
-        "env": env,
-        "startupinfo": startupinfo,
-        "creationflags": creationflags,
-        "start_new_session": start_new_session,
-        "pass_fds": pass_fds,
-        "user": user,
-        "group": group,
-        "extra_groups": extra_groups,
-        "umask": umask,
-        "cancel_policy": cancel_policy,
-        "signal_tree": signal_tree,
-    }
+    options = Options(
+        stdin=stdin,
+        stdout=stdout,
+        stderr=stderr,
+        cwd=cwd,
+        env=env,
+        startupinfo=startupinfo,
+        creationflags=creationflags,
+        start_new_session=start_new_session,
+        pass_fds=pass_fds,
+        user=user,
+        group=group,
+        extra_groups=extra_groups,
+        umask=umask,
+        cancel_policy=cancel_policy,
+        signal_tree=signal_tree,
+        popen_kwargs=popen_kwargs,
+    )
     # No checkpoint between the spawn and the try block below: a cancellation there
     # would lose the child. start() returns right after spawning it.
-    process = await start(command, checkpoint_if_cancelled, {**options, **popen_kwargs})
+    process = await start(command, checkpoint_if_cancelled, options)
     outputs: Outputs = [
         (stream, []) for stream in (process.stdout, process.stderr) if stream is not None
     ]
