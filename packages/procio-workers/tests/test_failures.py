@@ -239,7 +239,8 @@ async def test_a_call_given_a_worker_that_died_idle_runs_on_another_one() -> Non
         os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)  # noqa: ASYNC222 - on purpose
         assert await pool.run_sync(funcs.sleep_and_pid, 0) != pid
         figures = pool.statistics()
-        assert (figures.broken, figures.failures, figures.calls) == (1, 0, 2)
+        # It died idle: not a worker lost during a call, and the call did not fail.
+        assert (figures.broken, figures.failures, figures.calls) == (0, 0, 2)
 
 
 async def test_process_workers_refuse_windows_clearly(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -629,7 +629,8 @@ async def test_a_call_retries_while_its_worker_had_died_before_it_arrived() -> N
         assert await pool.run_sync(funcs.echo, "arrived") == "arrived"
         figures = pool.statistics()
     assert [w.calls for w in backend.workers[:3]] == [1, 1, 1]
-    assert (figures.calls, figures.failures, figures.broken) == (1, 0, 3)
+    # None of them was running a call when it died: "broken" counts those only.
+    assert (figures.calls, figures.failures, figures.broken) == (1, 0, 0)
 
 
 @pytest.mark.anyio

@@ -548,7 +548,11 @@ class WorkerPool:
                     else:
                         result = await worker.call(request)
         except BrokenWorkerProcess as exc:
-            self._broken += 1
+            # "broken" counts workers lost while they ran a call: one found dead before
+            # the call reached it is not, whether the pool saw its exit first or the
+            # call did.
+            if exc.started:
+                self._broken += 1
             if slot.closed_by_pool:
                 self._drop(slot, "killed: the pool closed during its call")
             elif exc.started:
