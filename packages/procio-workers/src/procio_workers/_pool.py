@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import anyio
 from anyio import (
@@ -154,9 +154,14 @@ class WorkerPool:
             standard output or error (default: written to this process's
             ``sys.stdout`` / ``sys.stderr``).
         max_frame_length: the largest message accepted from a worker, in bytes.
+        idle_poll: how long a worker polls for its next call after answering one:
+            ``"adaptive"`` (the default: 200 µs, only while calls come back to back),
+            a number of seconds (at most 1) after every answer, or ``0``: never poll,
+            sleep at once (battery power, CPU quotas, shared hosts). See the
+            :class:`~procio_workers.ProcessBackend` argument of that name.
         backend: run calls through this :class:`~procio_workers.abc.WorkerBackend`
-            instead of local processes; *python*, *serializer*, *launcher*, *output*
-            and *max_frame_length* then do not apply.
+            instead of local processes; *python*, *serializer*, *launcher*, *output*,
+            *max_frame_length* and *idle_poll* then do not apply.
 
     Raises:
         TypeError: if an argument has the wrong type (a non-callable *initializer*,
@@ -180,6 +185,7 @@ class WorkerPool:
         launcher: Launcher | str | None = None,
         output: OutputHandler | None = None,
         max_frame_length: int = _wire.DEFAULT_MAX_FRAME_LENGTH,
+        idle_poll: float | Literal["adaptive"] = "adaptive",
         backend: WorkerBackend | None = None,
     ) -> None:
         _check_int("max_workers", max_workers, minimum=1, optional=True)
@@ -206,10 +212,13 @@ class WorkerPool:
                 launcher=resolved_launcher,
                 output=output,
                 max_frame_length=max_frame_length,
+                idle_poll=idle_poll,
             )
-        elif any(x is not None for x in (python, serializer, launcher, output)):
+        elif any(x is not None for x in (python, serializer, launcher, output)) or (
+            idle_poll != "adaptive"
+        ):
             raise TypeError(
-                "python, serializer, launcher and output configure the default "
+                "python, serializer, launcher, output and idle_poll configure the default "
                 "backend; they cannot be combined with backend="
             )
         self.max_workers = max_workers if max_workers is not None else (os.cpu_count() or 1)

@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, ExitStack, suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 from anyio import CancelScope, move_on_after
@@ -50,9 +50,11 @@ _READ_CHUNK = 64 * 1024
 # that inherited them) before the parent stops forwarding and closes its ends.
 _OUTPUT_GRACE = 0.5
 _RETIRE_GRACE = 2.0
-# How long after its last answer a worker is taken to still be polling for the next call
-# (a little under the worker's own SPIN_SECONDS), and how long to poll for a reply then.
-_WORKER_AWAKE = 150e-6
+# How long a worker polls for its next call after an answer, by default (the worker's
+# own SPIN_SECONDS); a worker is taken to be still polling for the first three quarters of
+# its window, and the parent then polls for a reply for up to _REPLY_POLL.
+_IDLE_POLL_SECONDS = 200e-6
+_AWAKE_SHARE = 0.75
 _REPLY_POLL = 50e-6
 _yield_cpu: Callable[[], None] = getattr(os, "sched_yield", lambda: None)
 
@@ -294,6 +296,9 @@ class ProcessWorker(Worker):
         self._unsent_started = False
         self._problem: str | None = None
         self._answered = 0.0  # time.perf_counter() when the last reply arrived
+        # Whether the worker polls for the next call after its answer (with adaptive
+        # polling it does so only while calls come back to back, as it sees them).
+        self._spinning = backend._idle_poll_seconds > 0
         if hasattr(select, "poll"):
             self._output_poll = select.poll()
             for fd in self._output_fds.values():
@@ -570,7 +575,11 @@ class ProcessWorker(Worker):
             # far less than waiting through the event loop. One that went to sleep
             # takes longer to wake than is worth polling for.
             deadline = 0.0
-            awake = time.perf_counter() - self._answered < _WORKER_AWAKE
+            backend = self._backend
+            gap = time.perf_counter() - self._answered
+            awake = self._spinning and gap < backend._worker_awake
+            if backend._idle_poll_adaptive:
+                self._spinning = gap < backend._idle_poll_seconds
             try:
                 while True:
                     try:
@@ -723,10 +732,18 @@ class ProcessBackend(WorkerBackend):
             least 512 bytes). A call over it fails with :exc:`SerializationError`
             before anything is sent; the worker refuses results over it the same way.
         start_timeout: seconds a worker has to complete its handshake.
+        idle_poll: how a worker waits for its next call after answering one.
+            ``"adaptive"`` (the default) polls for 200 µs, but only while calls come
+            back to back (the call just answered came within 200 µs of the answer
+            before it): back-to-back calls then find the worker awake, and a worker
+            called now and then sleeps at once, costing no CPU. A number of seconds
+            (at most 1) polls that long after every answer; ``0`` never polls, the
+            choice for battery power, CPU quotas and shared hosts.
 
     Raises:
         TypeError: an argument of the wrong type.
-        ValueError: a frame limit under 512 bytes or a start timeout that is not positive.
+        ValueError: a frame limit under 512 bytes, a start timeout that is not
+            positive, or an *idle_poll* out of range.
     """
 
     def __init__(
@@ -738,6 +755,7 @@ class ProcessBackend(WorkerBackend):
         output: OutputHandler | None = None,
         max_frame_length: int = _wire.DEFAULT_MAX_FRAME_LENGTH,
         start_timeout: float = 30.0,
+        idle_poll: float | Literal["adaptive"] = "adaptive",
     ) -> None:
         if serializer is not None and not isinstance(serializer, Serializer):
             raise TypeError(f"serializer must be a Serializer, not {serializer!r}")
@@ -756,6 +774,11 @@ class ProcessBackend(WorkerBackend):
             raise TypeError(f"start_timeout must be a number of seconds, not {start_timeout!r}")
         if not start_timeout > 0:
             raise ValueError(f"start_timeout must be positive, not {start_timeout!r}")
+        seconds, adaptive = _check_idle_poll(idle_poll)
+        self.idle_poll: float | Literal["adaptive"] = idle_poll
+        self._idle_poll_seconds = seconds
+        self._idle_poll_adaptive = adaptive
+        self._worker_awake = seconds * _AWAKE_SHARE
         self.python = os.fspath(python) if python is not None else sys.executable
         self.serializer = serializer if serializer is not None else PickleSerializer()
         self.launcher = launcher if launcher is not None else Launcher()
@@ -822,6 +845,7 @@ class ProcessBackend(WorkerBackend):
             "main": main_module_spec(),
             "codec": self.serializer.worker_codec,
             "max_frame_length": self.max_frame_length,
+            "idle_poll": {"seconds": self._idle_poll_seconds, "adaptive": self._idle_poll_adaptive},
         }
 
     async def start_worker(self, options: Mapping[str, Any]) -> Worker:
@@ -897,6 +921,18 @@ class ProcessBackend(WorkerBackend):
                 ) from None
             raise
         return worker
+
+
+def _check_idle_poll(idle_poll: object) -> tuple[float, bool]:
+    """Check an *idle_poll* setting; return (seconds of polling, adaptive)."""
+    if idle_poll == "adaptive" and isinstance(idle_poll, str):
+        return _IDLE_POLL_SECONDS, True
+    if not _is_number(idle_poll, (int, float)):
+        raise TypeError(f'idle_poll must be "adaptive" or a number of seconds, not {idle_poll!r}')
+    seconds = float(idle_poll)  # type: ignore[arg-type]
+    if not 0 <= seconds <= 1:  # also refuses NaN
+        raise ValueError(f"idle_poll must be between 0 and 1 second, not {idle_poll!r}")
+    return seconds, False
 
 
 def _refuse_while_running_parent_main() -> None:
