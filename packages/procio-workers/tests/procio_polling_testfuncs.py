@@ -40,3 +40,11 @@ def polls() -> int:
 
 def identity(x: object) -> object:
     return x
+
+
+def users_inner_function(message: str) -> None:
+    raise LookupError(message)
+
+
+def users_outer_function(message: str) -> None:
+    users_inner_function(message)

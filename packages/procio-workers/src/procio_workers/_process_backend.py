@@ -864,7 +864,7 @@ class ProcessBackend(WorkerBackend):
             if reserved in popen_kwargs:
                 raise TypeError(
                     f"{reserved}= cannot be given for a worker: its standard streams are "
-                    "set up by procio (see docs/protocol.md)"
+                    "set up by procio (see the worker protocol page of procio's documentation)"
                 )
         env = popen_kwargs.pop("env", None)
         passed = set(popen_kwargs.pop("pass_fds", ()))

@@ -49,6 +49,7 @@ RUNNING_PARENT_MAIN = False
 #: This worker's idle polling as INIT set it: (seconds polled after an answer, adaptive).
 IDLE_POLL: tuple[float, bool] = (0.0, False)
 
+#: The codecs built into this program; HELLO lists those that can be loaded here.
 CODECS = ["pickle", "cloudpickle"]
 FEATURES = ["out-of-band", "lazy-main", "traceback"]
 
@@ -110,14 +111,30 @@ def _install_main(spec: dict[str, Any] | None) -> None:
     sys.modules["__main__"] = sys.modules["__mp_main__"] = main
 
 
+def _available_codecs() -> list[str]:
+    """Return the built-in codecs this worker can load: cloudpickle only if installed."""
+    available = ["pickle"]
+    try:
+        if importlib.util.find_spec("cloudpickle") is not None:
+            available.append("cloudpickle")
+    except (ImportError, ValueError):
+        pass  # a broken or stubbed-out cloudpickle: not offered
+    return available
+
+
 def _describe(exc: BaseException) -> dict[str, str]:
     import traceback
 
     kind = type(exc)
+    # The frames of this program (the serving loop that called the function) say
+    # nothing about the user's code: the text starts at the first frame outside it.
+    frames = exc.__traceback__
+    while frames is not None and frames.tb_frame.f_code.co_filename == __file__:
+        frames = frames.tb_next
     return {
         "type": f"{kind.__module__}.{kind.__qualname__}",
         "message": str(exc),
-        "traceback": "".join(traceback.format_exception(exc)),
+        "traceback": "".join(traceback.format_exception(kind, exc, frames)),
     }
 
 
@@ -404,7 +421,7 @@ def main(argv: list[str]) -> int:
     hello = {
         "protocol": wire.PROTOCOL_VERSION,
         "pid": os.getpid(),
-        "codecs": CODECS,
+        "codecs": _available_codecs(),
         "features": FEATURES,
         "implementation": sys.implementation.name,
         "python": ".".join(map(str, sys.version_info[:3])),
