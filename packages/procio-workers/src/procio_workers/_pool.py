@@ -26,7 +26,7 @@ from anyio import (
     get_cancelled_exc_class,
 )
 from anyio.abc import TaskGroup
-from anyio.lowlevel import checkpoint
+from anyio.lowlevel import cancel_shielded_checkpoint, checkpoint_if_cancelled
 
 from . import _wire
 from ._errors import BrokenWorkerProcess
@@ -433,9 +433,11 @@ class WorkerPool:
         options: Mapping[str, Any],
         limiter: CapacityLimiter | None,
     ) -> object:
-        # A full checkpoint, as every await in AnyIO and Trio is: a cancelled caller
-        # stops here, and other tasks run even if the worker answers at once.
-        await checkpoint()
+        # A checkpoint, as every await in AnyIO and Trio is, in two halves: a cancelled
+        # caller stops here, before anything is sent; the schedule point (where other
+        # tasks run, even if the worker answers at once) comes once the call is sent
+        # (in _call), so that it overlaps the worker's work.
+        await checkpoint_if_cancelled()
         self._check_open()
         try:
             result = await self._run_checked(func, args, cancellable, options, limiter)
@@ -549,7 +551,13 @@ class WorkerPool:
             # needs no cancel scope (nothing can cancel it), which is worth having. Not
             # for a subclass, whose call() may do more.
             local = worker if type(worker) is ProcessWorker else None
-            result = local.call_nowait(request) if local is not None else PENDING
+            sent = local is not None and local.send_nowait(request)
+            # The schedule point of the checkpoint: other tasks run while the worker
+            # computes. Shielded: a call that was sent is under way, and a cancellation
+            # that comes now is for the call (cancellable=True) or for the caller's next
+            # checkpoint, as for any call already running.
+            await cancel_shielded_checkpoint()
+            result = local.reply_nowait() if sent and local is not None else PENDING
             if result is PENDING:
                 with CancelScope(shield=not cancellable):
                     if local is not None:

@@ -299,6 +299,7 @@ class ProcessWorker(Worker):
         # Whether the worker polls for the next call after its answer (with adaptive
         # polling it does so only while calls come back to back, as it sees them).
         self._spinning = backend._idle_poll_seconds > 0
+        self._awake = False  # whether the worker was taken to be polling for this call
         if hasattr(select, "poll"):
             self._output_poll = select.poll()
             for fd in self._output_fds.values():
@@ -545,6 +546,17 @@ class ProcessWorker(Worker):
         pipe was full, the reply has not come yet, or something went wrong that
         :meth:`finish_call` reports).
         """
+        if not self.send_nowait(request):
+            return PENDING
+        return self.reply_nowait()
+
+    def send_nowait(self, request: Any) -> bool:
+        """Write a call's CALL frame if it goes out whole at once; return whether it did.
+
+        Once it returns ``True`` the call has reached the worker: :meth:`reply_nowait`
+        (then :meth:`finish_call` if that returns :data:`PENDING`) must complete it.
+        ``False``: :meth:`finish_call` must send what is left (or report why not).
+        """
         if self._broken is not None:
             raise self._broken
         if self._exited_now():
@@ -552,34 +564,39 @@ class ProcessWorker(Worker):
             # another worker. Asked before writing, since a fork of the worker may hold
             # the request pipe open, and the write would then succeed into the void.
             self._problem = self._GONE_WHILE_IDLE
-            return PENDING
+            return False
         self._problem = None
         buffers = list(request)
         self._unsent, self._unsent_started = buffers, False
         if len(buffers) != 1 or type(buffers[0]) is not bytes:
-            return PENDING
+            return False
         whole = buffers[0]
         try:
             written = os.write(self._request_fd, whole)
         except OSError:
-            return PENDING  # finish_call writes again and handles the error
+            return False  # finish_call writes again and handles the error
         if written < len(whole):
             self._unsent, self._unsent_started = [memoryview(whole)[written:]], True
-            return PENDING
+            return False
         self._unsent = []
+        # A worker that answered moments ago is still polling for this call and will
+        # answer within microseconds: reply_nowait polls for the reply briefly, which
+        # costs far less than waiting through the event loop. One that went to sleep
+        # takes longer to wake than is worth polling for.
+        backend = self._backend
+        gap = time.perf_counter() - self._answered
+        self._awake = self._spinning and gap < backend._worker_awake
+        if backend._idle_poll_adaptive:
+            self._spinning = gap < backend._idle_poll_seconds
+        return True
+
+    def reply_nowait(self) -> object:
+        """Read the reply to a call :meth:`send_nowait` sent, or return :data:`PENDING`."""
         reader = self._reader
         if not reader.frames:
             view = reader.buffer()
-            # A worker that answered moments ago is still polling for this call and
-            # will answer within microseconds: poll for the reply briefly, which costs
-            # far less than waiting through the event loop. One that went to sleep
-            # takes longer to wake than is worth polling for.
             deadline = 0.0
-            backend = self._backend
-            gap = time.perf_counter() - self._answered
-            awake = self._spinning and gap < backend._worker_awake
-            if backend._idle_poll_adaptive:
-                self._spinning = gap < backend._idle_poll_seconds
+            awake = self._awake
             try:
                 while True:
                     try:
