@@ -8,10 +8,12 @@ import os
 import signal
 import sys
 import termios
+import threading
 
 import anyio
+import anyio.lowlevel
 import pytest
-from procio_workers import WorkerPool
+from procio_workers import SerializationError, WorkerPool
 from procio_workers._process_backend import ProcessWorker
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="FIONREAD on a pipe: Linux")
@@ -74,3 +76,30 @@ async def test_an_already_cancelled_caller_sends_nothing() -> None:
             finally:
                 os.kill(pid, signal.SIGCONT)
             assert await pool.run_sync(abs, -3) == 3
+
+
+@pytest.mark.anyio
+async def test_a_loop_of_calls_that_fail_before_sending_lets_other_tasks_run() -> None:
+    """Arguments that cannot be pickled fail at once, yet each call is a schedule point."""
+    ticks = 0
+    unpicklable = [threading.Lock()]
+
+    async def sibling() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await anyio.lowlevel.checkpoint()
+
+    with anyio.fail_after(30):
+        async with WorkerPool(1) as pool, anyio.create_task_group() as tg:
+            tg.start_soon(sibling)
+            await anyio.lowlevel.checkpoint()
+            before = ticks
+            for _ in range(20):
+                with pytest.raises(SerializationError):
+                    await pool.run_sync(len, unpicklable)
+            ran = ticks - before
+            tg.cancel_scope.cancel()
+    # The sibling ran at (nearly) every call: not zero times, as it would if the failing
+    # calls never yielded.
+    assert ran >= 10

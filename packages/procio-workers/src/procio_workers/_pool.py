@@ -443,6 +443,14 @@ class WorkerPool:
             result = await self._run_checked(func, args, cancellable, options, limiter)
         except get_cancelled_exc_class():
             raise
+        except Exception:
+            self._calls += 1
+            self._failures += 1
+            # A call that fails is a schedule point too, even one that failed before
+            # it reached _call's (arguments that cannot be serialized, say): a loop of
+            # failing calls must not hold the event loop.
+            await cancel_shielded_checkpoint()
+            raise
         except BaseException:
             self._calls += 1
             self._failures += 1
