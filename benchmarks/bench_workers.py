@@ -92,10 +92,29 @@ def procio_pipe_size(size: int) -> Iterator[None]:
         backend._PIPE_SIZE = old
 
 
+@contextlib.contextmanager
+def procio_idle_poll(setting: float | str) -> Iterator[None]:
+    """Give the procio pools started inside this block ``idle_poll=setting``.
+
+    ``to_process.run_sync`` builds its default pool with the default setting: this
+    changes that default, for this benchmark only, while the contender starts its pool.
+    """
+    workers: Any = importlib.import_module("procio_workers")
+    defaults = workers.WorkerPool.__init__.__kwdefaults__
+    old = defaults["idle_poll"]
+    defaults["idle_poll"] = setting
+    try:
+        yield
+    finally:
+        defaults["idle_poll"] = old
+
+
 # Each entry: (row name suffix, context manager applied while procio's pool starts).
 # One entry per setting to compare in the sporadic-calls figure.
 SPORADIC_SETTINGS: list[tuple[str, Callable[[], contextlib.AbstractContextManager[None]]]] = [
     ("", contextlib.nullcontext),
+    ("idle_poll=0", functools.partial(procio_idle_poll, 0)),
+    ("idle_poll=200e-6 (fixed)", functools.partial(procio_idle_poll, 200e-6)),
 ]
 
 

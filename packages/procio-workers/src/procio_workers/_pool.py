@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import anyio
 from anyio import (
@@ -26,7 +26,7 @@ from anyio import (
     get_cancelled_exc_class,
 )
 from anyio.abc import TaskGroup
-from anyio.lowlevel import checkpoint
+from anyio.lowlevel import cancel_shielded_checkpoint, checkpoint_if_cancelled
 
 from . import _wire
 from ._errors import BrokenWorkerProcess
@@ -154,9 +154,14 @@ class WorkerPool:
             standard output or error (default: written to this process's
             ``sys.stdout`` / ``sys.stderr``).
         max_frame_length: the largest message accepted from a worker, in bytes.
+        idle_poll: how long a worker polls for its next call after answering one:
+            ``"adaptive"`` (the default: 200 µs, only while calls come back to back),
+            a number of seconds (at most 1) after every answer, or ``0``: never poll,
+            sleep at once (battery power, CPU quotas, shared hosts). See the
+            :class:`~procio_workers.ProcessBackend` argument of that name.
         backend: run calls through this :class:`~procio_workers.abc.WorkerBackend`
-            instead of local processes; *python*, *serializer*, *launcher*, *output*
-            and *max_frame_length* then do not apply.
+            instead of local processes; *python*, *serializer*, *launcher*, *output*,
+            *max_frame_length* and *idle_poll* then do not apply.
 
     Raises:
         TypeError: if an argument has the wrong type (a non-callable *initializer*,
@@ -180,6 +185,7 @@ class WorkerPool:
         launcher: Launcher | str | None = None,
         output: OutputHandler | None = None,
         max_frame_length: int = _wire.DEFAULT_MAX_FRAME_LENGTH,
+        idle_poll: float | Literal["adaptive"] = "adaptive",
         backend: WorkerBackend | None = None,
     ) -> None:
         _check_int("max_workers", max_workers, minimum=1, optional=True)
@@ -206,10 +212,13 @@ class WorkerPool:
                 launcher=resolved_launcher,
                 output=output,
                 max_frame_length=max_frame_length,
+                idle_poll=idle_poll,
             )
-        elif any(x is not None for x in (python, serializer, launcher, output)):
+        elif any(x is not None for x in (python, serializer, launcher, output)) or (
+            idle_poll != "adaptive"
+        ):
             raise TypeError(
-                "python, serializer, launcher and output configure the default "
+                "python, serializer, launcher, output and idle_poll configure the default "
                 "backend; they cannot be combined with backend="
             )
         self.max_workers = max_workers if max_workers is not None else (os.cpu_count() or 1)
@@ -424,13 +433,23 @@ class WorkerPool:
         options: Mapping[str, Any],
         limiter: CapacityLimiter | None,
     ) -> object:
-        # A full checkpoint, as every await in AnyIO and Trio is: a cancelled caller
-        # stops here, and other tasks run even if the worker answers at once.
-        await checkpoint()
+        # A checkpoint, as every await in AnyIO and Trio is, in two halves: a cancelled
+        # caller stops here, before anything is sent; the schedule point (where other
+        # tasks run, even if the worker answers at once) comes once the call is sent
+        # (in _call), so that it overlaps the worker's work.
+        await checkpoint_if_cancelled()
         self._check_open()
         try:
             result = await self._run_checked(func, args, cancellable, options, limiter)
         except get_cancelled_exc_class():
+            raise
+        except Exception:
+            self._calls += 1
+            self._failures += 1
+            # A call that fails is a schedule point too, even one that failed before
+            # it reached _call's (arguments that cannot be serialized, say): a loop of
+            # failing calls must not hold the event loop.
+            await cancel_shielded_checkpoint()
             raise
         except BaseException:
             self._calls += 1
@@ -540,7 +559,13 @@ class WorkerPool:
             # needs no cancel scope (nothing can cancel it), which is worth having. Not
             # for a subclass, whose call() may do more.
             local = worker if type(worker) is ProcessWorker else None
-            result = local.call_nowait(request) if local is not None else PENDING
+            sent = local is not None and local.send_nowait(request)
+            # The schedule point of the checkpoint: other tasks run while the worker
+            # computes. Shielded: a call that was sent is under way, and a cancellation
+            # that comes now is for the call (cancellable=True) or for the caller's next
+            # checkpoint, as for any call already running.
+            await cancel_shielded_checkpoint()
+            result = local.reply_nowait() if sent and local is not None else PENDING
             if result is PENDING:
                 with CancelScope(shield=not cancellable):
                     if local is not None:

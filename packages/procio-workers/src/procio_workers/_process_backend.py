@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, ExitStack, suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 from anyio import CancelScope, move_on_after
@@ -50,9 +50,11 @@ _READ_CHUNK = 64 * 1024
 # that inherited them) before the parent stops forwarding and closes its ends.
 _OUTPUT_GRACE = 0.5
 _RETIRE_GRACE = 2.0
-# How long after its last answer a worker is taken to still be polling for the next call
-# (a little under the worker's own SPIN_SECONDS), and how long to poll for a reply then.
-_WORKER_AWAKE = 150e-6
+# How long a worker polls for its next call after an answer, by default (the worker's
+# own SPIN_SECONDS); a worker is taken to be still polling for the first three quarters of
+# its window, and the parent then polls for a reply for up to _REPLY_POLL.
+_IDLE_POLL_SECONDS = 200e-6
+_AWAKE_SHARE = 0.75
 _REPLY_POLL = 50e-6
 _yield_cpu: Callable[[], None] = getattr(os, "sched_yield", lambda: None)
 
@@ -294,6 +296,10 @@ class ProcessWorker(Worker):
         self._unsent_started = False
         self._problem: str | None = None
         self._answered = 0.0  # time.perf_counter() when the last reply arrived
+        # Whether the worker polls for the next call after its answer (with adaptive
+        # polling it does so only while calls come back to back, as it sees them).
+        self._spinning = backend._idle_poll_seconds > 0
+        self._awake = False  # whether the worker was taken to be polling for this call
         if hasattr(select, "poll"):
             self._output_poll = select.poll()
             for fd in self._output_fds.values():
@@ -540,6 +546,17 @@ class ProcessWorker(Worker):
         pipe was full, the reply has not come yet, or something went wrong that
         :meth:`finish_call` reports).
         """
+        if not self.send_nowait(request):
+            return PENDING
+        return self.reply_nowait()
+
+    def send_nowait(self, request: Any) -> bool:
+        """Write a call's CALL frame if it goes out whole at once; return whether it did.
+
+        Once it returns ``True`` the call has reached the worker: :meth:`reply_nowait`
+        (then :meth:`finish_call` if that returns :data:`PENDING`) must complete it.
+        ``False``: :meth:`finish_call` must send what is left (or report why not).
+        """
         if self._broken is not None:
             raise self._broken
         if self._exited_now():
@@ -547,30 +564,39 @@ class ProcessWorker(Worker):
             # another worker. Asked before writing, since a fork of the worker may hold
             # the request pipe open, and the write would then succeed into the void.
             self._problem = self._GONE_WHILE_IDLE
-            return PENDING
+            return False
         self._problem = None
         buffers = list(request)
         self._unsent, self._unsent_started = buffers, False
         if len(buffers) != 1 or type(buffers[0]) is not bytes:
-            return PENDING
+            return False
         whole = buffers[0]
         try:
             written = os.write(self._request_fd, whole)
         except OSError:
-            return PENDING  # finish_call writes again and handles the error
+            return False  # finish_call writes again and handles the error
         if written < len(whole):
             self._unsent, self._unsent_started = [memoryview(whole)[written:]], True
-            return PENDING
+            return False
         self._unsent = []
+        # A worker that answered moments ago is still polling for this call and will
+        # answer within microseconds: reply_nowait polls for the reply briefly, which
+        # costs far less than waiting through the event loop. One that went to sleep
+        # takes longer to wake than is worth polling for.
+        backend = self._backend
+        gap = time.perf_counter() - self._answered
+        self._awake = self._spinning and gap < backend._worker_awake
+        if backend._idle_poll_adaptive:
+            self._spinning = gap < backend._idle_poll_seconds
+        return True
+
+    def reply_nowait(self) -> object:
+        """Read the reply to a call :meth:`send_nowait` sent, or return :data:`PENDING`."""
         reader = self._reader
         if not reader.frames:
             view = reader.buffer()
-            # A worker that answered moments ago is still polling for this call and
-            # will answer within microseconds: poll for the reply briefly, which costs
-            # far less than waiting through the event loop. One that went to sleep
-            # takes longer to wake than is worth polling for.
             deadline = 0.0
-            awake = time.perf_counter() - self._answered < _WORKER_AWAKE
+            awake = self._awake
             try:
                 while True:
                     try:
@@ -723,10 +749,18 @@ class ProcessBackend(WorkerBackend):
             least 512 bytes). A call over it fails with :exc:`SerializationError`
             before anything is sent; the worker refuses results over it the same way.
         start_timeout: seconds a worker has to complete its handshake.
+        idle_poll: how a worker waits for its next call after answering one.
+            ``"adaptive"`` (the default) polls for 200 µs, but only while calls come
+            back to back (the call just answered came within 200 µs of the answer
+            before it): back-to-back calls then find the worker awake, and a worker
+            called now and then sleeps at once, costing no CPU. A number of seconds
+            (at most 1) polls that long after every answer; ``0`` never polls, the
+            choice for battery power, CPU quotas and shared hosts.
 
     Raises:
         TypeError: an argument of the wrong type.
-        ValueError: a frame limit under 512 bytes or a start timeout that is not positive.
+        ValueError: a frame limit under 512 bytes, a start timeout that is not
+            positive, or an *idle_poll* out of range.
     """
 
     def __init__(
@@ -738,6 +772,7 @@ class ProcessBackend(WorkerBackend):
         output: OutputHandler | None = None,
         max_frame_length: int = _wire.DEFAULT_MAX_FRAME_LENGTH,
         start_timeout: float = 30.0,
+        idle_poll: float | Literal["adaptive"] = "adaptive",
     ) -> None:
         if serializer is not None and not isinstance(serializer, Serializer):
             raise TypeError(f"serializer must be a Serializer, not {serializer!r}")
@@ -756,6 +791,11 @@ class ProcessBackend(WorkerBackend):
             raise TypeError(f"start_timeout must be a number of seconds, not {start_timeout!r}")
         if not start_timeout > 0:
             raise ValueError(f"start_timeout must be positive, not {start_timeout!r}")
+        seconds, adaptive = _check_idle_poll(idle_poll)
+        self.idle_poll: float | Literal["adaptive"] = idle_poll
+        self._idle_poll_seconds = seconds
+        self._idle_poll_adaptive = adaptive
+        self._worker_awake = seconds * _AWAKE_SHARE
         self.python = os.fspath(python) if python is not None else sys.executable
         self.serializer = serializer if serializer is not None else PickleSerializer()
         self.launcher = launcher if launcher is not None else Launcher()
@@ -822,6 +862,7 @@ class ProcessBackend(WorkerBackend):
             "main": main_module_spec(),
             "codec": self.serializer.worker_codec,
             "max_frame_length": self.max_frame_length,
+            "idle_poll": {"seconds": self._idle_poll_seconds, "adaptive": self._idle_poll_adaptive},
         }
 
     async def start_worker(self, options: Mapping[str, Any]) -> Worker:
@@ -840,7 +881,7 @@ class ProcessBackend(WorkerBackend):
             if reserved in popen_kwargs:
                 raise TypeError(
                     f"{reserved}= cannot be given for a worker: its standard streams are "
-                    "set up by procio (see docs/protocol.md)"
+                    "set up by procio (see the worker protocol page of procio's documentation)"
                 )
         env = popen_kwargs.pop("env", None)
         passed = set(popen_kwargs.pop("pass_fds", ()))
@@ -897,6 +938,18 @@ class ProcessBackend(WorkerBackend):
                 ) from None
             raise
         return worker
+
+
+def _check_idle_poll(idle_poll: object) -> tuple[float, bool]:
+    """Check an *idle_poll* setting; return (seconds of polling, adaptive)."""
+    if idle_poll == "adaptive" and isinstance(idle_poll, str):
+        return _IDLE_POLL_SECONDS, True
+    if not _is_number(idle_poll, (int, float)):
+        raise TypeError(f'idle_poll must be "adaptive" or a number of seconds, not {idle_poll!r}')
+    seconds = float(idle_poll)  # type: ignore[arg-type]
+    if not 0 <= seconds <= 1:  # also refuses NaN
+        raise ValueError(f"idle_poll must be between 0 and 1 second, not {idle_poll!r}")
+    return seconds, False
 
 
 def _refuse_while_running_parent_main() -> None:

@@ -3,7 +3,8 @@
 Both sides import this one module: the parent as ``procio_workers._wire`` and the worker
 program by file path. It must therefore depend on the standard library only, and must not
 import anything from ``procio_workers`` (whose ``__init__`` imports anyio). The protocol
-itself is specified in ``docs/protocol.md``; keep the two in step.
+itself is specified on the worker protocol page of procio's documentation; keep the two
+in step.
 
 A frame is a 4-byte header (kind: u8, flags: u8, segment count: u16, all big-endian),
 then one u64 length per segment, then the segments back to back. Segments are opaque

@@ -46,6 +46,10 @@ RESPONSE_FD = -1
 #: each worker start another, without end; procio_workers refuses to start one then.
 RUNNING_PARENT_MAIN = False
 
+#: This worker's idle polling as INIT set it: (seconds polled after an answer, adaptive).
+IDLE_POLL: tuple[float, bool] = (0.0, False)
+
+#: The codecs built into this program; HELLO lists those that can be loaded here.
 CODECS = ["pickle", "cloudpickle"]
 FEATURES = ["out-of-band", "lazy-main", "traceback"]
 
@@ -107,14 +111,30 @@ def _install_main(spec: dict[str, Any] | None) -> None:
     sys.modules["__main__"] = sys.modules["__mp_main__"] = main
 
 
+def _available_codecs() -> list[str]:
+    """Return the built-in codecs this worker can load: cloudpickle only if installed."""
+    available = ["pickle"]
+    try:
+        if importlib.util.find_spec("cloudpickle") is not None:
+            available.append("cloudpickle")
+    except (ImportError, ValueError):
+        pass  # a broken or stubbed-out cloudpickle: not offered
+    return available
+
+
 def _describe(exc: BaseException) -> dict[str, str]:
     import traceback
 
     kind = type(exc)
+    # The frames of this program (the serving loop that called the function) say
+    # nothing about the user's code: the text starts at the first frame outside it.
+    frames = exc.__traceback__
+    while frames is not None and frames.tb_frame.f_code.co_filename == __file__:
+        frames = frames.tb_next
     return {
         "type": f"{kind.__module__}.{kind.__qualname__}",
         "message": str(exc),
-        "traceback": "".join(traceback.format_exception(exc)),
+        "traceback": "".join(traceback.format_exception(kind, exc, frames)),
     }
 
 
@@ -183,8 +203,12 @@ def _send_error(link: _Link, codec: Any, exc: BaseException, stage: str, limit: 
 
 #: After answering, how long a worker keeps polling for its next call before it sleeps:
 #: a caller making calls one after another then finds it awake (waking a sleeping process
-#: on another CPU costs tens of microseconds on a virtual machine).
+#: on another CPU costs tens of microseconds on a virtual machine). INIT's ``idle_poll``
+#: sets it for a worker.
 SPIN_SECONDS = 200e-6
+#: Whether, by default, a worker polls only while calls come back to back: it polls
+#: after an answer only if the call it answered came within the polling window.
+ADAPTIVE = True
 
 #: How often a worker that cannot watch its parent through a pidfd (not Linux, or a
 #: sandbox that refuses pidfd_open) checks, while it waits, whether its parent still runs.
@@ -228,6 +252,12 @@ class _Link:
             self.outgoing.register(self.pidfd, select.POLLIN)
         os.set_blocking(REQUEST_FD, False)
         os.set_blocking(RESPONSE_FD, False)
+        # Idle polling: how long to poll for the next call after an answer, and whether
+        # to do so only when calls come back to back (the last came within that time).
+        self.spin = SPIN_SECONDS
+        self.adaptive = ADAPTIVE
+        self.back_to_back = True
+        self.answered = 0.0  # time.perf_counter() when the last answer went out
         # The parent may have died before its pidfd was opened (one of a recycled pid
         # would then watch a stranger): its pid is no longer our parent's.
         self._check_parent()
@@ -257,6 +287,7 @@ class _Link:
             except BlockingIOError:
                 written = 0
             if written == len(whole):
+                self.answered = time.perf_counter()
                 return
             buffers = [memoryview(whole)[written:]]
         while buffers:
@@ -266,19 +297,27 @@ class _Link:
                 self._wait(self.outgoing)
                 continue
             buffers = wire.skip_written(buffers, written)
+        self.answered = time.perf_counter()
 
     def receive(self, reader: Any) -> Any:
         """Return the next frame (``None`` at EOF), polling briefly before sleeping on it."""
         if reader.frames:
+            self.back_to_back = True
             return reader.frames.popleft()
         deadline = 0.0
+        spin = self.spin > 0 and _sched_yield is not None
+        if self.adaptive and not self.back_to_back:
+            spin = False  # calls come apart: sleep at once, polling would burn CPU
         while True:
             try:
                 count = os.readv(REQUEST_FD, [reader.buffer()])
             except BlockingIOError:
+                if not spin:
+                    self._wait(self.incoming)
+                    continue
                 now = time.perf_counter()
-                if not deadline and _sched_yield is not None:
-                    deadline = now + SPIN_SECONDS
+                if not deadline:
+                    deadline = now + self.spin
                 elif now < deadline:
                     _sched_yield()  # type: ignore[misc]  # let the caller, perhaps, run
                 else:
@@ -290,6 +329,7 @@ class _Link:
                 return None
             reader.commit(count)
             if reader.frames:
+                self.back_to_back = time.perf_counter() - self.answered < self.spin
                 return reader.frames.popleft()
 
 
@@ -342,6 +382,24 @@ def _serve(link: _Link, codec: Any, reader: Any) -> int:
         del segments
 
 
+def _idle_poll(setting: Any) -> tuple[float, bool]:
+    """Read INIT's optional ``idle_poll``: (seconds to poll after an answer, adaptive)."""
+    if setting is None:
+        return SPIN_SECONDS, ADAPTIVE
+    if not isinstance(setting, dict):
+        raise wire.ProtocolError("INIT's idle_poll must be a JSON object")
+    seconds = setting.get("seconds", SPIN_SECONDS)
+    adaptive = setting.get("adaptive", ADAPTIVE)
+    if (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, (int, float))
+        or not 0 <= seconds <= 1
+        or not isinstance(adaptive, bool)
+    ):
+        raise wire.ProtocolError(f"INIT's idle_poll is invalid: {setting!r}")
+    return float(seconds), adaptive
+
+
 def _take_sigint(signum: int, frame: Any) -> None:
     """Let SIGINT pass: interrupted system calls resume, and nothing is raised."""
 
@@ -363,7 +421,7 @@ def main(argv: list[str]) -> int:
     hello = {
         "protocol": wire.PROTOCOL_VERSION,
         "pid": os.getpid(),
-        "codecs": CODECS,
+        "codecs": _available_codecs(),
         "features": FEATURES,
         "implementation": sys.implementation.name,
         "python": ".".join(map(str, sys.version_info[:3])),
@@ -386,6 +444,9 @@ def main(argv: list[str]) -> int:
         if init.get("protocol") != wire.PROTOCOL_VERSION:
             raise wire.ProtocolError(f"unsupported protocol version {init.get('protocol')!r}")
         reader.max_frame_length = int(init.get("max_frame_length", reader.max_frame_length))
+        link.spin, link.adaptive = _idle_poll(init.get("idle_poll"))
+        global IDLE_POLL
+        IDLE_POLL = (link.spin, link.adaptive)
         sys.path[:] = init.get("sys_path", sys.path)
         _install_main(init.get("main"))
         codec_name = init.get("codec", "pickle")
