@@ -38,10 +38,7 @@ KEY_LINES = [
     r"   the pool goes on: the next call ran in worker \d+",
     r"      json\.decoder\.JSONDecodeError: Expecting value",
     r"      raised at \".*decoder\.py\", line \d+, in \w+",
-    r"4\. One quick measurement beside AnyIO",
-    r"   spawn \S*true and wait for it, median of \d+:",
-    r"   round trip of f\(x\) = x, median of \d+ calls:",
-    r"More: https://\S+",
+    r"More, and how fast each of these is beside AnyIO: https://\S+",
     r"Done in \d+\.\d s\.",
 ]
 COMPARISON = re.compile(
@@ -69,8 +66,8 @@ def _survivors(marker: str) -> list[int]:
 def _check_tour(text: str, script_pid: int) -> None:
     for pattern in KEY_LINES:
         assert re.search(rf"(?m)^{pattern}", text), (pattern, text)
-    # Two timings of procio beside AnyIO: spawns and round trips.
-    assert len(COMPARISON.findall(text)) == 2, text
+    # The tour measures nothing: figures come from the benchmark suite only.
+    assert COMPARISON.findall(text) == [], text
     # The worker's pid is another process's.
     match = re.search(r"to_process\.run_sync\(os\.getpid\) -> (\d+) \(this process: (\d+)\)", text)
     assert match, text
@@ -121,7 +118,7 @@ def test_demo_piped_prints_plain_lines_of_every_part(args: list[str], loop: str)
     assert "\r" not in out
     assert "\x1b" not in out
     # Piped, each measurement is announced once, as a plain line.
-    assert re.search(r"(?m)^   calling f\(x\) = x, \d+ times \.\.\.$", out), out
+    assert re.search(r"(?m)^   fanning out, 8 times \.\.\.$", out), out
     _check_tour(out, demo.pid)
     assert f"on {loop}," in out
     assert _survivors(marker) == []
@@ -162,7 +159,7 @@ def test_demo_on_a_terminal_redraws_its_progress_in_place_on_trio() -> None:
     assert stderr == b""
     # The terminal turns each "\n" into "\r\n"; any other "\r" is a redraw.
     raw = b"".join(chunks).decode("utf-8").replace("\r\n", "\n")
-    assert re.search(r"\r   calling f\(x\) = x \[[#.]{20}\] \d+/\d+", raw), raw
+    assert re.search(r"\r   fanning out \[[#.]{20}\] \d+/8", raw), raw
     shown = _terminal_view(raw)
     # Every progress line was wiped: none is left on the screen.
     assert not re.search(r"\[[#.]+\]", shown), shown

@@ -3,32 +3,29 @@
 It runs commands (a timeout that keeps the partial output, a cancelled shell whose
 whole process tree is cleaned up), streams a child's output decoded line by line, runs
 Python functions in worker processes (a pool fanning out, ``print`` in a worker, a
-crashed worker, a remote traceback), and ends with one quick measurement of procio
-beside AnyIO's own ``run_process`` and ``to_process.run_sync``. On a terminal, a
-progress line redraws in place; when the output is piped, it prints plain lines only.
+crashed worker, a remote traceback), and points to the documentation, where the
+benchmark report compares procio with AnyIO (the tour measures nothing itself: figures
+come from the benchmark suite alone). On a terminal, a progress line redraws in place;
+when the output is piped, it prints plain lines only.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import operator
 import os
 import platform
-import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, TextIO
 
 import anyio
-import anyio.to_process
 
 from procio import (
     BrokenWorkerProcess,
@@ -65,14 +62,9 @@ _TREE = 'sleep 60 & echo $! >> "$1"; sleep 60 & echo $! >> "$1"; wait'
 
 DOCS = "https://github.com/procio/procio/tree/main/docs"
 
-SPAWNS = 40
-ROUND_TRIPS = 300
-ROUNDS = 3  # the round trips alternate between the two libraries, in this many rounds
 POOL_WORKERS = 4
 FAN_OUT = 8
 NAP = 0.2  # seconds each fanned-out call sleeps
-
-Call = Callable[..., Awaitable[Any]]
 
 
 class Progress:
@@ -148,35 +140,6 @@ async def progress(out: TextIO, label: str, total: int | None = None) -> AsyncIt
             bar.finish()
 
 
-def _duration(seconds: float) -> str:
-    if seconds < 1e-3:
-        return f"{seconds * 1e6:.0f} µs"
-    if seconds < 1:
-        return f"{seconds * 1e3:.1f} ms" if seconds < 0.1 else f"{seconds * 1e3:.0f} ms"
-    return f"{seconds:.2f} s"
-
-
-def _versus(ours: float, theirs: float) -> str:
-    """Compare two durations, lower being better: ``2.1x faster`` or ``1.2x slower``."""
-    if ours <= theirs:
-        return f"{theirs / ours:.1f}x faster" if ours > 0 else "faster"
-    return f"{ours / theirs:.1f}x slower"
-
-
-def _comparison(what: str, ours: float, theirs: float) -> str:
-    return (
-        f"   {what}\n"
-        f"      procio {_duration(ours):>9}    AnyIO {_duration(theirs):>9}"
-        f"    procio is {_versus(ours, theirs)}"
-    )
-
-
-async def _timed(call: Call, *args: Any) -> float:
-    start = time.perf_counter()
-    await call(*args)
-    return time.perf_counter() - start
-
-
 def _nap(seconds: float) -> int:
     """Sleep in a worker and say which process it was (for the fan-out)."""
     time.sleep(seconds)
@@ -227,10 +190,10 @@ class Demo:
 
     async def run(self) -> None:
         """Run every part in turn."""
-        for part in (self.commands, self.lines, self.workers, self.figures):
+        for part in (self.commands, self.lines, self.workers):
             await part()
             self.say()
-        self.say(f"More: {DOCS}")
+        self.say(f"More, and how fast each of these is beside AnyIO: {DOCS}")
 
     # -- processes --------------------------------------------------------------------
 
@@ -338,52 +301,6 @@ class Demo:
             frames = [line.strip() for line in remote.splitlines() if line.startswith("  File ")]
             if frames:
                 self.say(f"      raised at {frames[-1].removeprefix('File ')}")
-
-    # -- figures ----------------------------------------------------------------------
-
-    async def figures(self) -> None:
-        """One quick measurement beside AnyIO; the benchmark suite has the full report."""
-        self.say("4. One quick measurement beside AnyIO (not a benchmark: see the Benchmarks")
-        self.say("   page for the full report, with floors and spread)")
-        true = shutil.which("true")
-        if true is not None:
-            ours: list[float] = []
-            theirs: list[float] = []
-            async with progress(self.out, f"spawning {true}", 2 * SPAWNS) as bar:
-                for _ in range(SPAWNS):
-                    ours.append(await _timed(run_process, [true]))
-                    bar.advance()
-                    theirs.append(await _timed(anyio.run_process, [true]))
-                    bar.advance()
-            self.say(
-                _comparison(
-                    f"spawn {true} and wait for it, median of {SPAWNS}:",
-                    statistics.median(ours),
-                    statistics.median(theirs),
-                )
-            )
-
-        # Warm both pools up so that only round trips to a running worker are timed.
-        for _ in range(5):
-            await to_process.run_sync(operator.index, 1)
-            await anyio.to_process.run_sync(operator.index, 1)
-        ours, theirs = [], []
-        per_round = ROUND_TRIPS // ROUNDS
-        async with progress(self.out, "calling f(x) = x", 2 * per_round * ROUNDS) as bar:
-            for _ in range(ROUNDS):
-                for _ in range(per_round):
-                    ours.append(await _timed(to_process.run_sync, operator.index, 1))
-                    bar.advance()
-                for _ in range(per_round):
-                    theirs.append(await _timed(anyio.to_process.run_sync, operator.index, 1))
-                    bar.advance()
-        self.say(
-            _comparison(
-                f"round trip of f(x) = x, median of {per_round * ROUNDS} calls:",
-                statistics.median(ours),
-                statistics.median(theirs),
-            )
-        )
 
 
 def _procio_version() -> str:
