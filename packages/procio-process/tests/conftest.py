@@ -41,10 +41,22 @@ def children() -> dict[int, str]:
 
 
 def running_group_members(pgid: int) -> list[int]:
-    """Return the pids in process group *pgid* that still run (zombies excluded); Linux."""
-    return [
-        pid for pid, state, _ppid, pgrp in proc_stats() if pgrp == pgid and state not in ("Z", "X")
-    ]
+    """Return the pids in process group *pgid* that still run (zombies excluded)."""
+    if HAS_PROC:
+        return [
+            pid
+            for pid, state, _ppid, pgrp in proc_stats()
+            if pgrp == pgid and state not in ("Z", "X")
+        ]
+    # macOS and other systems without /proc: ps lists the group's members.
+    with subprocess.Popen(["ps", "-A", "-o", "pid=,pgid=,stat="], stdout=subprocess.PIPE) as ps:
+        listing, _ = ps.communicate()
+    members = []
+    for row in listing.decode().splitlines():
+        pid_text, pgid_text, ps_state = row.split()[:3]
+        if int(pgid_text) == pgid and ps_state[0] not in ("Z", "X"):
+            members.append(int(pid_text))
+    return members
 
 
 class LeakGuard:
@@ -97,7 +109,5 @@ def list_children() -> Callable[[], dict[int, str]]:
 
 @pytest.fixture
 def group_members() -> Callable[[int], list[int]]:
-    """Give a function listing the running members of a process group (Linux only)."""
-    if not HAS_PROC:
-        pytest.skip("reads process groups from /proc, which is Linux's")
+    """Give a function listing the running members of a process group (/proc, or ps)."""
     return running_group_members
