@@ -29,7 +29,7 @@ def children() -> dict[int, str]:
     """
     me = os.getpid()
     if HAS_PROC:
-        return {pid: state for pid, state, ppid, _pgrp in proc_stats() if ppid == me}
+        return {stat.pid: stat.state for stat in proc_stats() if stat.ppid == me}
     found: dict[int, str] = {}
     with subprocess.Popen(["ps", "-A", "-o", "pid=,ppid=,stat="], stdout=subprocess.PIPE) as ps:
         listing, _ = ps.communicate()
@@ -44,9 +44,7 @@ def running_group_members(pgid: int) -> list[int]:
     """Return the pids in process group *pgid* that still run (zombies excluded)."""
     if HAS_PROC:
         return [
-            pid
-            for pid, state, _ppid, pgrp in proc_stats()
-            if pgrp == pgid and state not in ("Z", "X")
+            stat.pid for stat in proc_stats() if stat.pgrp == pgid and stat.state not in ("Z", "X")
         ]
     # macOS and other systems without /proc: ps lists the group's members.
     with subprocess.Popen(["ps", "-A", "-o", "pid=,pgid=,stat="], stdout=subprocess.PIPE) as ps:

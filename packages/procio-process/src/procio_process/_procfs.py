@@ -15,6 +15,8 @@ class ProcStat(NamedTuple):
     state: str
     ppid: int
     pgrp: int
+    #: The command name (``comm``), for messages.
+    command: str
 
 
 def proc_stats() -> Iterator[ProcStat]:
@@ -34,9 +36,11 @@ def proc_stats() -> Iterator[ProcStat]:
                 stat = f.read()
         except OSError:
             continue  # exited while we looked
-        # The fields after the command name, which may hold spaces and parentheses:
-        # state ppid pgrp ...
-        fields = stat[stat.rfind(b")") + 2 :].split(b" ", 3)
+        # "pid (comm) state ppid pgrp ...": the command name may hold spaces and
+        # parentheses, so it ends at the last ")".
+        end = stat.rfind(b")")
+        fields = stat[end + 2 :].split(b" ", 3)
         if len(fields) < 3:
             continue
-        yield ProcStat(int(entry), fields[0].decode(), int(fields[1]), int(fields[2]))
+        command = stat[stat.find(b"(") + 1 : end].decode(errors="replace")
+        yield ProcStat(int(entry), fields[0].decode(), int(fields[1]), int(fields[2]), command)

@@ -37,6 +37,8 @@ from dataclasses import dataclass
 
 import pytest
 
+from ._procfs import proc_stats
+
 __all__ = ["MARKER_VARIABLE", "LeakChecker", "LeakError", "procio_leak_check"]
 
 #: The environment variable that marks the processes a checked test started.
@@ -89,21 +91,7 @@ def _open_fds() -> dict[int, str]:
 
 
 def _linux_processes() -> dict[int, _Proc]:
-    found = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                raw = f.read()
-        except OSError:
-            continue  # exited while we looked
-        # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
-        name, _, rest = raw.rpartition(b")")
-        fields = rest.split()
-        command = name.partition(b"(")[2].decode(errors="replace")
-        found[int(entry)] = _Proc(int(entry), int(fields[1]), fields[0].decode(), command)
-    return found
+    return {s.pid: _Proc(s.pid, s.ppid, s.state, s.command) for s in proc_stats()}
 
 
 def _ps_processes() -> dict[int, _Proc]:
