@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from . import abc as abc
 from . import to_process as to_process
+from ._errors import BatchError as BatchError
 from ._errors import BrokenWorkerProcess as BrokenWorkerProcess
 from ._errors import RemoteTraceback as RemoteTraceback
 from ._errors import SerializationError as SerializationError
@@ -27,6 +28,7 @@ __all__ = [
     "WorkerPool",
     "PoolStatistics",
     "BrokenWorkerProcess",
+    "BatchError",
     "WorkerError",
     "RemoteTraceback",
     "SerializationError",

@@ -137,3 +137,26 @@ class SerializationError(TypeError):
     Raised for arguments before any worker is reserved; for a result, after the call
     ran, with the worker still healthy.
     """
+
+
+class BatchError(Exception):
+    """Item *index* of a batch raised *error*; for the authors of worker backends.
+
+    :meth:`procio_workers.abc.Worker.call_batch` raises it so that the pool knows which
+    item failed and keeps the results of the items before it. Callers of
+    :meth:`~procio_workers.WorkerPool.map` never see it: the map raises *error* itself.
+
+    Attributes:
+        index: the position of the failing item in the batch (from 0).
+        results: the results of the items before it, in order.
+        error: the exception the item raised, rebuilt in the parent.
+    """
+
+    def __init__(self, index: int, results: Sequence[object], error: BaseException) -> None:
+        super().__init__(index, error)
+        self.index = index
+        self.results = list(results)
+        self.error = error
+
+    def __str__(self) -> str:
+        return f"item {self.index} of the batch raised {self.error!r}"

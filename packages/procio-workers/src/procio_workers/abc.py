@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import sys
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, ClassVar
 
 from anyio.abc import Process
+
+from ._errors import BatchError, BrokenWorkerProcess
 
 if sys.version_info >= (3, 11):
     from typing import Self
@@ -146,6 +148,45 @@ class Worker(ABC):
             Exception: whatever the function raised, rebuilt in the parent.
         """
 
+    async def call_batch(self, request: Any) -> list[object]:
+        """Run a batch prepared by :meth:`WorkerBackend.prepare_batch`; return the results.
+
+        The default runs the calls of the default :meth:`WorkerBackend.prepare_batch`
+        one after the other with :meth:`call`. A backend that sends a whole batch as one
+        task overrides both.
+
+        Raises:
+            procio_workers.BatchError: if an item raised an exception (the function's
+                error, or its result could not travel): it carries the item's position,
+                the results of the items before it, and the exception.
+            procio_workers.BrokenWorkerProcess: as for :meth:`call`; set ``started`` to
+                ``False`` only if no item reached the worker.
+        """
+        results: list[object] = []
+        for index, call in enumerate(request):
+            try:
+                results.append(await self.call(call))
+            except BrokenWorkerProcess as exc:
+                if index:
+                    exc.started = True  # earlier items ran: the batch cannot move
+                raise
+            except Exception as exc:
+                raise BatchError(index, results, exc) from None
+        return results
+
+    def stream(self, request: Any) -> AsyncIterator[list[object]]:
+        """Run a generator call prepared by :meth:`WorkerBackend.prepare_stream`.
+
+        Returns an async iterator of groups of the items the generator yields, in order.
+        It must not run ahead of its reader by more than a bounded number of items, and
+        closing it (``aclose()``) must stop the generator in the worker; an exception
+        the generator raises comes out of it after the items yielded before it.
+
+        Raises:
+            NotImplementedError: the default: this backend cannot stream generators.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot stream generators")
+
     @abstractmethod
     def kill(self) -> None:
         """Stop the worker at once, abandoning any call (used on cancellation)."""
@@ -184,6 +225,23 @@ class WorkerBackend(ABC):
         the call as it is.
         """
         return (func, args)
+
+    def prepare_batch(
+        self, func: Callable[..., object], args_list: Sequence[tuple[Any, ...]]
+    ) -> Any:
+        """Turn the calls of one chunk of a map into the request of :meth:`Worker.call_batch`.
+
+        The default prepares each call with :meth:`prepare_call`: the items then travel
+        one call at a time.
+        """
+        return [self.prepare_call(func, args) for args in args_list]
+
+    def prepare_stream(self, func: Callable[..., object], args: tuple[Any, ...]) -> Any:
+        """Turn a call of a generator function into the request of :meth:`Worker.stream`.
+
+        The default prepares it as an ordinary call.
+        """
+        return self.prepare_call(func, args)
 
     @abstractmethod
     async def start_worker(self, options: Mapping[str, Any]) -> Worker:
