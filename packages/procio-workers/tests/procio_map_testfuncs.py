@@ -1,0 +1,165 @@
+"""Functions the map and stream tests run in workers (importable by name there).
+
+Items of ``WorkerPool.map`` reach a function as its one argument, so the functions that
+need more than a value take a tuple. Files in a folder the test owns are how a worker
+tells the test what it started, finished or produced.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NoReturn
+
+
+class MapFailure(ValueError):
+    """Raised by :func:`fail_on` for the one item it refuses."""
+
+
+def triple_plus_one(x: int) -> int:
+    return 3 * x + 1
+
+
+def pid_of(_: object) -> int:
+    return os.getpid()
+
+
+def pid() -> int:
+    return os.getpid()
+
+
+def sleep_then_pid(seconds: float) -> int:
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def fail_on(item: tuple[int, int]) -> int:
+    """Return ``10 * value``, except for the value *bad*: raise ValueError there."""
+    value, bad = item
+    if value == bad:
+        raise ValueError(f"refusing {value}")
+    return 10 * value
+
+
+def slow_recorded(item: tuple[str, int, float]) -> int:
+    """Create ``started.<index>`` in the folder, sleep, create ``finished.<index>``."""
+    folder, index, seconds = item
+    Path(folder, f"started.{index}").touch()
+    time.sleep(seconds)
+    Path(folder, f"finished.{index}").touch()
+    return index
+
+
+def announce_pid_then_sleep(item: tuple[str, float]) -> int:
+    """Write this pid into the file *path* (atomically), then sleep."""
+    path, seconds = item
+    Path(path + ".tmp").write_text(str(os.getpid()))
+    os.replace(path + ".tmp", path)
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def lock_result_on(item: tuple[int, int]) -> object:
+    """Return a value pickle refuses (a lock) for the value *bad*, else the value."""
+    value, bad = item
+    if value == bad:
+        return threading.Lock()
+    return value
+
+
+def kill_self_on(item: tuple[int, int]) -> int:
+    """SIGKILL this worker for the value *bad*."""
+    value, bad = item
+    if value == bad:
+        os.kill(os.getpid(), signal.SIGKILL)
+        time.sleep(10)
+    return value
+
+
+def square_and_pid(item: int) -> tuple[int, int]:
+    time.sleep(0.001)
+    return item * item, os.getpid()
+
+
+# -- generator functions for stream --------------------------------------------------
+
+
+def count_up(n: int) -> Iterator[int]:
+    yield from range(n)
+
+
+def big_items(count: int, size: int) -> Iterator[bytes]:
+    for i in range(count):
+        yield bytes([i % 256]) * size
+
+
+def first_then_wait(path: str, give_up: float) -> Iterator[str]:
+    """Yield "first", then wait until *path* exists (at most *give_up* seconds)."""
+    yield "first"
+    deadline = time.monotonic() + give_up
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            yield "gave up waiting"
+            return
+        time.sleep(0.005)
+    yield "second"
+
+
+def endless_counted(path: str) -> Iterator[int]:
+    """Yield 0, 1, 2, ... forever; before each yield, write how many were produced."""
+    produced = 0
+    while True:
+        produced += 1
+        with open(path + ".tmp", "w", encoding="utf-8") as f:
+            f.write(str(produced))
+        os.replace(path + ".tmp", path)
+        yield produced - 1
+
+
+def endless_with_finally(path: str) -> Iterator[tuple[int, int]]:
+    """Yield (pid, i) forever; the finally block writes "closed:<pid>" into *path*."""
+    try:
+        i = 0
+        while True:
+            yield os.getpid(), i
+            i += 1
+    finally:
+        Path(path).write_text(f"closed:{os.getpid()}")
+
+
+def pid_then_sleep(seconds: float) -> Iterator[int]:
+    """Yield this pid, then sleep (a long item the test cancels)."""
+    yield os.getpid()
+    time.sleep(seconds)
+    yield -1
+
+
+def raise_after(count: int) -> Iterator[int]:
+    yield from range(count)
+    raise ValueError(f"raised after {count} items")
+
+
+def returns_five() -> int:
+    return 5
+
+
+def lock_at(position: int) -> Iterator[object]:
+    """Yield 0, 1, ... and a value pickle refuses at *position*, then more ints."""
+    yield from range(position)
+    yield threading.Lock()
+    yield from range(position + 1, position + 5)
+
+
+def slow_count(n: int, seconds: float) -> Iterator[int]:
+    for i in range(n):
+        time.sleep(seconds)
+        yield i
+
+
+def never_returns() -> NoReturn:
+    time.sleep(60)
+    raise AssertionError("not cancelled")

@@ -1,0 +1,573 @@
+"""WorkerPool.map: results like builtin map, bounded pulls, errors, early exits, figures.
+
+Every test names the bug it is there to catch; the worker side of each lives in
+``procio_map_testfuncs``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+import anyio
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from procio_workers import (
+    BrokenWorkerProcess,
+    RemoteTraceback,
+    SerializationError,
+    WorkerPool,
+)
+
+if TYPE_CHECKING:
+    from tests import procio_map_testfuncs as mfuncs
+    from tests import procio_workers_testfuncs as funcs
+else:
+    import procio_map_testfuncs as mfuncs
+    import procio_workers_testfuncs as funcs
+
+pytestmark = pytest.mark.anyio
+
+T = TypeVar("T")
+
+#: Turns a hang into a failure; no test relies on it for its verdict.
+HANG_GUARD = 45
+
+
+@pytest.fixture
+async def pool() -> AsyncIterator[WorkerPool]:
+    async with WorkerPool(max_workers=2) as opened:
+        yield opened
+
+
+def expected(xs: list[int]) -> list[int]:
+    return [mfuncs.triple_plus_one(x) for x in xs]
+
+
+async def collect(results: AsyncIterator[T], into: list[T]) -> None:
+    """Append every item of *results* to *into*: what came before an error stays there."""
+    async for item in results:
+        into.append(item)
+
+
+def notes_of(exc: BaseException) -> str:
+    return "\n".join(getattr(exc, "__notes__", []))
+
+
+async def wait_until_idle(pool: WorkerPool) -> None:
+    """Wait until no worker of *pool* is busy (background clean-up after a plain break)."""
+    with anyio.fail_after(10):
+        while pool.statistics().busy:  # noqa: ASYNC110 - the pool has no event for this
+            await anyio.sleep(0.01)
+
+
+def names(folder: Path, prefix: str) -> set[int]:
+    return {int(p.name.split(".")[1]) for p in folder.glob(f"{prefix}.*")}
+
+
+# -- results like builtin map ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [0, 1, 1000, 20_000])
+@pytest.mark.parametrize("chunksize", [1, 7, None])
+async def test_ordered_results_equal_builtin_map_for_a_list(
+    pool: WorkerPool, size: int, chunksize: int | None
+) -> None:
+    if size == 20_000 and chunksize == 1:
+        size = 3000  # one round trip per item: the same code path, a tenth of the time
+    xs = list(range(size))
+    with anyio.fail_after(HANG_GUARD):
+        got = [y async for y in pool.map(mfuncs.triple_plus_one, xs, chunksize=chunksize)]
+    assert got == expected(xs)
+
+
+@pytest.mark.parametrize("chunksize", [1, 7, None])
+async def test_ordered_results_for_a_generator_and_a_range(
+    pool: WorkerPool, chunksize: int | None
+) -> None:
+    def gen() -> Iterator[int]:
+        yield from range(500)
+
+    with anyio.fail_after(HANG_GUARD):
+        from_gen = [y async for y in pool.map(mfuncs.triple_plus_one, gen(), chunksize=chunksize)]
+        from_range = [
+            y async for y in pool.map(mfuncs.triple_plus_one, range(5, 900), chunksize=chunksize)
+        ]
+        from_empty = [y async for y in pool.map(mfuncs.triple_plus_one, iter(()))]
+    assert from_gen == expected(list(range(500)))
+    assert from_range == expected(list(range(5, 900)))
+    assert from_empty == []
+
+
+@pytest.mark.parametrize("chunksize", [1, 7, None])
+async def test_ordered_results_for_an_async_generator(
+    pool: WorkerPool, chunksize: int | None
+) -> None:
+    async def agen() -> AsyncIterator[int]:
+        for i in range(700):
+            if i % 50 == 0:
+                await anyio.lowlevel.checkpoint()
+            yield i
+
+    with anyio.fail_after(HANG_GUARD):
+        got = [y async for y in pool.map(mfuncs.triple_plus_one, agen(), chunksize=chunksize)]
+    assert got == expected(list(range(700)))
+
+
+@pytest.mark.parametrize("chunksize", [1, 7, None])
+async def test_unordered_results_are_the_same_multiset(
+    pool: WorkerPool, chunksize: int | None
+) -> None:
+    # Repeated values: a multiset, not a set, must match (a duplicated or lost result of
+    # one chunk shows up).
+    xs = [i % 97 for i in range(2000)]
+    with anyio.fail_after(HANG_GUARD):
+        got = [
+            y
+            async for y in pool.map(mfuncs.triple_plus_one, xs, chunksize=chunksize, ordered=False)
+        ]
+    assert Counter(got) == Counter(expected(xs))
+
+
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    xs=st.lists(st.integers(-(2**40), 2**40), max_size=300),
+    chunksize=st.one_of(st.none(), st.integers(1, 400)),
+    ordered=st.booleans(),
+)
+async def test_any_list_and_chunksize_gives_builtin_map(
+    pool: WorkerPool, xs: list[int], chunksize: int | None, ordered: bool
+) -> None:
+    # One pool for every example: a map must also leave the pool fit for the next one.
+    with anyio.fail_after(HANG_GUARD):
+        got = [
+            y
+            async for y in pool.map(
+                mfuncs.triple_plus_one, xs, chunksize=chunksize, ordered=ordered
+            )
+        ]
+    if ordered:
+        assert got == expected(xs)
+    else:
+        assert Counter(got) == Counter(expected(xs))
+    assert pool.statistics().busy == 0
+
+
+# -- endless sources: backpressure --------------------------------------------------------
+
+
+@pytest.mark.procio_leak_check
+@pytest.mark.parametrize("chunksize", [1, 7])
+async def test_an_endless_sync_source_is_pulled_a_bounded_number_of_items(
+    chunksize: int,
+) -> None:
+    pulled = 0
+
+    def endless() -> Iterator[int]:
+        nonlocal pulled
+        i = 0
+        while True:
+            pulled += 1
+            yield i
+            i += 1
+
+    async with WorkerPool(max_workers=2) as pool:
+        got: list[int] = []
+        with anyio.fail_after(HANG_GUARD):
+            async with pool.map(mfuncs.triple_plus_one, endless(), chunksize=chunksize) as results:
+                async for y in results:
+                    got.append(y)
+                    if len(got) == 50:
+                        break
+            at_exit = pulled
+            await anyio.sleep(0.3)
+        assert got == expected(list(range(50)))
+        # A window of work in flight, not the whole (endless) source.
+        assert 50 <= pulled <= 50 + 1000 * chunksize
+        assert pulled == at_exit, "the source was still pulled after the map was left"
+        assert pool.statistics().busy == 0
+        assert await pool.run_sync(funcs.echo, "after") == "after"
+        assert pool.statistics().started <= 2
+
+
+@pytest.mark.procio_leak_check
+async def test_an_endless_async_source_with_automatic_chunks_and_a_plain_break() -> None:
+    pulled = 0
+
+    async def endless() -> AsyncIterator[int]:
+        nonlocal pulled
+        i = 0
+        while True:
+            pulled += 1
+            yield i
+            i += 1
+
+    async with WorkerPool(max_workers=2) as pool:
+        got: list[tuple[int, int]] = []
+        with anyio.fail_after(HANG_GUARD):
+            # square_and_pid takes about a millisecond: automatic chunks stay small.
+            async for y in pool.map(mfuncs.square_and_pid, endless()):
+                got.append(y)
+                if len(got) == 50:
+                    break
+            await wait_until_idle(pool)
+        assert [square for square, _ in got] == [i * i for i in range(50)]
+        assert 50 <= pulled <= 50 + 2000
+        settled = pulled
+        await anyio.sleep(0.3)
+        assert pulled == settled
+        assert await pool.run_sync(funcs.echo, "after") == "after"
+        assert pool.statistics().busy == 0
+
+
+# -- the first exception ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("chunksize", [1, 7, None])
+async def test_ordered_map_yields_every_result_before_the_failing_item(
+    pool: WorkerPool, chunksize: int | None
+) -> None:
+    items = [(i, 37) for i in range(100)]
+    got: list[int] = []
+    with anyio.fail_after(HANG_GUARD):
+        async with pool.map(mfuncs.fail_on, items, chunksize=chunksize) as results:
+            with pytest.raises(ValueError, match="refusing 37") as caught:
+                await collect(results, got)
+    assert got == [10 * i for i in range(37)]
+    assert type(caught.value) is ValueError
+    assert isinstance(caught.value.__cause__, RemoteTraceback)
+    assert "fail_on" in caught.value.__cause__.traceback
+    assert "item 37" in notes_of(caught.value)
+    assert results.failed_index == 37
+    assert pool.statistics().busy == 0
+    assert await pool.run_sync(funcs.echo, "next") == "next"
+
+
+@pytest.mark.parametrize("chunksize", [1, 7, None])
+async def test_unordered_map_raises_the_failure_after_only_correct_results(
+    pool: WorkerPool, chunksize: int | None
+) -> None:
+    items = [(i, 37) for i in range(100)]
+    got: list[int] = []
+    with anyio.fail_after(HANG_GUARD):
+        async with pool.map(mfuncs.fail_on, items, chunksize=chunksize, ordered=False) as results:
+            with pytest.raises(ValueError, match="refusing 37") as caught:
+                await collect(results, got)
+    assert isinstance(caught.value.__cause__, RemoteTraceback)
+    assert "item 37" in notes_of(caught.value)
+    assert results.failed_index == 37
+    # Only true results of other items, none twice.
+    assert all(y % 10 == 0 and y // 10 != 37 and 0 <= y // 10 < 100 for y in got)
+    assert len(set(got)) == len(got)
+    assert pool.statistics().busy == 0
+
+
+async def test_a_failure_with_plain_async_for_is_the_functions_own_type(
+    pool: WorkerPool,
+) -> None:
+    with anyio.fail_after(HANG_GUARD), pytest.raises(ValueError) as caught:
+        async for _ in pool.map(mfuncs.fail_on, [(i, 0) for i in range(5)]):
+            pass
+    assert "item 0" in notes_of(caught.value)
+    assert isinstance(caught.value.__cause__, RemoteTraceback)
+
+
+# -- leaving early -------------------------------------------------------------------------
+
+
+@pytest.mark.procio_leak_check
+@pytest.mark.parametrize("how", ["break", "body_error"])
+async def test_leaving_the_block_stops_the_map_and_keeps_the_workers(
+    tmp_path: Path, how: str
+) -> None:
+    items = [(str(tmp_path), i, 0.2) for i in range(30)]
+    async with WorkerPool(max_workers=2) as pool:
+        await pool.run_sync(funcs.echo, None)
+        workers_before = pool.statistics().workers
+        got: list[int] = []
+        with anyio.fail_after(HANG_GUARD):
+            try:
+                async with pool.map(mfuncs.slow_recorded, items, chunksize=1) as results:
+                    async for y in results:
+                        got.append(y)
+                        if how == "break":
+                            break
+                        raise LookupError("the loop body gave up")
+            except LookupError:
+                assert how == "body_error"
+            started = names(tmp_path, "started")
+            finished = names(tmp_path, "finished")
+            # Running items finished before __aexit__ returned (not cut off, not left
+            # running), and no item starts afterwards.
+            assert started == finished
+            await anyio.sleep(0.6)
+            assert names(tmp_path, "started") == started
+            assert names(tmp_path, "finished") == finished
+        assert got == [0]
+        assert len(started) < len(items), "every item ran: nothing was cancelled"
+        figures = pool.statistics()
+        assert figures.busy == 0
+        assert figures.workers == workers_before == 2
+        assert figures.started == 2, "a worker was killed or replaced"
+        # The iteration is over: no result of a chunk that was running comes out now.
+        with pytest.raises(anyio.ClosedResourceError):
+            await results.__anext__()
+        assert await pool.run_sync(funcs.echo, "again") == "again"
+
+
+@pytest.mark.procio_leak_check
+async def test_a_plain_break_stops_the_map_in_the_background(tmp_path: Path) -> None:
+    items = [(str(tmp_path), i, 0.1) for i in range(40)]
+    async with WorkerPool(max_workers=2) as pool:
+        with anyio.fail_after(HANG_GUARD):
+            async for y in pool.map(mfuncs.slow_recorded, items, chunksize=1):
+                assert y == 0
+                break
+            await wait_until_idle(pool)
+            started = names(tmp_path, "started")
+            await anyio.sleep(0.4)
+            assert names(tmp_path, "started") == started
+        assert len(started) < len(items)
+        assert pool.statistics().started == 2
+
+
+@pytest.mark.procio_leak_check
+async def test_a_cancellable_map_kills_the_worker_of_a_cancelled_item(tmp_path: Path) -> None:
+    marker = tmp_path / "pid"
+    async with WorkerPool(max_workers=2) as pool:
+        with anyio.fail_after(HANG_GUARD):
+            with anyio.CancelScope() as scope:
+                async with anyio.create_task_group() as tg:
+
+                    async def cancel_once_running() -> None:
+                        while not marker.exists():  # noqa: ASYNC110 - polls another process
+                            await anyio.sleep(0.01)
+                        scope.cancel()
+
+                    tg.start_soon(cancel_once_running)
+                    async with pool.map(
+                        mfuncs.announce_pid_then_sleep,
+                        [(str(marker), 30.0)],
+                        cancellable=True,
+                    ) as results:
+                        async for _ in results:
+                            raise AssertionError("a 30 s item returned")
+            assert scope.cancelled_caught
+            victim = int(marker.read_text())
+            while not funcs.pid_gone(victim):  # noqa: ASYNC110 - a pid has no event
+                await anyio.sleep(0.01)
+            assert pool.statistics().busy == 0
+            assert await pool.run_sync(mfuncs.pid) != victim
+            assert [y async for y in pool.map(mfuncs.triple_plus_one, range(10))] == expected(
+                list(range(10))
+            )
+
+
+@pytest.mark.procio_leak_check
+async def test_keyboard_interrupt_in_the_loop_body_stops_the_map(tmp_path: Path) -> None:
+    items = [(str(tmp_path), i, 0.05) for i in range(200)]
+    async with WorkerPool(max_workers=2) as pool:
+        with anyio.fail_after(HANG_GUARD):
+
+            async def interrupted() -> None:
+                async with pool.map(mfuncs.slow_recorded, items, chunksize=1) as results:
+                    async for y in results:
+                        if y == 2:
+                            raise KeyboardInterrupt
+
+            with pytest.raises(KeyboardInterrupt):
+                await interrupted()
+            started = names(tmp_path, "started")
+            await anyio.sleep(0.3)
+            assert names(tmp_path, "started") == started
+            assert len(started) < len(items)
+            # The next map gets its own results, not leftovers of the interrupted one.
+            got = [y async for y in pool.map(mfuncs.triple_plus_one, range(1000, 1050))]
+            assert got == expected(list(range(1000, 1050)))
+            assert await pool.run_sync(funcs.echo, "mine") == "mine"
+        assert pool.statistics().busy == 0
+
+
+async def test_an_error_in_the_loop_body_propagates_unchanged(pool: WorkerPool) -> None:
+    error = RuntimeError("from the loop body")
+    got: list[int] = []
+    results = pool.map(mfuncs.triple_plus_one, range(100), chunksize=1)
+
+    async def give_up_after_three() -> None:
+        async with results:
+            async for y in results:
+                got.append(y)
+                if len(got) == 3:
+                    raise error
+
+    with anyio.fail_after(HANG_GUARD), pytest.raises(RuntimeError) as caught:
+        await give_up_after_three()
+    assert caught.value is error
+    assert caught.value.__cause__ is None
+    assert got == expected([0, 1, 2])
+    assert results.failed_index is None
+
+
+async def test_aclose_ends_the_iteration(pool: WorkerPool) -> None:
+    results = pool.map(mfuncs.triple_plus_one, range(100))
+    assert await results.__anext__() == 1
+    await results.aclose()
+    with pytest.raises(anyio.ClosedResourceError):
+        await results.__anext__()
+    await results.aclose()  # a second close is harmless
+    assert pool.statistics().busy == 0
+
+
+# -- bad arguments and bad data -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("chunksize", "error"),
+    [(0, ValueError), (-3, ValueError), ("x", TypeError), (2.5, TypeError)],
+)
+async def test_a_bad_chunksize_fails_at_once_without_a_worker(
+    pool: WorkerPool, chunksize: Any, error: type[Exception]
+) -> None:
+    with pytest.raises(error, match="chunksize"):
+        pool.map(mfuncs.triple_plus_one, [1, 2, 3], chunksize=chunksize)
+    assert pool.statistics().started == 0
+
+
+async def test_a_non_iterable_is_a_type_error_without_a_worker(pool: WorkerPool) -> None:
+    not_iterable = cast("list[int]", 42)
+    with pytest.raises(TypeError):
+        await collect(pool.map(mfuncs.triple_plus_one, not_iterable), [])
+    assert pool.statistics().started == 0
+
+
+@pytest.mark.parametrize("chunksize", [1, 7])
+async def test_an_argument_that_cannot_be_pickled_names_its_item(
+    pool: WorkerPool, chunksize: int
+) -> None:
+    items: list[object] = [0, 1, 2, 3, 4, threading.Lock(), 6, 7, 8, 9]
+    got: list[object] = []
+    with anyio.fail_after(HANG_GUARD), pytest.raises(SerializationError) as caught:
+        await collect(pool.map(funcs.echo, items, chunksize=chunksize), got)
+    assert "item 5" in f"{caught.value} {notes_of(caught.value)}"
+    assert got == items[: len(got)]
+    assert len(got) <= 5
+    figures = pool.statistics()
+    assert figures.broken == 0
+    assert figures.busy == 0
+    assert await pool.run_sync(funcs.echo, "fine") == "fine"
+    assert pool.statistics().started == figures.started, "a worker was replaced"
+
+
+async def test_a_result_that_cannot_be_pickled_keeps_the_worker(pool: WorkerPool) -> None:
+    got: list[object] = []
+    results = pool.map(mfuncs.lock_result_on, [(i, 3) for i in range(10)], chunksize=1)
+    with anyio.fail_after(HANG_GUARD), pytest.raises(SerializationError):
+        await collect(results, got)
+    assert got == [0, 1, 2]
+    figures = pool.statistics()
+    assert figures.broken == 0
+    assert figures.busy == 0
+    assert await pool.run_sync(funcs.echo, "fine") == "fine"
+    assert pool.statistics().started == figures.started, "the worker did not survive"
+
+
+@pytest.mark.procio_leak_check
+@pytest.mark.parametrize("chunksize", [1, 7])
+async def test_a_worker_killed_mid_map_breaks_only_that_map(chunksize: int) -> None:
+    async with WorkerPool(max_workers=2) as pool:
+        with anyio.fail_after(HANG_GUARD):
+            with pytest.raises(BrokenWorkerProcess):
+                async for _ in pool.map(
+                    mfuncs.kill_self_on, [(i, 10) for i in range(40)], chunksize=chunksize
+                ):
+                    pass
+            assert pool.statistics().busy == 0
+            assert await pool.run_sync(funcs.echo, "alive") == "alive"
+            got = [y async for y in pool.map(mfuncs.triple_plus_one, range(30))]
+        assert got == expected(list(range(30)))
+
+
+async def test_a_closed_pool_refuses_a_map() -> None:
+    async with WorkerPool(max_workers=1) as pool:
+        pass
+    with pytest.raises(anyio.ClosedResourceError):
+        async for _ in pool.map(mfuncs.triple_plus_one, [1]):
+            pass
+    async with WorkerPool(max_workers=1) as pool:
+        await pool.aclose()
+        with pytest.raises(anyio.ClosedResourceError):
+            async for _ in pool.map(mfuncs.triple_plus_one, [1]):
+                pass
+
+
+async def test_a_pool_not_entered_refuses_a_map() -> None:
+    pool = WorkerPool(max_workers=1)
+    with pytest.raises(RuntimeError, match="context manager"):
+        async for _ in pool.map(mfuncs.triple_plus_one, [1]):
+            pass
+    assert pool.statistics().started == 0
+
+
+# -- figures, spread and company -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("source", ["list", "generator"])
+async def test_progress_figures_count_up_to_the_total(pool: WorkerPool, source: str) -> None:
+    xs = list(range(300))
+    iterable = xs if source == "list" else (x for x in xs)
+    seen = 0
+    with anyio.fail_after(HANG_GUARD):
+        async with pool.map(mfuncs.triple_plus_one, iterable, chunksize=7) as results:
+            assert results.total == (300 if source == "list" else None)
+            assert results.completed == 0
+            async for _ in results:
+                seen += 1
+                assert results.submitted >= results.completed >= seen
+                assert results.submitted <= 300
+                assert results.chunksize == 7
+    assert results.completed == results.submitted == 300
+    assert results.total == (300 if source == "list" else None)
+    assert results.failed_index is None
+
+
+async def test_automatic_chunks_stay_small_for_a_short_list() -> None:
+    # 40 items on 2 workers: automatic chunks never exceed 40 / (4 * 2) = 5.
+    async with WorkerPool(max_workers=2) as pool:
+        async with pool.map(mfuncs.triple_plus_one, list(range(40))) as results:
+            sizes = set()
+            async for _ in results:
+                sizes.add(results.chunksize)
+        assert sizes
+        assert all(1 <= size <= 5 for size in sizes)
+
+
+async def test_slow_items_run_on_both_workers() -> None:
+    async with WorkerPool(max_workers=2) as pool:
+        with anyio.fail_after(HANG_GUARD):
+            pids = [pid async for pid in pool.map(mfuncs.sleep_then_pid, [0.3] * 4)]
+        assert len(set(pids)) == 2
+        assert os.getpid() not in pids
+
+
+async def test_run_sync_calls_beside_a_map_get_their_own_results(pool: WorkerPool) -> None:
+    singles: dict[int, object] = {}
+    with anyio.fail_after(HANG_GUARD):
+        async with anyio.create_task_group() as tg:
+
+            async def single(i: int) -> None:
+                singles[i] = await pool.run_sync(funcs.echo, f"single {i}")
+
+            for i in range(30):
+                tg.start_soon(single, i)
+            got = [y async for y in pool.map(mfuncs.triple_plus_one, range(2000), chunksize=3)]
+    assert got == expected(list(range(2000)))
+    assert singles == {i: f"single {i}" for i in range(30)}

@@ -1,0 +1,228 @@
+"""WorkerPool.stream: every item in order, promptly, with backpressure and clean exits."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar, cast
+
+import anyio
+import pytest
+from procio_workers import RemoteTraceback, SerializationError, WorkerPool
+
+if TYPE_CHECKING:
+    from tests import procio_map_testfuncs as mfuncs
+    from tests import procio_workers_testfuncs as funcs
+else:
+    import procio_map_testfuncs as mfuncs
+    import procio_workers_testfuncs as funcs
+
+pytestmark = pytest.mark.anyio
+
+HANG_GUARD = 45
+MIB = 1 << 20
+
+
+T = TypeVar("T")
+
+
+async def collect(results: AsyncIterator[T], into: list[T]) -> None:
+    """Append every item of *results* to *into*: what came before an error stays there."""
+    async for item in results:
+        into.append(item)
+
+
+@pytest.fixture
+async def pool() -> AsyncIterator[WorkerPool]:
+    async with WorkerPool(max_workers=2) as opened:
+        yield opened
+
+
+# -- every item, in order ----------------------------------------------------------------
+
+
+async def test_a_hundred_thousand_items_arrive_in_order(pool: WorkerPool) -> None:
+    with anyio.fail_after(HANG_GUARD):
+        async with pool.stream(mfuncs.count_up, 100_000) as items:
+            got = [item async for item in items]
+            assert items.received == 100_000
+    assert got == list(range(100_000))
+
+
+async def test_an_empty_generator_gives_nothing(pool: WorkerPool) -> None:
+    with anyio.fail_after(HANG_GUARD):
+        got = [item async for item in pool.stream(mfuncs.count_up, 0)]
+    assert got == []
+    assert await pool.run_sync(funcs.echo, "after") == "after"
+    assert pool.statistics().started == 1
+
+
+async def test_items_of_a_mebibyte_each_arrive_whole(pool: WorkerPool) -> None:
+    with anyio.fail_after(HANG_GUARD):
+        got = [item async for item in pool.stream(mfuncs.big_items, 10, MIB)]
+    assert [len(item) for item in got] == [MIB] * 10
+    assert [item == bytes([i]) * MIB for i, item in enumerate(got)] == [True] * 10
+
+
+async def test_streams_one_after_another_reuse_one_worker(pool: WorkerPool) -> None:
+    with anyio.fail_after(HANG_GUARD):
+        for n in (3, 0, 500, 1):
+            assert [item async for item in pool.stream(mfuncs.count_up, n)] == list(range(n))
+    assert pool.statistics().started == 1
+    assert pool.statistics().busy == 0
+
+
+# -- promptness and backpressure ---------------------------------------------------------
+
+
+async def test_an_item_arrives_while_the_generator_still_runs(
+    pool: WorkerPool, tmp_path: Path
+) -> None:
+    # The generator blocks after its first item until the test creates the file: a
+    # worker (or parent) that holds items back until a frame fills never delivers it.
+    go = tmp_path / "go"
+    with anyio.fail_after(20):
+        async with pool.stream(mfuncs.first_then_wait, str(go), 30.0) as items:
+            assert await items.__anext__() == "first"
+            assert items.received == 1
+            go.touch()
+            assert await items.__anext__() == "second"
+            with pytest.raises(StopAsyncIteration):
+                await items.__anext__()
+
+
+async def test_a_slow_reader_holds_the_generator_back(pool: WorkerPool, tmp_path: Path) -> None:
+    counter = tmp_path / "produced"
+    with anyio.fail_after(HANG_GUARD):
+        async with pool.stream(mfuncs.endless_counted, str(counter)) as items:
+            got = [await items.__anext__() for _ in range(10)]
+            await anyio.sleep(0.5)
+            produced = int(counter.read_text())
+            await anyio.sleep(0.3)
+            assert int(counter.read_text()) == produced, "the generator ran on unread"
+            # Later items still come in order after the pause.
+            got += [await items.__anext__() for _ in range(3000)]
+    assert got == list(range(3010))
+    assert 10 <= produced <= 10 + 2000
+
+
+# -- leaving early -----------------------------------------------------------------------
+
+
+@pytest.mark.procio_leak_check
+async def test_leaving_early_closes_the_generator_in_the_worker_and_keeps_it(
+    tmp_path: Path,
+) -> None:
+    closed = tmp_path / "closed"
+    async with WorkerPool(max_workers=2) as pool:
+        got: list[tuple[int, int]] = []
+        with anyio.fail_after(HANG_GUARD):
+            async with pool.stream(mfuncs.endless_with_finally, str(closed)) as items:
+                async for item in items:
+                    got.append(item)
+                    if len(got) == 5:
+                        break
+            # The generator's finally block ran in the worker before __aexit__ returned.
+            worker_pid = got[0][0]
+            assert closed.read_text() == f"closed:{worker_pid}"
+            assert [i for _, i in got] == [0, 1, 2, 3, 4]
+            assert pool.statistics().busy == 0
+            assert await pool.run_sync(mfuncs.pid) == worker_pid
+        assert pool.statistics().started == 1
+
+
+@pytest.mark.procio_leak_check
+async def test_a_plain_break_closes_the_generator_in_the_background(tmp_path: Path) -> None:
+    closed = tmp_path / "closed"
+    async with WorkerPool(max_workers=1) as pool:
+        with anyio.fail_after(HANG_GUARD):
+            async for item in pool.stream(mfuncs.endless_with_finally, str(closed)):
+                pid = item[0]
+                break
+            # The only worker must come back, its generator closed, for this call to run.
+            assert await pool.run_sync(mfuncs.pid) == pid
+        assert closed.read_text() == f"closed:{pid}"
+        assert pool.statistics().started == 1
+
+
+@pytest.mark.procio_leak_check
+async def test_a_cancelled_cancellable_stream_kills_its_worker() -> None:
+    async with WorkerPool(max_workers=2) as pool:
+        with anyio.fail_after(HANG_GUARD):
+            with anyio.CancelScope() as scope:
+                async with pool.stream(mfuncs.pid_then_sleep, 30.0, cancellable=True) as items:
+                    victim = await items.__anext__()
+                    scope.cancel()
+                    await items.__anext__()
+            assert scope.cancelled_caught
+            while not funcs.pid_gone(victim):  # noqa: ASYNC110 - a pid has no event
+                await anyio.sleep(0.01)
+            assert pool.statistics().busy == 0
+            assert await pool.run_sync(mfuncs.pid) != victim
+            assert [i async for i in pool.stream(mfuncs.count_up, 4)] == [0, 1, 2, 3]
+
+
+@pytest.mark.procio_leak_check
+async def test_keyboard_interrupt_in_the_loop_body_leaves_the_pool_correct() -> None:
+    async with WorkerPool(max_workers=1) as pool:
+        with anyio.fail_after(HANG_GUARD):
+
+            async def interrupted() -> None:
+                async with pool.stream(mfuncs.slow_count, 1000, 0.01) as items:
+                    async for item in items:
+                        if item == 3:
+                            raise KeyboardInterrupt
+
+            with pytest.raises(KeyboardInterrupt):
+                await interrupted()
+            assert [i async for i in pool.stream(mfuncs.count_up, 5)] == list(range(5))
+            assert await pool.run_sync(funcs.echo, "mine") == "mine"
+        assert pool.statistics().busy == 0
+
+
+# -- errors ------------------------------------------------------------------------------
+
+
+async def test_an_exception_comes_after_every_item_before_it(pool: WorkerPool) -> None:
+    got: list[int] = []
+    with anyio.fail_after(HANG_GUARD):
+        with pytest.raises(ValueError, match="raised after 3 items") as caught:
+            await collect(pool.stream(mfuncs.raise_after, 3), got)
+    assert got == [0, 1, 2]
+    assert type(caught.value) is ValueError
+    assert isinstance(caught.value.__cause__, RemoteTraceback)
+    assert "raise_after" in caught.value.__cause__.traceback
+    assert await pool.run_sync(funcs.echo, "fine") == "fine"
+    assert pool.statistics().broken == 0
+
+
+async def test_a_function_that_returns_no_iterator_is_a_type_error(pool: WorkerPool) -> None:
+    # Deliberately not a generator function, whatever its annotation says.
+    not_a_generator = cast("Callable[[], Iterator[int]]", mfuncs.returns_five)
+    with anyio.fail_after(HANG_GUARD), pytest.raises(TypeError, match="iterator"):
+        await collect(pool.stream(not_a_generator), [])
+    assert await pool.run_sync(funcs.echo, "fine") == "fine"
+    assert pool.statistics().broken == 0
+
+
+async def test_an_item_that_cannot_be_pickled_comes_after_the_items_before_it(
+    pool: WorkerPool,
+) -> None:
+    got: list[object] = []
+    with anyio.fail_after(HANG_GUARD), pytest.raises(SerializationError):
+        await collect(pool.stream(mfuncs.lock_at, 4), got)
+    assert got == [0, 1, 2, 3]
+    assert await pool.run_sync(funcs.echo, "fine") == "fine"
+    assert pool.statistics().broken == 0
+
+
+async def test_a_closed_or_unentered_pool_refuses_a_stream() -> None:
+    async with WorkerPool(max_workers=1) as pool:
+        pass
+    with pytest.raises(anyio.ClosedResourceError):
+        async for _ in pool.stream(mfuncs.count_up, 3):
+            pass
+    fresh = WorkerPool(max_workers=1)
+    with pytest.raises(RuntimeError, match="context manager"):
+        async for _ in fresh.stream(mfuncs.count_up, 3):
+            pass
