@@ -154,6 +154,14 @@ def lock_at(position: int) -> Iterator[object]:
     yield from range(position + 1, position + 5)
 
 
+def killed_after(count: int) -> Iterator[int]:
+    """Yield *count* items, give the parent time to read them, then SIGKILL this worker."""
+    yield from range(count)
+    time.sleep(0.2)
+    os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(10)
+
+
 def slow_count(n: int, seconds: float) -> Iterator[int]:
     for i in range(n):
         time.sleep(seconds)

@@ -427,6 +427,38 @@ async def test_aclose_ends_the_iteration(pool: WorkerPool) -> None:
     assert pool.statistics().busy == 0
 
 
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_an_error_raised_by_the_source_comes_out_as_it_is(
+    pool: WorkerPool, kind: str
+) -> None:
+    error = LookupError("the source broke")
+
+    def broken() -> Iterator[int]:
+        yield from range(10)
+        raise error
+
+    async def broken_async() -> AsyncIterator[int]:
+        for i in range(10):
+            yield i
+        raise error
+
+    source = broken() if kind == "sync" else broken_async()
+    got: list[int] = []
+    with anyio.fail_after(HANG_GUARD), pytest.raises(LookupError) as caught:
+        await collect(pool.map(mfuncs.triple_plus_one, source, chunksize=1), got)
+    assert caught.value is error
+    assert got == expected(list(range(len(got))))
+    await wait_until_idle(pool)
+    assert await pool.run_sync(funcs.echo, "fine") == "fine"
+
+
+async def test_the_context_manager_hands_back_the_results_themselves(pool: WorkerPool) -> None:
+    results = pool.map(mfuncs.triple_plus_one, [1, 2])
+    async with results as entered:
+        assert entered is results
+        assert [y async for y in entered] == [4, 7]
+
+
 # -- bad arguments and bad data -----------------------------------------------------------
 
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, TypeVar, cast
 
 import anyio
 import pytest
-from procio_workers import RemoteTraceback, SerializationError, WorkerPool
+from procio_workers import BrokenWorkerProcess, RemoteTraceback, SerializationError, WorkerPool
 
 if TYPE_CHECKING:
     from tests import procio_map_testfuncs as mfuncs
@@ -214,6 +214,18 @@ async def test_an_item_that_cannot_be_pickled_comes_after_the_items_before_it(
     assert got == [0, 1, 2, 3]
     assert await pool.run_sync(funcs.echo, "fine") == "fine"
     assert pool.statistics().broken == 0
+
+
+@pytest.mark.procio_leak_check
+async def test_a_worker_killed_mid_stream_fails_that_stream_only() -> None:
+    async with WorkerPool(max_workers=1) as pool:
+        got: list[int] = []
+        with anyio.fail_after(HANG_GUARD):
+            with pytest.raises(BrokenWorkerProcess):
+                await collect(pool.stream(mfuncs.killed_after, 3), got)
+            assert got == [0, 1, 2]
+            assert [i async for i in pool.stream(mfuncs.count_up, 3)] == [0, 1, 2]
+        assert pool.statistics().broken == 1
 
 
 async def test_a_closed_or_unentered_pool_refuses_a_stream() -> None:
