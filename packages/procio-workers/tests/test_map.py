@@ -7,6 +7,7 @@ Every test names the bug it is there to catch; the worker side of each lives in
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -37,6 +38,20 @@ T = TypeVar("T")
 
 #: Turns a hang into a failure; no test relies on it for its verdict.
 HANG_GUARD = 45
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _libuv_signal_pipe() -> None:
+    """Let libuv open its process-wide signal pipe before any leak check's snapshot.
+
+    The first uvloop loop of a process opens a pipe pair that stays open for the life of
+    the process; without this, whichever leak-checked test happens to be the first on
+    uvloop in a run would report that pipe as its leak.
+    """
+    if sys.platform != "win32":
+        import uvloop
+
+        uvloop.new_event_loop().close()
 
 
 @pytest.fixture
