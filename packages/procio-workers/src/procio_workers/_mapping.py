@@ -17,6 +17,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
+from contextlib import suppress
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -187,15 +188,9 @@ class _Results(Generic[T]):
     def __del__(self) -> None:
         # A plain ``async for`` left with ``break`` drops the object without closing it:
         # its work is cancelled here, and ends in the background.
-        if (
-            self._started
-            and not self._done.is_set()
-            and threading.get_ident() == self._thread
-        ):
-            try:
+        if self._started and not self._done.is_set() and threading.get_ident() == self._thread:
+            with suppress(Exception):  # the event loop may already be gone
                 self._scope.cancel()
-            except Exception:  # pragma: no cover - the event loop is already gone
-                pass
 
     # -- the driver ----------------------------------------------------------------
 
@@ -374,7 +369,10 @@ class MapResults(_Results[T]):
                         ok, item = await prefetched.receive()
                     if not ok:
                         self._exhausted = True
-                        _note(item, f"raised by the input of the map, after {start + len(items)} items")
+                        _note(
+                            item,
+                            f"raised by the input of the map, after {start + len(items)} items",
+                        )
                         if not items:
                             self._halted = True
                             raise item

@@ -281,7 +281,9 @@ class _Batch:
 
     __slots__ = ("calls", "frame", "func")
 
-    def __init__(self, func: Callable[..., object], calls: list[tuple[Any, ...]], frame: list[Buffer]) -> None:
+    def __init__(
+        self, func: Callable[..., object], calls: list[tuple[Any, ...]], frame: list[Buffer]
+    ) -> None:
         self.func = func
         self.calls = calls
         self.frame = frame
