@@ -658,6 +658,7 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, _take_sigint)
     hello = {
         "protocol": wire.PROTOCOL_VERSION,
+        "protocols": list(range(wire.MIN_PROTOCOL_VERSION, wire.PROTOCOL_VERSION + 1)),
         "pid": os.getpid(),
         "codecs": _available_codecs(),
         "features": FEATURES,
