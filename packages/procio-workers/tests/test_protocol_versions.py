@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -79,7 +79,8 @@ async def test_a_version_1_worker_runs_a_map_call_by_call() -> None:
 
 async def test_a_version_1_worker_reports_which_item_of_a_map_failed() -> None:
     async with WorkerPool(max_workers=1, launcher=VersionOneLauncher()) as pool:
-        results = pool.map(fail_deep, [3])
+        failing: Callable[[int], object] = fail_deep
+        results = pool.map(failing, [3])
         with pytest.raises(CustomError) as caught:
             async for _ in results:
                 pass

@@ -1038,7 +1038,10 @@ class ProcessBackend(WorkerBackend):
 
     def _encode(self, kind: int, func: Callable[..., object], args: Any) -> list[Buffer]:
         try:
-            segments = self.serializer.dump_call(func, args)
+            if kind == _wire.BATCH:
+                segments = self.serializer.dump_batch(func, args)
+            else:
+                segments = self.serializer.dump_call(func, args)
         except Exception as exc:
             raise SerializationError(
                 f"cannot send {getattr(func, '__qualname__', func)!r} to a worker: {exc}"
