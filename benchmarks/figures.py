@@ -200,7 +200,8 @@ def best_peer(figure: Figure) -> FigureRow | None:
     if not peers:
         return None
     pick = max if figure["higher_is_better"] else min
-    return pick(peers, key=lambda row: float(row["median"]))
+    best: FigureRow = pick(peers, key=lambda row: float(row["median"]))
+    return best
 
 
 def reference_row(figure: Figure) -> FigureRow | None:
