@@ -385,3 +385,15 @@ def test_the_chart_draws_the_many_tasks_figures_with_an_anyio_row_or_a_floor(
     # The stream figure has neither AnyIO nor a floor: nothing to draw.
     assert "title of stream" not in drawn
     assert "title of stream" not in chart.render_svg(many)
+
+
+def test_the_chart_draws_the_sections_in_the_order_of_the_tables(results: Any, many: Any) -> None:
+    # The many-tasks script runs before the process one (by name), yet its figures
+    # are drawn after the worker figures, as the "all" table shows them.
+    first = [f for f in many["figures"] if f["section"] == "many-tasks"]
+    reordered = dict(many, figures=[*first, *[f for f in many["figures"] if f not in first]])
+    groups = [summary.group for summary in chart.summarize(reordered)]
+    assert groups[-2:] == ["title of map-tiny", "title of cpu-bound"]
+    # The rest keep the results file's order: the chart of a file without the group
+    # is the one drawn before it existed.
+    assert groups[:-2] == [summary.group for summary in chart.summarize(results)]
