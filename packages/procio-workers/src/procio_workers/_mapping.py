@@ -17,6 +17,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
+from contextlib import suppress
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -148,11 +149,13 @@ class _Results(Generic[T]):
                 error, self._raise = self._raise, None
                 self._stop()
                 self._closed = True
+                self._receive.close()
                 raise error
             try:
                 event = await self._receive.receive()
             except EndOfStream:
                 self._closed = True
+                self._receive.close()
                 if self._failure is not None:
                     raise self._failure from None
                 if not self._complete:
@@ -187,15 +190,12 @@ class _Results(Generic[T]):
     def __del__(self) -> None:
         # A plain ``async for`` left with ``break`` drops the object without closing it:
         # its work is cancelled here, and ends in the background.
-        if (
-            self._started
-            and not self._done.is_set()
-            and threading.get_ident() == self._thread
-        ):
-            try:
+        self._receive.close()
+        if not self._started:
+            self._send.close()
+        elif not self._done.is_set() and threading.get_ident() == self._thread:
+            with suppress(Exception):  # the event loop may already be gone
                 self._scope.cancel()
-            except Exception:  # pragma: no cover - the event loop is already gone
-                pass
 
     # -- the driver ----------------------------------------------------------------
 
@@ -318,20 +318,32 @@ class MapResults(_Results[T]):
             if self._async_source is not None:
                 send, self._prefetched = anyio.create_memory_object_stream[Any](SOURCE_READ_AHEAD)
                 lanes.start_soon(self._read_source, send)
-            async with anyio.create_task_group() as workers:
-                for _ in range(self.lanes):
-                    workers.start_soon(self._lane)
-            # Every lane has ended: stop reading an async source.
-            lanes.cancel_scope.cancel()
+            try:
+                async with anyio.create_task_group() as workers:
+                    for _ in range(self.lanes):
+                        workers.start_soon(self._lane)
+            finally:
+                # Every lane has ended: stop reading an async source.
+                lanes.cancel_scope.cancel()
+                if self._prefetched is not None:
+                    self._prefetched.close()
 
     async def _read_source(self, send: MemoryObjectSendStream[Any]) -> None:
-        assert self._async_source is not None
+        source = self._async_source
+        assert source is not None
         with send:
             try:
-                async for item in self._async_source:
+                async for item in source:
                     await send.send((True, item))
             except Exception as exc:
                 await send.send((False, exc))
+            finally:
+                # Left early: an async generator given as the input runs its clean-up
+                # now, in this loop, rather than whenever it is collected.
+                aclose = getattr(source, "aclose", None)
+                if aclose is not None:
+                    with CancelScope(shield=True):
+                        await aclose()
 
     async def _take_chunk(self) -> tuple[int, int, list[Any]] | None:
         """Take the next chunk from the source: (number, first position, items)."""
@@ -374,7 +386,10 @@ class MapResults(_Results[T]):
                         ok, item = await prefetched.receive()
                     if not ok:
                         self._exhausted = True
-                        _note(item, f"raised by the input of the map, after {start + len(items)} items")
+                        _note(
+                            item,
+                            f"raised by the input of the map, after {start + len(items)} items",
+                        )
                         if not items:
                             self._halted = True
                             raise item

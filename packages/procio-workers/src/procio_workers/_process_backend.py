@@ -281,7 +281,9 @@ class _Batch:
 
     __slots__ = ("calls", "frame", "func")
 
-    def __init__(self, func: Callable[..., object], calls: list[tuple[Any, ...]], frame: list[Buffer]) -> None:
+    def __init__(
+        self, func: Callable[..., object], calls: list[tuple[Any, ...]], frame: list[Buffer]
+    ) -> None:
         self.func = func
         self.calls = calls
         self.frame = frame
@@ -561,15 +563,22 @@ class ProcessWorker(Worker):
     async def handshake(self, init: dict[str, Any]) -> dict[str, Any]:
         """Read HELLO, send INIT and read READY; return the worker's HELLO."""
         hello = await self._control(_wire.HELLO)
-        offered = hello.get("protocol")
-        if (
-            isinstance(offered, bool)
-            or not isinstance(offered, int)
-            or offered < _wire.MIN_PROTOCOL_VERSION
-        ):
-            raise await self._break(f"unsupported protocol version {offered!r}")
-        # The newest version both speak: a version-1 worker still runs single calls.
-        self.protocol = min(offered, _wire.PROTOCOL_VERSION)
+        # HELLO's "protocols" lists every version the worker speaks (a version-1 worker
+        # names only its one "protocol"): the newest that both speak is chosen.
+        offered = hello.get("protocols", [hello.get("protocol")])
+        common = [
+            version
+            for version in (offered if isinstance(offered, list) else [])
+            if isinstance(version, int)
+            and not isinstance(version, bool)
+            and _wire.MIN_PROTOCOL_VERSION <= version <= _wire.PROTOCOL_VERSION
+        ]
+        if not common:
+            raise await self._break(
+                f"unsupported protocol version {hello.get('protocol')!r} "
+                f"(this parent speaks {_wire.MIN_PROTOCOL_VERSION} to {_wire.PROTOCOL_VERSION})"
+            )
+        self.protocol = max(common)
         init = {**init, "protocol": self.protocol}
         codec = init["codec"]
         codecs = hello.get("codecs")

@@ -359,7 +359,6 @@ class _Link:
                 self.back_to_back = time.perf_counter() - self.answered < self.spin
                 return reader.frames.popleft()
 
-
     def take_controls(self, reader: Any, *, wait: bool) -> tuple[int, bool]:
         """Read the parent's stream controls: (credit given, whether to stop).
 
@@ -397,12 +396,11 @@ class _Link:
 
 def _encode_items(codec: Any, items: list[Any], limit: int) -> list[Any]:
     """Encode *items* as one ITEMS payload, refusing what the parent would refuse."""
-    segments = codec.dumps(items)
+    segments: list[Any] = codec.dumps(items)
     size = sum(memoryview(segment).nbytes for segment in segments)
     if size > limit:
         raise ValueError(
-            f"the results take {size} bytes, over the pool's frame limit "
-            f"(max_frame_length={limit})"
+            f"the results take {size} bytes, over the pool's frame limit (max_frame_length={limit})"
         )
     if len(segments) > wire.MAX_SEGMENTS:
         raise ValueError(
@@ -557,7 +555,7 @@ def _run_stream(link: _Link, codec: Any, frame: Any, reader: Any) -> None:
     finally:
         if close is not None:
             # Not finished, and not stopped by the parent: an item could not travel.
-            try:
+            try:  # noqa: SIM105 - contextlib is not worth importing at start-up for this
                 close()
             except BaseException:
                 pass
@@ -660,6 +658,7 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, _take_sigint)
     hello = {
         "protocol": wire.PROTOCOL_VERSION,
+        "protocols": list(range(wire.MIN_PROTOCOL_VERSION, wire.PROTOCOL_VERSION + 1)),
         "pid": os.getpid(),
         "codecs": _available_codecs(),
         "features": FEATURES,
