@@ -163,11 +163,15 @@ class _Results(Generic[T]):
                     raise ClosedResourceError(
                         "the worker pool was closed during the iteration"
                     ) from None
+                self._check_complete()
                 raise StopAsyncIteration from None
             self._take(event)
 
     def _take(self, event: Any) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
+
+    def _check_complete(self) -> None:
+        """Make sure that nothing was lost on the way, once the driver has ended."""
 
     def _stop(self) -> None:
         """Cancel the driver's work: what has not started is dropped."""
@@ -289,6 +293,7 @@ class MapResults(_Results[T]):
         # The caller's view (ordered): chunks by number, and the next one due.
         self._held: dict[int, _Chunk] = {}
         self._due = 0
+        self._accepted = 0  # chunks handed over to the caller
 
     # -- chunk sizes -----------------------------------------------------------------
 
@@ -468,7 +473,17 @@ class MapResults(_Results[T]):
             moved, self._window_moved = self._window_moved, anyio.Event()
             moved.set()
 
+    def _check_complete(self) -> None:
+        # Every chunk taken from the input was handed over, in order or not: an
+        # iteration never ends quietly with results missing.
+        if self._held or self._accepted != self._numbered:
+            raise RuntimeError(
+                f"the map ended with {self._numbered - self._accepted} of its "
+                f"{self._numbered} chunks unaccounted for"
+            )
+
     def _accept(self, event: _Chunk) -> None:
+        self._accepted += 1
         self._ready.extend(event.results)
         if event.error is not None:
             self.failed_index = event.error_index
