@@ -17,6 +17,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
+from contextlib import suppress
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -148,11 +149,13 @@ class _Results(Generic[T]):
                 error, self._raise = self._raise, None
                 self._stop()
                 self._closed = True
+                self._receive.close()
                 raise error
             try:
                 event = await self._receive.receive()
             except EndOfStream:
                 self._closed = True
+                self._receive.close()
                 if self._failure is not None:
                     raise self._failure from None
                 if not self._complete:
@@ -160,11 +163,15 @@ class _Results(Generic[T]):
                     raise ClosedResourceError(
                         "the worker pool was closed during the iteration"
                     ) from None
+                self._check_complete()
                 raise StopAsyncIteration from None
             self._take(event)
 
     def _take(self, event: Any) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
+
+    def _check_complete(self) -> None:
+        """Make sure that nothing was lost on the way, once the driver has ended."""
 
     def _stop(self) -> None:
         """Cancel the driver's work: what has not started is dropped."""
@@ -187,15 +194,12 @@ class _Results(Generic[T]):
     def __del__(self) -> None:
         # A plain ``async for`` left with ``break`` drops the object without closing it:
         # its work is cancelled here, and ends in the background.
-        if (
-            self._started
-            and not self._done.is_set()
-            and threading.get_ident() == self._thread
-        ):
-            try:
+        self._receive.close()
+        if not self._started:
+            self._send.close()
+        elif not self._done.is_set() and threading.get_ident() == self._thread:
+            with suppress(Exception):  # the event loop may already be gone
                 self._scope.cancel()
-            except Exception:  # pragma: no cover - the event loop is already gone
-                pass
 
     # -- the driver ----------------------------------------------------------------
 
@@ -289,6 +293,7 @@ class MapResults(_Results[T]):
         # The caller's view (ordered): chunks by number, and the next one due.
         self._held: dict[int, _Chunk] = {}
         self._due = 0
+        self._accepted = 0  # chunks handed over to the caller
 
     # -- chunk sizes -----------------------------------------------------------------
 
@@ -318,20 +323,32 @@ class MapResults(_Results[T]):
             if self._async_source is not None:
                 send, self._prefetched = anyio.create_memory_object_stream[Any](SOURCE_READ_AHEAD)
                 lanes.start_soon(self._read_source, send)
-            async with anyio.create_task_group() as workers:
-                for _ in range(self.lanes):
-                    workers.start_soon(self._lane)
-            # Every lane has ended: stop reading an async source.
-            lanes.cancel_scope.cancel()
+            try:
+                async with anyio.create_task_group() as workers:
+                    for _ in range(self.lanes):
+                        workers.start_soon(self._lane)
+            finally:
+                # Every lane has ended: stop reading an async source.
+                lanes.cancel_scope.cancel()
+                if self._prefetched is not None:
+                    self._prefetched.close()
 
     async def _read_source(self, send: MemoryObjectSendStream[Any]) -> None:
-        assert self._async_source is not None
+        source = self._async_source
+        assert source is not None
         with send:
             try:
-                async for item in self._async_source:
+                async for item in source:
                     await send.send((True, item))
             except Exception as exc:
                 await send.send((False, exc))
+            finally:
+                # Left early: an async generator given as the input runs its clean-up
+                # now, in this loop, rather than whenever it is collected.
+                aclose = getattr(source, "aclose", None)
+                if aclose is not None:
+                    with CancelScope(shield=True):
+                        await aclose()
 
     async def _take_chunk(self) -> tuple[int, int, list[Any]] | None:
         """Take the next chunk from the source: (number, first position, items)."""
@@ -374,7 +391,10 @@ class MapResults(_Results[T]):
                         ok, item = await prefetched.receive()
                     if not ok:
                         self._exhausted = True
-                        _note(item, f"raised by the input of the map, after {start + len(items)} items")
+                        _note(
+                            item,
+                            f"raised by the input of the map, after {start + len(items)} items",
+                        )
                         if not items:
                             self._halted = True
                             raise item
@@ -453,7 +473,17 @@ class MapResults(_Results[T]):
             moved, self._window_moved = self._window_moved, anyio.Event()
             moved.set()
 
+    def _check_complete(self) -> None:
+        # Every chunk taken from the input was handed over, in order or not: an
+        # iteration never ends quietly with results missing.
+        if self._held or self._accepted != self._numbered:
+            raise RuntimeError(
+                f"the map ended with {self._numbered - self._accepted} of its "
+                f"{self._numbered} chunks unaccounted for"
+            )
+
     def _accept(self, event: _Chunk) -> None:
+        self._accepted += 1
         self._ready.extend(event.results)
         if event.error is not None:
             self.failed_index = event.error_index

@@ -359,7 +359,6 @@ class _Link:
                 self.back_to_back = time.perf_counter() - self.answered < self.spin
                 return reader.frames.popleft()
 
-
     def take_controls(self, reader: Any, *, wait: bool) -> tuple[int, bool]:
         """Read the parent's stream controls: (credit given, whether to stop).
 
@@ -397,12 +396,11 @@ class _Link:
 
 def _encode_items(codec: Any, items: list[Any], limit: int) -> list[Any]:
     """Encode *items* as one ITEMS payload, refusing what the parent would refuse."""
-    segments = codec.dumps(items)
+    segments: list[Any] = codec.dumps(items)
     size = sum(memoryview(segment).nbytes for segment in segments)
     if size > limit:
         raise ValueError(
-            f"the results take {size} bytes, over the pool's frame limit "
-            f"(max_frame_length={limit})"
+            f"the results take {size} bytes, over the pool's frame limit (max_frame_length={limit})"
         )
     if len(segments) > wire.MAX_SEGMENTS:
         raise ValueError(
@@ -442,22 +440,24 @@ def _run_batch(link: _Link, codec: Any, frame: Any, limit: int) -> None:
     """Answer a BATCH: ITEMS with every result, then END; or ERROR with the failing index."""
     try:
         func, calls = codec.loads(frame.segments)
-        calls = [tuple(args) for args in calls]
+        if not isinstance(calls, (list, tuple)):
+            raise TypeError(f"a BATCH carries a list of calls, not {type(calls).__name__}")
     except BaseException as exc:
         _flush_std()
         _send_error(link, codec, exc, "arguments", limit)
         return
     del frame
     results: list[Any] = []
-    for index, args in enumerate(calls):
-        try:
-            results.append(func(*args))
-        except BaseException as exc:
-            _flush_std()
-            if results and _send_items(link, codec, results, 0, limit) < 0:
-                return
-            _send_error(link, codec, exc, "call", limit, index)
+    append = results.append
+    try:
+        for args in calls:
+            append(func(*args))
+    except BaseException as exc:
+        _flush_std()
+        if results and _send_items(link, codec, results, 0, limit) < 0:
             return
+        _send_error(link, codec, exc, "call", limit, len(results))
+        return
     del func, calls
     _flush_std()
     try:
@@ -557,7 +557,7 @@ def _run_stream(link: _Link, codec: Any, frame: Any, reader: Any) -> None:
     finally:
         if close is not None:
             # Not finished, and not stopped by the parent: an item could not travel.
-            try:
+            try:  # noqa: SIM105 - contextlib is not worth importing at start-up for this
                 close()
             except BaseException:
                 pass
@@ -660,6 +660,7 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, _take_sigint)
     hello = {
         "protocol": wire.PROTOCOL_VERSION,
+        "protocols": list(range(wire.MIN_PROTOCOL_VERSION, wire.PROTOCOL_VERSION + 1)),
         "pid": os.getpid(),
         "codecs": _available_codecs(),
         "features": FEATURES,
