@@ -30,10 +30,10 @@ MAX_WORKERS = 2
 
 
 async def wait_until_idle(pool: WorkerPool, hint: str) -> None:
-    with anyio.fail_after(10):
+    with anyio.move_on_after(10):
         while pool.statistics().busy:  # noqa: ASYNC110 - the pool has no event for this
             await anyio.sleep(0.005)
-    assert pool.statistics().busy == 0, hint
+    assert pool.statistics().busy == 0, f"a worker stayed busy; {hint}"
 
 
 async def check_next_map(pool: WorkerPool, rng: random.Random, hint: str) -> None:

@@ -63,6 +63,20 @@ def announce_pid_then_sleep(item: tuple[str, float]) -> int:
     return os.getpid()
 
 
+def wait_or_announce(item: tuple[str, str]) -> int:
+    """("wait", path): wait (at most 20 s) until *path* exists; ("announce", path): write
+    this pid into *path*, then sleep 30 s.
+    """
+    role, path = item
+    if role == "announce":
+        announce_pid_then_sleep((path, 30.0))
+    else:
+        deadline = time.monotonic() + 20
+        while not os.path.exists(path) and time.monotonic() < deadline:
+            time.sleep(0.005)
+    return os.getpid()
+
+
 def lock_result_on(item: tuple[int, int]) -> object:
     """Return a value pickle refuses (a lock) for the value *bad*, else the value."""
     value, bad = item

@@ -214,7 +214,7 @@ async def test_an_exception_comes_after_every_item_before_it(pool: WorkerPool) -
 async def test_a_function_that_returns_no_iterator_is_a_type_error(pool: WorkerPool) -> None:
     # Deliberately not a generator function, whatever its annotation says.
     not_a_generator = cast("Callable[[], Iterator[int]]", mfuncs.returns_five)
-    with anyio.fail_after(HANG_GUARD), pytest.raises(TypeError, match="iterator"):
+    with anyio.fail_after(HANG_GUARD), pytest.raises(TypeError, match="iter"):
         await collect(pool.stream(not_a_generator), [])
     assert await pool.run_sync(funcs.echo, "fine") == "fine"
     assert pool.statistics().broken == 0
