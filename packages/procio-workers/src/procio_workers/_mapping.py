@@ -88,8 +88,13 @@ class _Chunk:
         self.error_index = error_index
 
 
-class _Results(Generic[T]):
-    """What map and stream results share: the driver task and how it is stopped."""
+class _Core(Generic[T]):
+    """The state of a map or a stream, shared by its driver task and its results object.
+
+    The driver holds this, never the results object that the caller iterates: a plain
+    ``async for`` left with ``break`` then drops the last reference to that object, and
+    its finalizer stops the driver.
+    """
 
     def __init__(self, pool: WorkerPool, buffer: int) -> None:
         self._pool = pool
@@ -118,26 +123,6 @@ class _Results(Generic[T]):
         assert task_group is not None  # _check_open says so
         self._started = True
         task_group.start_soon(self._run_driver)
-
-    async def __aenter__(self) -> Self:
-        self._start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_val: BaseException | None,
-        exc_tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    def __aiter__(self) -> Self:
-        return self
-
-    async def __anext__(self) -> T:
-        if not self._ready:
-            await self._fill()
-        return self._ready.popleft()
 
     async def _fill(self) -> None:
         """Wait until an item is ready, or raise what ends the iteration."""
@@ -191,9 +176,9 @@ class _Results(Generic[T]):
                 await self._done.wait()
         self._receive.close()
 
-    def __del__(self) -> None:
-        # A plain ``async for`` left with ``break`` drops the object without closing it:
-        # its work is cancelled here, and ends in the background.
+    def abandon(self) -> None:
+        """The caller dropped its results object: stop the work, in the background."""
+        self._closed = True
         self._receive.close()
         if not self._started:
             self._send.close()
@@ -226,20 +211,8 @@ class _Results(Generic[T]):
         return True
 
 
-class MapResults(_Results[T]):
-    """The results of :meth:`WorkerPool.map <procio_workers.WorkerPool.map>`.
-
-    An async iterator of the results, and an async context manager that stops the
-    outstanding work when its block is left. The counts are there for progress bars.
-
-    Attributes:
-        submitted: items sent to workers so far.
-        completed: items whose results came back so far.
-        total: the number of items, if the input has a length, else ``None``.
-        failed_index: the position of the item whose exception ended the iteration,
-            once one did.
-        chunksize: the number of items the next chunk will take.
-    """
+class _MapCore(_Core[T]):
+    """A map's state: its input, chunks, lanes and counts."""
 
     def __init__(
         self,
@@ -508,15 +481,8 @@ class MapResults(_Results[T]):
         super()._stop()
 
 
-class StreamResults(_Results[T]):
-    """The items of :meth:`WorkerPool.stream <procio_workers.WorkerPool.stream>`.
-
-    An async iterator of the items a generator function yields in a worker, and an async
-    context manager that closes the generator when its block is left.
-
-    Attributes:
-        received: items that have arrived so far.
-    """
+class _StreamCore(_Core[T]):
+    """A stream's state: its request, and the items that arrived."""
 
     def __init__(
         self,
@@ -553,3 +519,106 @@ class StreamResults(_Results[T]):
             self._raise = event.error
             return
         self._ready.extend(event)
+
+
+class _Handle(Generic[T]):
+    """The caller's side of a map or a stream: iteration, closing, the finalizer."""
+
+    _core: _Core[T]
+
+    async def __aenter__(self) -> Self:
+        self._core._start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> None:
+        await self._core.aclose()
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> T:
+        core = self._core
+        if not core._ready:
+            await core._fill()
+        return core._ready.popleft()
+
+    async def aclose(self) -> None:
+        """Stop the work and wait for it to end.
+
+        What has not started is dropped; what runs finishes, or, with
+        ``cancellable=True``, its workers are killed. Once this returns, nothing of this
+        iteration runs in any worker, and iterating further raises
+        :exc:`anyio.ClosedResourceError`.
+        """
+        await self._core.aclose()
+
+    def __del__(self) -> None:
+        # A plain ``async for`` left with ``break`` drops this object without closing
+        # it: the work is cancelled here, and ends in the background.
+        core = getattr(self, "_core", None)
+        if core is not None:
+            core.abandon()
+
+
+class MapResults(_Handle[T]):
+    """The results of ``WorkerPool.map``.
+
+    An async iterator of the results, and an async context manager that stops the
+    outstanding work when its block is left. The counts are there for progress bars.
+    """
+
+    def __init__(self, core: _MapCore[T]) -> None:
+        self._core = core
+        self._map = core
+
+    @property
+    def submitted(self) -> int:
+        """Items sent to workers so far."""
+        return self._map.submitted
+
+    @property
+    def completed(self) -> int:
+        """Items whose results came back so far."""
+        return self._map.completed
+
+    @property
+    def total(self) -> int | None:
+        """The number of items, if the input has a length, else ``None``."""
+        return self._map.total
+
+    @property
+    def failed_index(self) -> int | None:
+        """The position of the item whose exception ended the iteration, once one did."""
+        return self._map.failed_index
+
+    @property
+    def chunksize(self) -> int:
+        """The number of items the next chunk takes (it changes with ``chunksize=None``)."""
+        return self._map._next_size()
+
+    @property
+    def lanes(self) -> int:
+        """The most chunks that run at once."""
+        return self._map.lanes
+
+
+class StreamResults(_Handle[T]):
+    """The items of ``WorkerPool.stream``.
+
+    An async iterator of the items a generator function yields in a worker, and an async
+    context manager that closes the generator when its block is left.
+    """
+
+    def __init__(self, core: _StreamCore[T]) -> None:
+        self._core = core
+        self._stream = core
+
+    @property
+    def received(self) -> int:
+        """Items that have arrived so far."""
+        return self._stream.received
