@@ -127,7 +127,7 @@ def test_the_facade_still_imports_from_a_fresh_interpreter() -> None:
 
 
 def test_every_public_name_is_the_object_of_its_home_module() -> None:
-    from procio_workers import _errors, _pool, _process_backend, _serializers
+    from procio_workers import _errors, _mapping, _pool, _process_backend, _serializers
     from procio_workers import abc as abc_module
     from procio_workers import to_process as to_process_module
 
@@ -139,6 +139,8 @@ def test_every_public_name_is_the_object_of_its_home_module() -> None:
         "ProcessBackend": _process_backend.ProcessBackend,
         "WorkerPool": _pool.WorkerPool,
         "PoolStatistics": _pool.PoolStatistics,
+        "MapResults": _mapping.MapResults,
+        "StreamResults": _mapping.StreamResults,
         "PickleSerializer": _serializers.PickleSerializer,
         "CloudpickleSerializer": _serializers.CloudpickleSerializer,
     }

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from ._errors import RemoteTraceback as RemoteTraceback
     from ._errors import SerializationError as SerializationError
     from ._errors import WorkerError as WorkerError
+    from ._mapping import MapResults as MapResults
+    from ._mapping import StreamResults as StreamResults
     from ._pool import PoolStatistics as PoolStatistics
     from ._pool import WorkerPool as WorkerPool
     from ._process_backend import OutputHandler as OutputHandler
@@ -38,6 +40,8 @@ __all__ = [
     "to_process",
     "WorkerPool",
     "PoolStatistics",
+    "MapResults",
+    "StreamResults",
     "BrokenWorkerProcess",
     "BatchError",
     "WorkerError",
@@ -61,6 +65,8 @@ _HOMES: dict[str, tuple[str, str | None]] = {
     "RemoteTraceback": ("._errors", "RemoteTraceback"),
     "SerializationError": ("._errors", "SerializationError"),
     "WorkerError": ("._errors", "WorkerError"),
+    "MapResults": ("._mapping", "MapResults"),
+    "StreamResults": ("._mapping", "StreamResults"),
     "PoolStatistics": ("._pool", "PoolStatistics"),
     "WorkerPool": ("._pool", "WorkerPool"),
     "OutputHandler": ("._process_backend", "OutputHandler"),
