@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import itertools
 import json
 import os
 import re
@@ -346,6 +347,22 @@ async def test_large_buffers_round_trip_through_a_pool_on_the_example_codec(
                 await pool.run_sync(funcs.fail_deep, 5)
             assert raised.value.code == 5
             assert pool.statistics().started == 1
+
+
+@pytest.mark.anyio
+async def test_maps_and_streams_run_on_the_example_codec(zlib_pickle: types.ModuleType) -> None:
+    # Batches of calls and lists of yielded items are other messages the codec encodes.
+    big = bytes(range(256)) * 1024
+    inputs: list[object] = [big, b"", bytearray(big), "text" * 1000, bytes(big[:100])]
+    with anyio.fail_after(60):
+        async with WorkerPool(max_workers=2, serializer=_serializer(zlib_pickle)) as pool:
+            lengths = [n async for n in pool.map(len, inputs, chunksize=2)]
+            assert lengths == [len(value) for value in inputs]  # type: ignore[arg-type]
+            echoed = [item async for item in pool.map(funcs.echo, inputs, chunksize=5)]
+            assert echoed == inputs
+            assert [type(item) for item in echoed] == [type(value) for value in inputs]
+            items = [item async for item in pool.stream(itertools.repeat, big, 3)]
+            assert items == [big] * 3
 
 
 @pytest.mark.anyio

@@ -64,8 +64,10 @@ class Codec(Protocol):
 
     ``worker_codec = "module:attribute"`` names a zero-argument factory (usually the
     class itself) whose product has these two methods. The worker calls ``loads`` on
-    each call it receives and ``dumps`` on the function's result, or on the exception
-    it raised. ``PickleCodec`` follows this protocol.
+    each call it receives (a pair ``(function, arguments)``; for a batch of a map, the
+    function and a list of argument tuples) and ``dumps`` on the function's result, on
+    a list of results or of a generator's items, or on the exception raised.
+    ``PickleCodec`` follows this protocol.
     """
 
     def dumps(self, value: object, /) -> Sequence[Buffer]:
