@@ -37,56 +37,65 @@ ROOT = Path(__file__).resolve().parents[3]
 EXTENDING = ROOT / "docs" / "extending.md"
 WIRE_PATH = Path(_wire.__file__)
 
-# Modules that only a heavy import brings in; none may load with procio_workers.codecs.
+# What a bare import of the package or of its codec module may load beyond the
+# standard library.
+LIGHT = {"procio_workers", "procio_workers.codecs", "procio_workers._wire"}
+# Modules that only a heavy import brings in; no worker on a codec may load them.
 HEAVY = ("anyio", "sniffio", "procio_process", "procio_workers.abc", "procio_workers._pool")
 
-# A fresh interpreter that imports what *code* says and prints which heavy modules came.
+# A fresh interpreter runs *code*, then prints the modules it loaded from outside the
+# standard library (what site loaded at start-up, a .pth hook say, does not count).
 _REPORT = """
 import json, sys
+before = set(sys.modules)
 {code}
-print(json.dumps(sorted(m for m in sys.modules if m.startswith({heavy!r}))))
+print(json.dumps(sorted(
+    m for m in set(sys.modules) - before if m.partition(".")[0] not in sys.stdlib_module_names
+)))
 """
 
 
-def _fresh(code: str, *path: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run *code* in a fresh interpreter with *path* in front of ``sys.path``."""
-    prelude = f"import sys; sys.path[:0] = {list(path)!r}\n"
+def _fresh(code: str) -> subprocess.CompletedProcess[str]:
+    """Run *code* in a fresh interpreter."""
     result = subprocess.run(
-        [sys.executable, "-c", prelude + textwrap.dedent(code)],
+        [sys.executable, "-c", textwrap.dedent(code)],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
-    if check:
-        assert result.returncode == 0, result.stderr
+    assert result.returncode == 0, result.stderr
     return result
 
 
-def _heavy_after(code: str, *path: str) -> list[str]:
-    """Return the heavy modules loaded once *code* ran in a fresh interpreter."""
-    result = _fresh(_REPORT.format(code=textwrap.dedent(code), heavy=HEAVY), *path)
+def _loaded_after(code: str) -> set[str]:
+    """Return the modules from outside the standard library that *code* loaded."""
+    result = _fresh(_REPORT.format(code=textwrap.dedent(code)))
     loaded: list[str] = json.loads(result.stdout.splitlines()[-1])
-    return loaded
+    return set(loaded)
 
 
 # --- the package imports nothing heavy until asked ---------------------------------
 
 
 def test_importing_the_codecs_module_imports_no_anyio() -> None:
-    assert _heavy_after("import procio_workers.codecs") == []
+    loaded = _loaded_after("import procio_workers.codecs")
+    assert loaded <= LIGHT, sorted(loaded - LIGHT)
+    assert "procio_workers.codecs" in loaded
 
 
 def test_importing_the_package_imports_no_anyio() -> None:
-    assert _heavy_after("import procio_workers") == []
+    loaded = _loaded_after("import procio_workers")
+    assert loaded == {"procio_workers"}
 
 
 def test_the_protocol_version_needs_no_anyio() -> None:
-    assert _heavy_after("from procio_workers import PROTOCOL_VERSION") == []
+    loaded = _loaded_after("from procio_workers import PROTOCOL_VERSION")
+    assert loaded == {"procio_workers", "procio_workers._wire"}
 
 
 def test_a_name_of_the_package_loads_on_first_use() -> None:
-    loaded = _heavy_after("""
+    loaded = _loaded_after("""
         import procio_workers
         assert callable(procio_workers.to_process.run_sync)
         """)
@@ -391,7 +400,10 @@ async def test_a_worker_on_the_example_codec_loads_no_anyio(
         "procio_workers_testfuncs",
         "__mp_main__",
     }
-    beyond = {m for m in loaded if m.partition(".")[0] not in sys.stdlib_module_names}
+    # (Less what any interpreter here loads as it starts: site's .pth hooks, say.)
+    bare = _fresh("import json, sys; print(json.dumps(list(sys.modules)))")
+    at_start = set(json.loads(bare.stdout))
+    beyond = {m for m in loaded - at_start if m.partition(".")[0] not in sys.stdlib_module_names}
     assert beyond <= expected, sorted(beyond - expected)
 
 
