@@ -116,6 +116,30 @@ def test_from_import_of_every_public_name_works_in_a_fresh_interpreter() -> None
     assert result.stdout.split() == ["ok"]
 
 
+def test_threads_that_ask_for_a_name_at_once_all_get_the_same_object() -> None:
+    result = _fresh("""
+        import threading
+        import procio_workers
+
+        start = threading.Barrier(8)
+        found = []
+
+        def ask():
+            start.wait()
+            found.append((procio_workers.WorkerPool, procio_workers.abc.Serializer))
+
+        threads = [threading.Thread(target=ask) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        from procio_workers._pool import WorkerPool
+        from procio_workers.abc import Serializer
+        print(len(found), all(pair == (WorkerPool, Serializer) for pair in found))
+        """)
+    assert result.stdout.split() == ["8", "True"]
+
+
 def test_star_import_gives_exactly_the_public_names() -> None:
     result = _fresh("""
         import json
