@@ -163,11 +163,15 @@ class _Results(Generic[T]):
                     raise ClosedResourceError(
                         "the worker pool was closed during the iteration"
                     ) from None
+                self._check_complete()
                 raise StopAsyncIteration from None
             self._take(event)
 
     def _take(self, event: Any) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
+
+    def _check_complete(self) -> None:
+        """Make sure that nothing was lost on the way, once the driver has ended."""
 
     def _stop(self) -> None:
         """Cancel the driver's work: what has not started is dropped."""
@@ -286,9 +290,11 @@ class MapResults(_Results[T]):
         self._window_moved = anyio.Event()
         self._prefetched: MemoryObjectReceiveStream[Any] | None = None
         self._source_error: BaseException | None = None
+        self._source_lock = anyio.Lock()
         # The caller's view (ordered): chunks by number, and the next one due.
         self._held: dict[int, _Chunk] = {}
         self._due = 0
+        self._accepted = 0  # chunks handed over to the caller
 
     # -- chunk sizes -----------------------------------------------------------------
 
@@ -350,65 +356,77 @@ class MapResults(_Results[T]):
         if self._ordered:
             while not self._halted and self._numbered >= self._due + self._window:
                 await self._window_moved.wait()
+        if self._source is not None:
+            return self._take_from_iterator(self._source)
+        # An async source is read by one lane at a time, from its first item to its
+        # numbering: the chunks then hold consecutive items, numbered in input order,
+        # however the lanes are scheduled.
+        async with self._source_lock:
+            return await self._take_from_async()
+
+    def _take_start(self) -> bool:
+        """Whether a chunk may be taken now; raises a source error left for now."""
         if self._source_error is not None:
             error, self._source_error = self._source_error, None
             self._halted = True
             raise error
-        if self._halted or self._exhausted:
-            return None
-        size = self._next_size()
-        items: list[Any] = []
-        start = self._taken
-        number = self._numbered
-        if self._source is not None:
-            source = self._source
-            try:
-                for _ in range(size):
-                    items.append(next(source))
-            except StopIteration:
-                self._exhausted = True
-            except Exception as exc:
-                self._exhausted = True
-                _note(exc, f"raised by the input of the map, after {start + len(items)} items")
-                if not items:
-                    self._halted = True
-                    raise
-                self._source_error = exc  # raised once the items before it are sent
-        else:
-            prefetched = self._prefetched
-            assert prefetched is not None
-            # At least one item, waiting for it; then what has come in already.
-            try:
-                while len(items) < size:
-                    if items:
-                        ok, item = prefetched.receive_nowait()
-                    else:
-                        ok, item = await prefetched.receive()
-                    if not ok:
-                        self._exhausted = True
-                        _note(
-                            item,
-                            f"raised by the input of the map, after {start + len(items)} items",
-                        )
-                        if not items:
-                            self._halted = True
-                            raise item
-                        self._source_error = item
-                        break
-                    items.append(item)
-            except WouldBlock:
-                pass
-            except EndOfStream:
-                self._exhausted = True
-            if self._halted or (not items and self._exhausted):
-                return None
+        return not (self._halted or self._exhausted)
+
+    def _source_failed(self, error: BaseException, items: list[Any]) -> None:
+        """Note *error* of the input; raise it now unless items come before it."""
+        self._exhausted = True
+        _note(error, f"raised by the input of the map, after {self._taken + len(items)} items")
+        if not items:
+            self._halted = True
+            raise error
+        self._source_error = error  # raised once the items before it are sent
+
+    def _number(self, items: list[Any]) -> tuple[int, int, list[Any]] | None:
         if not items:
             return None
-        # Numbered only once taken, and by the task that took them: concurrent lanes
-        # cannot interleave here (no await between taking and numbering).
+        number, start = self._numbered, self._taken
         self._taken += len(items)
         self._numbered += 1
         return number, start, items
+
+    def _take_from_iterator(self, source: Iterator[Any]) -> tuple[int, int, list[Any]] | None:
+        if not self._take_start():
+            return None
+        items: list[Any] = []
+        try:
+            for _ in range(self._next_size()):
+                items.append(next(source))
+        except StopIteration:
+            self._exhausted = True
+        except Exception as exc:
+            self._source_failed(exc, items)
+        return self._number(items)
+
+    async def _take_from_async(self) -> tuple[int, int, list[Any]] | None:
+        if not self._take_start():
+            return None
+        prefetched = self._prefetched
+        assert prefetched is not None
+        size = self._next_size()
+        items: list[Any] = []
+        # At least one item, waiting for it; then what has come in already.
+        try:
+            while len(items) < size:
+                if items:
+                    ok, item = prefetched.receive_nowait()
+                else:
+                    ok, item = await prefetched.receive()
+                if not ok:
+                    self._source_failed(item, items)
+                    break
+                items.append(item)
+        except WouldBlock:
+            pass
+        except EndOfStream:
+            self._exhausted = True
+        if self._halted:
+            return None
+        return self._number(items)
 
     async def _lane(self) -> None:
         pool = self._pool
@@ -468,7 +486,17 @@ class MapResults(_Results[T]):
             moved, self._window_moved = self._window_moved, anyio.Event()
             moved.set()
 
+    def _check_complete(self) -> None:
+        # Every chunk taken from the input was handed over, in order or not: an
+        # iteration never ends quietly with results missing.
+        if self._held or self._accepted != self._numbered:
+            raise RuntimeError(
+                f"the map ended with {self._numbered - self._accepted} of its "
+                f"{self._numbered} chunks unaccounted for"
+            )
+
     def _accept(self, event: _Chunk) -> None:
+        self._accepted += 1
         self._ready.extend(event.results)
         if event.error is not None:
             self.failed_index = event.error_index

@@ -801,24 +801,40 @@ class ProcessWorker(Worker):
             )
         await self._begin([*request.frame, _MORE * _STREAM_CREDIT])
         finished = False
+        reader = self._reader
         try:
             while True:
-                frame = await self._receive()
+                frames = [await self._receive()]
+                # Frames that came in the same read are taken together: one hand-over to
+                # the reader and one write of credit for all of them.
+                while reader.frames:
+                    frames.append(reader.frames.popleft())
                 self._forward_pending_output()
-                if frame.kind == _wire.ITEMS:
-                    items = self._load_items(frame)
-                    # One more frame of credit for the one read: the worker goes on while
-                    # these items are used.
-                    await self._send([_MORE])
-                    yield items
-                elif frame.kind == _wire.END:
+                if any(frame.kind in (_wire.END, _wire.ERROR) for frame in frames):
+                    # The worker has ended the stream: whatever happens below, it is
+                    # idle again, and there is nothing to close.
                     finished = True
+                group: list[object] = []
+                read = 0
+                last: _wire.Frame | None = None
+                for frame in frames:
+                    if frame.kind == _wire.ITEMS and last is None:
+                        group += self._load_items(frame)
+                        read += 1
+                    elif frame.kind in (_wire.END, _wire.ERROR) and last is None:
+                        last = frame
+                    else:
+                        raise await self._unexpected(frame)
+                if read and last is None:
+                    # Credit for the frames read: the worker goes on while these items
+                    # are used.
+                    await self._send([_MORE * read])
+                if group:
+                    yield group
+                if last is not None:
+                    if last.kind == _wire.ERROR:
+                        raise self._error(last.segments)
                     return
-                elif frame.kind == _wire.ERROR:
-                    finished = True
-                    raise self._error(frame.segments)
-                else:
-                    raise await self._unexpected(frame)
         finally:
             self._answered = time.perf_counter()
             if not finished and self.alive:
