@@ -10,15 +10,20 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from anyio import fail_after
+from procio_process import open_process
 from procio_workers import WorkerPool, _wire
-from procio_workers._process_backend import WORKER_PROGRAM, ProcessWorker
+from procio_workers._process_backend import BOOTSTRAP, WORKER_PROGRAM, ProcessWorker
 from procio_workers.abc import Launcher
-from procio_workers_testfuncs import CustomError, echo, fail_deep, pid_and_echo
+
+if TYPE_CHECKING:
+    from tests.procio_workers_testfuncs import CustomError, echo, fail_deep, pid_and_echo
+else:
+    from procio_workers_testfuncs import CustomError, echo, fail_deep, pid_and_echo
 
 pytestmark = pytest.mark.anyio
 
@@ -74,7 +79,8 @@ async def test_a_version_1_worker_runs_a_map_call_by_call() -> None:
 
 async def test_a_version_1_worker_reports_which_item_of_a_map_failed() -> None:
     async with WorkerPool(max_workers=1, launcher=VersionOneLauncher()) as pool:
-        results = pool.map(fail_deep, [3])
+        failing: Callable[[int], object] = fail_deep
+        results = pool.map(failing, [3])
         with pytest.raises(CustomError) as caught:
             async for _ in results:
                 pass
@@ -97,12 +103,9 @@ async def test_a_version_1_worker_refuses_a_stream_and_stays_in_service() -> Non
 async def test_the_worker_refuses_a_batch_after_agreeing_on_version_1() -> None:
     # A parent that agreed on version 1 must not send version-2 messages: the worker
     # treats one as a broken protocol.
-    import anyio
-    from procio_process import open_process
 
     request_read, request_write = __import__("os").pipe()
     response_read, response_write = __import__("os").pipe()
-    from procio_workers._process_backend import BOOTSTRAP
 
     command = [
         sys.executable,
@@ -137,4 +140,3 @@ async def test_the_worker_refuses_a_batch_after_agreeing_on_version_1() -> None:
         os.close(response_read)
         assert status == _wire.EXIT_PROTOCOL_ERROR
         assert b"unexpected BATCH" in stderr
-        del anyio

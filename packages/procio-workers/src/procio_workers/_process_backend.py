@@ -12,7 +12,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack, ExitStack, suppress
 from pathlib import Path
 from typing import Any, Literal
@@ -277,16 +277,30 @@ def _error_index(segments: list[bytearray]) -> int | None:
 
 
 class _Batch:
-    """A chunk of a map, ready to go: the BATCH frame, and the calls for older workers."""
+    """A chunk of a map, ready to go: the BATCH frame, and its calls one by one.
 
-    __slots__ = ("calls", "frame", "func")
+    Iterating it gives each call as a CALL frame: what a version-1 worker takes, and
+    what the default :meth:`Worker.call_batch` of a worker that wraps this backend's
+    workers sends.
+    """
+
+    __slots__ = ("backend", "calls", "frame", "func")
 
     def __init__(
-        self, func: Callable[..., object], calls: list[tuple[Any, ...]], frame: list[Buffer]
+        self,
+        backend: ProcessBackend,
+        func: Callable[..., object],
+        calls: list[tuple[Any, ...]],
+        frame: list[Buffer],
     ) -> None:
+        self.backend = backend
         self.func = func
         self.calls = calls
         self.frame = frame
+
+    def __iter__(self) -> Iterator[list[Buffer]]:
+        for args in self.calls:
+            yield self.backend.prepare_call(self.func, args)
 
 
 class _Stream:
@@ -738,9 +752,7 @@ class ProcessWorker(Worker):
             return await super().call_batch(request)
         if self.protocol < 2:
             # A version-1 worker takes one CALL at a time.
-            backend = self._backend
-            calls = [backend.prepare_call(request.func, args) for args in request.calls]
-            return await super().call_batch(calls)
+            return await super().call_batch(request)
         await self._begin(request.frame)
         results: list[object] = []
         while True:
@@ -1018,7 +1030,7 @@ class ProcessBackend(WorkerBackend):
     ) -> Any:
         """Serialize a chunk of calls of *func* into one BATCH frame."""
         calls = [tuple(args) for args in args_list]
-        return _Batch(func, calls, self._encode(_wire.BATCH, func, calls))
+        return _Batch(self, func, calls, self._encode(_wire.BATCH, func, calls))
 
     def prepare_stream(self, func: Callable[..., object], args: tuple[Any, ...]) -> Any:
         """Serialize a call of a generator function into a STREAM frame."""
@@ -1026,7 +1038,10 @@ class ProcessBackend(WorkerBackend):
 
     def _encode(self, kind: int, func: Callable[..., object], args: Any) -> list[Buffer]:
         try:
-            segments = self.serializer.dump_call(func, args)
+            if kind == _wire.BATCH:
+                segments = self.serializer.dump_batch(func, args)
+            else:
+                segments = self.serializer.dump_call(func, args)
         except Exception as exc:
             raise SerializationError(
                 f"cannot send {getattr(func, '__qualname__', func)!r} to a worker: {exc}"
