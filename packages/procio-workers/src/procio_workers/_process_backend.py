@@ -38,8 +38,8 @@ OutputHandler = Callable[[int, bytes], None]
 WORKER_PROGRAM = str(Path(__file__).with_name("_worker.py"))
 
 # Loads the worker program by path, so that neither the package directory (which holds
-# a module called ``abc``) nor ``procio_workers/__init__`` (which imports anyio) is
-# ever imported in the worker.
+# a module called ``abc``) nor the package itself is ever imported in the worker: the
+# worker program needs nothing of it but the wire module next to it.
 WORKER_MODULE = "_procio_worker"
 BOOTSTRAP = (
     "import sys,importlib.util as u;"

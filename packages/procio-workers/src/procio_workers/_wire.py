@@ -2,7 +2,7 @@
 
 Both sides import this one module: the parent as ``procio_workers._wire`` and the worker
 program by file path. It must therefore depend on the standard library only, and must not
-import anything from ``procio_workers`` (whose ``__init__`` imports anyio). The protocol
+import the other modules of ``procio_workers``, which import anyio. The protocol
 itself is specified on the worker protocol page of procio's documentation; keep the two
 in step.
 

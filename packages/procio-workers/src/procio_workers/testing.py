@@ -69,8 +69,8 @@ JSON_SAMPLES: tuple[object, ...] = (
 
 
 #: Top-level packages a worker codec must not import: the worker program keeps them out so
-#: that a worker starts as fast as a bare interpreter (``procio_workers``' own
-#: ``__init__`` imports anyio).
+#: that a worker starts as fast as a bare interpreter. ``procio_workers.codecs`` (and the
+#: package's own ``__init__``, which imports no more than it) are allowed all the same.
 WORKER_FORBIDDEN_IMPORTS: tuple[str, ...] = ("anyio", "procio_workers")
 
 # Run in a fresh interpreter (``-X importtime``), as the worker program would: take the
@@ -128,7 +128,15 @@ def _import_chain(importtime: str, target: str) -> list[str]:
     return tidy
 
 
+#: Modules a codec may import although their package is forbidden: they import the
+#: standard library only (the package's ``__init__`` loads its other names on first use),
+#: and ``procio_workers.codecs`` is there for codecs to build on.
+_CODEC_SAFE_MODULES = frozenset({"procio_workers", "procio_workers.codecs", "procio_workers._wire"})
+
+
 def _is_under(module: str, packages: Sequence[str]) -> bool:
+    if module in _CODEC_SAFE_MODULES:
+        return False
     return any(module == top or module.startswith(f"{top}.") for top in packages)
 
 
