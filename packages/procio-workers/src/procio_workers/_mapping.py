@@ -104,7 +104,8 @@ class _Core(Generic[T]):
         self._ready: deque[T] = deque()
         self._scope = CancelScope()
         self._started = False
-        self._closed = False
+        self._closed = False  # the iteration has ended (no more items will come)
+        self._aclosed = False  # closed by the caller: iterating further is an error
         self._done = anyio.Event()
         self._raise: BaseException | None = None
         self._thread = threading.get_ident()
@@ -126,8 +127,10 @@ class _Core(Generic[T]):
 
     async def _fill(self) -> None:
         """Wait until an item is ready, or raise what ends the iteration."""
-        if self._closed:
+        if self._aclosed:
             raise ClosedResourceError("these results were closed")
+        if self._closed:
+            raise StopAsyncIteration  # ended already, by its last item or an error
         self._start()
         while not self._ready:
             if self._raise is not None:
@@ -169,7 +172,8 @@ class _Core(Generic[T]):
         ``cancellable=True``, its workers are killed. Once this returns, nothing of this
         iteration runs in any worker.
         """
-        self._closed = True
+        self._closed = self._aclosed = True
+        self._ready.clear()
         self._stop()
         if self._started:
             with CancelScope(shield=True):
@@ -543,7 +547,7 @@ class _Handle(Generic[T]):
 
     async def __anext__(self) -> T:
         core = self._core
-        if not core._ready:
+        if not core._ready or core._aclosed:
             await core._fill()
         return core._ready.popleft()
 

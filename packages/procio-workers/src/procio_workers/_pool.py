@@ -29,7 +29,7 @@ from anyio.abc import TaskGroup
 from anyio.lowlevel import cancel_shielded_checkpoint, checkpoint_if_cancelled
 
 from . import _wire
-from ._errors import BrokenWorkerProcess
+from ._errors import BatchError, BrokenWorkerProcess, SerializationError
 from ._hosting import logger, loop_clock
 from ._mapping import MapResults, StreamResults, _MapCore, _StreamCore
 from ._process_backend import PENDING, OutputHandler, ProcessBackend, ProcessWorker
@@ -501,7 +501,20 @@ class WorkerPool:
     ) -> list[object]:
         """Run one chunk of a map: a batch of calls of *func* on one worker."""
         self._check_open()
-        request = self.backend.prepare_batch(func, calls)
+        try:
+            request = self.backend.prepare_batch(func, calls)
+        except SerializationError as exc:
+            # Which item cannot travel? The ones before it run, so that an ordered map
+            # yields their results before the error, as for an error in the worker.
+            for index, args in enumerate(calls):
+                try:
+                    self.backend.prepare_call(func, args)
+                except Exception as error:
+                    done = await self._run_batch(func, calls[:index], cancellable=cancellable)
+                    raise BatchError(index, done, error) from None
+            raise  # no item alone fails: the chunk as a whole is too large
+        if not calls:
+            return []
         try:
             results = await self._dispatch(request, cancellable, {}, None, self._call_batch)
         except BaseException:
