@@ -535,6 +535,32 @@ async def test_a_result_that_cannot_be_pickled_keeps_the_worker(pool: WorkerPool
     assert pool.statistics().started == figures.started, "the worker did not survive"
 
 
+@pytest.mark.parametrize("kind", ["list", "generator"])
+async def test_automatic_chunks_stay_under_the_frame_limit(kind: str) -> None:
+    # Each item fits in a frame on its own, so a map that chooses its own chunks must
+    # not fail for a chunk it made too big.
+    items = [bytes([i % 256]) * 400 for i in range(300)]
+    source = items if kind == "list" else iter(items)
+    async with WorkerPool(max_workers=2, max_frame_length=1000) as pool:
+        with anyio.fail_after(HANG_GUARD):
+            got = [y async for y in pool.map(funcs.echo, source)]
+        assert got == items
+        assert pool.statistics().broken == 0
+
+
+async def test_an_explicit_chunk_over_the_frame_limit_is_refused_clearly() -> None:
+    items = [bytes([i % 256]) * 400 for i in range(30)]
+    async with WorkerPool(max_workers=2, max_frame_length=1000) as pool:
+        pids = {await pool.run_sync(mfuncs.pid) for _ in range(2)}
+        with anyio.fail_after(HANG_GUARD), pytest.raises(SerializationError, match="frame limit"):
+            await collect(pool.map(funcs.echo, items, chunksize=7), [])
+        await wait_until_idle(pool)
+        # Nothing reached a worker: the same workers take the next calls.
+        assert await pool.run_sync(mfuncs.pid) in pids
+        figures = pool.statistics()
+        assert (figures.started, figures.broken) == (len(pids), 0)
+
+
 @pytest.mark.procio_leak_check
 @pytest.mark.parametrize("chunksize", [1, 7])
 async def test_a_worker_killed_mid_map_breaks_only_that_map(chunksize: int) -> None:
