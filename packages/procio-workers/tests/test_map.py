@@ -579,6 +579,43 @@ async def test_a_worker_killed_mid_map_breaks_only_that_map(chunksize: int) -> N
         assert got == expected(list(range(30)))
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="RLIMIT_NOFILE is POSIX")
+async def test_a_map_whose_next_worker_cannot_start_fails_cleanly() -> None:
+    # One worker runs; the second cannot start for lack of descriptors. Each try must
+    # end with every result right or with EMFILE, never a hang or a lost descriptor, and
+    # the pool must go on once descriptors are available again.
+    import errno
+    import resource
+
+    guard = funcs.LeakGuard()
+    async with WorkerPool(max_workers=2, prestart=1) as pool:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        base = max(funcs.open_fds()) + 1
+        outcomes: list[str] = []
+        with anyio.fail_after(HANG_GUARD):
+            for extra in range(40):
+                resource.setrlimit(resource.RLIMIT_NOFILE, (base + extra, hard))
+                try:
+                    got = [y async for y in pool.map(mfuncs.sleep_then_pid, [0.05] * 6)]
+                except OSError as exc:
+                    assert exc.errno == errno.EMFILE, exc
+                    outcomes.append("EMFILE")
+                else:
+                    assert len(got) == 6
+                    outcomes.append("ran")
+                finally:
+                    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+                await wait_until_idle(pool)
+                values = [y async for y in pool.map(mfuncs.triple_plus_one, range(20))]
+                assert values == expected(list(range(20)))
+                if pool.statistics().started == 2:
+                    break
+        assert outcomes[0] in {"EMFILE", "ran"}
+        assert pool.statistics().started == 2, outcomes
+        assert pool.statistics().broken == 0
+    guard.check()
+
+
 async def test_a_closed_pool_refuses_a_map() -> None:
     async with WorkerPool(max_workers=1) as pool:
         pass
