@@ -111,6 +111,12 @@ def big_items(count: int, size: int) -> Iterator[bytes]:
         yield bytes([i % 256]) * size
 
 
+def sized_items(sizes: list[int]) -> Iterator[bytes]:
+    """Yield one bytes object of each size, the n-th made of the byte n."""
+    for n, size in enumerate(sizes):
+        yield bytes([n % 256]) * size
+
+
 def first_then_wait(path: str, give_up: float) -> Iterator[str]:
     """Yield "first", then wait until *path* exists (at most *give_up* seconds)."""
     yield "first"

@@ -243,6 +243,30 @@ async def test_a_worker_killed_mid_stream_fails_that_stream_only() -> None:
         assert pool.statistics().broken == 1
 
 
+async def test_items_that_each_fit_a_small_frame_limit_all_arrive() -> None:
+    # The reader is slow, so the worker groups items: a group must still fit a frame.
+    sizes = [400] * 60
+    async with WorkerPool(max_workers=1, max_frame_length=1000) as pool:
+        got: list[bytes] = []
+        with anyio.fail_after(HANG_GUARD):
+            async for item in pool.stream(mfuncs.sized_items, sizes):
+                got.append(item)
+                await anyio.sleep(0.005)
+        assert got == [bytes([n]) * 400 for n in range(60)]
+        assert pool.statistics().broken == 0
+
+
+async def test_an_item_over_the_frame_limit_comes_after_the_items_before_it() -> None:
+    async with WorkerPool(max_workers=1, max_frame_length=1000) as pool:
+        pid = await pool.run_sync(mfuncs.pid)
+        got: list[bytes] = []
+        with anyio.fail_after(HANG_GUARD), pytest.raises(SerializationError):
+            await collect(pool.stream(mfuncs.sized_items, [10, 20, 5000, 30]), got)
+        assert got == [b"\0" * 10, b"\1" * 20]
+        assert await pool.run_sync(mfuncs.pid) == pid
+        assert pool.statistics().broken == 0
+
+
 async def test_a_closed_or_unentered_pool_refuses_a_stream() -> None:
     async with WorkerPool(max_workers=1) as pool:
         pass
