@@ -94,6 +94,15 @@ def kill_self_on(item: tuple[int, int]) -> int:
     return value
 
 
+def interrupt_parent_on(item: tuple[int, int]) -> int:
+    """Send SIGINT to the parent for the value *bad*, then answer late."""
+    value, bad = item
+    if value == bad:
+        os.kill(os.getppid(), signal.SIGINT)
+        time.sleep(0.2)
+    return 10 * value
+
+
 def square_and_pid(item: int) -> tuple[int, int]:
     time.sleep(0.001)
     return item * item, os.getpid()
@@ -180,6 +189,15 @@ def killed_after(count: int) -> Iterator[int]:
     time.sleep(0.2)
     os.kill(os.getpid(), signal.SIGKILL)
     time.sleep(10)
+
+
+def interrupt_parent_after(count: int) -> Iterator[int]:
+    """Yield *count* items, then SIGINT the parent and go on yielding slowly."""
+    yield from range(count)
+    os.kill(os.getppid(), signal.SIGINT)
+    for i in range(count, count + 100):
+        time.sleep(0.01)
+        yield i
 
 
 def slow_count(n: int, seconds: float) -> Iterator[int]:

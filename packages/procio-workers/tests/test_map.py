@@ -7,6 +7,7 @@ Every test names the bug it is there to catch; the worker side of each lives in
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import threading
 from collections import Counter
@@ -417,6 +418,63 @@ async def test_keyboard_interrupt_in_the_loop_body_stops_the_map(tmp_path: Path)
             assert got == expected(list(range(1000, 1050)))
             assert await pool.run_sync(funcs.echo, "mine") == "mine"
         assert pool.statistics().busy == 0
+
+
+TRIO_SIGINT = """
+import sys
+import anyio
+from procio_workers import WorkerPool
+import procio_map_testfuncs as mfuncs
+
+async def interrupted_map(pool):
+    items = [(i, 5) for i in range(40)]
+    async with pool.map(mfuncs.interrupt_parent_on, items, chunksize=1) as results:
+        async for _ in results:
+            pass
+
+async def interrupted_stream(pool):
+    async with pool.stream(mfuncs.interrupt_parent_after, 3) as items:
+        async for _ in items:
+            pass
+
+async def main(kind):
+    async with WorkerPool(max_workers=2) as pool:
+        for _ in range(3):
+            try:
+                await (interrupted_map if kind == "map" else interrupted_stream)(pool)
+            except KeyboardInterrupt:
+                print("interrupted", pool.statistics().busy)
+            print(*[y async for y in pool.map(mfuncs.triple_plus_one, range(5))])
+            print(*[i async for i in pool.stream(mfuncs.count_up, 4)])
+        print(pool.statistics().broken)
+
+anyio.run(main, sys.argv[1], backend="trio")
+"""
+
+
+@pytest.mark.parametrize("kind", ["map", "stream"])
+def test_a_real_sigint_on_trio_reaches_the_iterating_task(tmp_path: Path, kind: str) -> None:
+    # On Trio a SIGINT becomes a KeyboardInterrupt in whatever unprotected code runs
+    # when it arrives. It must come out of the iteration, never out of a background task
+    # of the pool (which would end the pool's block with an exception group), and the
+    # program that catches it gets correct results from the next map and stream.
+    script = tmp_path / "script.py"
+    script.write_text(TRIO_SIGINT)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), *sys.path])
+    completed = subprocess.run(
+        [sys.executable, str(script), kind],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        timeout=HANG_GUARD,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr.decode()[-3000:]
+    assert completed.stdout.decode().splitlines() == [
+        *["interrupted 0", "1 4 7 10 13", "0 1 2 3"] * 3,
+        "0",
+    ]
 
 
 async def test_an_error_in_the_loop_body_propagates_unchanged(pool: WorkerPool) -> None:
