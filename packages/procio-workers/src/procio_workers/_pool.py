@@ -503,7 +503,7 @@ class WorkerPool:
         self._check_open()
         try:
             request = self.backend.prepare_batch(func, calls)
-        except SerializationError as exc:
+        except SerializationError:
             # Which item cannot travel? The ones before it run, so that an ordered map
             # yields their results before the error, as for an error in the worker.
             for index, args in enumerate(calls):
