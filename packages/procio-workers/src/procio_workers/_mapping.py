@@ -14,7 +14,6 @@ import math
 import os
 import sys
 import threading
-import time
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from contextlib import suppress
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import anyio
 from anyio import CancelScope, ClosedResourceError, EndOfStream, WouldBlock
+from anyio.lowlevel import cancel_shielded_checkpoint
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._errors import BatchError
@@ -46,6 +46,11 @@ MAX_AUTO_CHUNK = 10_000
 #: For an input of known length, no automatic chunk is larger than the items left over
 #: this many chunks per worker, so that the last chunks are small and end together.
 CHUNKS_PER_WORKER = 4
+#: Chunks prepared beyond one per worker, to keep the workers busy.
+EXTRA_LANES = 0
+#: While results are at hand, the caller's iteration lets other tasks run once every
+#: this many results.
+YIELD_EVERY = 256
 #: The most chunks of one map that run at once.
 MAX_LANES = 1024
 #: How many items an async source may be read ahead of the chunks that take them.
@@ -102,6 +107,7 @@ class _Core(Generic[T]):
         self._receive: MemoryObjectReceiveStream[Any]
         self._send, self._receive = anyio.create_memory_object_stream[Any](buffer)
         self._ready: deque[T] = deque()
+        self._countdown = YIELD_EVERY  # items handed out before the next schedule point
         self._scope = CancelScope()
         self._started = False
         self._closed = False  # the iteration has ended (no more items will come)
@@ -153,9 +159,14 @@ class _Core(Generic[T]):
                     ) from None
                 self._check_complete()
                 raise StopAsyncIteration from None
-            self._take(event)
+            if self._take(event):
+                # Lanes waited for these results to be taken (an ordered map's window):
+                # they start their next chunks now, before the caller goes through
+                # these results without a trip through the event loop.
+                await cancel_shielded_checkpoint()
 
-    def _take(self, event: Any) -> None:  # pragma: no cover - overridden
+    def _take(self, event: Any) -> bool:  # pragma: no cover - overridden
+        """Take *event* from the driver; return whether lanes may now go on."""
         raise NotImplementedError
 
     def _check_complete(self) -> None:
@@ -207,9 +218,17 @@ class _Core(Generic[T]):
         raise NotImplementedError
 
     async def _put(self, event: Any) -> bool:
-        """Hand *event* to the caller; ``False`` if the caller has stopped reading."""
+        """Hand *event* to the caller; ``False`` if the caller has stopped reading.
+
+        Without a trip through the event loop when there is room: a lane goes straight
+        on to its next chunk, and the worker is not left idle while the caller uses
+        these results.
+        """
         try:
-            await self._send.send(event)
+            try:
+                self._send.send_nowait(event)
+            except WouldBlock:
+                await self._send.send(event)
         except (ClosedResourceError, anyio.BrokenResourceError):
             return False
         return True
@@ -233,11 +252,13 @@ class _MapCore(_Core[T]):
         workers = pool.max_workers
         if workers > MAX_LANES:
             workers = os.cpu_count() or 1
-        #: How many chunks run at once, at most.
-        self.lanes = max(1, workers)
+        #: How many chunks are under way at once, at most: one more than the workers,
+        #: so that a chunk is ready to go (taken and serialized) when a worker is done.
+        self._workers = max(1, workers)
+        self.lanes = self._workers + EXTRA_LANES
         # Ordered: a chunk may start only this many chunks ahead of the first one the
         # caller still waits for, which bounds what is held back.
-        self._window = 2 * self.lanes
+        self._window = 4 * self.lanes
         super().__init__(pool, self._window + self.lanes)
         self._func = func
         self._ordered = ordered
@@ -265,6 +286,7 @@ class _MapCore(_Core[T]):
         self._exhausted = False
         self._halted = False  # no chunk starts any more (an error, or closing)
         self._window_moved = anyio.Event()
+        self._window_waiters = 0
         self._prefetched: MemoryObjectReceiveStream[Any] | None = None
         self._source_error: BaseException | None = None
         self._source_lock = anyio.Lock()
@@ -280,7 +302,7 @@ class _MapCore(_Core[T]):
             return self._fixed
         size = self.chunksize
         if self.total is not None:
-            size = min(size, math.ceil(self.total / (CHUNKS_PER_WORKER * self.lanes)))
+            size = min(size, math.ceil(self.total / (CHUNKS_PER_WORKER * self._workers)))
         return max(1, size)
 
     def _measured(self, count: int, seconds: float) -> None:
@@ -332,7 +354,11 @@ class _MapCore(_Core[T]):
         """Take the next chunk from the source: (number, first position, items)."""
         if self._ordered:
             while not self._halted and self._numbered >= self._due + self._window:
-                await self._window_moved.wait()
+                self._window_waiters += 1
+                try:
+                    await self._window_moved.wait()
+                finally:
+                    self._window_waiters -= 1
         if self._source is not None:
             return self._take_from_iterator(self._source)
         # An async source is read by one lane at a time, from its first item to its
@@ -418,10 +444,13 @@ class _MapCore(_Core[T]):
                 return
             number, start, items = chunk
             self.submitted += len(items)
-            began = time.perf_counter()
+            timing: list[float] = []
             try:
                 results = await pool._run_batch(
-                    self._func, [(item,) for item in items], cancellable=self._cancellable
+                    self._func,
+                    [(item,) for item in items],
+                    cancellable=self._cancellable,
+                    timing=timing,
                 )
             except BatchError as exc:
                 index = start + exc.index
@@ -437,7 +466,7 @@ class _MapCore(_Core[T]):
                 self._halt()
                 await self._put(_Chunk(number, start, len(items), [], exc, None))
                 return
-            self._measured(len(items), time.perf_counter() - began)
+            self._measured(len(items), timing[-1] if timing else 0.0)
             self.completed += len(results)
             if not await self._put(_Chunk(number, start, len(items), results)):
                 self._halt()
@@ -449,19 +478,23 @@ class _MapCore(_Core[T]):
 
     # -- the caller's side -------------------------------------------------------------
 
-    def _take(self, event: _Chunk) -> None:
+    def _take(self, event: _Chunk) -> bool:
         if event.number < 0:  # the driver failed, or the pool closed
             self._raise = event.error
-            return
+            return False
         if not self._ordered:
             self._accept(event)
-            return
+            return False
         self._held[event.number] = event
+        moved = False
         while self._due in self._held and self._raise is None:
             self._accept(self._held.pop(self._due))
             self._due += 1
-            moved, self._window_moved = self._window_moved, anyio.Event()
-            moved.set()
+            moved = True
+        if moved:
+            waiting, self._window_moved = self._window_moved, anyio.Event()
+            waiting.set()
+        return moved and self._window_waiters > 0
 
     def _check_complete(self) -> None:
         # Every chunk taken from the input was handed over, in order or not: an
@@ -518,11 +551,12 @@ class _StreamCore(_Core[T]):
         except Exception as exc:
             await self._put(_Chunk(-1, -1, 0, [], exc))
 
-    def _take(self, event: Any) -> None:
+    def _take(self, event: Any) -> bool:
         if isinstance(event, _Chunk):
             self._raise = event.error
-            return
-        self._ready.extend(event)
+        else:
+            self._ready.extend(event)
+        return False
 
 
 class _Handle(Generic[T]):
@@ -547,6 +581,16 @@ class _Handle(Generic[T]):
 
     async def __anext__(self) -> T:
         core = self._core
+        if core._ready and not core._aclosed:
+            core._countdown -= 1
+            if core._countdown > 0:
+                return core._ready.popleft()
+            # The results at hand are handed out without a trip through the event loop,
+            # but not thousands of them: now and then the lanes get to read the replies
+            # that came meanwhile and start their next chunks, so that the workers do
+            # not wait for the caller to get through a large chunk.
+            core._countdown = YIELD_EVERY
+            await cancel_shielded_checkpoint()
         if not core._ready or core._aclosed:
             await core._fill()
         return core._ready.popleft()

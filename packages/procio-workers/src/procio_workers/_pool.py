@@ -11,6 +11,7 @@ import math
 import numbers
 import os
 import sys
+import time
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -497,9 +498,18 @@ class WorkerPool:
         )
 
     async def _run_batch(
-        self, func: Callable[..., object], calls: list[tuple[Any, ...]], *, cancellable: bool
+        self,
+        func: Callable[..., object],
+        calls: list[tuple[Any, ...]],
+        *,
+        cancellable: bool,
+        timing: list[float] | None = None,
     ) -> list[object]:
-        """Run one chunk of a map: a batch of calls of *func* on one worker."""
+        """Run one chunk of a map: a batch of calls of *func* on one worker.
+
+        *timing*, if given, receives the seconds the batch took once it had its worker
+        (not counting the wait for one).
+        """
         self._check_open()
         try:
             request = self.backend.prepare_batch(func, calls)
@@ -516,7 +526,18 @@ class WorkerPool:
         if not calls:
             return []
         try:
-            results = await self._dispatch(request, cancellable, {}, None, self._call_batch)
+            if timing is None:
+                results = await self._dispatch(request, cancellable, {}, None, self._call_batch)
+            else:
+
+                async def timed(slot: _Slot, request: Any, cancellable: bool) -> list[object]:
+                    began = time.perf_counter()
+                    try:
+                        return await self._call_batch(slot, request, cancellable)
+                    finally:
+                        timing.append(time.perf_counter() - began)
+
+                results = await self._dispatch(request, cancellable, {}, None, timed)
         except BaseException:
             self._failures += 1
             raise
