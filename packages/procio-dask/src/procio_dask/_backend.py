@@ -13,14 +13,11 @@ that ends while Dask still works cannot leave a Dask thread stuck.
 
 from __future__ import annotations
 
-import pickle
 import sys
 import threading
-import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from functools import partial
-from types import TracebackType
 from typing import Any, cast
 
 from anyio import CancelScope, CapacityLimiter, to_thread
@@ -29,7 +26,7 @@ from distributed import Client, Future, KilledWorker
 from distributed import TimeoutError as DaskTimeoutError
 from distributed.client import FutureCancelledError
 from distributed.deploy.cluster import Cluster
-from procio_workers import BrokenWorkerProcess, RemoteTraceback, SerializationError, WorkerError
+from procio_workers import BrokenWorkerProcess, SerializationError
 from procio_workers.abc import Worker, WorkerBackend
 
 from . import _task
@@ -92,11 +89,16 @@ def _buffer_size(value: object) -> int:
 class _Outcome:
     """What a finished Dask future produced: a value, or the exception it raised."""
 
-    __slots__ = ("error", "value")
+    __slots__ = ("error", "fetch_failed", "value")
 
-    def __init__(self, value: object = None, error: BaseException | None = None) -> None:
+    def __init__(
+        self, value: object = None, error: BaseException | None = None, fetch_failed: bool = False
+    ) -> None:
         self.value = value
         self.error = error
+        # The task finished, but its result could not be brought here: Dask could not
+        # serialize it on the Dask worker, or it could not be rebuilt in this process.
+        self.fetch_failed = fetch_failed
 
 
 def _settle(future: Future[Any], abandoned: threading.Event) -> _Outcome | None:
@@ -113,17 +115,8 @@ def _settle(future: Future[Any], abandoned: threading.Event) -> _Outcome | None:
     try:
         return _Outcome(value=future.result())
     except Exception as exc:
-        return _Outcome(error=exc)
-
-
-def _own_frames(tb: TracebackType | None) -> TracebackType | None:
-    """Drop the frames above the user's function: Dask's, and :func:`_task.run_call`'s."""
-    start = tb
-    while tb is not None:
-        if tb.tb_frame.f_code.co_name == _task.run_call.__name__:
-            return tb.tb_next
-        tb = tb.tb_next
-    return start
+        lost = isinstance(exc, (KilledWorker, FutureCancelledError, OSError, DaskTimeoutError))
+        return _Outcome(error=exc, fetch_failed=future.status == "finished" and not lost)
 
 
 def _remote_error(error: BaseException) -> BaseException:
@@ -132,14 +125,28 @@ def _remote_error(error: BaseException) -> BaseException:
         return BrokenWorkerProcess(f"the Dask worker died while it ran the call: {error}")
     if isinstance(error, FutureCancelledError):
         return BrokenWorkerProcess(f"the Dask cluster dropped the call: {error}")
-    if isinstance(error, WorkerError):
-        error.__cause__ = RemoteTraceback(error.traceback)
-        return error
-    own = _own_frames(error.__traceback__)
-    text = "".join(traceback.format_exception(type(error), error, own))
-    error = error.with_traceback(own)
-    error.__cause__ = RemoteTraceback(text)
+    if isinstance(error, _task.TaskFailure):
+        return _task.rebuild(error)
+    # Dask's own failure, not the function's (the function's come as TaskFailure).
     return error
+
+
+class _Prepared:
+    """A call or a chunk of a map, pickled in the parent, ready to submit.
+
+    The large buffers among the arguments are left out of *payload*: they are scattered
+    to the cluster on their own and put back into their *holes* on the Dask worker.
+    """
+
+    __slots__ = ("holes", "large", "payload", "size")
+
+    def __init__(
+        self, payload: bytes, holes: list[_task.Hole], large: list[object], size: int
+    ) -> None:
+        self.payload = payload
+        self.holes = holes
+        self.large = large
+        self.size = size
 
 
 class DaskBackend(WorkerBackend):
@@ -251,9 +258,40 @@ class DaskBackend(WorkerBackend):
 
     @override
     def prepare_call(self, func: Callable[..., object], args: tuple[Any, ...]) -> Any:
+        """Pickle the call, so that arguments that cannot travel fail before Dask sees them.
+
+        Raises:
+            TypeError: if *func* is not callable.
+            procio_workers.SerializationError: if the call cannot be pickled.
+        """
+        return self._prepare(func, [args])
+
+    def _prepare(
+        self, func: Callable[..., object], args_list: Sequence[tuple[Any, ...]]
+    ) -> _Prepared:
         if not callable(func):
             raise TypeError(f"{func!r} is not callable")
-        return (func, args)
+        holes: list[_task.Hole] = []
+        large: list[object] = []
+        kept: list[tuple[Any, ...]] = []
+        for item, args in enumerate(args_list):
+            if self.scatter_threshold and any(
+                _buffer_size(value) >= self.scatter_threshold for value in args
+            ):
+                sent = list(args)
+                for position, value in enumerate(args):
+                    if _buffer_size(value) >= self.scatter_threshold:
+                        holes.append((item, position))
+                        large.append(value)
+                        sent[position] = None
+                args = tuple(sent)
+            kept.append(args)
+        try:
+            payload = _task.dumps((func, kept))
+        except Exception as exc:
+            what = "call" if len(args_list) == 1 else "chunk of the map"
+            raise SerializationError(f"the {what} could not be serialized: {exc!r}") from exc
+        return _Prepared(payload, holes, large, len(kept))
 
     @override
     async def start_worker(self, options: Mapping[str, Any]) -> Worker:
@@ -272,18 +310,21 @@ class DaskBackend(WorkerBackend):
     # -- used by the workers -----------------------------------------------------------
 
     def _submit(
-        self, client: Client, func: Callable[..., object], args: tuple[Any, ...]
+        self, client: Client, task: Callable[..., object], request: _Prepared
     ) -> tuple[Future[Any], list[Future[Any]]]:
         """Scatter the large arguments and submit the call (in a worker thread)."""
         scattered: list[Future[Any]] = []
-        sent = list(args)
         try:
-            for index, value in enumerate(args):
-                if self.scatter_threshold and _buffer_size(value) >= self.scatter_threshold:
-                    held = _scatter(client, value)
-                    scattered.append(held)
-                    sent[index] = held
-            future = client.submit(_task.run_call, func, *sent, pure=False, **self.submit_options)
+            for value in request.large:
+                scattered.append(_scatter(client, value))
+            future = client.submit(
+                task,
+                request.payload,
+                request.holes,
+                *scattered,
+                pure=False,
+                **self.submit_options,
+            )
         except BaseException:
             for held in scattered:
                 _release(held)
@@ -310,7 +351,10 @@ class _DaskWorker(Worker):
 
     @override
     async def call(self, request: Any) -> object:
-        func, args = request
+        return await self._run(_task.run_call, request)
+
+    async def _run(self, task: Callable[..., object], request: _Prepared) -> object:
+        """Submit *request* to run as *task* on the cluster and return what it returned."""
         if not self.alive:
             raise BrokenWorkerProcess("the Dask client is closed or this worker was killed")
         backend = self._backend
@@ -318,11 +362,8 @@ class _DaskWorker(Worker):
             # Submitted whole or not at all, so that a cancellation never loses a future.
             try:
                 future, scattered = await to_thread.run_sync(
-                    backend._submit, self._client, func, args
+                    backend._submit, self._client, task, request
                 )
-            except (TypeError, pickle.PicklingError) as exc:
-                # What Dask raises when it cannot serialize the task.
-                raise SerializationError(f"the call could not be serialized: {exc}") from exc
             except Exception as exc:
                 self._alive = self._client.status == "running"
                 raise BrokenWorkerProcess(f"the call could not reach Dask: {exc!r}") from exc
@@ -343,6 +384,11 @@ class _DaskWorker(Worker):
             raise BrokenWorkerProcess("the worker was killed while it ran the call")
         if outcome.error is None:
             return outcome.value
+        if outcome.fetch_failed:
+            raise SerializationError(
+                "the result of the call could not be brought back from the Dask worker: "
+                f"{outcome.error!r}"
+            ) from outcome.error
         if isinstance(outcome.error, (KilledWorker, FutureCancelledError)):
             self._alive = False
         raise _remote_error(outcome.error)
