@@ -15,6 +15,8 @@ from ._errors import BrokenWorkerProcess as BrokenWorkerProcess
 from ._errors import RemoteTraceback as RemoteTraceback
 from ._errors import SerializationError as SerializationError
 from ._errors import WorkerError as WorkerError
+from ._mapping import MapResults as MapResults
+from ._mapping import StreamResults as StreamResults
 from ._pool import PoolStatistics as PoolStatistics
 from ._pool import WorkerPool as WorkerPool
 from ._process_backend import OutputHandler as OutputHandler
@@ -27,6 +29,8 @@ __all__ = [
     "to_process",
     "WorkerPool",
     "PoolStatistics",
+    "MapResults",
+    "StreamResults",
     "BrokenWorkerProcess",
     "BatchError",
     "WorkerError",

@@ -11,7 +11,7 @@ import math
 import numbers
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from types import TracebackType
@@ -31,6 +31,7 @@ from anyio.lowlevel import cancel_shielded_checkpoint, checkpoint_if_cancelled
 from . import _wire
 from ._errors import BrokenWorkerProcess
 from ._hosting import logger, loop_clock
+from ._mapping import MapResults, StreamResults
 from ._process_backend import PENDING, OutputHandler, ProcessBackend, ProcessWorker
 from ._registry import resolve_launcher, resolve_serializer
 from .abc import Launcher, Serializer, Worker, WorkerBackend
@@ -424,6 +425,141 @@ class WorkerPool:
         """
         return await self._run(func, args, cancellable=cancellable, options={}, limiter=None)  # type: ignore[return-value]
 
+    def map(
+        self,
+        func: Callable[[Any], T_Retval],
+        iterable: Iterable[Any] | AsyncIterable[Any],
+        *,
+        chunksize: int | None = None,
+        ordered: bool = True,
+        cancellable: bool = False,
+    ) -> MapResults[T_Retval]:
+        """Call ``func(item)`` in workers for every item of *iterable*; iterate the results.
+
+        Items travel in chunks, one round trip per chunk, on up to *max_workers* workers
+        at once; the input is read only as fast as chunks start, so an endless source
+        works. Use the results with ``async for``, or as an async context manager whose
+        exit stops what is left of the work::
+
+            async with pool.map(score, documents) as results:
+                async for value in results:
+                    print(f"{results.completed}/{results.total}", value)
+
+        Args:
+            func: the function to call, once per item (one argument: the item).
+            iterable: the items: a sync or an async iterable.
+            chunksize: items per chunk; ``None`` (the default) chooses from measured
+                chunk times, starting at 1, aiming at about 10 ms of work per chunk.
+            ordered: yield results in input order (the default), or as chunks complete.
+            cancellable: when the iteration stops early, kill the workers running
+                chunks instead of letting those chunks finish.
+
+        The first exception raised by *func* ends the iteration: it is raised as it is
+        (with the worker's traceback as ``__cause__`` and a note naming the item), and
+        the work left is cancelled. In input order, every result before the failing
+        item is yielded first.
+
+        Raises:
+            TypeError: if *iterable* is not iterable or *chunksize* not an int.
+            ValueError: if *chunksize* is below 1.
+        """
+        if chunksize is not None:
+            _check_int("chunksize", chunksize, minimum=1)
+        if not isinstance(iterable, (Iterable, AsyncIterable)):
+            raise TypeError(f"map() needs an iterable, not {type(iterable).__name__}")
+        return MapResults(
+            self, func, iterable, chunksize=chunksize, ordered=ordered, cancellable=cancellable
+        )
+
+    def stream(
+        self,
+        func: Callable[[Unpack[PosArgsT]], Iterable[T_Retval]],
+        *args: Unpack[PosArgsT],
+        cancellable: bool = False,
+    ) -> StreamResults[T_Retval]:
+        """Run the generator function ``func(*args)`` in a worker; iterate what it yields.
+
+        Items arrive as the generator produces them, and it is not advanced further than
+        a bounded number of items ahead of the reader. Leaving the iteration early (or
+        the ``async with`` block) closes the generator in the worker, which runs its
+        ``finally`` blocks; with *cancellable*, a cancelled iteration kills the worker.
+
+        Raises:
+            procio_workers.SerializationError: at once, if the call cannot be sent.
+            TypeError: from the iteration, if the backend or the worker cannot stream,
+                or *func* did not return an iterator.
+        """
+        request = self.backend.prepare_stream(func, args)
+        return StreamResults(self, func, args, cancellable=cancellable, request=request)
+
+    async def _run_batch(
+        self, func: Callable[..., object], calls: list[tuple[Any, ...]], *, cancellable: bool
+    ) -> list[object]:
+        """Run one chunk of a map: a batch of calls of *func* on one worker."""
+        self._check_open()
+        request = self.backend.prepare_batch(func, calls)
+        try:
+            results = await self._dispatch(request, cancellable, {}, None, self._call_batch)
+        except BaseException:
+            self._failures += 1
+            raise
+        finally:
+            self._calls += len(calls)
+        return results
+
+    async def _run_stream(
+        self,
+        request: Any,
+        cancellable: bool,
+        forward: Callable[[list[Any]], Awaitable[None]],
+    ) -> None:
+        """Run a stream on one worker, handing each group of items to *forward*."""
+        self._check_open()
+
+        async def run(slot: _Slot, request: Any, cancellable: bool) -> None:
+            worker = slot.worker
+            try:
+                try:
+                    groups = worker.stream(request)
+                except NotImplementedError as exc:
+                    raise TypeError(
+                        f"this worker backend cannot stream generators ({exc})"
+                    ) from exc
+                try:
+                    async for group in groups:
+                        await forward(group)
+                except NotImplementedError as exc:
+                    raise TypeError(f"this worker cannot stream generators ({exc})") from exc
+                except get_cancelled_exc_class():
+                    if cancellable:
+                        worker.kill()
+                    raise
+                finally:
+                    aclose = getattr(groups, "aclose", None)
+                    if aclose is not None:
+                        # Stops the generator in the worker, and waits for it.
+                        with CancelScope(shield=True):
+                            await aclose()
+            except BaseException as exc:
+                if not isinstance(exc, Exception) and worker.alive:
+                    # Cancelled, and the generator was closed in the worker: the
+                    # protocol says it is idle.
+                    self._release(slot)
+                    raise
+                error = self._failed(slot, exc)
+                if error is exc:
+                    raise
+                raise error from exc
+            self._release(slot)
+
+        try:
+            await self._dispatch(request, cancellable, {}, None, run)
+        except BaseException:
+            self._failures += 1
+            raise
+        finally:
+            self._calls += 1
+
     async def _run(
         self,
         func: Callable[..., object],
@@ -467,6 +603,17 @@ class WorkerPool:
         limiter: CapacityLimiter | None,
     ) -> object:
         request = self.backend.prepare_call(func, args)
+        return await self._dispatch(request, cancellable, options, limiter, self._call)
+
+    async def _dispatch(
+        self,
+        request: Any,
+        cancellable: bool,
+        options: Mapping[str, Any],
+        limiter: CapacityLimiter | None,
+        run: Callable[[_Slot, Any, bool], Awaitable[T_Retval]],
+    ) -> T_Retval:
+        """Run *request* with *run* on a worker, within the limits, retrying as needed."""
         held: list[CapacityLimiter] = []
         try:
             for each in (limiter, self._limiter):
@@ -488,7 +635,7 @@ class WorkerPool:
             for attempt in range(1, attempts + 1):
                 slot = await self._acquire(options)
                 try:
-                    return await self._call(slot, request, cancellable)
+                    return await run(slot, request, cancellable)
                 except BrokenWorkerProcess as exc:
                     if exc.started or attempt == attempts:
                         raise
@@ -572,7 +719,30 @@ class WorkerPool:
                         result = await local.finish_call()
                     else:
                         result = await worker.call(request)
-        except BrokenWorkerProcess as exc:
+        except BaseException as exc:
+            error = self._failed(slot, exc)
+            if error is exc:
+                raise
+            raise error from exc
+        self._release(slot)
+        return result
+
+    async def _call_batch(self, slot: _Slot, request: Any, cancellable: bool) -> list[object]:
+        try:
+            with CancelScope(shield=not cancellable):
+                results = await slot.worker.call_batch(request)
+        except BaseException as exc:
+            error = self._failed(slot, exc)
+            if error is exc:
+                raise
+            raise error from exc
+        self._release(slot)
+        return results
+
+    def _failed(self, slot: _Slot, exc: BaseException) -> BaseException:
+        """Decide the fate of *slot*'s worker after its call raised *exc*; return what to raise."""
+        worker = slot.worker
+        if isinstance(exc, BrokenWorkerProcess):
             # "broken" counts workers lost while they ran a call: one found dead before
             # the call reached it is not, whether the pool saw its exit first or the
             # call did.
@@ -585,14 +755,14 @@ class WorkerPool:
             else:
                 self._drop(slot, f"found unusable before the call reached it: {exc}")
             if slot.closed_by_pool:
-                raise BrokenWorkerProcess(
+                return BrokenWorkerProcess(
                     "the worker pool was closed during the call, which killed its worker",
                     pid=exc.pid,
                     returncode=exc.returncode,
                     stderr_tail=exc.stderr_tail,
-                ) from exc
-            raise
-        except Exception:
+                )
+            return exc
+        if isinstance(exc, Exception):
             # The worker answered: the function's own error, or a result that could not
             # be rebuilt here. It is idle again, unless it broke while answering.
             if worker.alive:
@@ -600,16 +770,13 @@ class WorkerPool:
             else:
                 self._broken += 1
                 self._drop(slot, "broke while answering", logging.INFO)
-            raise
-        except BaseException:
-            # A cancellation, or a KeyboardInterrupt (or any other exception that is not
-            # an answer) that landed while the call ran: the worker may still be
-            # running it, and would hand its result to the next call. It goes.
-            worker.kill()
-            self._drop(slot, "killed: its call was cancelled or interrupted")
-            raise
-        self._release(slot)
-        return result
+            return exc
+        # A cancellation, or a KeyboardInterrupt (or any other exception that is not an
+        # answer) that landed while the call ran: the worker may still be running it,
+        # and would hand its result to the next call. It goes.
+        worker.kill()
+        self._drop(slot, "killed: its call was cancelled or interrupted")
+        return exc
 
     def _release(self, slot: _Slot) -> None:
         slot.tasks += 1

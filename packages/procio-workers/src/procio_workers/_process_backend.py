@@ -12,7 +12,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, ExitStack, suppress
 from pathlib import Path
 from typing import Any, Literal
@@ -22,7 +22,13 @@ from anyio import CancelScope, move_on_after
 from anyio.abc import Process, TaskGroup
 
 from . import _wire
-from ._errors import BrokenWorkerProcess, RemoteTraceback, SerializationError, WorkerError
+from ._errors import (
+    BatchError,
+    BrokenWorkerProcess,
+    RemoteTraceback,
+    SerializationError,
+    WorkerError,
+)
 from ._serializers import PickleSerializer
 from .abc import Buffer, Launcher, Serializer, Worker, WorkerBackend
 
@@ -261,6 +267,43 @@ def _close_all(fds: Sequence[int]) -> None:
             os.close(fd)
 
 
+def _error_index(segments: list[bytearray]) -> int | None:
+    """Return the item position an ERROR names, if it names one."""
+    with suppress(ValueError, IndexError, TypeError):
+        index = json.loads(segments[0]).get("index")
+        if isinstance(index, int) and not isinstance(index, bool) and index >= 0:
+            return index
+    return None
+
+
+class _Batch:
+    """A chunk of a map, ready to go: the BATCH frame, and the calls for older workers."""
+
+    __slots__ = ("calls", "frame", "func")
+
+    def __init__(
+        self, func: Callable[..., object], calls: list[tuple[Any, ...]], frame: list[Buffer]
+    ) -> None:
+        self.func = func
+        self.calls = calls
+        self.frame = frame
+
+
+class _Stream:
+    """A call of a generator function, ready to go as a STREAM frame."""
+
+    __slots__ = ("frame",)
+
+    def __init__(self, frame: list[Buffer]) -> None:
+        self.frame = frame
+
+
+#: How many ITEMS frames a stream may have on the way before the parent reads them.
+_STREAM_CREDIT = 4
+_MORE = bytes(_wire.encode_frame(_wire.MORE, [])[0])
+_CLOSE = bytes(_wire.encode_frame(_wire.CLOSE, [])[0])
+
+
 class ProcessWorker(Worker):
     """A local worker process; built by :class:`ProcessBackend`."""
 
@@ -291,6 +334,8 @@ class ProcessWorker(Worker):
         # Set by _watch_exit once the worker process has exited, whoever holds its pipes.
         self._gone = False
         self._output_poll: select.poll | None = None
+        #: The protocol version agreed in the handshake.
+        self.protocol = _wire.PROTOCOL_VERSION
         # The state of a call between call_nowait and finish_call.
         self._unsent: list[Buffer] = []
         self._unsent_started = False
@@ -518,8 +563,16 @@ class ProcessWorker(Worker):
     async def handshake(self, init: dict[str, Any]) -> dict[str, Any]:
         """Read HELLO, send INIT and read READY; return the worker's HELLO."""
         hello = await self._control(_wire.HELLO)
-        if hello.get("protocol") != _wire.PROTOCOL_VERSION:
-            raise await self._break(f"unsupported protocol version {hello.get('protocol')!r}")
+        offered = hello.get("protocol")
+        if (
+            isinstance(offered, bool)
+            or not isinstance(offered, int)
+            or offered < _wire.MIN_PROTOCOL_VERSION
+        ):
+            raise await self._break(f"unsupported protocol version {offered!r}")
+        # The newest version both speak: a version-1 worker still runs single calls.
+        self.protocol = min(offered, _wire.PROTOCOL_VERSION)
+        init = {**init, "protocol": self.protocol}
         codec = init["codec"]
         codecs = hello.get("codecs")
         if ":" not in codec and (not isinstance(codecs, list) or codec not in codecs):
@@ -644,14 +697,131 @@ class ProcessWorker(Worker):
             broken.started = False
         raise broken
 
-    def _outcome(self, frame: _wire.Frame) -> object:
-        """Return the result in *frame*, raise its error, or note a protocol problem."""
+    # -- batches and streams (protocol version 2) -----------------------------------
+
+    async def _begin(self, buffers: list[Buffer]) -> None:
+        """Send the first frame of a batch or a stream, as send_nowait would check it."""
+        if self._broken is not None:
+            raise self._broken
+        if self._exited_now():
+            broken = await self._break(self._GONE_WHILE_IDLE)
+            broken.started = False
+            raise broken
+        await self._send(list(buffers))
+
+    def _load_items(self, frame: _wire.Frame) -> list[object]:
+        try:
+            items = self._backend.serializer.load_reply(
+                [memoryview(segment) for segment in frame.segments]
+            )
+        except Exception as exc:
+            raise SerializationError(
+                f"results could not be rebuilt in the parent: {exc!r}"
+            ) from exc
+        if not isinstance(items, list):
+            raise SerializationError(f"ITEMS must carry a list, not {type(items).__name__}")
+        return items
+
+    async def _unexpected(self, frame: _wire.Frame) -> BrokenWorkerProcess:
+        return await self._break(f"unexpected {_wire.KIND_NAMES[frame.kind]} message")
+
+    async def call_batch(self, request: Any) -> list[object]:
+        """Run a chunk of calls prepared by :meth:`ProcessBackend.prepare_batch`."""
+        if not isinstance(request, _Batch):
+            return await super().call_batch(request)
+        if self.protocol < 2:
+            # A version-1 worker takes one CALL at a time.
+            backend = self._backend
+            calls = [backend.prepare_call(request.func, args) for args in request.calls]
+            return await super().call_batch(calls)
+        await self._begin(request.frame)
+        results: list[object] = []
+        while True:
+            frame = await self._receive()
+            self._forward_pending_output()
+            if frame.kind == _wire.ITEMS:
+                try:
+                    results += self._load_items(frame)
+                except SerializationError as exc:
+                    # Stay in step with the worker: read the rest of its answer first.
+                    await self._skip_to_end()
+                    raise BatchError(len(results), results, exc) from None
+            elif frame.kind == _wire.END:
+                self._answered = time.perf_counter()
+                return results
+            elif frame.kind == _wire.ERROR:
+                self._answered = time.perf_counter()
+                error = self._error(frame.segments)
+                index = _error_index(frame.segments)
+                if index is None:
+                    raise error
+                raise BatchError(index, results[:index], error)
+            else:
+                raise await self._unexpected(frame)
+
+    async def _skip_to_end(self) -> None:
+        """Read and drop the rest of an answer, up to its END or ERROR."""
+        while True:
+            frame = await self._receive()
+            if frame.kind in (_wire.END, _wire.ERROR):
+                return
+            if frame.kind != _wire.ITEMS:
+                raise await self._unexpected(frame)
+
+    async def stream(self, request: Any) -> AsyncIterator[list[object]]:
+        """Run a generator prepared by :meth:`ProcessBackend.prepare_stream`.
+
+        Yields the groups of items that the worker sends; closing the iterator early
+        asks the worker to close the generator and waits for it to do so.
+        """
+        if not isinstance(request, _Stream):
+            raise NotImplementedError("not a stream prepared by this backend")
+        if self.protocol < 2:
+            raise NotImplementedError(
+                f"the worker speaks protocol version {self.protocol}, which has no streams"
+            )
+        await self._begin([*request.frame, _MORE * _STREAM_CREDIT])
+        finished = False
+        try:
+            while True:
+                frame = await self._receive()
+                self._forward_pending_output()
+                if frame.kind == _wire.ITEMS:
+                    items = self._load_items(frame)
+                    # One more frame of credit for the one read: the worker goes on while
+                    # these items are used.
+                    await self._send([_MORE])
+                    yield items
+                elif frame.kind == _wire.END:
+                    finished = True
+                    return
+                elif frame.kind == _wire.ERROR:
+                    finished = True
+                    raise self._error(frame.segments)
+                else:
+                    raise await self._unexpected(frame)
+        finally:
+            self._answered = time.perf_counter()
+            if not finished and self.alive:
+                # Left early (or an item could not be rebuilt): the generator is closed
+                # in the worker, which runs its finally blocks, and its END awaited, so
+                # that the worker is idle again. A kill (cancellable) skips this.
+                with CancelScope(shield=True):
+                    with suppress(BrokenWorkerProcess):
+                        await self._send([_CLOSE])
+                        await self._skip_to_end()
+
+    def _forward_pending_output(self) -> None:
         if self._output_poll is not None:
             # What the call printed is already in the pipes: forward it before
             # returning, in one system call when there is nothing to forward.
             for fd, _ in self._output_poll.poll(0):
                 if self._backend._output_room():
                     self._pump(1 if fd == self._output_fds.get(1) else 2)
+
+    def _outcome(self, frame: _wire.Frame) -> object:
+        """Return the result in *frame*, raise its error, or note a protocol problem."""
+        self._forward_pending_output()
         if frame.kind == _wire.RESULT:
             try:
                 return self._backend.serializer.load_reply(
@@ -834,6 +1004,20 @@ class ProcessBackend(WorkerBackend):
 
     def prepare_call(self, func: Callable[..., object], args: tuple[Any, ...]) -> Any:
         """Serialize the call into a ready-to-write CALL frame."""
+        return self._encode(_wire.CALL, func, args)
+
+    def prepare_batch(
+        self, func: Callable[..., object], args_list: Sequence[tuple[Any, ...]]
+    ) -> Any:
+        """Serialize a chunk of calls of *func* into one BATCH frame."""
+        calls = [tuple(args) for args in args_list]
+        return _Batch(func, calls, self._encode(_wire.BATCH, func, calls))
+
+    def prepare_stream(self, func: Callable[..., object], args: tuple[Any, ...]) -> Any:
+        """Serialize a call of a generator function into a STREAM frame."""
+        return _Stream(self._encode(_wire.STREAM, func, args))
+
+    def _encode(self, kind: int, func: Callable[..., object], args: Any) -> list[Buffer]:
         try:
             segments = self.serializer.dump_call(func, args)
         except Exception as exc:
@@ -849,7 +1033,7 @@ class ProcessBackend(WorkerBackend):
                 f"{self.max_frame_length} bytes (max_frame_length)"
             )
         try:
-            return _wire.encode_frame(_wire.CALL, segments)
+            return _wire.encode_frame(kind, segments)
         except _wire.ProtocolError as exc:  # too many out-of-band buffers
             raise SerializationError(f"the call cannot be sent to a worker: {exc}") from exc
 

@@ -23,10 +23,14 @@ from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-PROTOCOL_VERSION = 1
+#: The newest protocol version spoken here; HELLO announces it, INIT picks the version.
+PROTOCOL_VERSION = 2
+#: The oldest version still spoken: a version-1 peer runs single calls only.
+MIN_PROTOCOL_VERSION = 1
 
-# Message kinds. Worker -> parent: HELLO, READY, RESULT, ERROR.
-# Parent -> worker: INIT, CALL, SHUTDOWN.
+# Message kinds. Worker -> parent: HELLO, READY, RESULT, ERROR (version 1), ITEMS, END
+# (version 2). Parent -> worker: INIT, CALL, SHUTDOWN (version 1), BATCH, STREAM, MORE,
+# CLOSE (version 2).
 HELLO = 1
 INIT = 2
 READY = 3
@@ -34,6 +38,12 @@ CALL = 4
 RESULT = 5
 ERROR = 6
 SHUTDOWN = 7
+BATCH = 8
+STREAM = 9
+ITEMS = 10
+END = 11
+MORE = 12
+CLOSE = 13
 
 KIND_NAMES = {
     HELLO: "HELLO",
@@ -43,6 +53,12 @@ KIND_NAMES = {
     RESULT: "RESULT",
     ERROR: "ERROR",
     SHUTDOWN: "SHUTDOWN",
+    BATCH: "BATCH",
+    STREAM: "STREAM",
+    ITEMS: "ITEMS",
+    END: "END",
+    MORE: "MORE",
+    CLOSE: "CLOSE",
 }
 
 HEADER = struct.Struct(">BBH")
@@ -116,6 +132,16 @@ def encode_frame(kind: int, segments: Sequence[Segment]) -> list[Segment]:
             head += view
         return [head]
     return [head, *views]
+
+
+def encode_frames(frames: Sequence[tuple[int, Sequence[Segment]]]) -> list[Segment]:
+    """Return the buffers of several frames sent back to back, joined when small."""
+    buffers: list[Segment] = []
+    for kind, segments in frames:
+        buffers += encode_frame(kind, segments)
+    if len(buffers) > 1 and sum(memoryview(b).nbytes for b in buffers) <= COALESCE_LIMIT:
+        return [b"".join(buffers)]
+    return buffers
 
 
 def skip_written(buffers: list[Segment], written: int) -> list[Segment]:

@@ -51,7 +51,19 @@ IDLE_POLL: tuple[float, bool] = (0.0, False)
 
 #: The codecs built into this program; HELLO lists those that can be loaded here.
 CODECS = ["pickle", "cloudpickle"]
-FEATURES = ["out-of-band", "lazy-main", "traceback"]
+FEATURES = ["out-of-band", "lazy-main", "traceback", "batch", "stream"]
+
+#: The protocol version INIT chose (1: single calls only; 2: batches and streams too).
+PROTOCOL = 0
+
+#: A stream's items wait in the worker, while the parent has given no credit for more,
+#: up to this many (or about STREAM_HOLD_BYTES, judged by the size of the items sent so
+#: far): the generator is not advanced beyond that until the parent reads on.
+STREAM_HOLD_ITEMS = 256
+STREAM_HOLD_BYTES = 1 << 20
+#: While it has credit, a stream looks for the parent's control messages (more credit, or
+#: a request to stop) at least this often, between two items of the generator.
+STREAM_CHECK_SECONDS = 1e-3
 
 
 class _ParentMain(types.ModuleType):
@@ -164,7 +176,7 @@ def _shorten(text: str, keep: int) -> str:
     return f"{text[:head]}\n[... {cut} characters cut: over the frame limit ...]\n{text[-tail:]}"
 
 
-def _error_header(meta: dict[str, str], budget: int) -> bytes:
+def _error_header(meta: dict[str, Any], budget: int) -> bytes:
     """Encode *meta*, shortening its texts until it takes at most *budget* bytes."""
     header = json.dumps(meta).encode()
     for _ in range(8):
@@ -178,12 +190,24 @@ def _error_header(meta: dict[str, str], budget: int) -> bytes:
             for key, value in meta.items()
         }
         header = json.dumps(meta).encode()
-    return json.dumps({"stage": meta["stage"], "type": meta["type"][:100]}).encode()
+    brief = {"stage": meta["stage"], "type": meta["type"][:100]}
+    if "index" in meta:
+        brief["index"] = meta["index"]
+    return json.dumps(brief).encode()
 
 
-def _send_error(link: _Link, codec: Any, exc: BaseException, stage: str, limit: int) -> None:
-    meta = _describe(exc)
+def _send_error(
+    link: _Link,
+    codec: Any,
+    exc: BaseException,
+    stage: str,
+    limit: int,
+    index: int | None = None,
+) -> None:
+    meta: dict[str, Any] = _describe(exc)
     meta["stage"] = stage
+    if index is not None:
+        meta["index"] = index
     try:
         segments = codec.dumps(exc)
     except BaseException as problem:
@@ -278,7 +302,10 @@ class _Link:
 
     def send(self, kind: int, segments: Any) -> None:
         """Write one whole frame."""
-        buffers = wire.encode_frame(kind, segments)
+        self.send_buffers(wire.encode_frame(kind, segments))
+
+    def send_buffers(self, buffers: list[Any]) -> None:
+        """Write encoded frames whole."""
         whole = buffers[0]
         if len(buffers) == 1 and type(whole) is bytes:
             # The usual small reply, in one write (a pipe with room takes it whole).
@@ -332,12 +359,223 @@ class _Link:
                 self.back_to_back = time.perf_counter() - self.answered < self.spin
                 return reader.frames.popleft()
 
+    def take_controls(self, reader: Any, *, wait: bool) -> tuple[int, bool]:
+        """Read the parent's stream controls: (credit given, whether to stop).
+
+        Reads what has arrived without waiting, or, with *wait*, sleeps until something
+        does. A request to stop is also what end of input and SHUTDOWN mean here.
+        """
+        credit, stop = 0, False
+        while True:
+            while reader.frames:
+                frame = reader.frames.popleft()
+                if frame.kind == wire.MORE:
+                    credit += 1
+                elif frame.kind == wire.CLOSE:
+                    stop = True
+                elif frame.kind == wire.SHUTDOWN:
+                    reader.frames.appendleft(frame)  # for the serving loop, once stopped
+                    return credit, True
+                else:
+                    name = wire.KIND_NAMES.get(frame.kind, frame.kind)
+                    raise wire.ProtocolError(f"unexpected {name} message during a stream")
+            if credit or stop:
+                return credit, stop
+            try:
+                count = os.readv(REQUEST_FD, [reader.buffer()])
+            except BlockingIOError:
+                if not wait:
+                    return 0, False
+                self._wait(self.incoming)
+                continue
+            if not count:
+                reader.eof()
+                return 0, True
+            reader.commit(count)
+
+
+def _encode_items(codec: Any, items: list[Any], limit: int) -> list[Any]:
+    """Encode *items* as one ITEMS payload, refusing what the parent would refuse."""
+    segments: list[Any] = codec.dumps(items)
+    size = sum(memoryview(segment).nbytes for segment in segments)
+    if size > limit:
+        raise ValueError(
+            f"the results take {size} bytes, over the pool's frame limit (max_frame_length={limit})"
+        )
+    if len(segments) > wire.MAX_SEGMENTS:
+        raise ValueError(
+            f"the results have {len(segments)} out-of-band buffers, more than a frame "
+            f"carries ({wire.MAX_SEGMENTS})"
+        )
+    return segments
+
+
+def _send_items(link: _Link, codec: Any, items: list[Any], first: int, limit: int) -> int:
+    """Send *items* (the first at position *first*) as ITEMS; return the bytes sent, or -1.
+
+    When they cannot travel together (one cannot be encoded, or together they exceed
+    the frame limit), each goes in a frame of its own, and the first that cannot travel
+    at all is reported as an ERROR of stage "result" with its position (-1 is returned).
+    """
+    try:
+        segments = _encode_items(codec, items, limit)
+    except BaseException:
+        pass
+    else:
+        link.send(wire.ITEMS, segments)
+        return sum(memoryview(segment).nbytes for segment in segments)
+    size = 0
+    for offset, item in enumerate(items):
+        try:
+            segments = _encode_items(codec, [item], limit)
+        except BaseException as exc:
+            _send_error(link, codec, exc, "result", limit, first + offset)
+            return -1
+        link.send(wire.ITEMS, segments)
+        size += sum(memoryview(segment).nbytes for segment in segments)
+    return size
+
+
+def _run_batch(link: _Link, codec: Any, frame: Any, limit: int) -> None:
+    """Answer a BATCH: ITEMS with every result, then END; or ERROR with the failing index."""
+    try:
+        func, calls = codec.loads(frame.segments)
+        calls = [tuple(args) for args in calls]
+    except BaseException as exc:
+        _flush_std()
+        _send_error(link, codec, exc, "arguments", limit)
+        return
+    del frame
+    results: list[Any] = []
+    for index, args in enumerate(calls):
+        try:
+            results.append(func(*args))
+        except BaseException as exc:
+            _flush_std()
+            if results and _send_items(link, codec, results, 0, limit) < 0:
+                return
+            _send_error(link, codec, exc, "call", limit, index)
+            return
+    del func, calls
+    _flush_std()
+    try:
+        segments = _encode_items(codec, results, limit)
+    except BaseException:
+        if _send_items(link, codec, results, 0, limit) >= 0:
+            link.send(wire.END, [])
+        return
+    link.send_buffers(wire.encode_frames([(wire.ITEMS, segments), (wire.END, [])]))
+
+
+def _run_stream(link: _Link, codec: Any, frame: Any, reader: Any) -> None:
+    """Run a STREAM: ITEMS as the generator yields, within the parent's credit, then END.
+
+    Each ITEMS frame takes one credit (one MORE from the parent); while there is none,
+    items wait here, and past a bound the generator is not advanced until credit comes.
+    A CLOSE (or SHUTDOWN, or end of input) closes the generator, which runs its
+    ``finally`` blocks, and is answered with END.
+    """
+    limit = reader.max_frame_length
+    try:
+        func, args = codec.loads(frame.segments)
+    except BaseException as exc:
+        _flush_std()
+        _send_error(link, codec, exc, "arguments", limit)
+        return
+    del frame
+    try:
+        items = iter(func(*args))
+    except BaseException as exc:
+        _flush_std()
+        _send_error(link, codec, exc, "call", limit)
+        return
+    del func, args
+    close = getattr(items, "close", None)
+    pending: list[Any] = []
+    sent = 0  # items sent so far: the position of pending[0]
+    credit = 0
+    item_bytes = 0  # roughly the size of one item, from the ITEMS frames sent so far
+    checked = 0.0
+    stopped = False
+    try:
+        while True:
+            now = time.perf_counter()
+            if not credit or now - checked >= STREAM_CHECK_SECONDS:
+                full = (
+                    bool(pending)
+                    and not credit
+                    and (
+                        len(pending) >= STREAM_HOLD_ITEMS
+                        or len(pending) * item_bytes >= STREAM_HOLD_BYTES
+                    )
+                )
+                more, stopped = link.take_controls(reader, wait=full)
+                credit += more
+                checked = now
+                if stopped:
+                    break
+                if full and not credit:
+                    continue
+            if pending and credit:
+                _flush_std()
+                size = _send_items(link, codec, pending, sent, limit)
+                if size < 0:
+                    return
+                item_bytes = max(item_bytes, size // len(pending))
+                sent += len(pending)
+                pending = []
+                credit -= 1
+            try:
+                pending.append(next(items))
+            except StopIteration:
+                close = None
+                break
+            except BaseException as exc:
+                close = None  # a generator that raised has finished
+                _flush_std()
+                if not pending or _send_items(link, codec, pending, sent, limit) >= 0:
+                    _send_error(link, codec, exc, "call", limit, sent + len(pending))
+                return
+        if stopped:
+            stop, close = close, None
+            if stop is not None:
+                try:
+                    stop()
+                except BaseException as exc:
+                    _flush_std()
+                    _send_error(link, codec, exc, "call", limit, sent)
+                    return
+            _flush_std()
+            link.send(wire.END, [])
+            return
+        _flush_std()
+        if pending and _send_items(link, codec, pending, sent, limit) < 0:
+            return
+        link.send(wire.END, [])
+    finally:
+        if close is not None:
+            # Not finished, and not stopped by the parent: an item could not travel.
+            try:  # noqa: SIM105 - contextlib is not worth importing at start-up for this
+                close()
+            except BaseException:
+                pass
+
 
 def _serve(link: _Link, codec: Any, reader: Any) -> int:
     while True:
         frame = link.receive(reader)
         if frame is None or frame.kind == wire.SHUTDOWN:
             return 0
+        if frame.kind in (wire.MORE, wire.CLOSE) and PROTOCOL >= 2:
+            continue  # for a stream that has ended meanwhile: nothing to do
+        if frame.kind == wire.BATCH and PROTOCOL >= 2:
+            _run_batch(link, codec, frame, reader.max_frame_length)
+            del frame
+            continue
+        if frame.kind == wire.STREAM and PROTOCOL >= 2:
+            _run_stream(link, codec, frame, reader)
+            del frame
+            continue
         if frame.kind != wire.CALL:
             name = wire.KIND_NAMES.get(frame.kind, frame.kind)
             print(f"procio worker: unexpected {name} message", file=sys.__stderr__)
@@ -441,8 +679,15 @@ def main(argv: list[str]) -> int:
             raise wire.ProtocolError(f"INIT is not JSON: {exc}") from None
         if not isinstance(init, dict):
             raise wire.ProtocolError("INIT must be a JSON object")
-        if init.get("protocol") != wire.PROTOCOL_VERSION:
-            raise wire.ProtocolError(f"unsupported protocol version {init.get('protocol')!r}")
+        version = init.get("protocol")
+        if (
+            isinstance(version, bool)
+            or not isinstance(version, int)
+            or not wire.MIN_PROTOCOL_VERSION <= version <= wire.PROTOCOL_VERSION
+        ):
+            raise wire.ProtocolError(f"unsupported protocol version {version!r}")
+        global PROTOCOL
+        PROTOCOL = version
         reader.max_frame_length = int(init.get("max_frame_length", reader.max_frame_length))
         link.spin, link.adaptive = _idle_poll(init.get("idle_poll"))
         global IDLE_POLL

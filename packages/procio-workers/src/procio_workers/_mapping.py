@@ -1,0 +1,510 @@
+"""Many calls at once: ``WorkerPool.map`` in chunks, and ``WorkerPool.stream`` of a generator.
+
+Both run their work in a *driver* task that lives in the pool's task group, not in the
+caller's task: the caller may iterate with a plain ``async for`` and leave it with
+``break``, and the work it leaves behind is cancelled as soon as the results object is
+dropped (or, with ``async with``, before the block is left), whichever task holds it.
+Results travel from the driver to the caller a chunk (or a frame of a stream) at a time,
+so the cost per item stays small.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
+from contextlib import suppress
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import anyio
+from anyio import CancelScope, ClosedResourceError, EndOfStream, WouldBlock
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from ._errors import BatchError
+
+if TYPE_CHECKING:
+    from ._pool import WorkerPool
+
+if sys.version_info >= (3, 11):
+    from typing import Self
+else:  # pragma: no cover - Python 3.10 only
+    from typing_extensions import Self
+
+T = TypeVar("T")
+
+#: With ``chunksize=None``, a chunk aims at about this much work in a worker: enough to
+#: make the cost of one round trip (tens of microseconds) a small share of it, little
+#: enough that the workers share the tail of the work evenly.
+TARGET_CHUNK_SECONDS = 0.01
+#: The largest automatic chunk, whatever the measurements say.
+MAX_AUTO_CHUNK = 10_000
+#: For an input of known length, no automatic chunk is larger than the items left over
+#: this many chunks per worker, so that the last chunks are small and end together.
+CHUNKS_PER_WORKER = 4
+#: The most chunks of one map that run at once.
+MAX_LANES = 1024
+#: How many items an async source may be read ahead of the chunks that take them.
+SOURCE_READ_AHEAD = 1024
+
+
+def _note(exc: BaseException, text: str) -> None:
+    """Attach *text* to *exc* as a PEP 678 note (``__notes__`` before Python 3.11)."""
+    add_note = getattr(exc, "add_note", None)
+    if add_note is not None:
+        add_note(text)
+        return
+    try:  # pragma: no cover - Python 3.10 only
+        notes = list(getattr(exc, "__notes__", ()))
+        notes.append(text)
+        exc.__notes__ = notes  # type: ignore[attr-defined]
+    except AttributeError:  # pragma: no cover - an exception without a __dict__
+        pass
+
+
+class _Chunk:
+    """One chunk's outcome, sent by a lane to the results object."""
+
+    __slots__ = ("count", "error", "error_index", "number", "results", "start")
+
+    def __init__(
+        self,
+        number: int,
+        start: int,
+        count: int,
+        results: list[Any],
+        error: BaseException | None = None,
+        error_index: int | None = None,
+    ) -> None:
+        self.number = number
+        self.start = start
+        self.count = count
+        self.results = results
+        self.error = error
+        self.error_index = error_index
+
+
+class _Results(Generic[T]):
+    """What map and stream results share: the driver task and how it is stopped."""
+
+    def __init__(self, pool: WorkerPool, buffer: int) -> None:
+        self._pool = pool
+        self._send: MemoryObjectSendStream[Any]
+        self._receive: MemoryObjectReceiveStream[Any]
+        self._send, self._receive = anyio.create_memory_object_stream[Any](buffer)
+        self._ready: deque[T] = deque()
+        self._scope = CancelScope()
+        self._started = False
+        self._closed = False
+        self._done = anyio.Event()
+        self._raise: BaseException | None = None
+        self._thread = threading.get_ident()
+        # Set by the driver: it ended of itself (not cancelled), or failed unexpectedly.
+        self._complete = False
+        self._failure: BaseException | None = None
+
+    # -- the caller's side ---------------------------------------------------------
+
+    def _start(self) -> None:
+        if self._started:
+            return
+        pool = self._pool
+        pool._check_open()
+        task_group = pool._task_group
+        assert task_group is not None  # _check_open says so
+        self._started = True
+        task_group.start_soon(self._run_driver)
+
+    async def __aenter__(self) -> Self:
+        self._start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> T:
+        if not self._ready:
+            await self._fill()
+        return self._ready.popleft()
+
+    async def _fill(self) -> None:
+        """Wait until an item is ready, or raise what ends the iteration."""
+        if self._closed:
+            raise ClosedResourceError("these results were closed")
+        self._start()
+        while not self._ready:
+            if self._raise is not None:
+                error, self._raise = self._raise, None
+                self._stop()
+                self._closed = True
+                raise error
+            try:
+                event = await self._receive.receive()
+            except EndOfStream:
+                self._closed = True
+                if self._failure is not None:
+                    raise self._failure from None
+                if not self._complete:
+                    # The driver was cancelled under the caller: the pool closed.
+                    raise ClosedResourceError(
+                        "the worker pool was closed during the iteration"
+                    ) from None
+                raise StopAsyncIteration from None
+            self._take(event)
+
+    def _take(self, event: Any) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def _stop(self) -> None:
+        """Cancel the driver's work: what has not started is dropped."""
+        self._scope.cancel()
+
+    async def aclose(self) -> None:
+        """Stop the work and wait for it to end.
+
+        Chunks (or the generator) not started are dropped; what runs finishes, or, with
+        ``cancellable=True``, its workers are killed. Once this returns, nothing of this
+        iteration runs in any worker.
+        """
+        self._closed = True
+        self._stop()
+        if self._started:
+            with CancelScope(shield=True):
+                await self._done.wait()
+        self._receive.close()
+
+    def __del__(self) -> None:
+        # A plain ``async for`` left with ``break`` drops the object without closing it:
+        # its work is cancelled here, and ends in the background.
+        if self._started and not self._done.is_set() and threading.get_ident() == self._thread:
+            with suppress(Exception):  # the event loop may already be gone
+                self._scope.cancel()
+
+    # -- the driver ----------------------------------------------------------------
+
+    async def _run_driver(self) -> None:
+        try:
+            with self._scope:
+                await self._drive()
+                self._complete = True
+        except Exception as exc:  # pragma: no cover - the lanes report their errors
+            self._failure = exc
+        finally:
+            self._send.close()
+            self._done.set()
+
+    async def _drive(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    async def _put(self, event: Any) -> bool:
+        """Hand *event* to the caller; ``False`` if the caller has stopped reading."""
+        try:
+            await self._send.send(event)
+        except (ClosedResourceError, anyio.BrokenResourceError):
+            return False
+        return True
+
+
+class MapResults(_Results[T]):
+    """The results of :meth:`WorkerPool.map <procio_workers.WorkerPool.map>`.
+
+    An async iterator of the results, and an async context manager that stops the
+    outstanding work when its block is left. The counts are there for progress bars.
+
+    Attributes:
+        submitted: items sent to workers so far.
+        completed: items whose results came back so far.
+        total: the number of items, if the input has a length, else ``None``.
+        failed_index: the position of the item whose exception ended the iteration,
+            once one did.
+        chunksize: the number of items the next chunk will take.
+    """
+
+    def __init__(
+        self,
+        pool: WorkerPool,
+        func: Callable[[Any], T],
+        items: Iterable[Any] | AsyncIterable[Any],
+        *,
+        chunksize: int | None,
+        ordered: bool,
+        cancellable: bool,
+    ) -> None:
+        # One lane per worker the pool may run; the default pool of to_process has no
+        # limit of its own, and gets one lane per CPU.
+        workers = pool.max_workers
+        if workers > MAX_LANES:
+            workers = os.cpu_count() or 1
+        #: How many chunks run at once, at most.
+        self.lanes = max(1, workers)
+        # Ordered: a chunk may start only this many chunks ahead of the first one the
+        # caller still waits for, which bounds what is held back.
+        self._window = 2 * self.lanes
+        super().__init__(pool, self._window + self.lanes)
+        self._func = func
+        self._ordered = ordered
+        self._cancellable = cancellable
+        self._fixed = chunksize
+        self.chunksize = chunksize or 1
+        self._per_item: float | None = None
+        self.total: int | None = None
+        if isinstance(items, AsyncIterable):
+            self._async_source: AsyncIterator[Any] | None = aiter(items)
+            self._source: Iterator[Any] | None = None
+        else:
+            try:
+                self.total = len(items)  # type: ignore[arg-type]
+            except TypeError:
+                self.total = None
+            self._source = iter(items)
+            self._async_source = None
+        self.submitted = 0
+        self.completed = 0
+        self.failed_index: int | None = None
+        # The driver's view.
+        self._taken = 0  # items taken from the source
+        self._numbered = 0  # chunks taken
+        self._exhausted = False
+        self._halted = False  # no chunk starts any more (an error, or closing)
+        self._window_moved = anyio.Event()
+        self._prefetched: MemoryObjectReceiveStream[Any] | None = None
+        self._source_error: BaseException | None = None
+        # The caller's view (ordered): chunks by number, and the next one due.
+        self._held: dict[int, _Chunk] = {}
+        self._due = 0
+
+    # -- chunk sizes -----------------------------------------------------------------
+
+    def _next_size(self) -> int:
+        if self._fixed is not None:
+            return self._fixed
+        size = self.chunksize
+        if self.total is not None:
+            size = min(size, math.ceil(self.total / (CHUNKS_PER_WORKER * self.lanes)))
+        return max(1, size)
+
+    def _measured(self, count: int, seconds: float) -> None:
+        if self._fixed is not None or count <= 0:
+            return
+        per_item = max(seconds, 1e-7) / count
+        # Smoothed: one chunk delayed by the event loop (or a worker's start) should not
+        # swing the size for the next.
+        if self._per_item is not None and count > 1:
+            per_item = (per_item + self._per_item) / 2
+        self._per_item = per_item
+        self.chunksize = max(1, min(MAX_AUTO_CHUNK, int(TARGET_CHUNK_SECONDS / per_item)))
+
+    # -- the driver ------------------------------------------------------------------
+
+    async def _drive(self) -> None:
+        async with anyio.create_task_group() as lanes:
+            if self._async_source is not None:
+                send, self._prefetched = anyio.create_memory_object_stream[Any](SOURCE_READ_AHEAD)
+                lanes.start_soon(self._read_source, send)
+            async with anyio.create_task_group() as workers:
+                for _ in range(self.lanes):
+                    workers.start_soon(self._lane)
+            # Every lane has ended: stop reading an async source.
+            lanes.cancel_scope.cancel()
+
+    async def _read_source(self, send: MemoryObjectSendStream[Any]) -> None:
+        assert self._async_source is not None
+        with send:
+            try:
+                async for item in self._async_source:
+                    await send.send((True, item))
+            except Exception as exc:
+                await send.send((False, exc))
+
+    async def _take_chunk(self) -> tuple[int, int, list[Any]] | None:
+        """Take the next chunk from the source: (number, first position, items)."""
+        if self._ordered:
+            while not self._halted and self._numbered >= self._due + self._window:
+                await self._window_moved.wait()
+        if self._source_error is not None:
+            error, self._source_error = self._source_error, None
+            self._halted = True
+            raise error
+        if self._halted or self._exhausted:
+            return None
+        size = self._next_size()
+        items: list[Any] = []
+        start = self._taken
+        number = self._numbered
+        if self._source is not None:
+            source = self._source
+            try:
+                for _ in range(size):
+                    items.append(next(source))
+            except StopIteration:
+                self._exhausted = True
+            except Exception as exc:
+                self._exhausted = True
+                _note(exc, f"raised by the input of the map, after {start + len(items)} items")
+                if not items:
+                    self._halted = True
+                    raise
+                self._source_error = exc  # raised once the items before it are sent
+        else:
+            prefetched = self._prefetched
+            assert prefetched is not None
+            # At least one item, waiting for it; then what has come in already.
+            try:
+                while len(items) < size:
+                    if items:
+                        ok, item = prefetched.receive_nowait()
+                    else:
+                        ok, item = await prefetched.receive()
+                    if not ok:
+                        self._exhausted = True
+                        _note(
+                            item,
+                            f"raised by the input of the map, after {start + len(items)} items",
+                        )
+                        if not items:
+                            self._halted = True
+                            raise item
+                        self._source_error = item
+                        break
+                    items.append(item)
+            except WouldBlock:
+                pass
+            except EndOfStream:
+                self._exhausted = True
+            if self._halted or (not items and self._exhausted):
+                return None
+        if not items:
+            return None
+        # Numbered only once taken, and by the task that took them: concurrent lanes
+        # cannot interleave here (no await between taking and numbering).
+        self._taken += len(items)
+        self._numbered += 1
+        return number, start, items
+
+    async def _lane(self) -> None:
+        pool = self._pool
+        while True:
+            try:
+                chunk = await self._take_chunk()
+            except Exception as exc:
+                self._halt()
+                await self._put(_Chunk(self._numbered, self._taken, 0, [], exc, None))
+                return
+            if chunk is None:
+                return
+            number, start, items = chunk
+            self.submitted += len(items)
+            began = time.perf_counter()
+            try:
+                results = await pool._run_batch(
+                    self._func, [(item,) for item in items], cancellable=self._cancellable
+                )
+            except BatchError as exc:
+                index = start + exc.index
+                self.completed += len(exc.results)
+                _note(exc.error, f"raised by item {index} of the map")
+                self._halt()
+                await self._put(_Chunk(number, start, len(items), exc.results, exc.error, index))
+                return
+            except Exception as exc:
+                last = start + len(items) - 1
+                span = f"item {start}" if last == start else f"items {start} to {last}"
+                _note(exc, f"raised while {span} of the map ran")
+                self._halt()
+                await self._put(_Chunk(number, start, len(items), [], exc, None))
+                return
+            self._measured(len(items), time.perf_counter() - began)
+            self.completed += len(results)
+            if not await self._put(_Chunk(number, start, len(items), results)):
+                self._halt()
+                return
+
+    def _halt(self) -> None:
+        self._halted = True
+        self._window_moved.set()
+
+    # -- the caller's side -------------------------------------------------------------
+
+    def _take(self, event: _Chunk) -> None:
+        if event.number < 0:  # the driver failed, or the pool closed
+            self._raise = event.error
+            return
+        if not self._ordered:
+            self._accept(event)
+            return
+        self._held[event.number] = event
+        while self._due in self._held and self._raise is None:
+            self._accept(self._held.pop(self._due))
+            self._due += 1
+            moved, self._window_moved = self._window_moved, anyio.Event()
+            moved.set()
+
+    def _accept(self, event: _Chunk) -> None:
+        self._ready.extend(event.results)
+        if event.error is not None:
+            self.failed_index = event.error_index
+            self._raise = event.error
+            self._halt()
+
+    def _stop(self) -> None:
+        self._halt()
+        super()._stop()
+
+
+class StreamResults(_Results[T]):
+    """The items of :meth:`WorkerPool.stream <procio_workers.WorkerPool.stream>`.
+
+    An async iterator of the items a generator function yields in a worker, and an async
+    context manager that closes the generator when its block is left.
+
+    Attributes:
+        received: items that have arrived so far.
+    """
+
+    def __init__(
+        self,
+        pool: WorkerPool,
+        func: Callable[..., Iterable[T]],
+        args: tuple[Any, ...],
+        *,
+        cancellable: bool,
+        request: Any,
+    ) -> None:
+        # No buffer between the driver and the caller: a driver that cannot hand a
+        # group over stops reading, and the worker then stops too.
+        super().__init__(pool, 0)
+        self._func = func
+        self._args = args
+        self._cancellable = cancellable
+        self._request = request
+        self.received = 0
+
+    async def _drive(self) -> None:
+        async def forward(group: list[Any]) -> None:
+            self.received += len(group)
+            if not await self._put(group):
+                # The caller has stopped reading: stop the generator.
+                self._scope.cancel()
+
+        try:
+            await self._pool._run_stream(self._request, self._cancellable, forward)
+        except Exception as exc:
+            await self._put(_Chunk(-1, -1, 0, [], exc))
+
+    def _take(self, event: Any) -> None:
+        if isinstance(event, _Chunk):
+            self._raise = event.error
+            return
+        self._ready.extend(event)
