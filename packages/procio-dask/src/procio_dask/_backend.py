@@ -26,7 +26,7 @@ from distributed import Client, Future, KilledWorker
 from distributed import TimeoutError as DaskTimeoutError
 from distributed.client import FutureCancelledError
 from distributed.deploy.cluster import Cluster
-from procio_workers import BrokenWorkerProcess, SerializationError
+from procio_workers import BatchError, BrokenWorkerProcess, SerializationError
 from procio_workers.abc import Worker, WorkerBackend
 
 from . import _task
@@ -101,22 +101,49 @@ class _Outcome:
         self.fetch_failed = fetch_failed
 
 
-def _settle(future: Future[Any], abandoned: threading.Event) -> _Outcome | None:
+def _settle(
+    future: Future[Any], abandoned: threading.Event, unpack: Callable[[Any], object] | None
+) -> _Outcome | None:
     """Wait for *future* and fetch its result, in a worker thread (both block).
 
     The wait goes in slices, so that once *abandoned* is set (the call was cancelled or
     its worker killed) the thread ends soon, whatever becomes of the future; then the
-    answer is ``None``.
+    answer is ``None``. *unpack*, if given, turns the task's return value into the
+    outcome's value, here in the thread rather than on the event loop.
     """
     while not _done(future):
         if abandoned.is_set():
             return None
         _wait_for(future, _WAIT_SLICE)
     try:
-        return _Outcome(value=future.result())
+        value = future.result()
     except Exception as exc:
         lost = isinstance(exc, (KilledWorker, FutureCancelledError, OSError, DaskTimeoutError))
         return _Outcome(error=exc, fetch_failed=future.status == "finished" and not lost)
+    return _Outcome(value=value if unpack is None else unpack(value))
+
+
+#: What a chunk of a map came to: the results of the items that succeeded, in order,
+#: then the position and the exception of the item that failed, if one did.
+_BatchResults = tuple[list[object], int | None, BaseException | None]
+
+
+def _unpack_batch(outcome: _task.BatchOutcome) -> _BatchResults:
+    """Rebuild the results of a chunk and the exception of its failing item, if any."""
+    pickled, failure = outcome
+    results: list[object] = []
+    for index, data in enumerate(pickled):
+        try:
+            results.append(_task.loads(data))
+        except Exception as exc:
+            error = SerializationError(
+                f"the result of the call could not be rebuilt in the parent: {exc!r}"
+            )
+            error.__cause__ = exc
+            return results, index, error
+    if failure is None:
+        return results, None, None
+    return results, len(pickled), _task.rebuild(failure)
 
 
 def _remote_error(error: BaseException) -> BaseException:
@@ -131,6 +158,28 @@ def _remote_error(error: BaseException) -> BaseException:
     return error
 
 
+def _first_unpicklable(
+    func: Callable[..., object], args_list: Sequence[tuple[Any, ...]]
+) -> tuple[int, SerializationError] | None:
+    """Find the first item of a chunk whose arguments cannot be pickled, and why.
+
+    ``None`` if the function itself cannot be pickled (then no item is to blame), or if
+    every item can be pickled on its own.
+    """
+    try:
+        _task.dumps(func)
+    except Exception:
+        return None
+    for index, args in enumerate(args_list):
+        try:
+            _task.dumps(args)
+        except Exception as exc:
+            error = SerializationError(f"the item could not be serialized: {exc!r}")
+            error.__cause__ = exc
+            return index, error
+    return None
+
+
 class _Prepared:
     """A call or a chunk of a map, pickled in the parent, ready to submit.
 
@@ -138,15 +187,24 @@ class _Prepared:
     to the cluster on their own and put back into their *holes* on the Dask worker.
     """
 
-    __slots__ = ("holes", "large", "payload", "size")
+    __slots__ = ("failure", "holes", "large", "payload", "size")
 
     def __init__(
-        self, payload: bytes, holes: list[_task.Hole], large: list[object], size: int
+        self,
+        payload: bytes,
+        holes: list[_task.Hole],
+        large: list[object],
+        size: int,
+        failure: tuple[int, BaseException] | None = None,
     ) -> None:
         self.payload = payload
         self.holes = holes
         self.large = large
+        # How many calls the payload holds.
         self.size = size
+        # A chunk whose item *size* could not be pickled: the items before it run, then
+        # that item fails with this exception, as in builtin map.
+        self.failure = failure
 
 
 class DaskBackend(WorkerBackend):
@@ -294,6 +352,32 @@ class DaskBackend(WorkerBackend):
         return _Prepared(payload, holes, large, len(kept))
 
     @override
+    def prepare_batch(
+        self, func: Callable[..., object], args_list: Sequence[tuple[Any, ...]]
+    ) -> Any:
+        """Pickle a chunk of a map as one payload: the chunk runs as one Dask task.
+
+        An item that cannot be pickled fails alone, after the items before it have run
+        (as in builtin map): the chunk is then cut short before it.
+
+        Raises:
+            TypeError: if *func* is not callable.
+            procio_workers.SerializationError: if *func* cannot be pickled.
+        """
+        try:
+            return self._prepare(func, args_list)
+        except SerializationError:
+            located = _first_unpicklable(func, args_list)
+            if located is None:
+                raise
+        index = located[0]
+        if not index:
+            return _Prepared(b"", [], [], 0, located)
+        head = self._prepare(func, args_list[:index])
+        head.failure = located
+        return head
+
+    @override
     async def start_worker(self, options: Mapping[str, Any]) -> Worker:
         if options:
             raise TypeError(
@@ -353,7 +437,30 @@ class _DaskWorker(Worker):
     async def call(self, request: Any) -> object:
         return await self._run(_task.run_call, request)
 
-    async def _run(self, task: Callable[..., object], request: _Prepared) -> object:
+    @override
+    async def call_batch(self, request: Any) -> list[object]:
+        """Run a chunk prepared by :meth:`DaskBackend.prepare_batch` as one Dask task."""
+        prepared = cast("_Prepared", request)
+        results: list[object] = []
+        index: int | None = None
+        error: BaseException | None = None
+        if prepared.size:
+            outcome = await self._run(_task.run_batch, prepared, _unpack_batch)
+            results, index, error = cast("_BatchResults", outcome)
+        else:
+            await checkpoint()
+        if error is None and prepared.failure is not None:
+            index, error = prepared.failure
+        if error is not None:
+            raise BatchError(index or 0, results, error)
+        return results
+
+    async def _run(
+        self,
+        task: Callable[..., object],
+        request: _Prepared,
+        unpack: Callable[[Any], object] | None = None,
+    ) -> object:
         """Submit *request* to run as *task* on the cluster and return what it returned."""
         if not self.alive:
             raise BrokenWorkerProcess("the Dask client is closed or this worker was killed")
@@ -371,7 +478,7 @@ class _DaskWorker(Worker):
         self._abandoned = abandoned = threading.Event()
         try:
             outcome = await to_thread.run_sync(
-                _settle, future, abandoned, abandon_on_cancel=True, limiter=self._waiter
+                _settle, future, abandoned, unpack, abandon_on_cancel=True, limiter=self._waiter
             )
         finally:
             # A cancelled call's waiting thread was abandoned: tell it to stop waiting.

@@ -159,7 +159,7 @@ def run_call(payload: bytes, holes: Sequence[Hole], *large: object) -> object:
 #: What :func:`run_batch` returns: ``(results, failure)``, the pickled results of the
 #: items that succeeded, in order, and the failure of the next one (``None`` if every
 #: item succeeded).
-BatchOutcome = tuple[list[bytes], "TaskFailure | None"]
+BatchOutcome = tuple[list[bytes], TaskFailure | None]
 
 
 def run_batch(payload: bytes, holes: Sequence[Hole], *large: object) -> BatchOutcome:
