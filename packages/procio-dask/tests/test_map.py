@@ -78,6 +78,15 @@ def _functions_for_the_cluster() -> SimpleNamespace:
     def generate(count: int) -> Iterator[int]:
         yield from range(count)
 
+    def refuse_to_load() -> None:
+        raise RuntimeError("this object cannot be rebuilt here")
+
+    class Unloadable:
+        """Pickles anywhere; unpickling it (on the Dask worker) raises."""
+
+        def __reduce__(self) -> tuple[object, ...]:
+            return (refuse_to_load, ())
+
     return SimpleNamespace(**locals())
 
 
@@ -225,6 +234,20 @@ async def test_an_unserializable_item_is_a_serialization_error_for_that_item(
     assert got == ["1", "2"]
     assert any("item 2" in note for note in getattr(caught.value, "__notes__", ()))
     assert await eventually(lambda: scheduler_tasks(client) == 0)
+
+
+async def test_an_item_the_dask_worker_cannot_rebuild_fails_alone(address: str) -> None:
+    items: list[object] = [0, 1, 2, remote.Unloadable(), 4, 5]
+    got: list[str] = []
+    async with WorkerPool(max_workers=1, backend=DaskBackend(address)) as pool:
+        results = pool.map(repr, items, chunksize=6)
+        with pytest.raises(SerializationError, match="rebuilt on the Dask worker") as caught:
+            await run_map(results, got)
+        assert results.failed_index == 3
+        assert await pool.run_sync(abs, -1) == 1
+    assert got == ["0", "1", "2"]
+    assert isinstance(caught.value.__cause__, RemoteTraceback)
+    assert "cannot be rebuilt here" in caught.value.__cause__.traceback
 
 
 async def test_an_unserializable_first_item_reaches_no_dask_worker(address: str) -> None:

@@ -158,53 +158,25 @@ def _remote_error(error: BaseException) -> BaseException:
     return error
 
 
-def _first_unpicklable(
-    func: Callable[..., object], args_list: Sequence[tuple[Any, ...]]
-) -> tuple[int, SerializationError] | None:
-    """Find the first item of a chunk whose arguments cannot be pickled, and why.
-
-    ``None`` if the function itself cannot be pickled (then no item is to blame), or if
-    every item can be pickled on its own.
-    """
-    try:
-        _task.dumps(func)
-    except Exception:
-        return None
-    for index, args in enumerate(args_list):
-        try:
-            _task.dumps(args)
-        except Exception as exc:
-            error = SerializationError(f"the item could not be serialized: {exc!r}")
-            error.__cause__ = exc
-            return index, error
-    return None
-
-
 class _Prepared:
     """A call or a chunk of a map, pickled in the parent, ready to submit.
 
-    The large buffers among the arguments are left out of *payload*: they are scattered
-    to the cluster on their own and put back into their *holes* on the Dask worker.
+    The function and each item's arguments are pickled apart, so that an item that
+    cannot travel fails alone. The large buffers among the arguments are left out:
+    they are scattered to the cluster on their own and put back into their *holes* on
+    the Dask worker.
     """
 
-    __slots__ = ("failure", "holes", "large", "payload", "size")
+    __slots__ = ("failure", "func", "holes", "items", "large")
 
-    def __init__(
-        self,
-        payload: bytes,
-        holes: list[_task.Hole],
-        large: list[object],
-        size: int,
-        failure: tuple[int, BaseException] | None = None,
-    ) -> None:
-        self.payload = payload
-        self.holes = holes
-        self.large = large
-        # How many calls the payload holds.
-        self.size = size
-        # A chunk whose item *size* could not be pickled: the items before it run, then
-        # that item fails with this exception, as in builtin map.
-        self.failure = failure
+    def __init__(self, func: bytes) -> None:
+        self.func = func
+        self.items: list[bytes] = []
+        self.holes: list[_task.Hole] = []
+        self.large: list[object] = []
+        # An item that could not be pickled (its position is len(items)): the items
+        # before it run, then it fails with this exception, as in builtin map.
+        self.failure: tuple[int, BaseException] | None = None
 
 
 class DaskBackend(WorkerBackend):
@@ -322,60 +294,60 @@ class DaskBackend(WorkerBackend):
             TypeError: if *func* is not callable.
             procio_workers.SerializationError: if the call cannot be pickled.
         """
-        return self._prepare(func, [args])
+        prepared = self._prepare(func, [args])
+        if prepared.failure is not None:
+            raise prepared.failure[1]
+        return prepared
 
     def _prepare(
         self, func: Callable[..., object], args_list: Sequence[tuple[Any, ...]]
     ) -> _Prepared:
+        """Pickle *func* and each item's arguments; stop at the first that cannot be."""
         if not callable(func):
             raise TypeError(f"{func!r} is not callable")
-        holes: list[_task.Hole] = []
-        large: list[object] = []
-        kept: list[tuple[Any, ...]] = []
+        try:
+            prepared = _Prepared(_task.dumps(func))
+        except Exception as exc:
+            raise SerializationError(f"the function could not be serialized: {exc!r}") from exc
+        threshold = self.scatter_threshold
         for item, args in enumerate(args_list):
-            if self.scatter_threshold and any(
-                _buffer_size(value) >= self.scatter_threshold for value in args
-            ):
-                sent = list(args)
+            holes: list[_task.Hole] = []
+            large: list[object] = []
+            sent = args
+            if threshold and any(_buffer_size(value) >= threshold for value in args):
+                kept = list(args)
                 for position, value in enumerate(args):
-                    if _buffer_size(value) >= self.scatter_threshold:
+                    if _buffer_size(value) >= threshold:
                         holes.append((item, position))
                         large.append(value)
-                        sent[position] = None
-                args = tuple(sent)
-            kept.append(args)
-        try:
-            payload = _task.dumps((func, kept))
-        except Exception as exc:
-            what = "call" if len(args_list) == 1 else "chunk of the map"
-            raise SerializationError(f"the {what} could not be serialized: {exc!r}") from exc
-        return _Prepared(payload, holes, large, len(kept))
+                        kept[position] = None
+                sent = tuple(kept)
+            try:
+                data = _task.dumps(sent)
+            except Exception as exc:
+                error = SerializationError(f"the call could not be serialized: {exc!r}")
+                error.__cause__ = exc
+                prepared.failure = (item, error)
+                return prepared
+            prepared.items.append(data)
+            prepared.holes.extend(holes)
+            prepared.large.extend(large)
+        return prepared
 
     @override
     def prepare_batch(
         self, func: Callable[..., object], args_list: Sequence[tuple[Any, ...]]
     ) -> Any:
-        """Pickle a chunk of a map as one payload: the chunk runs as one Dask task.
+        """Pickle a chunk of a map for one Dask task, each item's arguments apart.
 
         An item that cannot be pickled fails alone, after the items before it have run
-        (as in builtin map): the chunk is then cut short before it.
+        (as in builtin map): the chunk is cut short before it.
 
         Raises:
             TypeError: if *func* is not callable.
             procio_workers.SerializationError: if *func* cannot be pickled.
         """
-        try:
-            return self._prepare(func, args_list)
-        except SerializationError:
-            located = _first_unpicklable(func, args_list)
-            if located is None:
-                raise
-        index = located[0]
-        if not index:
-            return _Prepared(b"", [], [], 0, located)
-        head = self._prepare(func, args_list[:index])
-        head.failure = located
-        return head
+        return self._prepare(func, args_list)
 
     @override
     async def start_worker(self, options: Mapping[str, Any]) -> Worker:
@@ -394,16 +366,20 @@ class DaskBackend(WorkerBackend):
     # -- used by the workers -----------------------------------------------------------
 
     def _submit(
-        self, client: Client, task: Callable[..., object], request: _Prepared
+        self, client: Client, task: Callable[..., object], request: _Prepared, items: object
     ) -> tuple[Future[Any], list[Future[Any]]]:
-        """Scatter the large arguments and submit the call (in a worker thread)."""
+        """Scatter the large arguments and submit *task* (in a worker thread).
+
+        The task is called as ``task(func, items, holes, *scattered)``.
+        """
         scattered: list[Future[Any]] = []
         try:
             for value in request.large:
                 scattered.append(_scatter(client, value))
             future = client.submit(
                 task,
-                request.payload,
+                request.func,
+                items,
                 request.holes,
                 *scattered,
                 pure=False,
@@ -435,7 +411,8 @@ class _DaskWorker(Worker):
 
     @override
     async def call(self, request: Any) -> object:
-        return await self._run(_task.run_call, request)
+        prepared = cast("_Prepared", request)
+        return await self._run(_task.run_call, prepared, prepared.items[0])
 
     @override
     async def call_batch(self, request: Any) -> list[object]:
@@ -444,8 +421,8 @@ class _DaskWorker(Worker):
         results: list[object] = []
         index: int | None = None
         error: BaseException | None = None
-        if prepared.size:
-            outcome = await self._run(_task.run_batch, prepared, _unpack_batch)
+        if prepared.items:
+            outcome = await self._run(_task.run_batch, prepared, prepared.items, _unpack_batch)
             results, index, error = cast("_BatchResults", outcome)
         else:
             await checkpoint()
@@ -459,6 +436,7 @@ class _DaskWorker(Worker):
         self,
         task: Callable[..., object],
         request: _Prepared,
+        items: object,
         unpack: Callable[[Any], object] | None = None,
     ) -> object:
         """Submit *request* to run as *task* on the cluster and return what it returned."""
@@ -469,7 +447,7 @@ class _DaskWorker(Worker):
             # Submitted whole or not at all, so that a cancellation never loses a future.
             try:
                 future, scattered = await to_thread.run_sync(
-                    backend._submit, self._client, task, request
+                    backend._submit, self._client, task, request, items
                 )
             except Exception as exc:
                 self._alive = self._client.status == "running"

@@ -6,7 +6,7 @@ in the workers' environment as well as in the caller's.
 How a call travels::
 
     parent                                   Dask worker
-    prepare_call: pickle (func, args) ─────► run_call(payload, holes, *large)
+    prepare_call: pickle func, args ───────► run_call(func, args, holes, *large)
       large buffers left out (holes),          unpickle, put the large ones back,
       scattered by Dask on their own           func(*args)
                                      ◄───────  the result, as Dask sends results
@@ -17,9 +17,9 @@ The call is pickled in the parent, before anything reaches Dask, so that an argu
 that cannot be serialized fails early and alone. An exception travels pickled inside a
 :class:`TaskFailure` rather than as itself, so that the parent tells apart the
 function's exception, an exception that could not be pickled here, and one that cannot
-be rebuilt there. A chunk of a map (:func:`run_batch`) pickles each result here, as soon
-as its item has run, for the same reason: a result that cannot travel is the error of
-its own item.
+be rebuilt there. A chunk of a map (:func:`run_batch`) carries each item's arguments
+pickled apart, and pickles each result here as soon as its item has run, for the same
+reason: arguments or a result that cannot travel are the error of their own item.
 """
 
 from __future__ import annotations
@@ -116,14 +116,25 @@ def _describe(exc: BaseException, stage: str, skip: int) -> TaskFailure:
     return TaskFailure(stage, _qualified_name(type(exc)), message, text, pickled)
 
 
-def _unpack(payload: bytes, holes: Sequence[Hole], large: Sequence[object]) -> tuple[Any, Any]:
-    """Unpickle ``(func, args_list)`` and put the scattered arguments back in their holes."""
-    func, args_list = loads(payload)
-    for (item, position), value in zip(holes, large, strict=False):
-        args = list(args_list[item])
-        args[position] = value
-        args_list[item] = tuple(args)
-    return func, args_list
+def _fill_holes(
+    holes: Sequence[Hole], large: Sequence[object]
+) -> dict[int, list[tuple[int, object]]]:
+    """The scattered arguments of each item: item -> [(position, value), ...]."""
+    by_item: dict[int, list[tuple[int, object]]] = {}
+    for (item, position), value in zip(holes, large, strict=True):
+        by_item.setdefault(item, []).append((position, value))
+    return by_item
+
+
+def _load_args(data: bytes, scattered: Sequence[tuple[int, object]]) -> tuple[Any, ...]:
+    """Unpickle one item's arguments and put its scattered ones back in their places."""
+    args: tuple[Any, ...] = loads(data)
+    if scattered:
+        filled = list(args)
+        for position, value in scattered:
+            filled[position] = value
+        args = tuple(filled)
+    return args
 
 
 def _call(func: Callable[..., object], args: tuple[Any, ...]) -> object:
@@ -145,14 +156,29 @@ def _call(func: Callable[..., object], args: tuple[Any, ...]) -> object:
     raise failure
 
 
-def run_call(payload: bytes, holes: Sequence[Hole], *large: object) -> object:
-    """Run the one call pickled in *payload* on a Dask worker and return its result."""
+def _load_func(data: bytes) -> Callable[..., object]:
     try:
-        func, args_list = _unpack(payload, holes, large)
+        func: Callable[..., object] = loads(data)
     except Exception as exc:
         failure = _describe(exc, ARGUMENTS, skip=0)
     else:
-        return _call(func, args_list[0])
+        return func
+    raise failure
+
+
+def run_call(func_data: bytes, args_data: bytes, holes: Sequence[Hole], *large: object) -> object:
+    """Run one call on a Dask worker and return its result.
+
+    *func_data* and *args_data* are the function and its arguments, pickled by
+    :func:`dumps`; *large* are the scattered arguments, which go back into *holes*.
+    """
+    func = _load_func(func_data)
+    try:
+        args = _load_args(args_data, _fill_holes(holes, large).get(0, ()))
+    except Exception as exc:
+        failure = _describe(exc, ARGUMENTS, skip=0)
+    else:
+        return _call(func, args)
     raise failure
 
 
@@ -162,14 +188,22 @@ def run_call(payload: bytes, holes: Sequence[Hole], *large: object) -> object:
 BatchOutcome = tuple[list[bytes], TaskFailure | None]
 
 
-def run_batch(payload: bytes, holes: Sequence[Hole], *large: object) -> BatchOutcome:
-    """Run the calls of one chunk of a map, in order, until the first that fails."""
-    try:
-        func, args_list = _unpack(payload, holes, large)
-    except Exception as exc:
-        return [], _describe(exc, ARGUMENTS, skip=0)
+def run_batch(
+    func_data: bytes, items_data: Sequence[bytes], holes: Sequence[Hole], *large: object
+) -> BatchOutcome:
+    """Run the calls of one chunk of a map, in order, until the first that fails.
+
+    Each item's arguments are unpickled just before it runs, so that one that cannot be
+    rebuilt here fails alone, after the items before it.
+    """
+    func = _load_func(func_data)
+    scattered = _fill_holes(holes, large)
     results: list[bytes] = []
-    for args in args_list:
+    for item, data in enumerate(items_data):
+        try:
+            args = _load_args(data, scattered.get(item, ()))
+        except Exception as exc:
+            return results, _describe(exc, ARGUMENTS, skip=0)
         try:
             value = _call(func, args)
         except TaskFailure as failure:
@@ -194,7 +228,7 @@ def rebuild(failure: TaskFailure) -> BaseException:
     error: BaseException
     if failure.stage == ARGUMENTS:
         error = SerializationError(
-            "the call's arguments could not be rebuilt on the Dask worker: "
+            "the call could not be rebuilt on the Dask worker: "
             f"{failure.type_name}: {failure.message}"
         )
     elif failure.stage == RESULT:
