@@ -321,7 +321,20 @@ async def test_a_cancelled_queued_call_never_runs(
 ) -> None:
     # Both single-threaded Dask workers are busy for a second, so the call waits in the
     # scheduler's queue when it is cancelled.
-    blockers = [client.submit(time.sleep, 1.0, pure=False) for _ in range(2)]
+    blockers = [
+        client.submit(
+            remote.sleep_then_touch,
+            1.0,
+            str(tmp_path / f"blocking-{index}"),
+            str(tmp_path / f"unblocked-{index}"),
+            pure=False,
+        )
+        for index in range(2)
+    ]
+    # Only once both run is the cluster full: a call submitted before could run at once.
+    assert await eventually(
+        lambda: all((tmp_path / f"blocking-{index}").exists() for index in range(2))
+    )
     marker = tmp_path / "ran"
     async with WorkerPool(max_workers=1, backend=DaskBackend(address)) as pool:
         with anyio.move_on_after(0.3):

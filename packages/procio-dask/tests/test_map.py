@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -77,6 +78,17 @@ def _functions_for_the_cluster() -> SimpleNamespace:
 
     def generate(count: int) -> Iterator[int]:
         yield from range(count)
+
+    def lock_in_error_at_4(value: int) -> int:
+        if value == 4:
+            error = ValueError("holds a lock")
+            error.lock = threading.Lock()  # type: ignore[attr-defined]  # unpicklable
+            raise error
+        return value
+
+    def nap(value: float) -> float:
+        time.sleep(value)
+        return value
 
     def refuse_to_load() -> None:
         raise RuntimeError("this object cannot be rebuilt here")
@@ -295,6 +307,44 @@ async def test_system_exit_in_an_item_is_a_worker_error_in_the_batch(address: st
         await worker.aclose()
 
 
+async def test_an_exception_that_cannot_travel_is_a_worker_error_for_its_item(
+    address: str,
+) -> None:
+    got: list[int] = []
+    async with WorkerPool(max_workers=1, backend=DaskBackend(address)) as pool:
+        results = pool.map(remote.lock_in_error_at_4, range(8), chunksize=8)
+        with pytest.raises(WorkerError) as caught:
+            await run_map(results, got)
+        assert results.failed_index == 4
+        assert pool.statistics().broken == 0
+    assert got == [0, 1, 2, 3]
+    assert caught.value.type_name == "builtins.ValueError"
+    assert "in lock_in_error_at_4" in caught.value.traceback
+
+
+async def test_maps_cancelled_at_random_leave_nothing_on_the_cluster(
+    address: str, client: Client
+) -> None:
+    rng = random.Random(1234)
+    async with WorkerPool(max_workers=3, backend=DaskBackend(address)) as pool:
+        for round_ in range(6):
+            cancellable = round_ % 2 == 0
+            with anyio.move_on_after(rng.uniform(0.0, 0.3)):
+                async with pool.map(
+                    remote.nap,
+                    [0.02] * 40,
+                    chunksize=rng.choice([1, 3, None]),
+                    cancellable=cancellable,
+                ) as results:
+                    async for _ in results:
+                        pass
+            # Every map's futures are released, and the pool still answers right.
+            async with pool.map(abs, range(-5, 0)) as results:
+                assert [value async for value in results] == [5, 4, 3, 2, 1]
+        assert pool.statistics().broken == 0
+    assert await eventually(lambda: scheduler_tasks(client) == 0)
+
+
 async def test_a_dask_worker_lost_under_a_chunk_breaks_only_that_map(
     address: str, client: Client
 ) -> None:
@@ -335,7 +385,14 @@ async def test_cancelling_a_cancellable_map_drops_its_queued_dask_tasks(
 ) -> None:
     # Both single-threaded Dask workers are busy for a second, so the map's chunks wait
     # in the scheduler's queue when the map is cancelled.
-    blockers = [client.submit(time.sleep, 1.0, pure=False) for _ in range(2)]
+    blocked = tmp_path / "blockers"
+    blocked.mkdir()
+    blockers = [
+        client.submit(remote.mark_and_nap, (value, str(blocked), 1.0), pure=False)
+        for value in range(2)
+    ]
+    # Only once both run is the cluster full: a chunk submitted before could run at once.
+    assert await eventually(lambda: marks(blocked, "started") == {0, 1})
     paths = [str(tmp_path / f"ran-{value}") for value in range(6)]
     async with WorkerPool(max_workers=2, backend=DaskBackend(address)) as pool:
         with anyio.move_on_after(0.3) as scope:
