@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 from xml.sax.saxutils import escape
 
-from figures import TARGETS, Results, Target, paired_ratio, ratio
+from figures import TABLE_SECTIONS, TARGETS, Results, Target, paired_ratio, ratio
 
 format_ratio = ratio
 
@@ -69,9 +69,13 @@ def _advantage(figure: dict[str, Any], reference: str) -> Advantage | None:
 
 
 def summarize(results: Results) -> list[Summary]:
-    """One :class:`Summary` per figure (but Dask's) with procio and a reference row."""
+    """One :class:`Summary` per figure (but Dask's) with procio and a reference row.
+
+    In the results file's order, but for the sections shown as one table of their own
+    (many tasks), which come last, as in the tables: their script may run first.
+    """
     summaries = []
-    for figure in results["figures"]:
+    for figure in sorted(results["figures"], key=lambda f: f["section"] in TABLE_SECTIONS):
         if figure["section"] == "dask":
             continue
         vs_anyio, vs_floor = _advantage(figure, "anyio"), _advantage(figure, "floor")

@@ -10,10 +10,10 @@ a figure gets from it into a page. A page marks a block with
     ...anything; replaced by each run...
     <!-- /figures -->
 
-naming one or more blocks of :data:`BLOCKS`, and this script rewrites what lies between
-the markers (``--check`` only reports the pages that differ, and fails). It reads the
-results file and nothing else: no measuring, and only the standard library, so that the
-test suite can run it.
+naming one or more blocks of :data:`BLOCKS` or :data:`TABLE_BLOCKS` (several figures
+in one table), and this script rewrites what lies between the markers (``--check``
+only reports the pages that differ, and fails). It reads the results file and nothing
+else: no measuring, and only the standard library, so that the test suite can run it.
 """
 
 from __future__ import annotations
@@ -110,9 +110,21 @@ BLOCKS: dict[str, tuple[str, ...]] = {
     "pipe-size": ("pipe-size-*",),
     "dask": ("dask-*",),
 }
+# Blocks drawn as one table of several figures (row, contender, median, range, ratio),
+# each row's ratio taken to its figure's reference (see :func:`reference_row`).
+TABLE_BLOCKS: dict[str, tuple[str, ...]] = {
+    "many-tasks": ("map-tiny", "cpu-bound", "stream"),
+}
 # Blocks that are not figure tables.
 SPECIAL_BLOCKS = ("machine", "targets", "all")
-SECTIONS = {"process": "Processes", "text": "Text", "workers": "Worker processes"}
+SECTIONS = {
+    "process": "Processes",
+    "text": "Text",
+    "workers": "Worker processes",
+    "many-tasks": "Many tasks",
+}
+# Sections that the "all" block shows as one table, as their own block does.
+TABLE_SECTIONS = {"many-tasks": "many-tasks"}
 
 BEGIN = re.compile(r"<!-- figures: ([a-z0-9 -]+?) -->\n")
 END = "<!-- /figures -->"
@@ -178,6 +190,26 @@ def _by_role(figure: Figure, role: str) -> FigureRow | None:
     return next((row for row in figure["rows"] if row["role"] == role), None)
 
 
+def best_peer(figure: Figure) -> FigureRow | None:
+    """The best of the rows that are neither procio's headline row nor a floor.
+
+    AnyIO's row and the other libraries' rows compete; the best is the one with the
+    best median (the highest for a rate, the lowest for a time).
+    """
+    peers = [row for row in figure["rows"] if row["role"] in ("anyio", "other")]
+    if not peers:
+        return None
+    pick = max if figure["higher_is_better"] else min
+    best: FigureRow = pick(peers, key=lambda row: float(row["median"]))
+    return best
+
+
+def reference_row(figure: Figure) -> FigureRow | None:
+    """What a figure's rows are compared with in a table block: its floor if it has
+    one (an ideal, say), else its best peer (see :func:`best_peer`)."""
+    return _by_role(figure, "floor") or best_peer(figure)
+
+
 def evaluate_targets(figures: Sequence[Figure]) -> list[dict[str, Any]]:
     """Each target with procio's ratio to its reference, and whether it is met."""
     by_key = {figure["key"]: figure for figure in figures}
@@ -194,7 +226,10 @@ def evaluate_targets(figures: Sequence[Figure]) -> list[dict[str, Any]]:
         }
         figure = by_key.get(target.figure)
         subject = figure and _by_role(figure, "subject")
-        reference = figure and _by_role(figure, target.reference)
+        if target.reference == "other":  # "the best peer": the best of the others
+            reference = figure and best_peer(figure)
+        else:
+            reference = figure and _by_role(figure, target.reference)
         if subject and reference:
             spread = paired_ratio(subject, reference)
             if spread is not None:
@@ -302,6 +337,51 @@ def render_figure(figure: Figure) -> str:
     return "\n".join(lines)
 
 
+def _samples_phrase(rows: Sequence[FigureRow]) -> str:
+    counts = sorted({len(row["samples"]) for row in rows})
+    if not counts:
+        return "no samples"
+    many = "" if counts[-1] == 1 else "s"
+    if len(counts) == 1:
+        return f"{counts[0]} sample{many}"
+    return f"{counts[0]} to {counts[-1]} samples"
+
+
+def render_table(figures: Sequence[Figure]) -> str:
+    """Several figures as one table: row, contender, median, range, ratio.
+
+    Each contender's ratio is its value divided by its figure's reference (its floor,
+    else its best peer: :func:`reference_row`), per round, as a median; the reference
+    itself says so. Each figure's note follows the table.
+    """
+    every_row = [row for figure in figures for row in figure["rows"]]
+    lines = [
+        f"Median and range of {_samples_phrase(every_row)} per contender; *ratio* is "
+        "the contender's value divided by its row's reference, per round, as a median.",
+        "",
+        "| row | contender | median | range | ratio |",
+        "| --- | --- | ---: | ---: | ---: |",
+    ]
+    notes = []
+    for figure in figures:
+        better = "higher" if figure["higher_is_better"] else "lower"
+        label = f"{figure['title']} ({figure['unit']}, {better} is better)"
+        reference = reference_row(figure)
+        for index, row in enumerate(figure["rows"]):
+            if row is reference:
+                cell = "reference"
+            else:
+                spread = None if reference is None else paired_ratio(row, reference)
+                cell = "" if spread is None else ratio(spread["median"])
+            lines.append(
+                f"| {label if index == 0 else ''} | {row['name']} | {number(row['median'])} | "
+                f"{number(row['min'])}\u2013{number(row['max'])} | {cell} |"
+            )
+        if figure.get("note"):
+            notes.append(f"*{figure['title']}:* {figure['note']}")
+    return "\n\n".join(["\n".join(lines), *notes])
+
+
 def figures_for(results: Results, patterns: Sequence[str]) -> list[Figure]:
     """The figures whose keys match *patterns*, in the patterns' order."""
     chosen: list[Figure] = []
@@ -320,6 +400,11 @@ def render_all(results: Results) -> str:
         if not figures:
             continue
         parts += [f"#### {heading}", ""]
+        if section in TABLE_SECTIONS:
+            chosen = figures_for(results, TABLE_BLOCKS[TABLE_SECTIONS[section]])
+            rest = [figure for figure in figures if figure not in chosen]
+            parts += [render_table(chosen), ""] if chosen else []
+            figures = rest
         for figure in figures:
             parts += [render_figure(figure), ""]
     return "\n".join(parts).rstrip("\n")
@@ -340,8 +425,13 @@ def render_block(names: Sequence[str], results: Results) -> str:
             if not figures:
                 parts.append(f"*Not measured in this run: {name}.*")
             parts += [render_figure(figure) for figure in figures]
+        elif name in TABLE_BLOCKS:
+            figures = figures_for(results, TABLE_BLOCKS[name])
+            parts.append(
+                render_table(figures) if figures else f"*Not measured in this run: {name}.*"
+            )
         else:
-            known = ", ".join([*SPECIAL_BLOCKS, *BLOCKS])
+            known = ", ".join([*SPECIAL_BLOCKS, *BLOCKS, *TABLE_BLOCKS])
             raise FiguresError(f"no figure block named {name!r} (known: {known})")
     return "\n\n".join(parts)
 

@@ -3,7 +3,7 @@
     python benchmarks/run.py [--quick] [--processes N] [--also-python PYTHON ...]
                              [--results benchmarks/results.json] [--pyperf PATH]
                              [--output PAGE ...] [--chart docs/img/benchmarks.svg]
-                             [--rows RESULTS] [bench_text ...]
+                             [--rows RESULTS] [--only GROUP ...] [bench_text ...]
 
 Each ``bench_*.py`` runs in ``--processes`` fresh interpreters, one after the other
 (never side by side, so that they do not disturb each other's figures); inside each,
@@ -20,6 +20,10 @@ version.
   stats``, ``hist`` and ``compare_to`` (each value is a time per operation there).
 - ``--rows RESULTS`` measures nothing: it renders the pages and the chart from a
   results file written earlier.
+- ``--only GROUP`` (repeatable) runs only the scripts that measure that group of
+  figures (see :data:`GROUPS`), e.g. ``--only many-tasks``; naming scripts does the
+  same by script. Either way the results file then holds only those rows: give it
+  another ``--results`` path to keep the full one.
 """
 
 from __future__ import annotations
@@ -43,6 +47,15 @@ from _harness import spread
 from figures import RESULTS, SCHEMA, Results, evaluate_targets, load, render_page
 
 HERE = Path(__file__).resolve().parent
+
+# Each group of figures (a row's section), and the scripts that measure it.
+GROUPS: dict[str, tuple[str, ...]] = {
+    "process": ("bench_process",),
+    "text": ("bench_text",),
+    "workers": ("bench_workers",),
+    "many-tasks": ("bench_map",),
+    "dask": ("bench_dask",),
+}
 
 
 def _cpu_ticks() -> tuple[int, int]:
@@ -186,19 +199,29 @@ def main() -> int:
     p.add_argument("--output", type=Path, action="append", default=[], help="a page to render")
     p.add_argument("--chart", type=Path, help="draw the chart (SVG) here")
     p.add_argument("--rows", type=Path, help="render from this results file; measure nothing")
+    p.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        dest="groups",
+        metavar="GROUP",
+        choices=sorted(GROUPS),
+        help="run only the scripts of this group of figures: " + ", ".join(GROUPS),
+    )
     p.add_argument("only", nargs="*", help="run only these scripts (e.g. bench_text)")
     args = p.parse_args()
+    named = [*args.only, *(script for group in args.groups for script in GROUPS[group])]
 
     failed: list[str] = []
     if args.rows:
         results = load(args.rows)
     else:
         scripts = sorted(HERE.glob("bench_*.py"))
-        if args.only:
-            unknown = set(args.only) - {s.stem for s in scripts}
+        if named:
+            unknown = set(named) - {s.stem for s in scripts}
             if unknown:
                 p.error(f"no such benchmark script: {', '.join(sorted(unknown))}")
-            scripts = [s for s in scripts if s.stem in args.only]
+            scripts = [s for s in scripts if s.stem in named]
         processes = args.processes or (1 if args.quick else 3)
         loads = [round(v, 2) for v in os.getloadavg()]
         before = _cpu_ticks()
@@ -213,6 +236,8 @@ def main() -> int:
         others = [_version(python) for python in args.also_python]
         for other in others:
             command += ["--also-python", f"PYTHON{other}"]
+        for group in args.groups:
+            command += ["--only", group]
         command += args.only
         results = {
             "schema": SCHEMA,

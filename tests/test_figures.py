@@ -29,6 +29,7 @@ CHECKED_PAGES: dict[str, tuple[str, ...]] = {
     "docs/extending.md": (),
     "docs/getting-started.md": (),
     "docs/index.md": (),
+    "docs/many-tasks.md": ("10 ms",),  # what an automatic chunk aims at
     "docs/migrating.md": ("200 µs", "50 µs", "2 ms"),  # the polling settings; the interval
     "docs/process.md": ("100 µs",),  # how long run_process polls once an output ends
     "docs/scaling-out.md": (),
@@ -201,3 +202,199 @@ def test_a_marker_shown_in_a_code_fence_is_not_a_block(results: Any) -> None:
     # The same markers outside the fence are a block, and get rendered.
     bare = "<!-- figures: echo -->\n<!-- /figures -->\n"
     assert figures.render_page(bare, results) != bare
+
+
+# -- the many-tasks group: several figures in one table, ratios to a reference ---------
+
+
+def _figure(key: str, unit: str, rows: list[tuple[str, str, list[float]]], *, higher: bool) -> Any:
+    """A figure as ``run.py`` joins it, each row with its spread computed here."""
+    out = []
+    for name, role, samples in rows:
+        ordered = sorted(samples)
+        out.append(
+            {
+                "name": name,
+                "role": role,
+                "samples": samples,
+                "per_process": [samples],
+                "median": statistics.median(samples),
+                "min": ordered[0],
+                "max": ordered[-1],
+                "q1": ordered[0],
+                "q3": ordered[-1],
+                "n": len(samples),
+            }
+        )
+    return {
+        "key": key,
+        "title": f"title of {key}",
+        "section": "many-tasks",
+        "unit": unit,
+        "higher_is_better": higher,
+        "note": f"note of {key}.",
+        "rows": out,
+    }
+
+
+@pytest.fixture
+def many(results: Any) -> Any:
+    """The real results file with the three figures of the many-tasks group added."""
+    added = [
+        _figure(
+            "map-tiny",
+            "items/s",
+            [
+                ("procio map", "subject", [300.0, 330.0, 360.0]),
+                # The first peer listed is not the best one: loky is.
+                ("PPE map", "other", [100.0, 110.0, 120.0]),
+                ("loky map", "other", [200.0, 220.0, 240.0]),
+                ("anyio per item", "anyio", [10.0, 11.0, 12.0]),
+            ],
+            higher=True,
+        ),
+        _figure(
+            "cpu-bound",
+            "s",
+            [
+                ("procio map", "subject", [0.33, 0.36, 0.40]),
+                ("PPE map", "other", [0.32, 0.33, 0.34]),
+                ("ideal", "floor", [0.30, 0.30, 0.32]),
+            ],
+            higher=False,
+        ),
+        _figure(
+            "stream",
+            "items/s",
+            [
+                ("procio stream", "subject", [50.0, 60.0, 70.0]),
+                ("procio list", "other", [100.0, 100.0, 100.0]),
+            ],
+            higher=True,
+        ),
+    ]
+    figures_ = [*results["figures"], *added]
+    return dict(results, figures=figures_, targets=figures.evaluate_targets(figures_))
+
+
+def _target(results: Any, key: str) -> Any:
+    (entry,) = [entry for entry in results["targets"] if entry["figure"] == key]
+    return entry
+
+
+def test_the_map_target_is_against_the_best_peer_not_the_first(many: Any) -> None:
+    # Per round 300/200, 330/220, 360/240: 1.5x loky's; against the first peer
+    # listed (ProcessPoolExecutor's) it would read 3x.
+    entry = _target(many, "map-tiny")
+    assert entry["ratio"] == pytest.approx({"median": 1.5, "min": 1.5, "max": 1.5})
+    assert entry["met"] is True
+    # The cpu-bound target is to the ideal, the floor: 0.36 / 0.30 = 1.2x, not met.
+    cpu = _target(many, "cpu-bound")
+    assert cpu["ratio"]["median"] == pytest.approx(1.2)
+    assert cpu["met"] is False
+
+
+def test_the_best_peer_of_a_time_is_the_lowest() -> None:
+    figure = _figure(
+        "t",
+        "s",
+        [
+            ("procio", "subject", [1.0]),
+            ("slow", "other", [3.0]),
+            ("fast", "anyio", [2.0]),
+            ("ideal", "floor", [0.5]),
+        ],
+        higher=False,
+    )
+    assert figures.best_peer(figure)["name"] == "fast"
+    # A table compares with the floor where there is one.
+    assert figures.reference_row(figure)["name"] == "ideal"
+    alone = _figure("t", "s", [("procio", "subject", [1.0])], higher=False)
+    assert figures.best_peer(alone) is None
+
+
+def test_the_many_tasks_block_is_one_table_with_ratios_to_each_reference(many: Any) -> None:
+    text = figures.render_block(["many-tasks"], many)
+    lines = text.splitlines()
+    assert "| row | contender | median | range | ratio |" in lines
+    table = [line for line in lines if line.startswith("| ") and "---" not in line][1:]
+    cells = [[cell.strip() for cell in line.strip("|").split("|")] for line in table]
+    # One line per contender, in the order of the figures and of their rows; the row
+    # label only on the first line of each figure.
+    assert [c[1] for c in cells] == [
+        "procio map",
+        "PPE map",
+        "loky map",
+        "anyio per item",
+        "procio map",
+        "PPE map",
+        "ideal",
+        "procio stream",
+        "procio list",
+    ]
+    assert [c[0] for c in cells] == [
+        "title of map-tiny (items/s, higher is better)",
+        "",
+        "",
+        "",
+        "title of cpu-bound (s, lower is better)",
+        "",
+        "",
+        "title of stream (items/s, higher is better)",
+        "",
+    ]
+    assert [c[4] for c in cells] == [
+        "1.50x",  # procio / loky, the best peer
+        "0.50x",
+        "reference",
+        "0.050x",
+        "1.20x",  # procio / ideal, per round: 1.1, 1.2, 1.25
+        "1.07x",
+        "reference",
+        "0.60x",
+        "reference",
+    ]
+    assert cells[0][2:4] == ["330", "300\u2013360"]
+    for key in ("map-tiny", "cpu-bound", "stream"):
+        assert f"*title of {key}:* note of {key}." in lines
+    # A figure block of the same name cannot show it otherwise.
+    assert "vs AnyIO" not in text
+
+
+def test_the_all_block_shows_the_many_tasks_group_as_its_table(many: Any) -> None:
+    text = figures.render_block(["all"], many)
+    assert text.count("#### Many tasks") == 1
+    section = text.split("#### Many tasks", 1)[1].split("#### ", 1)[0]
+    assert section.strip() == figures.render_block(["many-tasks"], many)
+    # Dask stays the last group.
+    assert text.index("#### Many tasks") < text.index("#### Dask")
+
+
+def test_many_tasks_not_measured_or_quick_says_so(results: Any, many: Any) -> None:
+    without = figures.render_page("<!-- figures: many-tasks -->\n<!-- /figures -->\n", results)
+    assert "*Not measured in this run: many-tasks.*" in without
+    quick = dict(many, quick=True)
+    assert figures.render_block(["many-tasks"], quick).startswith("> **Quick run:**")
+
+
+def test_the_chart_draws_the_many_tasks_figures_with_an_anyio_row_or_a_floor(
+    many: Any,
+) -> None:
+    drawn = {summary.group: summary for summary in chart.summarize(many)}
+    assert drawn["title of map-tiny"].vs_anyio is not None
+    assert drawn["title of cpu-bound"].vs_floor is not None
+    # The stream figure has neither AnyIO nor a floor: nothing to draw.
+    assert "title of stream" not in drawn
+    assert "title of stream" not in chart.render_svg(many)
+
+
+def test_the_chart_draws_the_sections_in_the_order_of_the_tables(results: Any, many: Any) -> None:
+    # The many-tasks script runs before the process one (by name), yet its figures
+    # are drawn after the worker figures, as the "all" table shows them.
+    first = [f for f in many["figures"] if f["section"] == "many-tasks"]
+    reordered = dict(many, figures=[*first, *[f for f in many["figures"] if f not in first]])
+    groups = [summary.group for summary in chart.summarize(reordered)]
+    assert groups[-2:] == ["title of map-tiny", "title of cpu-bound"]
+    # The rest keep the results file's order: the chart of a file without the group
+    # is the one drawn before it existed.
+    assert groups[:-2] == [summary.group for summary in chart.summarize(results)]

@@ -383,7 +383,7 @@ def _serializer_for(codec: str) -> Serializer:
             },
             "codec_importing_abc:Codec",
             r"imports anyio, procio_workers into every worker "
-            r"\(through codec_importing_abc -> procio_workers\)",
+            r"\(through codec_importing_abc -> procio_workers\.abc\)",
             id="module-imports-the-extension-api",
         ),
         pytest.param(

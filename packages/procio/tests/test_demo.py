@@ -33,6 +33,9 @@ KEY_LINES = [
     r"3\. Python functions in worker processes",
     # Eight calls spread over all four workers of the pool.
     r"   a WorkerPool of 4 ran 8 calls of 0\.2 s each in \d+\.\d s, on 4 worker processes",
+    # The map delivered every one of its results, in the order of its input.
+    r"   pool\.map over 2000 small items: 2000/2000 results, in input order; "
+    r"automatic chunks of up to [1-9]\d* items$",
     r"   print\(\) in a worker shows up here:\n   \| hello world, from worker \d+$",
     r"   a worker killed mid-call -> BrokenWorkerProcess: .*SIGKILL",
     r"   the pool goes on: the next call ran in worker \d+",
@@ -119,6 +122,7 @@ def test_demo_piped_prints_plain_lines_of_every_part(args: list[str], loop: str)
     assert "\x1b" not in out
     # Piped, each measurement is announced once, as a plain line.
     assert re.search(r"(?m)^   fanning out, 8 times \.\.\.$", out), out
+    assert re.search(r"(?m)^   pool\.map, 2000 times \.\.\.$", out), out
     _check_tour(out, demo.pid)
     assert f"on {loop}," in out
     assert _survivors(marker) == []
@@ -160,6 +164,7 @@ def test_demo_on_a_terminal_redraws_its_progress_in_place_on_trio() -> None:
     # The terminal turns each "\n" into "\r\n"; any other "\r" is a redraw.
     raw = b"".join(chunks).decode("utf-8").replace("\r\n", "\n")
     assert re.search(r"\r   fanning out \[[#.]{20}\] \d+/8", raw), raw
+    assert re.search(r"\r   pool\.map \[[#.]{20}\] \d+/2000", raw), raw
     shown = _terminal_view(raw)
     # Every progress line was wiped: none is left on the screen.
     assert not re.search(r"\[[#.]+\]", shown), shown

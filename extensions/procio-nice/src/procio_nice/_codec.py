@@ -1,8 +1,8 @@
 """The worker's half of the JSON serializer: it runs inside every worker.
 
 The worker program imports this module (and this package's ``__init__``) by name, so
-it imports the standard library only: anything more, ``procio_workers`` above all
-(whose ``__init__`` imports anyio), would be imported by every worker as it starts.
+it imports the standard library only: anything more, the modules of ``procio_workers``
+that import anyio above all, would be imported by every worker as it starts.
 The parent's half, :class:`procio_nice.JsonSerializer`, lives in ``_json``.
 
 The wire format (segment 0 of each message, UTF-8 JSON, no out-of-band buffers):

@@ -88,8 +88,13 @@ class _Chunk:
         self.error_index = error_index
 
 
-class _Results(Generic[T]):
-    """What map and stream results share: the driver task and how it is stopped."""
+class _Core(Generic[T]):
+    """The state of a map or a stream, shared by its driver task and its results object.
+
+    The driver holds this, never the results object that the caller iterates: a plain
+    ``async for`` left with ``break`` then drops the last reference to that object, and
+    its finalizer stops the driver.
+    """
 
     def __init__(self, pool: WorkerPool, buffer: int) -> None:
         self._pool = pool
@@ -119,26 +124,6 @@ class _Results(Generic[T]):
         self._started = True
         task_group.start_soon(self._run_driver)
 
-    async def __aenter__(self) -> Self:
-        self._start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_val: BaseException | None,
-        exc_tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    def __aiter__(self) -> Self:
-        return self
-
-    async def __anext__(self) -> T:
-        if not self._ready:
-            await self._fill()
-        return self._ready.popleft()
-
     async def _fill(self) -> None:
         """Wait until an item is ready, or raise what ends the iteration."""
         if self._closed:
@@ -149,11 +134,13 @@ class _Results(Generic[T]):
                 error, self._raise = self._raise, None
                 self._stop()
                 self._closed = True
+                self._receive.close()
                 raise error
             try:
                 event = await self._receive.receive()
             except EndOfStream:
                 self._closed = True
+                self._receive.close()
                 if self._failure is not None:
                     raise self._failure from None
                 if not self._complete:
@@ -161,11 +148,15 @@ class _Results(Generic[T]):
                     raise ClosedResourceError(
                         "the worker pool was closed during the iteration"
                     ) from None
+                self._check_complete()
                 raise StopAsyncIteration from None
             self._take(event)
 
     def _take(self, event: Any) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
+
+    def _check_complete(self) -> None:
+        """Make sure that nothing was lost on the way, once the driver has ended."""
 
     def _stop(self) -> None:
         """Cancel the driver's work: what has not started is dropped."""
@@ -185,10 +176,13 @@ class _Results(Generic[T]):
                 await self._done.wait()
         self._receive.close()
 
-    def __del__(self) -> None:
-        # A plain ``async for`` left with ``break`` drops the object without closing it:
-        # its work is cancelled here, and ends in the background.
-        if self._started and not self._done.is_set() and threading.get_ident() == self._thread:
+    def abandon(self) -> None:
+        """The caller dropped its results object: stop the work, in the background."""
+        self._closed = True
+        self._receive.close()
+        if not self._started:
+            self._send.close()
+        elif not self._done.is_set() and threading.get_ident() == self._thread:
             with suppress(Exception):  # the event loop may already be gone
                 self._scope.cancel()
 
@@ -217,20 +211,8 @@ class _Results(Generic[T]):
         return True
 
 
-class MapResults(_Results[T]):
-    """The results of :meth:`WorkerPool.map <procio_workers.WorkerPool.map>`.
-
-    An async iterator of the results, and an async context manager that stops the
-    outstanding work when its block is left. The counts are there for progress bars.
-
-    Attributes:
-        submitted: items sent to workers so far.
-        completed: items whose results came back so far.
-        total: the number of items, if the input has a length, else ``None``.
-        failed_index: the position of the item whose exception ended the iteration,
-            once one did.
-        chunksize: the number of items the next chunk will take.
-    """
+class _MapCore(_Core[T]):
+    """A map's state: its input, chunks, lanes and counts."""
 
     def __init__(
         self,
@@ -281,9 +263,11 @@ class MapResults(_Results[T]):
         self._window_moved = anyio.Event()
         self._prefetched: MemoryObjectReceiveStream[Any] | None = None
         self._source_error: BaseException | None = None
+        self._source_lock = anyio.Lock()
         # The caller's view (ordered): chunks by number, and the next one due.
         self._held: dict[int, _Chunk] = {}
         self._due = 0
+        self._accepted = 0  # chunks handed over to the caller
 
     # -- chunk sizes -----------------------------------------------------------------
 
@@ -313,85 +297,109 @@ class MapResults(_Results[T]):
             if self._async_source is not None:
                 send, self._prefetched = anyio.create_memory_object_stream[Any](SOURCE_READ_AHEAD)
                 lanes.start_soon(self._read_source, send)
-            async with anyio.create_task_group() as workers:
-                for _ in range(self.lanes):
-                    workers.start_soon(self._lane)
-            # Every lane has ended: stop reading an async source.
-            lanes.cancel_scope.cancel()
+            try:
+                async with anyio.create_task_group() as workers:
+                    for _ in range(self.lanes):
+                        workers.start_soon(self._lane)
+            finally:
+                # Every lane has ended: stop reading an async source.
+                lanes.cancel_scope.cancel()
+                if self._prefetched is not None:
+                    self._prefetched.close()
 
     async def _read_source(self, send: MemoryObjectSendStream[Any]) -> None:
-        assert self._async_source is not None
+        source = self._async_source
+        assert source is not None
         with send:
             try:
-                async for item in self._async_source:
+                async for item in source:
                     await send.send((True, item))
             except Exception as exc:
                 await send.send((False, exc))
+            finally:
+                # Left early: an async generator given as the input runs its clean-up
+                # now, in this loop, rather than whenever it is collected.
+                aclose = getattr(source, "aclose", None)
+                if aclose is not None:
+                    with CancelScope(shield=True):
+                        await aclose()
 
     async def _take_chunk(self) -> tuple[int, int, list[Any]] | None:
         """Take the next chunk from the source: (number, first position, items)."""
         if self._ordered:
             while not self._halted and self._numbered >= self._due + self._window:
                 await self._window_moved.wait()
+        if self._source is not None:
+            return self._take_from_iterator(self._source)
+        # An async source is read by one lane at a time, from its first item to its
+        # numbering: the chunks then hold consecutive items, numbered in input order,
+        # however the lanes are scheduled.
+        async with self._source_lock:
+            return await self._take_from_async()
+
+    def _take_start(self) -> bool:
+        """Whether a chunk may be taken now; raises a source error left for now."""
         if self._source_error is not None:
             error, self._source_error = self._source_error, None
             self._halted = True
             raise error
-        if self._halted or self._exhausted:
-            return None
-        size = self._next_size()
-        items: list[Any] = []
-        start = self._taken
-        number = self._numbered
-        if self._source is not None:
-            source = self._source
-            try:
-                for _ in range(size):
-                    items.append(next(source))
-            except StopIteration:
-                self._exhausted = True
-            except Exception as exc:
-                self._exhausted = True
-                _note(exc, f"raised by the input of the map, after {start + len(items)} items")
-                if not items:
-                    self._halted = True
-                    raise
-                self._source_error = exc  # raised once the items before it are sent
-        else:
-            prefetched = self._prefetched
-            assert prefetched is not None
-            # At least one item, waiting for it; then what has come in already.
-            try:
-                while len(items) < size:
-                    if items:
-                        ok, item = prefetched.receive_nowait()
-                    else:
-                        ok, item = await prefetched.receive()
-                    if not ok:
-                        self._exhausted = True
-                        _note(
-                            item,
-                            f"raised by the input of the map, after {start + len(items)} items",
-                        )
-                        if not items:
-                            self._halted = True
-                            raise item
-                        self._source_error = item
-                        break
-                    items.append(item)
-            except WouldBlock:
-                pass
-            except EndOfStream:
-                self._exhausted = True
-            if self._halted or (not items and self._exhausted):
-                return None
+        return not (self._halted or self._exhausted)
+
+    def _source_failed(self, error: BaseException, items: list[Any]) -> None:
+        """Note *error* of the input; raise it now unless items come before it."""
+        self._exhausted = True
+        _note(error, f"raised by the input of the map, after {self._taken + len(items)} items")
+        if not items:
+            self._halted = True
+            raise error
+        self._source_error = error  # raised once the items before it are sent
+
+    def _number(self, items: list[Any]) -> tuple[int, int, list[Any]] | None:
         if not items:
             return None
-        # Numbered only once taken, and by the task that took them: concurrent lanes
-        # cannot interleave here (no await between taking and numbering).
+        number, start = self._numbered, self._taken
         self._taken += len(items)
         self._numbered += 1
         return number, start, items
+
+    def _take_from_iterator(self, source: Iterator[Any]) -> tuple[int, int, list[Any]] | None:
+        if not self._take_start():
+            return None
+        items: list[Any] = []
+        try:
+            for _ in range(self._next_size()):
+                items.append(next(source))
+        except StopIteration:
+            self._exhausted = True
+        except Exception as exc:
+            self._source_failed(exc, items)
+        return self._number(items)
+
+    async def _take_from_async(self) -> tuple[int, int, list[Any]] | None:
+        if not self._take_start():
+            return None
+        prefetched = self._prefetched
+        assert prefetched is not None
+        size = self._next_size()
+        items: list[Any] = []
+        # At least one item, waiting for it; then what has come in already.
+        try:
+            while len(items) < size:
+                if items:
+                    ok, item = prefetched.receive_nowait()
+                else:
+                    ok, item = await prefetched.receive()
+                if not ok:
+                    self._source_failed(item, items)
+                    break
+                items.append(item)
+        except WouldBlock:
+            pass
+        except EndOfStream:
+            self._exhausted = True
+        if self._halted:
+            return None
+        return self._number(items)
 
     async def _lane(self) -> None:
         pool = self._pool
@@ -451,7 +459,17 @@ class MapResults(_Results[T]):
             moved, self._window_moved = self._window_moved, anyio.Event()
             moved.set()
 
+    def _check_complete(self) -> None:
+        # Every chunk taken from the input was handed over, in order or not: an
+        # iteration never ends quietly with results missing.
+        if self._held or self._accepted != self._numbered:
+            raise RuntimeError(
+                f"the map ended with {self._numbered - self._accepted} of its "
+                f"{self._numbered} chunks unaccounted for"
+            )
+
     def _accept(self, event: _Chunk) -> None:
+        self._accepted += 1
         self._ready.extend(event.results)
         if event.error is not None:
             self.failed_index = event.error_index
@@ -463,15 +481,8 @@ class MapResults(_Results[T]):
         super()._stop()
 
 
-class StreamResults(_Results[T]):
-    """The items of :meth:`WorkerPool.stream <procio_workers.WorkerPool.stream>`.
-
-    An async iterator of the items a generator function yields in a worker, and an async
-    context manager that closes the generator when its block is left.
-
-    Attributes:
-        received: items that have arrived so far.
-    """
+class _StreamCore(_Core[T]):
+    """A stream's state: its request, and the items that arrived."""
 
     def __init__(
         self,
@@ -508,3 +519,106 @@ class StreamResults(_Results[T]):
             self._raise = event.error
             return
         self._ready.extend(event)
+
+
+class _Handle(Generic[T]):
+    """The caller's side of a map or a stream: iteration, closing, the finalizer."""
+
+    _core: _Core[T]
+
+    async def __aenter__(self) -> Self:
+        self._core._start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> None:
+        await self._core.aclose()
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> T:
+        core = self._core
+        if not core._ready:
+            await core._fill()
+        return core._ready.popleft()
+
+    async def aclose(self) -> None:
+        """Stop the work and wait for it to end.
+
+        What has not started is dropped; what runs finishes, or, with
+        ``cancellable=True``, its workers are killed. Once this returns, nothing of this
+        iteration runs in any worker, and iterating further raises
+        :exc:`anyio.ClosedResourceError`.
+        """
+        await self._core.aclose()
+
+    def __del__(self) -> None:
+        # A plain ``async for`` left with ``break`` drops this object without closing
+        # it: the work is cancelled here, and ends in the background.
+        core = getattr(self, "_core", None)
+        if core is not None:
+            core.abandon()
+
+
+class MapResults(_Handle[T]):
+    """The results of ``WorkerPool.map``.
+
+    An async iterator of the results, and an async context manager that stops the
+    outstanding work when its block is left. The counts are there for progress bars.
+    """
+
+    def __init__(self, core: _MapCore[T]) -> None:
+        self._core = core
+        self._map = core
+
+    @property
+    def submitted(self) -> int:
+        """Items sent to workers so far."""
+        return self._map.submitted
+
+    @property
+    def completed(self) -> int:
+        """Items whose results came back so far."""
+        return self._map.completed
+
+    @property
+    def total(self) -> int | None:
+        """The number of items, if the input has a length, else ``None``."""
+        return self._map.total
+
+    @property
+    def failed_index(self) -> int | None:
+        """The position of the item whose exception ended the iteration, once one did."""
+        return self._map.failed_index
+
+    @property
+    def chunksize(self) -> int:
+        """The number of items the next chunk takes (it changes with ``chunksize=None``)."""
+        return self._map._next_size()
+
+    @property
+    def lanes(self) -> int:
+        """The most chunks that run at once."""
+        return self._map.lanes
+
+
+class StreamResults(_Handle[T]):
+    """The items of ``WorkerPool.stream``.
+
+    An async iterator of the items a generator function yields in a worker, and an async
+    context manager that closes the generator when its block is left.
+    """
+
+    def __init__(self, core: _StreamCore[T]) -> None:
+        self._core = core
+        self._stream = core
+
+    @property
+    def received(self) -> int:
+        """Items that have arrived so far."""
+        return self._stream.received

@@ -31,7 +31,7 @@ from anyio.lowlevel import cancel_shielded_checkpoint, checkpoint_if_cancelled
 from . import _wire
 from ._errors import BrokenWorkerProcess
 from ._hosting import logger, loop_clock
-from ._mapping import MapResults, StreamResults
+from ._mapping import MapResults, StreamResults, _MapCore, _StreamCore
 from ._process_backend import PENDING, OutputHandler, ProcessBackend, ProcessWorker
 from ._registry import resolve_launcher, resolve_serializer
 from .abc import Launcher, Serializer, Worker, WorkerBackend
@@ -468,7 +468,9 @@ class WorkerPool:
         if not isinstance(iterable, (Iterable, AsyncIterable)):
             raise TypeError(f"map() needs an iterable, not {type(iterable).__name__}")
         return MapResults(
-            self, func, iterable, chunksize=chunksize, ordered=ordered, cancellable=cancellable
+            _MapCore(
+                self, func, iterable, chunksize=chunksize, ordered=ordered, cancellable=cancellable
+            )
         )
 
     def stream(
@@ -490,7 +492,9 @@ class WorkerPool:
                 or *func* did not return an iterator.
         """
         request = self.backend.prepare_stream(func, args)
-        return StreamResults(self, func, args, cancellable=cancellable, request=request)
+        return StreamResults(
+            _StreamCore(self, func, args, cancellable=cancellable, request=request)
+        )
 
     async def _run_batch(
         self, func: Callable[..., object], calls: list[tuple[Any, ...]], *, cancellable: bool

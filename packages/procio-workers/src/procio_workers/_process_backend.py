@@ -12,7 +12,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack, ExitStack, suppress
 from pathlib import Path
 from typing import Any, Literal
@@ -38,8 +38,8 @@ OutputHandler = Callable[[int, bytes], None]
 WORKER_PROGRAM = str(Path(__file__).with_name("_worker.py"))
 
 # Loads the worker program by path, so that neither the package directory (which holds
-# a module called ``abc``) nor ``procio_workers/__init__`` (which imports anyio) is
-# ever imported in the worker.
+# a module called ``abc``) nor the package itself is ever imported in the worker: the
+# worker program needs nothing of it but the wire module next to it.
 WORKER_MODULE = "_procio_worker"
 BOOTSTRAP = (
     "import sys,importlib.util as u;"
@@ -277,16 +277,30 @@ def _error_index(segments: list[bytearray]) -> int | None:
 
 
 class _Batch:
-    """A chunk of a map, ready to go: the BATCH frame, and the calls for older workers."""
+    """A chunk of a map, ready to go: the BATCH frame, and its calls one by one.
 
-    __slots__ = ("calls", "frame", "func")
+    Iterating it gives each call as a CALL frame: what a version-1 worker takes, and
+    what the default :meth:`Worker.call_batch` of a worker that wraps this backend's
+    workers sends.
+    """
+
+    __slots__ = ("backend", "calls", "frame", "func")
 
     def __init__(
-        self, func: Callable[..., object], calls: list[tuple[Any, ...]], frame: list[Buffer]
+        self,
+        backend: ProcessBackend,
+        func: Callable[..., object],
+        calls: list[tuple[Any, ...]],
+        frame: list[Buffer],
     ) -> None:
+        self.backend = backend
         self.func = func
         self.calls = calls
         self.frame = frame
+
+    def __iter__(self) -> Iterator[list[Buffer]]:
+        for args in self.calls:
+            yield self.backend.prepare_call(self.func, args)
 
 
 class _Stream:
@@ -563,15 +577,22 @@ class ProcessWorker(Worker):
     async def handshake(self, init: dict[str, Any]) -> dict[str, Any]:
         """Read HELLO, send INIT and read READY; return the worker's HELLO."""
         hello = await self._control(_wire.HELLO)
-        offered = hello.get("protocol")
-        if (
-            isinstance(offered, bool)
-            or not isinstance(offered, int)
-            or offered < _wire.MIN_PROTOCOL_VERSION
-        ):
-            raise await self._break(f"unsupported protocol version {offered!r}")
-        # The newest version both speak: a version-1 worker still runs single calls.
-        self.protocol = min(offered, _wire.PROTOCOL_VERSION)
+        # HELLO's "protocols" lists every version the worker speaks (a version-1 worker
+        # names only its one "protocol"): the newest that both speak is chosen.
+        offered = hello.get("protocols", [hello.get("protocol")])
+        common = [
+            version
+            for version in (offered if isinstance(offered, list) else [])
+            if isinstance(version, int)
+            and not isinstance(version, bool)
+            and _wire.MIN_PROTOCOL_VERSION <= version <= _wire.PROTOCOL_VERSION
+        ]
+        if not common:
+            raise await self._break(
+                f"unsupported protocol version {hello.get('protocol')!r} "
+                f"(this parent speaks {_wire.MIN_PROTOCOL_VERSION} to {_wire.PROTOCOL_VERSION})"
+            )
+        self.protocol = max(common)
         init = {**init, "protocol": self.protocol}
         codec = init["codec"]
         codecs = hello.get("codecs")
@@ -731,9 +752,7 @@ class ProcessWorker(Worker):
             return await super().call_batch(request)
         if self.protocol < 2:
             # A version-1 worker takes one CALL at a time.
-            backend = self._backend
-            calls = [backend.prepare_call(request.func, args) for args in request.calls]
-            return await super().call_batch(calls)
+            return await super().call_batch(request)
         await self._begin(request.frame)
         results: list[object] = []
         while True:
@@ -782,24 +801,40 @@ class ProcessWorker(Worker):
             )
         await self._begin([*request.frame, _MORE * _STREAM_CREDIT])
         finished = False
+        reader = self._reader
         try:
             while True:
-                frame = await self._receive()
+                frames = [await self._receive()]
+                # Frames that came in the same read are taken together: one hand-over to
+                # the reader and one write of credit for all of them.
+                while reader.frames:
+                    frames.append(reader.frames.popleft())
                 self._forward_pending_output()
-                if frame.kind == _wire.ITEMS:
-                    items = self._load_items(frame)
-                    # One more frame of credit for the one read: the worker goes on while
-                    # these items are used.
-                    await self._send([_MORE])
-                    yield items
-                elif frame.kind == _wire.END:
+                if any(frame.kind in (_wire.END, _wire.ERROR) for frame in frames):
+                    # The worker has ended the stream: whatever happens below, it is
+                    # idle again, and there is nothing to close.
                     finished = True
+                group: list[object] = []
+                read = 0
+                last: _wire.Frame | None = None
+                for frame in frames:
+                    if frame.kind == _wire.ITEMS and last is None:
+                        group += self._load_items(frame)
+                        read += 1
+                    elif frame.kind in (_wire.END, _wire.ERROR) and last is None:
+                        last = frame
+                    else:
+                        raise await self._unexpected(frame)
+                if read and last is None:
+                    # Credit for the frames read: the worker goes on while these items
+                    # are used.
+                    await self._send([_MORE * read])
+                if group:
+                    yield group
+                if last is not None:
+                    if last.kind == _wire.ERROR:
+                        raise self._error(last.segments)
                     return
-                elif frame.kind == _wire.ERROR:
-                    finished = True
-                    raise self._error(frame.segments)
-                else:
-                    raise await self._unexpected(frame)
         finally:
             self._answered = time.perf_counter()
             if not finished and self.alive:
@@ -1011,7 +1046,7 @@ class ProcessBackend(WorkerBackend):
     ) -> Any:
         """Serialize a chunk of calls of *func* into one BATCH frame."""
         calls = [tuple(args) for args in args_list]
-        return _Batch(func, calls, self._encode(_wire.BATCH, func, calls))
+        return _Batch(self, func, calls, self._encode(_wire.BATCH, func, calls))
 
     def prepare_stream(self, func: Callable[..., object], args: tuple[Any, ...]) -> Any:
         """Serialize a call of a generator function into a STREAM frame."""
@@ -1019,7 +1054,10 @@ class ProcessBackend(WorkerBackend):
 
     def _encode(self, kind: int, func: Callable[..., object], args: Any) -> list[Buffer]:
         try:
-            segments = self.serializer.dump_call(func, args)
+            if kind == _wire.BATCH:
+                segments = self.serializer.dump_batch(func, args)
+            else:
+                segments = self.serializer.dump_call(func, args)
         except Exception as exc:
             raise SerializationError(
                 f"cannot send {getattr(func, '__qualname__', func)!r} to a worker: {exc}"

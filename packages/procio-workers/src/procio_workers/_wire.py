@@ -2,7 +2,7 @@
 
 Both sides import this one module: the parent as ``procio_workers._wire`` and the worker
 program by file path. It must therefore depend on the standard library only, and must not
-import anything from ``procio_workers`` (whose ``__init__`` imports anyio). The protocol
+import the other modules of ``procio_workers``, which import anyio. The protocol
 itself is specified on the worker protocol page of procio's documentation; keep the two
 in step.
 
@@ -425,18 +425,41 @@ _PLAIN_TYPES = frozenset(
 )
 
 
-def _plain(value: object, depth: int) -> bool:
-    """Whether *value* needs neither lifting nor the out-of-band pickler (a cheap scan)."""
+#: How deeply nested tuples and lists may be for :func:`_plain` to look into them.
+_PLAIN_NESTING = 3
+
+
+def _plain(value: object, depth: int, nesting: int = 0) -> bool:
+    """Whether *value* needs neither lifting nor the out-of-band pickler (a cheap scan).
+
+    *depth* is what :func:`_lift` would be given for *value*: a large ``bytes`` it
+    reaches (depth 0 or more) is lifted, one inside a container it does not open
+    (negative depth) is pickled in the stream either way, so it is plain there. A large
+    ``bytearray`` never is (the out-of-band pickler sends it as a buffer). Containers
+    nested deeper than a few levels take the general path.
+    """
     kind = type(value)
     if kind in _PLAIN_TYPES:
         return True
-    if kind is bytes or kind is bytearray:
+    if kind is bytes:
+        return depth < 0 or len(value) < OUT_OF_BAND_THRESHOLD  # type: ignore[arg-type]
+    if kind is bytearray:
         return len(value) < OUT_OF_BAND_THRESHOLD  # type: ignore[arg-type]
-    if not depth or (kind is not tuple and kind is not list) or len(value) > 8:  # type: ignore[arg-type]
+    if (kind is not tuple and kind is not list) or nesting > _PLAIN_NESTING:
         return False
-    # A loop, not all() over a generator: this runs on every call and is twice as fast.
-    for item in value:  # type: ignore[attr-defined]  # noqa: SIM110
-        if not _plain(item, depth - 1):
+    # A loop with the common cases inline, not all() over a generator: this runs on
+    # every call, and over every item of a map's chunk (tuples of plain arguments).
+    for item in value:  # type: ignore[attr-defined]
+        kind = type(item)
+        if kind in _PLAIN_TYPES:
+            continue
+        if kind is tuple:
+            for member in item:
+                if type(member) not in _PLAIN_TYPES:
+                    break
+            else:
+                continue
+        if not _plain(item, depth - 1, nesting + 1):
             return False
     return True
 

@@ -440,22 +440,24 @@ def _run_batch(link: _Link, codec: Any, frame: Any, limit: int) -> None:
     """Answer a BATCH: ITEMS with every result, then END; or ERROR with the failing index."""
     try:
         func, calls = codec.loads(frame.segments)
-        calls = [tuple(args) for args in calls]
+        if not isinstance(calls, (list, tuple)):
+            raise TypeError(f"a BATCH carries a list of calls, not {type(calls).__name__}")
     except BaseException as exc:
         _flush_std()
         _send_error(link, codec, exc, "arguments", limit)
         return
     del frame
     results: list[Any] = []
-    for index, args in enumerate(calls):
-        try:
-            results.append(func(*args))
-        except BaseException as exc:
-            _flush_std()
-            if results and _send_items(link, codec, results, 0, limit) < 0:
-                return
-            _send_error(link, codec, exc, "call", limit, index)
+    append = results.append
+    try:
+        for args in calls:
+            append(func(*args))
+    except BaseException as exc:
+        _flush_std()
+        if results and _send_items(link, codec, results, 0, limit) < 0:
             return
+        _send_error(link, codec, exc, "call", limit, len(results))
+        return
     del func, calls
     _flush_std()
     try:
@@ -658,6 +660,7 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, _take_sigint)
     hello = {
         "protocol": wire.PROTOCOL_VERSION,
+        "protocols": list(range(wire.MIN_PROTOCOL_VERSION, wire.PROTOCOL_VERSION + 1)),
         "pid": os.getpid(),
         "codecs": _available_codecs(),
         "features": FEATURES,

@@ -69,6 +69,16 @@ class Serializer(ABC):
                 :class:`~procio_workers.SerializationError` before a worker is reserved.
         """
 
+    def dump_batch(
+        self, func: Callable[..., object], calls: Sequence[tuple[Any, ...]]
+    ) -> Sequence[Buffer]:
+        """Serialize a chunk of calls of *func*, one argument tuple per call.
+
+        The default is :meth:`dump_call` with the list of argument tuples in place of
+        the arguments, which is what the worker's codec decodes for a ``BATCH``.
+        """
+        return self.dump_call(func, list(calls))  # type: ignore[arg-type]
+
     @abstractmethod
     def load_reply(self, segments: Sequence[memoryview]) -> object:
         """Rebuild the value or the exception a worker sent back as *segments*."""

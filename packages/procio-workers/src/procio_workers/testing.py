@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import errno
+import itertools
 import json
 import operator
 import os
@@ -68,8 +69,8 @@ JSON_SAMPLES: tuple[object, ...] = (
 
 
 #: Top-level packages a worker codec must not import: the worker program keeps them out so
-#: that a worker starts as fast as a bare interpreter (``procio_workers``' own
-#: ``__init__`` imports anyio).
+#: that a worker starts as fast as a bare interpreter. ``procio_workers.codecs`` (and the
+#: package's own ``__init__``, which imports no more than it) are allowed all the same.
 WORKER_FORBIDDEN_IMPORTS: tuple[str, ...] = ("anyio", "procio_workers")
 
 # Run in a fresh interpreter (``-X importtime``), as the worker program would: take the
@@ -127,7 +128,15 @@ def _import_chain(importtime: str, target: str) -> list[str]:
     return tidy
 
 
+#: Modules a codec may import although their package is forbidden: they import the
+#: standard library only (the package's ``__init__`` loads its other names on first use),
+#: and ``procio_workers.codecs`` is there for codecs to build on.
+_CODEC_SAFE_MODULES = frozenset({"procio_workers", "procio_workers.codecs", "procio_workers._wire"})
+
+
 def _is_under(module: str, packages: Sequence[str]) -> bool:
+    if module in _CODEC_SAFE_MODULES:
+        return False
     return any(module == top or module.startswith(f"{top}.") for top in packages)
 
 
@@ -268,7 +277,14 @@ async def check_backend(factory: Callable[[], WorkerBackend], *, workers: int = 
     - a worker found dead before a call reached it (it died while idle) does not fail
       the call: it runs on another worker. Checked when the backend's workers are
       local processes (:attr:`~procio_workers.abc.Worker.pid` set) that this process
-      can watch (its children, or any process on Linux).
+      can watch (its children, or any process on Linux);
+    - :meth:`~procio_workers.WorkerPool.map` over the backend's batches
+      (:meth:`~procio_workers.abc.WorkerBackend.prepare_batch` and
+      :meth:`~procio_workers.abc.Worker.call_batch`) gives builtin ``map``'s results, in
+      order or as completed, and ends with the first exception after every result
+      before it, naming the item; :meth:`~procio_workers.WorkerPool.stream` gives a
+      generator's items in order, unless the backend says it cannot stream
+      (``TypeError``).
 
     The functions sent are importable from the standard library or from this module,
     and the values are ordinary Python objects: the backend's serializer must carry
@@ -279,6 +295,7 @@ async def check_backend(factory: Callable[[], WorkerBackend], *, workers: int = 
         workers: how many concurrent calls to try.
     """
     await _check_calls(factory, workers)
+    await _check_map(factory, workers)
     await _check_bad_input(factory)
     await _check_large_buffers(factory)
     await _check_cancellation(factory)
@@ -414,6 +431,40 @@ async def _check_calls(factory: Callable[[], WorkerBackend], workers: int) -> No
         assert 1 <= figures.started <= workers, f"{figures.started} workers started"
     after = pool.statistics()
     assert after.workers == 0, f"{after.workers} workers outlived the pool"
+
+
+async def _check_map(factory: Callable[[], WorkerBackend], workers: int) -> None:
+    async with WorkerPool(max_workers=workers, backend=factory()) as pool:
+        numbers = list(range(-60, 60))
+        for chunksize in (None, 1, 7):
+            got = [value async for value in pool.map(abs, numbers, chunksize=chunksize)]
+            assert got == list(map(abs, numbers)), f"map(abs) with chunksize={chunksize} gave {got}"
+        unordered = [value async for value in pool.map(abs, numbers, ordered=False)]
+        assert sorted(unordered) == sorted(map(abs, numbers)), "map(ordered=False) lost results"
+        texts = ["1", "2", "3", "x", "5", "6"]
+        results = pool.map(int, texts, chunksize=2)
+        before: list[object] = []
+        error = None
+        try:
+            async for value in results:
+                before.append(value)
+        except ValueError as exc:
+            error = exc
+        assert error is not None, f"map(int) over {texts} raised nothing"
+        assert before == [1, 2, 3], f"map(int) yielded {before} before its error"
+        assert results.failed_index == 3, f"map(int) blamed item {results.failed_index}"
+        notes = getattr(error, "__notes__", [])
+        assert any("item 3" in note for note in notes), f"the error's notes: {notes}"
+        assert await pool.run_sync(operator.add, 2, 3) == 5, "the pool serves after a map"
+        refusal = None
+        try:
+            items = [item async for item in pool.stream(iter, [1, 2, 3])]
+        except TypeError as exc:
+            refusal = str(exc)
+        if refusal is not None:
+            assert "stream" in refusal, f"a backend that cannot stream said: {refusal}"
+        else:
+            assert items == [1, 2, 3], f"stream(iter, [1, 2, 3]) gave {items}"
 
 
 async def _check_bad_input(factory: Callable[[], WorkerBackend]) -> None:
@@ -617,6 +668,7 @@ class _Session:
         request_read, self.request = os.pipe()
         self.response, response_write = os.pipe()
         self.timeout = timeout
+        self.protocol = 0
         self.reader = _wire.FrameReader()
         try:
             self.process = subprocess.Popen(
@@ -657,10 +709,20 @@ class _Session:
 
     def handshake(self, codec: str, max_frame_length: int | None = None) -> dict[str, Any]:
         hello = json.loads(self.expect(_wire.HELLO).segments[0])
-        assert hello.get("protocol") == _wire.PROTOCOL_VERSION, f"HELLO says {hello}"
+        offered = hello.get("protocols", [hello.get("protocol")])
+        assert isinstance(offered, list), f"HELLO's protocols is not a list: {hello}"
+        common = [
+            version
+            for version in offered
+            if type(version) is int
+            and _wire.MIN_PROTOCOL_VERSION <= version <= _wire.PROTOCOL_VERSION
+        ]
+        assert common, f"HELLO offers no protocol version spoken here: {hello}"
+        assert hello.get("protocol") == max(offered), f"HELLO's protocol is not its newest: {hello}"
         assert isinstance(hello.get("pid"), int), "HELLO carries the worker's pid"
         assert isinstance(hello.get("codecs"), list), "HELLO lists the codecs"
-        init = {"protocol": _wire.PROTOCOL_VERSION, "sys_path": sys.path, "main": None}
+        self.protocol = max(common)
+        init = {"protocol": self.protocol, "sys_path": sys.path, "main": None}
         init["codec"] = codec
         if max_frame_length is not None:
             init["max_frame_length"] = max_frame_length
@@ -716,6 +778,11 @@ def _check_worker_command(command: Sequence[str], serializer: Serializer, timeou
     with _session(command, timeout) as session:
         session.handshake(codec)
         _check_worker_survives_bad_calls(session, serializer)
+    with _session(command, timeout) as session:
+        session.handshake(codec)
+        if session.protocol >= 2:
+            _check_worker_batches(session, serializer)
+            _check_worker_streams(session, serializer)
     with _session(command, timeout) as session:
         session.handshake(codec)
         os.close(session.request)
@@ -776,6 +843,106 @@ def _check_worker_survives_bad_calls(session: _Session, serializer: Serializer) 
         assert returned.tobytes() == original.tobytes(), f"a large {kind} came back altered"
 
 
+def _collect(session: _Session, serializer: Serializer, what: str) -> tuple[list[Any], Any]:
+    """Read ITEMS up to END or ERROR: (the items, the ERROR's JSON object or None)."""
+    items: list[Any] = []
+    while True:
+        frame = session.receive()
+        assert frame is not None, f"the worker closed the protocol during {what}"
+        if frame.kind == _wire.ITEMS:
+            group = serializer.load_reply([memoryview(s) for s in frame.segments])
+            assert isinstance(group, list), f"ITEMS of {what} carry {type(group).__name__}"
+            assert group, f"an ITEMS frame of {what} carries no item"
+            items += group
+        elif frame.kind == _wire.END:
+            assert not frame.segments, f"the END of {what} has segments"
+            return items, None
+        elif frame.kind == _wire.ERROR:
+            return items, json.loads(frame.segments[0])
+        else:
+            kind = _wire.KIND_NAMES.get(frame.kind, frame.kind)
+            raise AssertionError(f"{what} was answered with {kind}")
+
+
+def _check_worker_batches(session: _Session, serializer: Serializer) -> None:
+    what = "a BATCH of add((1, 2), (3, 4), (5, 6))"
+    session.send(_wire.BATCH, serializer.dump_batch(operator.add, [(1, 2), (3, 4), (5, 6)]))
+    items, error = _collect(session, serializer, what)
+    assert error is None, f"{what} was answered with an ERROR: {error}"
+    assert items == [3, 7, 11], f"{what} gave {items!r}"
+    what = "a BATCH of int('1'), int('x'), int('3')"
+    session.send(_wire.BATCH, serializer.dump_batch(int, [("1",), ("x",), ("3",)]))
+    items, error = _collect(session, serializer, what)
+    assert items == [1], f"{what} sent {items!r} before its error, not [1]"
+    assert error is not None, f"{what} ended without an ERROR"
+    assert error.get("stage") == "call", f"the ERROR of {what} says {error}"
+    assert error.get("index") == 1, f"the ERROR of {what} names item {error.get('index')!r}"
+    assert str(error.get("type", "")).endswith("ValueError"), f"the ERROR says {error}"
+    _still_serves(session, serializer, what)
+    if serializer.worker_codec not in ("pickle", "cloudpickle"):
+        return  # the calls below send classes as arguments: only pickle is known to
+    what = "a BATCH whose second result cannot be encoded (a Condition holds a lock)"
+    calls = [(int, "1"), (threading.Condition,), (int, "3")]
+    session.send(_wire.BATCH, serializer.dump_batch(type.__call__, calls))
+    items, error = _collect(session, serializer, what)
+    assert items == [1], f"{what} sent {items!r} before its error, not [1]"
+    assert error is not None, f"{what} ended without an ERROR"
+    assert error.get("stage") == "result", f"{what}: {error}"
+    assert error.get("index") == 1, f"the ERROR of {what} names item {error.get('index')!r}"
+    _still_serves(session, serializer, what)
+
+
+def _nothing_within(session: _Session, seconds: float) -> bool:
+    """Whether the worker sends nothing for *seconds*."""
+    if session.reader.frames:
+        return False
+    ready, _, _ = select.select([session.response], [], [], seconds)
+    return not ready
+
+
+def _check_worker_streams(session: _Session, serializer: Serializer) -> None:
+    what = "a STREAM of iter([1, 2, 3]) with credit for 8 frames"
+    session.send(_wire.STREAM, serializer.dump_call(iter, ([1, 2, 3],)))
+    for _ in range(8):
+        session.send(_wire.MORE, [])
+    items, error = _collect(session, serializer, what)
+    assert error is None, f"{what} was answered with an ERROR: {error}"
+    assert items == [1, 2, 3], f"{what} gave {items!r}"
+    what = "a STREAM of an endless itertools.count() with credit for one frame"
+    session.send(_wire.STREAM, serializer.dump_call(itertools.count, ()))
+    session.send(_wire.MORE, [])
+    first = session.expect(_wire.ITEMS)
+    group = serializer.load_reply([memoryview(s) for s in first.segments])
+    assert isinstance(group, list), f"{what} sent {group!r}"
+    assert group[:1] == [0], f"{what} began with {group!r}"
+    assert _nothing_within(session, 0.2), f"{what} sent more than its credit allows"
+    session.send(_wire.CLOSE, [])
+    _, error = _collect(session, serializer, f"{what}, then CLOSE")
+    assert error is None, f"CLOSE was answered with an ERROR: {error}"
+    _still_serves(session, serializer, f"{what}, then CLOSE")
+    what = "a STREAM of a function that returns no iterator (add(2, 3))"
+    session.send(_wire.STREAM, serializer.dump_call(operator.add, (2, 3)))
+    session.send(_wire.MORE, [])
+    items, error = _collect(session, serializer, what)
+    assert not items, f"{what} gave {items!r}"
+    assert error is not None, f"{what} ended without an ERROR"
+    assert str(error.get("type", "")).endswith("TypeError"), f"the ERROR says {error}"
+    _still_serves(session, serializer, what)
+    if serializer.worker_codec not in ("pickle", "cloudpickle"):
+        return  # the call below sends a function as an argument: only pickle is known to
+    what = "a STREAM of map(int, ['1', 'x']), whose second item raises"
+    session.send(_wire.STREAM, serializer.dump_call(map, (int, ["1", "x"])))
+    for _ in range(4):
+        session.send(_wire.MORE, [])
+    items, error = _collect(session, serializer, what)
+    assert items == [1], f"{what} sent {items!r} before its error, not [1]"
+    assert error is not None, f"{what} ended without an ERROR"
+    assert error.get("stage") == "call", f"{what}: {error}"
+    assert str(error.get("type", "")).endswith("ValueError"), f"the ERROR says {error}"
+    # Credit left over from the stream that ended is ignored.
+    _still_serves(session, serializer, what)
+
+
 def _check_worker_frame_limit(
     command: Sequence[str], serializer: Serializer, timeout: float, limit: int
 ) -> None:
@@ -813,7 +980,10 @@ async def check_worker_command(
     ``"result"``, and serve the next call after either; with the built-in codecs,
     send large ``bytes``, ``bytearray`` and ``memoryview`` values back intact; exit
     with status 0 on SHUTDOWN and at end of input, and with another status on a
-    malformed frame.
+    malformed frame. A worker that offers protocol version 2 must also answer a
+    ``BATCH`` with its results in order (and with the index of an item that raised or
+    whose result cannot be encoded), and run a ``STREAM`` within the credit it was given,
+    stop it on ``CLOSE``, and report a generator's error after the items before it.
 
     Args:
         command: the worker's command line, without the two descriptor numbers.

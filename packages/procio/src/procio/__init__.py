@@ -24,6 +24,9 @@ from procio_process import STDOUT as STDOUT
 from procio_workers import to_process as to_process
 from procio_workers import WorkerPool as WorkerPool
 from procio_workers import PoolStatistics as PoolStatistics
+from procio_workers import MapResults as MapResults
+from procio_workers import StreamResults as StreamResults
+from procio_workers import BatchError as BatchError
 from procio_workers import BrokenWorkerProcess as BrokenWorkerProcess
 from procio_workers import WorkerError as WorkerError
 from procio_workers import RemoteTraceback as RemoteTraceback
@@ -54,6 +57,9 @@ __all__ = [
     "to_process",
     "WorkerPool",
     "PoolStatistics",
+    "MapResults",
+    "StreamResults",
+    "BatchError",
     "BrokenWorkerProcess",
     "WorkerError",
     "RemoteTraceback",

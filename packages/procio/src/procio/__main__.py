@@ -2,11 +2,12 @@
 
 It runs commands (a timeout that keeps the partial output, a cancelled shell whose
 whole process tree is cleaned up), streams a child's output decoded line by line, runs
-Python functions in worker processes (a pool fanning out, ``print`` in a worker, a
-crashed worker, a remote traceback), and points to the documentation, where the
-benchmark report compares procio with AnyIO (the tour measures nothing itself: figures
-come from the benchmark suite alone). On a terminal, a progress line redraws in place;
-when the output is piped, it prints plain lines only.
+Python functions in worker processes (a pool fanning out, a ``pool.map`` over many
+items with its progress, ``print`` in a worker, a crashed worker, a remote traceback),
+and points to the documentation, where the benchmark report compares procio with AnyIO
+(the tour measures nothing itself: figures come from the benchmark suite alone). On a
+terminal, a progress line redraws in place; when the output is piped, it prints plain
+lines only.
 """
 
 from __future__ import annotations
@@ -65,6 +66,8 @@ DOCS = "https://github.com/procio/procio/tree/main/docs"
 POOL_WORKERS = 4
 FAN_OUT = 8
 NAP = 0.2  # seconds each fanned-out call sleeps
+MAP_ITEMS = 2_000
+MAP_NAP = 0.001  # seconds each mapped item sleeps: a small task, many of them
 
 
 class Progress:
@@ -144,6 +147,12 @@ def _nap(seconds: float) -> int:
     """Sleep in a worker and say which process it was (for the fan-out)."""
     time.sleep(seconds)
     return os.getpid()
+
+
+def _tick(item: int) -> int:
+    """One small task of the map: a short sleep, then the item itself."""
+    time.sleep(MAP_NAP)
+    return item
 
 
 def _greet(name: str) -> None:
@@ -282,6 +291,8 @@ class Demo:
                 f"{elapsed:.1f} s, on {len(set(pids))} worker processes"
             )
 
+            await self.many_tasks(pool)
+
             self.say("   print() in a worker shows up here:")
             await pool.run_sync(_greet, "world")
 
@@ -301,6 +312,24 @@ class Demo:
             frames = [line.strip() for line in remote.splitlines() if line.startswith("  File ")]
             if frames:
                 self.say(f"      raised at {frames[-1].removeprefix('File ')}")
+
+    async def many_tasks(self, pool: WorkerPool) -> None:
+        """A map over many small items on *pool*, with a live count of the results."""
+        received: list[int] = []
+        largest_chunk = 0
+        async with (
+            progress(self.out, "pool.map", MAP_ITEMS) as bar,
+            pool.map(_tick, range(MAP_ITEMS)) as results,
+        ):
+            async for item in results:
+                received.append(item)
+                bar.done = results.completed
+                largest_chunk = max(largest_chunk, results.chunksize)
+        order = "in input order" if received == list(range(MAP_ITEMS)) else "OUT OF ORDER"
+        self.say(
+            f"   pool.map over {MAP_ITEMS} small items: {len(received)}/{MAP_ITEMS} results, "
+            f"{order}; automatic chunks of up to {largest_chunk} items"
+        )
 
 
 def _procio_version() -> str:

@@ -1,0 +1,314 @@
+"""Many tasks: procio's ``WorkerPool.map`` and ``WorkerPool.stream`` beside other pools.
+
+    python benchmarks/bench_map.py [--quick] [--json PATH]
+
+Every contender keeps two workers. Each pool or executor is created and warmed (one
+untimed run of the very sample it is timed on) before anything is timed, for every
+contender alike; then the figures are sampled in interleaved rounds (see ``_harness``).
+procio and AnyIO keep their event loop (asyncio) running in a thread (an AnyIO blocking
+portal), and a whole sample runs inside that loop.
+
+Figures (section ``many-tasks``):
+
+- ``map-tiny``: 20,000 calls of ``f(x) = x + 1``, items per second: procio's
+  ``pool.map`` with its default (automatic) chunk size; ``ProcessPoolExecutor.map`` and
+  loky's reusable executor's ``map``, both with ``chunksize = 20,000 // (4 x 2)``;
+  ``joblib.Parallel(n_jobs=2, batch_size="auto")`` on its loky backend; AnyIO's
+  ``to_process.run_sync``, one task per item in a task group, under a
+  ``CapacityLimiter(2)``. Every contender's results are checked.
+- ``cpu-bound``: 64 calls of a pure-Python loop that takes about 10 ms here (its count
+  calibrated once at start, the same count for everyone): the elapsed time of procio's
+  ``pool.map`` and of ``ProcessPoolExecutor.map`` (chunksize 1), beside the ideal, the
+  sum of the single-call times measured one after the other in this process, halved
+  (two workers). The ideal is measured in every round, next to the others.
+- ``stream``: a generator yielding 100,000 small ints in the worker, read with procio's
+  ``pool.stream``, beside the same data returned as one list by ``pool.run_sync``:
+  items per second.
+
+The functions the workers run are defined here, and picked from this module imported
+by its name (``bench_map``), never as ``__main__``: so each library's workers import
+them by name (the benchmarks folder is on ``sys.path``, which every library here hands
+to its workers).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import importlib
+import importlib.util
+import statistics
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import anyio
+import anyio.from_thread
+import anyio.to_process
+from _harness import Row, parser, report, rounds
+from procio_workers import WorkerPool
+
+WORKERS = 2
+SECTION = "many-tasks"
+CPU_CALL_SECONDS = 0.010
+
+
+# -- what the workers run ---------------------------------------------------------------
+
+
+def add_one(x: int) -> int:
+    """``f(x) = x + 1``: next to no work, so that the per-item cost is all there is."""
+    return x + 1
+
+
+def spin(count: int) -> int:
+    """A pure-Python loop of *count* steps (CPU-bound, holds the GIL throughout)."""
+    total = 0
+    for i in range(count):
+        total += i ^ (i >> 3)
+    return total
+
+
+def count_up(n: int) -> Iterator[int]:
+    """A generator yielding ``0, 1, ..., n - 1``, one item at a time."""
+    yield from range(n)
+
+
+def count_list(n: int) -> list[int]:
+    """The same items as :func:`count_up`, returned as one list."""
+    return list(range(n))
+
+
+# -- calibration ------------------------------------------------------------------------
+
+
+def calibrate_spin(seconds: float) -> int:
+    """The count of :func:`spin` that takes about *seconds* here (median of 5 runs)."""
+    count = 10_000
+    for _ in range(3):
+        took = []
+        for _ in range(5):
+            start = time.perf_counter()
+            spin(count)
+            took.append(time.perf_counter() - start)
+        count = max(1, round(count * seconds / max(statistics.median(took), 1e-9)))
+    return count
+
+
+# -- contenders -------------------------------------------------------------------------
+
+
+class Loop:
+    """An event loop running in its own thread, with procio's pool of two workers open."""
+
+    def __init__(self, stack: contextlib.ExitStack) -> None:
+        self.portal = stack.enter_context(anyio.from_thread.start_blocking_portal("asyncio"))
+        self.pool: WorkerPool = stack.enter_context(
+            self.portal.wrap_async_context_manager(WorkerPool(max_workers=WORKERS))
+        )
+
+
+async def _procio_map(pool: WorkerPool, func: Callable[[int], int], xs: Sequence[int]) -> list[int]:
+    async with pool.map(func, xs) as results:
+        return [y async for y in results]
+
+
+async def _anyio_map(func: Callable[[int], int], xs: Sequence[int]) -> list[int]:
+    limiter = anyio.CapacityLimiter(WORKERS)
+    out = [0] * len(xs)
+
+    async def one(index: int, x: int) -> None:
+        out[index] = await anyio.to_process.run_sync(func, x, limiter=limiter)
+
+    async with anyio.create_task_group() as tg:
+        for index, x in enumerate(xs):
+            tg.start_soon(one, index, x)
+    return out
+
+
+async def _procio_stream(pool: WorkerPool, n: int) -> list[int]:
+    async with pool.stream(count_up, n) as items:
+        return [item async for item in items]
+
+
+async def _procio_list(pool: WorkerPool, n: int) -> list[int]:
+    return await pool.run_sync(count_list, n)
+
+
+def _have(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+MAP_NOTE = (
+    "Every pool or executor is created and warmed (one untimed run of the same map) "
+    "before the timed part, for every contender alike. ProcessPoolExecutor and loky "
+    'map with chunksize = items // (4 x 2); joblib with batch_size="auto" on its '
+    "loky backend; AnyIO with one to_process.run_sync per item in a task group under "
+    "a CapacityLimiter(2); procio with its default (automatic) chunk size. "
+    "Ratio: to the best of the other contenders (by median), per round."
+)
+CPU_NOTE = (
+    "A pure-Python loop calibrated once at start to about 10 ms on this machine, the "
+    "same count for every contender. The ideal is the sum of the single-call times, "
+    "measured one after the other in the parent in the same round, halved (two "
+    "workers). Ratio: to the ideal, per round."
+)
+STREAM_NOTE = (
+    "Both in procio's warm pool. Ratio: to the same items returned as one list by "
+    "run_sync, per round."
+)
+
+
+def map_tiny_rows(stack: contextlib.ExitStack, loop: Loop, repeats: int, items: int) -> list[Row]:
+    xs = list(range(items))
+    expected = [x + 1 for x in xs]
+    chunksize = max(1, items // (4 * WORKERS))
+    samples: dict[str, Callable[[], list[int]]] = {
+        "procio (asyncio): pool.map": lambda: loop.portal.call(_procio_map, loop.pool, add_one, xs),
+    }
+    roles = {"procio (asyncio): pool.map": "subject"}
+
+    executor = stack.enter_context(concurrent.futures.ProcessPoolExecutor(WORKERS))
+    samples["ProcessPoolExecutor.map"] = lambda: list(
+        executor.map(add_one, xs, chunksize=chunksize)
+    )
+    if _have("loky"):
+        loky: Any = importlib.import_module("loky")
+        reusable = loky.get_reusable_executor(max_workers=WORKERS)
+        stack.callback(reusable.shutdown, wait=True)
+        samples["loky reusable executor .map"] = lambda: list(
+            reusable.map(add_one, xs, chunksize=chunksize)
+        )
+    if _have("joblib"):
+        joblib: Any = importlib.import_module("joblib")
+        parallel = stack.enter_context(
+            joblib.Parallel(n_jobs=WORKERS, batch_size="auto", backend="loky")
+        )
+        samples['joblib.Parallel (loky, batch_size="auto")'] = lambda: list(
+            parallel(joblib.delayed(add_one)(x) for x in xs)
+        )
+    samples["anyio.to_process (asyncio), CapacityLimiter(2)"] = lambda: loop.portal.call(
+        _anyio_map, add_one, xs
+    )
+    roles["anyio.to_process (asyncio), CapacityLimiter(2)"] = "anyio"
+
+    title = f"map of {items:,} calls f(x) = x + 1, 2 workers"
+    rows = {
+        name: Row(
+            "map-tiny",
+            title,
+            SECTION,
+            name,
+            roles.get(name, "other"),
+            "items/s",
+            higher_is_better=True,
+        )
+        for name in samples
+    }
+    rows["procio (asyncio): pool.map"].note = MAP_NOTE
+    for name, sample in samples.items():  # warm up: workers started, code imported
+        assert sample() == expected, name
+    for _, name in rounds(repeats, list(samples)):
+        start = time.perf_counter()
+        got = samples[name]()
+        took = time.perf_counter() - start
+        assert got == expected, name
+        rows[name].samples.append(items / took)
+    return list(rows.values())
+
+
+def cpu_bound_rows(loop: Loop, repeats: int, calls: int, count: int) -> list[Row]:
+    xs = [count] * calls
+    expected = [spin(count)] * calls
+
+    def ideal() -> float:
+        took = 0.0
+        for x in xs:
+            start = time.perf_counter()
+            spin(x)
+            took += time.perf_counter() - start
+        return took / WORKERS
+
+    executor = concurrent.futures.ProcessPoolExecutor(WORKERS)
+    try:
+        timed: dict[str, Callable[[], list[int]]] = {
+            "procio (asyncio): pool.map": lambda: loop.portal.call(
+                _procio_map, loop.pool, spin, xs
+            ),
+            "ProcessPoolExecutor.map, chunksize=1": lambda: list(
+                executor.map(spin, xs, chunksize=1)
+            ),
+        }
+        title = f"{calls} calls of a ~10 ms pure-Python loop, 2 workers: elapsed"
+        ideal_name = "ideal: sum of single-call times / 2"
+        rows = {
+            name: Row("cpu-bound", title, SECTION, name, role, "s", higher_is_better=False)
+            for name, role in (
+                ("procio (asyncio): pool.map", "subject"),
+                ("ProcessPoolExecutor.map, chunksize=1", "other"),
+                (ideal_name, "floor"),
+            )
+        }
+        rows[ideal_name].note = CPU_NOTE
+        for name, sample in timed.items():
+            assert sample() == expected, name
+        for _, name in rounds(repeats, [*timed, ideal_name]):
+            if name == ideal_name:
+                rows[name].samples.append(ideal())
+                continue
+            start = time.perf_counter()
+            got = timed[name]()
+            rows[name].samples.append(time.perf_counter() - start)
+            assert got == expected, name
+    finally:
+        executor.shutdown()
+    return list(rows.values())
+
+
+def stream_rows(loop: Loop, repeats: int, items: int) -> list[Row]:
+    expected = list(range(items))
+    samples: dict[str, Callable[[], list[int]]] = {
+        "procio (asyncio): pool.stream of a generator": lambda: loop.portal.call(
+            _procio_stream, loop.pool, items
+        ),
+        "procio (asyncio): pool.run_sync returning a list": lambda: loop.portal.call(
+            _procio_list, loop.pool, items
+        ),
+    }
+    title = f"{items:,} small ints from a worker"
+    rows = {
+        name: Row("stream", title, SECTION, name, role, "items/s", higher_is_better=True)
+        for name, role in zip(samples, ("subject", "other"), strict=True)
+    }
+    rows["procio (asyncio): pool.stream of a generator"].note = STREAM_NOTE
+    for name, sample in samples.items():
+        assert sample() == expected, name
+    for _, name in rounds(repeats, list(samples)):
+        start = time.perf_counter()
+        got = samples[name]()
+        took = time.perf_counter() - start
+        assert got == expected, name
+        rows[name].samples.append(items / took)
+    return list(rows.values())
+
+
+def main() -> None:
+    args = parser(__doc__ or "").parse_args()
+    if args.quick:
+        repeats, items, cpu_calls, stream_items = 2, 2_000, 8, 10_000
+    else:
+        repeats, items, cpu_calls, stream_items = 7, 20_000, 64, 100_000
+    count = calibrate_spin(CPU_CALL_SECONDS)
+    rows: list[Row] = []
+    with contextlib.ExitStack() as stack:
+        loop = Loop(stack)
+        rows += map_tiny_rows(stack, loop, repeats, items)
+        rows += cpu_bound_rows(loop, repeats, cpu_calls, count)
+        rows += stream_rows(loop, repeats, stream_items)
+    report(rows, args.json)
+
+
+if __name__ == "__main__":
+    # Run as a script, this file is ``__main__``: run it as the module ``bench_map``
+    # instead, so that the functions handed to workers are pickled by that name.
+    importlib.import_module("bench_map").main()
