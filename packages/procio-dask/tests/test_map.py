@@ -136,6 +136,17 @@ async def run_map(results: MapResults[T], into: list[T]) -> None:
         await collect(results, into)
 
 
+async def settled(folder: Path) -> set[int]:
+    """Wait until every item started in *folder* has finished and none started for a while."""
+    with anyio.fail_after(10):
+        while True:
+            before = marks(folder, "started")
+            await anyio.sleep(0.3)
+            after = marks(folder, "started")
+            if after == before == marks(folder, "finished"):
+                return after
+
+
 def any_exists(paths: list[str]) -> bool:
     return any(os.path.exists(path) for path in paths)
 
@@ -186,6 +197,17 @@ async def test_an_unordered_map_gives_every_result_once(address: str) -> None:
     ):
         got = [square async for square, _ in results]
     assert sorted(got) == [value * value for value in range(300)]
+
+
+async def test_an_async_iterable_is_mapped_in_order(address: str) -> None:
+    async def source() -> AsyncIterator[int]:
+        for value in range(50):
+            await anyio.lowlevel.checkpoint()
+            yield value
+
+    async with WorkerPool(max_workers=2, backend=DaskBackend(address)) as pool:
+        got = [square async for square, _ in pool.map(remote.square_in_task, source())]
+    assert got == [value * value for value in range(50)]
 
 
 async def test_large_buffers_in_a_map_travel_scattered(address: str, client: Client) -> None:
@@ -377,6 +399,25 @@ async def test_leaving_a_map_early_waits_for_running_chunks_and_starts_no_more(
         assert len(started) < 40
         await anyio.sleep(0.5)
         assert marks(tmp_path, "started") == started
+    assert await eventually(lambda: scheduler_tasks(client) == 0)
+
+
+async def test_breaking_out_of_a_plain_async_for_stops_the_map(
+    address: str, client: Client, tmp_path: Path
+) -> None:
+    async with WorkerPool(max_workers=2, backend=DaskBackend(address)) as pool:
+        jobs = ((value, str(tmp_path), 0.1) for value in range(40))
+        async for value in pool.map(remote.mark_and_nap, jobs, chunksize=1):
+            assert value == 0
+            break
+        # The results object is garbage now: its work stops in the background. The
+        # chunks already submitted finish (at most one per pool worker beside the two
+        # that ran first); after them nothing starts (else two would, every 0.1 s).
+        started = await settled(tmp_path)
+        assert len(started) <= 4
+        await anyio.sleep(0.5)
+        assert marks(tmp_path, "started") == started
+        assert await pool.run_sync(abs, -1) == 1
     assert await eventually(lambda: scheduler_tasks(client) == 0)
 
 
