@@ -3,12 +3,14 @@
 The bridge between the caller's event loop and Dask: the backend drives a synchronous
 :class:`distributed.Client`, whose own event loop runs in a thread that Dask starts and
 owns. Nothing of Dask ever runs on the caller's loop, which is why the same code serves
-asyncio, uvloop and Trio. Every blocking client call (connecting, closing, serializing
-and submitting a call, scattering a large argument, waiting for and fetching a result)
-runs in an AnyIO worker thread. A call's waiting thread is abandoned if the call is
-cancelled; it waits in short slices and stops at the next one, so no thread outlives
-its call for long. Dask never calls back into the caller's event loop, so a loop
-that ends while Dask still works cannot leave a Dask thread stuck.
+asyncio, uvloop and Trio. Every blocking client call (connecting, closing, submitting a
+call, scattering a large argument, waiting for and fetching a result, rebuilding the
+results of a chunk) runs in an AnyIO worker thread. Only pickling the call happens in
+the caller's task, before anything is submitted, as for procio's local workers: an
+argument that cannot travel fails there, at once. A call's waiting thread is abandoned
+if the call is cancelled; it waits in short slices and stops at the next one, so no
+thread outlives its call for long. Dask never calls back into the caller's event loop,
+so a loop that ends while Dask still works cannot leave a Dask thread stuck.
 """
 
 from __future__ import annotations
