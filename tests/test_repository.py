@@ -33,8 +33,8 @@ ALLOWED_IMPORTS: dict[str, set[str]] = {
 ALLOWED_THIRD_PARTY: dict[str, set[str]] = {
     "procio_text": {"anyio", "typing_extensions"},
     "procio_process": {"anyio", "typing_extensions"},
-    "procio_workers": {"anyio", "typing_extensions", "cloudpickle"},
-    "procio_dask": {"anyio", "typing_extensions", "distributed", "dask"},
+    "procio_workers": {"anyio", "typing_extensions", "cloudpickle", "exceptiongroup"},
+    "procio_dask": {"anyio", "typing_extensions", "distributed", "dask", "cloudpickle"},
     "procio": {"anyio"},  # the demo in __main__ runs on anyio
     # CPython 3.13's interpreter modules, absent from sys.stdlib_module_names before it.
     "procio_interpreters": {"anyio", "typing_extensions", "_interpreters", "_interpqueues"},

@@ -62,6 +62,32 @@ def _functions_for_the_cluster() -> SimpleNamespace:
     def digest(data: bytes) -> str:
         return hashlib.sha256(data).hexdigest()
 
+    def refuse_to_load() -> None:
+        raise RuntimeError("this object cannot be rebuilt here")
+
+    class Unloadable:
+        """Pickles anywhere; unpickling it (in the next process) raises."""
+
+        def __reduce__(self) -> tuple[object, ...]:
+            return (refuse_to_load, ())
+
+    class UnloadableError(Exception):
+        """Travels from the Dask worker, but the parent cannot rebuild it."""
+
+        def __reduce__(self) -> tuple[object, ...]:
+            return (refuse_to_load, ())
+
+    def return_unloadable() -> object:
+        return Unloadable()
+
+    def raise_unloadable() -> None:
+        raise UnloadableError("made on the worker")
+
+    def raise_with_a_lock() -> None:
+        error = ValueError("holds a lock")
+        error.lock = threading.Lock()  # type: ignore[attr-defined]  # makes it unpicklable
+        raise error
+
     return SimpleNamespace(**locals())
 
 
@@ -98,11 +124,6 @@ def worker_pids(client: Client) -> set[int]:
 # -- the conformance kit ------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="procio-dask defect found by the kit: a result Dask cannot serialize reaches "
-    "the caller as TypeError, not procio_workers.SerializationError",
-)
 async def test_passes_the_procio_workers_conformance_kit(address: str) -> None:
     await check_backend(lambda: DaskBackend(address), workers=2)
 
@@ -174,6 +195,71 @@ async def test_an_unpicklable_argument_is_a_serialization_error(address: str) ->
         assert pool.statistics().broken == 0
 
 
+async def test_an_unpicklable_argument_fails_before_anything_reaches_dask(
+    address: str, client: Client
+) -> None:
+    assert await eventually(lambda: scheduler_tasks(client) == 0)
+    # The large buffer would be scattered ahead of the call: it must not be either.
+    big = os.urandom(2 << 20)
+    async with WorkerPool(max_workers=1, backend=DaskBackend(address)) as pool:
+        with pytest.raises(SerializationError, match="lock"):
+            await pool.run_sync(remote.digest, big, threading.Lock())
+        assert scheduler_tasks(client) == 0
+        assert pool.statistics().started == 0
+
+
+async def test_an_argument_the_dask_worker_cannot_rebuild_is_a_serialization_error(
+    address: str,
+) -> None:
+    async with WorkerPool(max_workers=1, backend=DaskBackend(address)) as pool:
+        with pytest.raises(SerializationError, match="rebuilt") as caught:
+            await pool.run_sync(repr, remote.Unloadable())
+        assert isinstance(caught.value.__cause__, RemoteTraceback)
+        assert "cannot be rebuilt here" in caught.value.__cause__.traceback
+        assert await pool.run_sync(abs, -1) == 1
+        assert pool.statistics().broken == 0
+
+
+async def test_an_unpicklable_result_is_a_serialization_error(address: str) -> None:
+    async with WorkerPool(max_workers=1, backend=DaskBackend(address)) as pool:
+        with pytest.raises(SerializationError, match="result"):
+            await pool.run_sync(threading.Lock)
+        assert await pool.run_sync(abs, -1) == 1
+        assert pool.statistics().broken == 0
+
+
+async def test_a_result_the_caller_cannot_rebuild_is_a_serialization_error(address: str) -> None:
+    async with WorkerPool(max_workers=1, backend=DaskBackend(address)) as pool:
+        with pytest.raises(SerializationError, match="result") as caught:
+            await pool.run_sync(remote.return_unloadable)
+        assert "cannot be rebuilt here" in repr(caught.value.__cause__)
+        assert await pool.run_sync(abs, -1) == 1
+
+
+async def test_an_exception_that_cannot_travel_is_a_worker_error(address: str) -> None:
+    async with WorkerPool(max_workers=1, backend=DaskBackend(address)) as pool:
+        with pytest.raises(WorkerError) as caught:
+            await pool.run_sync(remote.raise_with_a_lock)
+        assert caught.value.type_name == "builtins.ValueError"
+        assert caught.value.message == "holds a lock"
+        assert caught.value.exception is None
+        assert isinstance(caught.value.__cause__, RemoteTraceback)
+        assert "in raise_with_a_lock" in caught.value.traceback
+        assert await pool.run_sync(abs, -1) == 1
+        assert pool.statistics().broken == 0
+
+
+async def test_an_exception_the_caller_cannot_rebuild_is_a_worker_error(address: str) -> None:
+    async with WorkerPool(max_workers=1, backend=DaskBackend(address)) as pool:
+        with pytest.raises(WorkerError) as caught:
+            await pool.run_sync(remote.raise_unloadable)
+        assert caught.value.type_name.endswith("UnloadableError")
+        assert caught.value.message == "made on the worker"
+        assert caught.value.exception is None
+        assert "in raise_unloadable" in caught.value.traceback
+        assert await pool.run_sync(abs, -1) == 1
+
+
 async def test_a_dead_dask_worker_fails_only_its_call(address: str, client: Client) -> None:
     async with WorkerPool(max_workers=2, backend=DaskBackend(address)) as pool:
         with pytest.raises(BrokenWorkerProcess, match="Dask worker died"):
@@ -235,7 +321,20 @@ async def test_a_cancelled_queued_call_never_runs(
 ) -> None:
     # Both single-threaded Dask workers are busy for a second, so the call waits in the
     # scheduler's queue when it is cancelled.
-    blockers = [client.submit(time.sleep, 1.0, pure=False) for _ in range(2)]
+    blockers = [
+        client.submit(
+            remote.sleep_then_touch,
+            1.0,
+            str(tmp_path / f"blocking-{index}"),
+            str(tmp_path / f"unblocked-{index}"),
+            pure=False,
+        )
+        for index in range(2)
+    ]
+    # Only once both run is the cluster full: a call submitted before could run at once.
+    assert await eventually(
+        lambda: all((tmp_path / f"blocking-{index}").exists() for index in range(2))
+    )
     marker = tmp_path / "ran"
     async with WorkerPool(max_workers=1, backend=DaskBackend(address)) as pool:
         with anyio.move_on_after(0.3):

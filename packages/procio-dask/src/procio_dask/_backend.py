@@ -3,24 +3,23 @@
 The bridge between the caller's event loop and Dask: the backend drives a synchronous
 :class:`distributed.Client`, whose own event loop runs in a thread that Dask starts and
 owns. Nothing of Dask ever runs on the caller's loop, which is why the same code serves
-asyncio, uvloop and Trio. Every blocking client call (connecting, closing, serializing
-and submitting a call, scattering a large argument, waiting for and fetching a result)
-runs in an AnyIO worker thread. A call's waiting thread is abandoned if the call is
-cancelled; it waits in short slices and stops at the next one, so no thread outlives
-its call for long. Dask never calls back into the caller's event loop, so a loop
-that ends while Dask still works cannot leave a Dask thread stuck.
+asyncio, uvloop and Trio. Every blocking client call (connecting, closing, submitting a
+call, scattering a large argument, waiting for and fetching a result, rebuilding the
+results of a chunk) runs in an AnyIO worker thread. Only pickling the call happens in
+the caller's task, before anything is submitted, as for procio's local workers: an
+argument that cannot travel fails there, at once. A call's waiting thread is abandoned
+if the call is cancelled; it waits in short slices and stops at the next one, so no
+thread outlives its call for long. Dask never calls back into the caller's event loop,
+so a loop that ends while Dask still works cannot leave a Dask thread stuck.
 """
 
 from __future__ import annotations
 
-import pickle
 import sys
 import threading
-import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from functools import partial
-from types import TracebackType
 from typing import Any, cast
 
 from anyio import CancelScope, CapacityLimiter, to_thread
@@ -29,7 +28,7 @@ from distributed import Client, Future, KilledWorker
 from distributed import TimeoutError as DaskTimeoutError
 from distributed.client import FutureCancelledError
 from distributed.deploy.cluster import Cluster
-from procio_workers import BrokenWorkerProcess, RemoteTraceback, SerializationError, WorkerError
+from procio_workers import BatchError, BrokenWorkerProcess, SerializationError
 from procio_workers.abc import Worker, WorkerBackend
 
 from . import _task
@@ -92,38 +91,61 @@ def _buffer_size(value: object) -> int:
 class _Outcome:
     """What a finished Dask future produced: a value, or the exception it raised."""
 
-    __slots__ = ("error", "value")
+    __slots__ = ("error", "fetch_failed", "value")
 
-    def __init__(self, value: object = None, error: BaseException | None = None) -> None:
+    def __init__(
+        self, value: object = None, error: BaseException | None = None, fetch_failed: bool = False
+    ) -> None:
         self.value = value
         self.error = error
+        # The task finished, but its result could not be brought here: Dask could not
+        # serialize it on the Dask worker, or it could not be rebuilt in this process.
+        self.fetch_failed = fetch_failed
 
 
-def _settle(future: Future[Any], abandoned: threading.Event) -> _Outcome | None:
+def _settle(
+    future: Future[Any], abandoned: threading.Event, unpack: Callable[[Any], object] | None
+) -> _Outcome | None:
     """Wait for *future* and fetch its result, in a worker thread (both block).
 
     The wait goes in slices, so that once *abandoned* is set (the call was cancelled or
     its worker killed) the thread ends soon, whatever becomes of the future; then the
-    answer is ``None``.
+    answer is ``None``. *unpack*, if given, turns the task's return value into the
+    outcome's value, here in the thread rather than on the event loop.
     """
     while not _done(future):
         if abandoned.is_set():
             return None
         _wait_for(future, _WAIT_SLICE)
     try:
-        return _Outcome(value=future.result())
+        value = future.result()
     except Exception as exc:
-        return _Outcome(error=exc)
+        lost = isinstance(exc, (KilledWorker, FutureCancelledError, OSError, DaskTimeoutError))
+        return _Outcome(error=exc, fetch_failed=future.status == "finished" and not lost)
+    return _Outcome(value=value if unpack is None else unpack(value))
 
 
-def _own_frames(tb: TracebackType | None) -> TracebackType | None:
-    """Drop the frames above the user's function: Dask's, and :func:`_task.run_call`'s."""
-    start = tb
-    while tb is not None:
-        if tb.tb_frame.f_code.co_name == _task.run_call.__name__:
-            return tb.tb_next
-        tb = tb.tb_next
-    return start
+#: What a chunk of a map came to: the results of the items that succeeded, in order,
+#: then the position and the exception of the item that failed, if one did.
+_BatchResults = tuple[list[object], int | None, BaseException | None]
+
+
+def _unpack_batch(outcome: _task.BatchOutcome) -> _BatchResults:
+    """Rebuild the results of a chunk and the exception of its failing item, if any."""
+    pickled, failure = outcome
+    results: list[object] = []
+    for index, data in enumerate(pickled):
+        try:
+            results.append(_task.loads(data))
+        except Exception as exc:
+            error = SerializationError(
+                f"the result of the call could not be rebuilt in the parent: {exc!r}"
+            )
+            error.__cause__ = exc
+            return results, index, error
+    if failure is None:
+        return results, None, None
+    return results, len(pickled), _task.rebuild(failure)
 
 
 def _remote_error(error: BaseException) -> BaseException:
@@ -132,14 +154,31 @@ def _remote_error(error: BaseException) -> BaseException:
         return BrokenWorkerProcess(f"the Dask worker died while it ran the call: {error}")
     if isinstance(error, FutureCancelledError):
         return BrokenWorkerProcess(f"the Dask cluster dropped the call: {error}")
-    if isinstance(error, WorkerError):
-        error.__cause__ = RemoteTraceback(error.traceback)
-        return error
-    own = _own_frames(error.__traceback__)
-    text = "".join(traceback.format_exception(type(error), error, own))
-    error = error.with_traceback(own)
-    error.__cause__ = RemoteTraceback(text)
+    if isinstance(error, _task.TaskFailure):
+        return _task.rebuild(error)
+    # Dask's own failure, not the function's (the function's come as TaskFailure).
     return error
+
+
+class _Prepared:
+    """A call or a chunk of a map, pickled in the parent, ready to submit.
+
+    The function and each item's arguments are pickled apart, so that an item that
+    cannot travel fails alone. The large buffers among the arguments are left out:
+    they are scattered to the cluster on their own and put back into their *holes* on
+    the Dask worker.
+    """
+
+    __slots__ = ("failure", "func", "holes", "items", "large")
+
+    def __init__(self, func: bytes) -> None:
+        self.func = func
+        self.items: list[bytes] = []
+        self.holes: list[_task.Hole] = []
+        self.large: list[object] = []
+        # An item that could not be pickled (its position is len(items)): the items
+        # before it run, then it fails with this exception, as in builtin map.
+        self.failure: tuple[int, BaseException] | None = None
 
 
 class DaskBackend(WorkerBackend):
@@ -251,9 +290,66 @@ class DaskBackend(WorkerBackend):
 
     @override
     def prepare_call(self, func: Callable[..., object], args: tuple[Any, ...]) -> Any:
+        """Pickle the call, so that arguments that cannot travel fail before Dask sees them.
+
+        Raises:
+            TypeError: if *func* is not callable.
+            procio_workers.SerializationError: if the call cannot be pickled.
+        """
+        prepared = self._prepare(func, [args])
+        if prepared.failure is not None:
+            raise prepared.failure[1]
+        return prepared
+
+    def _prepare(
+        self, func: Callable[..., object], args_list: Sequence[tuple[Any, ...]]
+    ) -> _Prepared:
+        """Pickle *func* and each item's arguments; stop at the first that cannot be."""
         if not callable(func):
             raise TypeError(f"{func!r} is not callable")
-        return (func, args)
+        try:
+            prepared = _Prepared(_task.dumps(func))
+        except Exception as exc:
+            raise SerializationError(f"the function could not be serialized: {exc!r}") from exc
+        threshold = self.scatter_threshold
+        for item, args in enumerate(args_list):
+            holes: list[_task.Hole] = []
+            large: list[object] = []
+            sent = args
+            if threshold and any(_buffer_size(value) >= threshold for value in args):
+                kept = list(args)
+                for position, value in enumerate(args):
+                    if _buffer_size(value) >= threshold:
+                        holes.append((item, position))
+                        large.append(value)
+                        kept[position] = None
+                sent = tuple(kept)
+            try:
+                data = _task.dumps(sent)
+            except Exception as exc:
+                error = SerializationError(f"the call could not be serialized: {exc!r}")
+                error.__cause__ = exc
+                prepared.failure = (item, error)
+                return prepared
+            prepared.items.append(data)
+            prepared.holes.extend(holes)
+            prepared.large.extend(large)
+        return prepared
+
+    @override
+    def prepare_batch(
+        self, func: Callable[..., object], args_list: Sequence[tuple[Any, ...]]
+    ) -> Any:
+        """Pickle a chunk of a map for one Dask task, each item's arguments apart.
+
+        An item that cannot be pickled fails alone, after the items before it have run
+        (as in builtin map): the chunk is cut short before it.
+
+        Raises:
+            TypeError: if *func* is not callable.
+            procio_workers.SerializationError: if *func* cannot be pickled.
+        """
+        return self._prepare(func, args_list)
 
     @override
     async def start_worker(self, options: Mapping[str, Any]) -> Worker:
@@ -272,18 +368,25 @@ class DaskBackend(WorkerBackend):
     # -- used by the workers -----------------------------------------------------------
 
     def _submit(
-        self, client: Client, func: Callable[..., object], args: tuple[Any, ...]
+        self, client: Client, task: Callable[..., object], request: _Prepared, items: object
     ) -> tuple[Future[Any], list[Future[Any]]]:
-        """Scatter the large arguments and submit the call (in a worker thread)."""
+        """Scatter the large arguments and submit *task* (in a worker thread).
+
+        The task is called as ``task(func, items, holes, *scattered)``.
+        """
         scattered: list[Future[Any]] = []
-        sent = list(args)
         try:
-            for index, value in enumerate(args):
-                if self.scatter_threshold and _buffer_size(value) >= self.scatter_threshold:
-                    held = _scatter(client, value)
-                    scattered.append(held)
-                    sent[index] = held
-            future = client.submit(_task.run_call, func, *sent, pure=False, **self.submit_options)
+            for value in request.large:
+                scattered.append(_scatter(client, value))
+            future = client.submit(
+                task,
+                request.func,
+                items,
+                request.holes,
+                *scattered,
+                pure=False,
+                **self.submit_options,
+            )
         except BaseException:
             for held in scattered:
                 _release(held)
@@ -310,7 +413,35 @@ class _DaskWorker(Worker):
 
     @override
     async def call(self, request: Any) -> object:
-        func, args = request
+        prepared = cast("_Prepared", request)
+        return await self._run(_task.run_call, prepared, prepared.items[0])
+
+    @override
+    async def call_batch(self, request: Any) -> list[object]:
+        """Run a chunk prepared by :meth:`DaskBackend.prepare_batch` as one Dask task."""
+        prepared = cast("_Prepared", request)
+        results: list[object] = []
+        index: int | None = None
+        error: BaseException | None = None
+        if prepared.items:
+            outcome = await self._run(_task.run_batch, prepared, prepared.items, _unpack_batch)
+            results, index, error = cast("_BatchResults", outcome)
+        else:
+            await checkpoint()
+        if error is None and prepared.failure is not None:
+            index, error = prepared.failure
+        if error is not None:
+            raise BatchError(index or 0, results, error)
+        return results
+
+    async def _run(
+        self,
+        task: Callable[..., object],
+        request: _Prepared,
+        items: object,
+        unpack: Callable[[Any], object] | None = None,
+    ) -> object:
+        """Submit *request* to run as *task* on the cluster and return what it returned."""
         if not self.alive:
             raise BrokenWorkerProcess("the Dask client is closed or this worker was killed")
         backend = self._backend
@@ -318,11 +449,8 @@ class _DaskWorker(Worker):
             # Submitted whole or not at all, so that a cancellation never loses a future.
             try:
                 future, scattered = await to_thread.run_sync(
-                    backend._submit, self._client, func, args
+                    backend._submit, self._client, task, request, items
                 )
-            except (TypeError, pickle.PicklingError) as exc:
-                # What Dask raises when it cannot serialize the task.
-                raise SerializationError(f"the call could not be serialized: {exc}") from exc
             except Exception as exc:
                 self._alive = self._client.status == "running"
                 raise BrokenWorkerProcess(f"the call could not reach Dask: {exc!r}") from exc
@@ -330,7 +458,7 @@ class _DaskWorker(Worker):
         self._abandoned = abandoned = threading.Event()
         try:
             outcome = await to_thread.run_sync(
-                _settle, future, abandoned, abandon_on_cancel=True, limiter=self._waiter
+                _settle, future, abandoned, unpack, abandon_on_cancel=True, limiter=self._waiter
             )
         finally:
             # A cancelled call's waiting thread was abandoned: tell it to stop waiting.
@@ -343,6 +471,11 @@ class _DaskWorker(Worker):
             raise BrokenWorkerProcess("the worker was killed while it ran the call")
         if outcome.error is None:
             return outcome.value
+        if outcome.fetch_failed:
+            raise SerializationError(
+                "the result of the call could not be brought back from the Dask worker: "
+                f"{outcome.error!r}"
+            ) from outcome.error
         if isinstance(outcome.error, (KilledWorker, FutureCancelledError)):
             self._alive = False
         raise _remote_error(outcome.error)

@@ -68,9 +68,12 @@ async def run_sync(
         procio_workers.BrokenWorkerProcess: if the Dask worker running the call died
             (after the scheduler's ``allowed-failures`` retries) or the cluster dropped
             the call.
-        procio_workers.SerializationError: if the call could not be serialized.
+        procio_workers.SerializationError: if the call could not be serialized (before
+            anything is submitted), rebuilt on the Dask worker, or its result could not
+            be brought back.
         procio_workers.WorkerError: if the function raised ``SystemExit`` or another
-            exception that is not an :class:`Exception`.
+            exception that is not an :class:`Exception`, or one that could not be
+            pickled on the Dask worker or rebuilt here.
         RuntimeError: if no client is given and Dask has no default client.
         TypeError: if the client is asynchronous.
     """

@@ -21,7 +21,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import anyio
-from anyio import CancelScope, ClosedResourceError, EndOfStream, WouldBlock
+from anyio import CancelScope, ClosedResourceError, EndOfStream, WouldBlock, get_cancelled_exc_class
 from anyio.lowlevel import cancel_shielded_checkpoint
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 if sys.version_info >= (3, 11):
     from typing import Self
 else:  # pragma: no cover - Python 3.10 only
+    from exceptiongroup import BaseExceptionGroup
     from typing_extensions import Self
 
 T = TypeVar("T")
@@ -55,6 +56,13 @@ YIELD_EVERY = 256
 MAX_LANES = 1024
 #: How many items an async source may be read ahead of the chunks that take them.
 SOURCE_READ_AHEAD = 1024
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions in *exc*, with exception groups opened up."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for each in exc.exceptions for leaf in _leaves(each)]
+    return [exc]
 
 
 def _note(exc: BaseException, text: str) -> None:
@@ -208,8 +216,15 @@ class _Core(Generic[T]):
             with self._scope:
                 await self._drive()
                 self._complete = True
-        except Exception as exc:  # pragma: no cover - the lanes report their errors
-            self._failure = exc
+        except BaseException as exc:
+            # Not the pool's business: on Trio a Ctrl-C becomes a KeyboardInterrupt in
+            # whichever task runs when it comes, a lane as well as the caller's task. It
+            # comes out of the caller's iteration, not out of the pool's own task group.
+            cancelled = get_cancelled_exc_class()
+            others = [leaf for leaf in _leaves(exc) if not isinstance(leaf, cancelled)]
+            if not others:
+                raise  # the pool is closing: its task group cancels this task
+            self._failure = others[0]
         finally:
             self._send.close()
             self._done.set()
@@ -466,7 +481,7 @@ class _MapCore(_Core[T]):
                 self._halt()
                 await self._put(_Chunk(number, start, len(items), [], exc, None))
                 return
-            self._measured(len(items), timing[-1] if timing else 0.0)
+            self._measured(len(items), sum(timing))
             self.completed += len(results)
             if not await self._put(_Chunk(number, start, len(items), results)):
                 self._halt()

@@ -522,7 +522,21 @@ class WorkerPool:
                 except Exception as error:
                     done = await self._run_batch(func, calls[:index], cancellable=cancellable)
                     raise BatchError(index, done, error) from None
-            raise  # no item alone fails: the chunk as a whole is too large
+            if len(calls) < 2:
+                raise
+            # Each item travels, but not all of them in one frame: the chunk goes in
+            # two halves, one after the other (each split again if need be).
+            half = len(calls) // 2
+            first = await self._run_batch(
+                func, calls[:half], cancellable=cancellable, timing=timing
+            )
+            try:
+                second = await self._run_batch(
+                    func, calls[half:], cancellable=cancellable, timing=timing
+                )
+            except BatchError as exc:
+                raise BatchError(half + exc.index, first + exc.results, exc.error) from None
+            return first + second
         if not calls:
             return []
         try:
