@@ -466,6 +466,7 @@ class _MapCore(_Core[T]):
                     [(item,) for item in items],
                     cancellable=self._cancellable,
                     timing=timing,
+                    split=self._fixed is None,
                 )
             except BatchError as exc:
                 index = start + exc.index

@@ -504,11 +504,13 @@ class WorkerPool:
         *,
         cancellable: bool,
         timing: list[float] | None = None,
+        split: bool = False,
     ) -> list[object]:
         """Run one chunk of a map: a batch of calls of *func* on one worker.
 
         *timing*, if given, receives the seconds the batch took once it had its worker
-        (not counting the wait for one).
+        (not counting the wait for one). With *split*, a chunk too large for one frame
+        runs in smaller pieces (an automatic chunk size is not the caller's choice).
         """
         self._check_open()
         try:
@@ -522,17 +524,17 @@ class WorkerPool:
                 except Exception as error:
                     done = await self._run_batch(func, calls[:index], cancellable=cancellable)
                     raise BatchError(index, done, error) from None
-            if len(calls) < 2:
+            if not split or len(calls) < 2:
                 raise
             # Each item travels, but not all of them in one frame: the chunk goes in
             # two halves, one after the other (each split again if need be).
             half = len(calls) // 2
             first = await self._run_batch(
-                func, calls[:half], cancellable=cancellable, timing=timing
+                func, calls[:half], cancellable=cancellable, timing=timing, split=True
             )
             try:
                 second = await self._run_batch(
-                    func, calls[half:], cancellable=cancellable, timing=timing
+                    func, calls[half:], cancellable=cancellable, timing=timing, split=True
                 )
             except BatchError as exc:
                 raise BatchError(half + exc.index, first + exc.results, exc.error) from None
