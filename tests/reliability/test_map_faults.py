@@ -11,6 +11,7 @@ seed (see the header of the run) and can be replayed.
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio
@@ -45,7 +46,7 @@ async def check_next_map(pool: WorkerPool, rng: random.Random, hint: str) -> Non
 
 
 async def test_maps_interrupted_at_random_points_leave_no_busy_worker(
-    anyio_backend: object,
+    anyio_backend: object, tmp_path: Path
 ) -> None:
     rng = rng_for(f"map-interrupts:{anyio_backend}")
     guard = LeakGuard("maps interrupted at random points")
@@ -58,7 +59,9 @@ async def test_maps_interrupted_at_random_points_leave_no_busy_worker(
             cancellable = rng.random() < 0.4
             ordered = rng.random() < 0.7
             chunksize = rng.choice([1, 3, None])
-            items = [(rng.choice([0.0, 0.002, 0.02]), i) for i in range(60)]
+            folder = tmp_path / f"round{round_}"
+            folder.mkdir()
+            items = [(str(folder), rng.choice([0.0, 0.002, 0.02]), i) for i in range(60)]
             hint = (
                 f"round {round_}: {how} after {delay:.3f} s / {stop_after} results, {shape}, "
                 f"cancellable={cancellable}, ordered={ordered}, chunksize={chunksize}; "
@@ -69,7 +72,7 @@ async def test_maps_interrupted_at_random_points_leave_no_busy_worker(
             with anyio.fail_after(30):
                 with anyio.move_on_after(delay if how == "cancel" else 60):
                     results = pool.map(
-                        funcs.sleep_then_echo,
+                        funcs.recorded_sleep_then_echo,
                         items,
                         chunksize=chunksize,
                         ordered=ordered,
@@ -90,6 +93,7 @@ async def test_maps_interrupted_at_random_points_leave_no_busy_worker(
                                 break
                 del results
                 await wait_until_idle(pool, hint)
+            started = set(folder.iterdir())
             if ordered:
                 assert got == list(range(len(got))), hint
             else:
@@ -101,6 +105,7 @@ async def test_maps_interrupted_at_random_points_leave_no_busy_worker(
                 assert figures.started == started_before, f"a worker was replaced; {hint}"
             with anyio.fail_after(30):
                 await check_next_map(pool, rng, hint)
+            assert set(folder.iterdir()) == started, f"items started after the map ended; {hint}"
             tally(f"map {how}")
     guard.check()
 
