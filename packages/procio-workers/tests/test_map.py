@@ -338,7 +338,7 @@ async def test_leaving_the_block_stops_the_map_and_keeps_the_workers(
 @pytest.mark.procio_leak_check
 async def test_a_plain_break_stops_the_map_in_the_background(tmp_path: Path) -> None:
     items = [(str(tmp_path), i, 0.1) for i in range(40)]
-    async with WorkerPool(max_workers=2) as pool:
+    async with WorkerPool(max_workers=2, prestart=2) as pool:
         with anyio.fail_after(HANG_GUARD):
             async for y in pool.map(mfuncs.slow_recorded, items, chunksize=1):
                 assert y == 0
@@ -348,7 +348,9 @@ async def test_a_plain_break_stops_the_map_in_the_background(tmp_path: Path) -> 
             await anyio.sleep(0.4)
             assert names(tmp_path, "started") == started
         assert len(started) < len(items)
+        # Running items finished: no worker was killed or replaced.
         assert pool.statistics().started == 2
+        assert pool.statistics().broken == 0
 
 
 @pytest.mark.procio_leak_check
