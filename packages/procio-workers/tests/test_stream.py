@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import suppress
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import anyio
 import pytest
 from procio_workers import BrokenWorkerProcess, RemoteTraceback, SerializationError, WorkerPool
+from procio_workers._process_backend import ProcessWorker
 
 if TYPE_CHECKING:
     from tests import procio_map_testfuncs as mfuncs
@@ -192,6 +194,44 @@ async def test_keyboard_interrupt_in_the_loop_body_leaves_the_pool_correct() -> 
                 await interrupted()
             assert [i async for i in pool.stream(mfuncs.count_up, 5)] == list(range(5))
             assert await pool.run_sync(funcs.echo, "mine") == "mine"
+        assert pool.statistics().busy == 0
+
+
+@pytest.mark.parametrize("where", ["_send", "_skip_to_end"])
+async def test_an_interrupt_while_a_stream_closes_never_breaks_the_next_call(
+    monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    # On Trio a Ctrl-C lands in whatever runs, shielded or not: here, while the parent
+    # tells the worker to close the generator, or waits for its END. That worker may be
+    # kept only once it is idle again; the next map and call must get their own results,
+    # not a protocol error from a worker still in the stream.
+    real = getattr(ProcessWorker, where)
+    armed: list[bool] = []
+
+    async def interrupted(self: ProcessWorker, *args: Any) -> Any:
+        if armed and armed.pop():
+            raise KeyboardInterrupt
+        return await real(self, *args)
+
+    monkeypatch.setattr(ProcessWorker, where, interrupted)
+
+    async def leave_early(pool: WorkerPool) -> None:
+        async with pool.stream(mfuncs.count_up, 100_000) as items:
+            async for item in items:
+                if item == 2:
+                    armed.append(True)
+                    break
+
+    async with WorkerPool(max_workers=1) as pool:
+        with anyio.fail_after(HANG_GUARD):
+            # Where the interrupt comes out (the iteration, or nowhere) is not the point.
+            with suppress(KeyboardInterrupt):
+                await leave_early(pool)
+            assert not armed, "the interrupt was never raised"
+            got = [y async for y in pool.map(mfuncs.triple_plus_one, range(10))]
+            assert got == [3 * x + 1 for x in range(10)]
+            assert await pool.run_sync(funcs.echo, "mine") == "mine"
+            assert [i async for i in pool.stream(mfuncs.count_up, 3)] == [0, 1, 2]
         assert pool.statistics().busy == 0
 
 
