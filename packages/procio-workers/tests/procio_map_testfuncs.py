@@ -37,6 +37,12 @@ def sleep_then_pid(seconds: float) -> int:
     return os.getpid()
 
 
+def sleep_then_echo(item: tuple[float, object]) -> object:
+    seconds, value = item
+    time.sleep(seconds)
+    return value
+
+
 def fail_on(item: tuple[int, int]) -> int:
     """Return ``10 * value``, except for the value *bad*: raise ValueError there."""
     value, bad = item

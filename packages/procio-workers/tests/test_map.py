@@ -12,6 +12,7 @@ import sys
 import threading
 from collections import Counter
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -26,6 +27,7 @@ from procio_workers import (
     SerializationError,
     WorkerPool,
 )
+from procio_workers._process_backend import ProcessWorker
 
 if TYPE_CHECKING:
     from tests import procio_map_testfuncs as mfuncs
@@ -484,6 +486,43 @@ def test_a_real_sigint_on_trio_reaches_the_iterating_task(tmp_path: Path, kind: 
         *["interrupted 0", "1 4 7 10 13", "0 1 2 3"] * 3,
         "0",
     ]
+
+
+# Trio only: there a Ctrl-C becomes a KeyboardInterrupt in whatever task runs. On asyncio
+# the runner turns it into a cancellation of the main task instead.
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_an_interrupt_while_a_chunk_is_answered_never_reaches_the_next_map(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A Ctrl-C on Trio may land while a lane reads a chunk's answer. That worker must
+    # not be handed its next chunk with the old answer still on its way.
+    real = ProcessWorker._receive
+    armed: list[bool] = []
+
+    async def interrupted(self: ProcessWorker) -> Any:
+        if armed and armed.pop():
+            raise KeyboardInterrupt
+        return await real(self)
+
+    monkeypatch.setattr(ProcessWorker, "_receive", interrupted)
+
+    async def interrupted_map(pool: WorkerPool) -> None:
+        items = [(0.01, i) for i in range(200)]
+        async with pool.map(mfuncs.sleep_then_echo, items, chunksize=3) as results:
+            async for y in results:
+                if y == 0:
+                    armed.append(True)  # the next answer read is interrupted
+
+    async with WorkerPool(max_workers=2) as pool:
+        with anyio.fail_after(HANG_GUARD):
+            with suppress(KeyboardInterrupt):
+                await interrupted_map(pool)
+            assert not armed, "the interrupt was never raised"
+            for _ in range(3):
+                got = [y async for y in pool.map(mfuncs.triple_plus_one, range(100), chunksize=3)]
+                assert got == expected(list(range(100)))
+            assert await pool.run_sync(funcs.echo, "mine") == "mine"
+        assert pool.statistics().busy == 0
 
 
 async def test_an_error_in_the_loop_body_propagates_unchanged(pool: WorkerPool) -> None:
