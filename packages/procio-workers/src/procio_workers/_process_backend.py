@@ -1,8 +1,49 @@
-"""The default worker backend: local worker processes speaking the wire protocol."""
+"""The default worker backend: local worker processes speaking the wire protocol.
+
+How one call travels (the wire protocol page specifies every message)::
+
+    parent process                                       worker process (its program)
+    ------------------------------------------           ----------------------------
+    caller: await pool.run_sync(func, *args)
+      |
+    WorkerPool: limits, picks an idle worker
+      |  backend.prepare_call(func, args)      before a worker is reserved:
+      |    Serializer.dump_call -> segments    a bad argument fails here
+      |    _wire.encode_frame(CALL, segments)
+      v
+    ProcessWorker.send_nowait ----- request pipe ----->  _Link.receive -> FrameReader
+      (or finish_call, when the pipe is full)              |
+                                                           |  codec.loads(segments)
+                                                           v
+                                                         func(*args)
+                                                           |  codec.dumps(result)
+                                                           v
+    ProcessWorker.reply_nowait <--- response pipe -----  RESULT, or ERROR (JSON
+      (or finish_call, through the event loop)           header, then the exception)
+      |  Serializer.load_reply(segments) -> value, or the exception rebuilt
+      v
+    WorkerPool: the worker is idle again (or retired, or dropped) -> caller
+
+A map's chunk (protocol version 2) goes as one frame and comes back in a few::
+
+    prepare_batch: BATCH (func, [args, ...])  ---->  func(*args) for each, in order
+    call_batch <----  ITEMS [results] + END, or ITEMS [results before k] + ERROR {index: k}
+
+A generator call, with credit so that the worker runs at most a bounded way ahead::
+
+    prepare_stream: STREAM (func, args) + MORE x4  ---->  iter(func(*args))
+    stream() <----  ITEMS [items] (one per MORE)  <----   items as they are yielded
+    stream() ---->  MORE for each ITEMS frame read
+    aclose() ---->  CLOSE  ---->  generator closed  ---->  END (or ERROR {index})
+
+Before any call, the handshake: HELLO (worker) -> INIT (parent) -> READY (worker), each
+a JSON object declared in ``_wire``; SHUTDOWN (or end of input) retires the worker.
+Output the worker writes to fd 1 and 2 travels on two more pipes, forwarded by
+:meth:`ProcessWorker.forward_output`, apart from the protocol.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import select
@@ -15,7 +56,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack, ExitStack, suppress
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import anyio
 from anyio import CancelScope, move_on_after
@@ -210,7 +251,7 @@ class _ParentStreams:
 _parent_streams = _ParentStreams()
 
 
-def main_module_spec() -> dict[str, str] | None:
+def main_module_spec() -> _wire.MainSpec | None:
     """Describe how a worker finds the parent's ``__main__`` (``None``: it cannot)."""
     main = sys.modules.get("__main__")
     spec = getattr(main, "__spec__", None)
@@ -269,11 +310,11 @@ def _close_all(fds: Sequence[int]) -> None:
 
 def _error_index(segments: list[bytearray]) -> int | None:
     """Return the item position an ERROR names, if it names one."""
-    with suppress(ValueError, IndexError, TypeError):
-        index = json.loads(segments[0]).get("index")
-        if isinstance(index, int) and not isinstance(index, bool) and index >= 0:
-            return index
-    return None
+    try:
+        header = _wire.decode_control(_wire.ERROR, segments[:1])
+    except _wire.ProtocolError:
+        return None
+    return _wire.error_index(header)
 
 
 class _Batch:
@@ -559,50 +600,43 @@ class ProcessWorker(Worker):
         return self._broken
 
     async def _control(self, kind: int) -> dict[str, Any]:
-        """Receive a control message of *kind* and return its JSON object."""
+        """Receive a control message of *kind* and return its JSON object, unchecked."""
         frame = await self._receive()
-        if frame.kind != kind or len(frame.segments) != 1:
+        if frame.kind != kind:
             raise await self._break(
                 f"expected {_wire.KIND_NAMES[kind]}, got {_wire.KIND_NAMES[frame.kind]} "
                 f"with {len(frame.segments)} segments"
             )
         try:
-            message = json.loads(frame.segments[0])
-        except ValueError as exc:
-            raise await self._break(f"unreadable {_wire.KIND_NAMES[kind]} ({exc})") from None
-        if not isinstance(message, dict):
-            raise await self._break(f"{_wire.KIND_NAMES[kind]} is not a JSON object")
-        return message
+            return _wire.decode_control(kind, frame.segments)
+        except _wire.ProtocolError as exc:
+            raise await self._break(str(exc)) from None
 
-    async def handshake(self, init: dict[str, Any]) -> dict[str, Any]:
+    async def handshake(self, init: _wire.Init) -> _wire.Hello:
         """Read HELLO, send INIT and read READY; return the worker's HELLO."""
         hello = await self._control(_wire.HELLO)
         # HELLO's "protocols" lists every version the worker speaks (a version-1 worker
         # names only its one "protocol"): the newest that both speak is chosen.
-        offered = hello.get("protocols", [hello.get("protocol")])
-        common = [
-            version
-            for version in (offered if isinstance(offered, list) else [])
-            if isinstance(version, int)
-            and not isinstance(version, bool)
-            and _wire.MIN_PROTOCOL_VERSION <= version <= _wire.PROTOCOL_VERSION
-        ]
+        common = _wire.hello_versions(hello)
         if not common:
             raise await self._break(
                 f"unsupported protocol version {hello.get('protocol')!r} "
                 f"(this parent speaks {_wire.MIN_PROTOCOL_VERSION} to {_wire.PROTOCOL_VERSION})"
             )
         self.protocol = max(common)
-        init = {**init, "protocol": self.protocol}
+        init = init.copy()
+        init["protocol"] = self.protocol
         codec = init["codec"]
         codecs = hello.get("codecs")
         if ":" not in codec and (not isinstance(codecs, list) or codec not in codecs):
             raise await self._break(f"the worker does not support the codec {codec!r}")
-        await self._send(_wire.encode_frame(_wire.INIT, [json.dumps(init).encode()]))
+        await self._send(_wire.encode_frame(_wire.INIT, [_wire.encode_control(init)]))
         ready = await self._control(_wire.READY)
         if ready.get("ok") is not True:
             raise await self._break(f"the worker could not start: {ready.get('error')}")
-        return hello
+        # Checked above: a version both speak, and the codec. Its other keys are
+        # informative and left as the worker sent them.
+        return cast("_wire.Hello", hello)
 
     async def call(self, request: Any) -> object:
         """Send a prepared CALL frame and return the result (or raise the error)."""
@@ -872,13 +906,14 @@ class ProcessWorker(Worker):
         return PENDING
 
     def _error(self, segments: list[bytearray]) -> BaseException:
+        """Rebuild the exception an ERROR reports (its header, then perhaps the object)."""
         try:
-            meta = json.loads(segments[0])
+            meta = _wire.decode_control(_wire.ERROR, segments[:1])
             type_name = str(meta["type"])
             message = str(meta.get("message", ""))
             traceback = str(meta.get("traceback", ""))
             stage = meta.get("stage", "call")
-        except (ValueError, KeyError, IndexError, TypeError):
+        except (_wire.ProtocolError, KeyError):
             return WorkerError("ProtocolError", "the worker sent an unreadable error", "")
         remote = RemoteTraceback(traceback)
         if stage in ("arguments", "result"):
@@ -1075,7 +1110,7 @@ class ProcessBackend(WorkerBackend):
         except _wire.ProtocolError as exc:  # too many out-of-band buffers
             raise SerializationError(f"the call cannot be sent to a worker: {exc}") from exc
 
-    def _init_message(self) -> dict[str, Any]:
+    def _init_message(self) -> _wire.Init:
         return {
             "protocol": _wire.PROTOCOL_VERSION,
             # Relative entries (and "" for the current directory) are the parent's:
