@@ -71,6 +71,7 @@ from ._errors import (
     WorkerError,
 )
 from ._serializers import PickleSerializer
+from .abc import PENDING as PENDING
 from .abc import Buffer, Launcher, Serializer, Worker, WorkerBackend
 
 #: Called with ``1`` or ``2`` (the worker's descriptor) and the bytes written to it.
@@ -113,8 +114,6 @@ MIN_FRAME_LENGTH = 512
 _CAN_PEEK_AT_EXIT = hasattr(os, "waitid") and hasattr(os, "WNOWAIT")
 _PEEK_FLAGS = (os.WEXITED | os.WNOHANG | os.WNOWAIT) if _CAN_PEEK_AT_EXIT else 0
 
-#: What :meth:`ProcessWorker.call_nowait` returns when the call must be finished later.
-PENDING: Any = object()
 
 #: Workers speak the protocol over inherited POSIX pipes; Windows has no such thing.
 POSIX = sys.platform != "win32"
@@ -538,11 +537,11 @@ class ProcessWorker(Worker):
                     raise await self._break(f"{what} during the call") from exc
                 continue
             except (OSError, anyio.ClosedResourceError) as exc:
-                broken = await self._break(f"could not send to the worker ({exc!r})")
                 # A worker that died while idle refuses the very first byte: the call
                 # never reached it, and the pool may run it elsewhere.
-                broken.started = started
-                raise broken from exc
+                raise await self._break(
+                    f"could not send to the worker ({exc!r})", started=started
+                ) from exc
             started = True
             buffers = _wire.skip_written(buffers, written)
 
@@ -582,8 +581,11 @@ class ProcessWorker(Worker):
         with move_on_after(_OUTPUT_GRACE):
             await self._outputs_done.wait()
 
-    async def _break(self, reason: str) -> BrokenWorkerProcess:
-        """Mark the worker broken, reap it and describe what happened."""
+    async def _break(self, reason: str, *, started: bool = True) -> BrokenWorkerProcess:
+        """Mark the worker broken, reap it and describe what happened.
+
+        *started*: whether the call under way had reached the worker.
+        """
         with CancelScope(shield=True):
             if self.process.returncode is None:
                 # It may be on its way out after closing the pipe: give it a moment to
@@ -596,6 +598,7 @@ class ProcessWorker(Worker):
             pid=self.pid,
             returncode=self.process.returncode,
             stderr_tail=self.stderr_tail(),
+            started=started,
         )
         return self._broken
 
@@ -654,16 +657,17 @@ class ProcessWorker(Worker):
         pipe was full, the reply has not come yet, or something went wrong that
         :meth:`finish_call` reports).
         """
-        if not self.send_nowait(request):
-            return PENDING
+        self.send_nowait(request)
         return self.reply_nowait()
 
     def send_nowait(self, request: Any) -> bool:
-        """Write a call's CALL frame if it goes out whole at once; return whether it did.
+        """Take a call over, writing its CALL frame now if it goes out whole at once.
 
-        Once it returns ``True`` the call has reached the worker: :meth:`reply_nowait`
-        (then :meth:`finish_call` if that returns :data:`PENDING`) must complete it.
-        ``False``: :meth:`finish_call` must send what is left (or report why not).
+        Always ``True`` (a worker found broken raises instead): :meth:`reply_nowait`,
+        then :meth:`finish_call` if that returns :data:`PENDING`, complete the call.
+        Whatever could not be written at once, :meth:`finish_call` sends, or reports
+        why not. (A subclass whose :meth:`call` does more must return ``False`` here:
+        the pool would otherwise go round it.)
         """
         if self._broken is not None:
             raise self._broken
@@ -672,20 +676,20 @@ class ProcessWorker(Worker):
             # another worker. Asked before writing, since a fork of the worker may hold
             # the request pipe open, and the write would then succeed into the void.
             self._problem = self._GONE_WHILE_IDLE
-            return False
+            return True
         self._problem = None
         buffers = list(request)
         self._unsent, self._unsent_started = buffers, False
         if len(buffers) != 1 or type(buffers[0]) is not bytes:
-            return False
+            return True
         whole = buffers[0]
         try:
             written = os.write(self._request_fd, whole)
         except OSError:
-            return False  # finish_call writes again and handles the error
+            return True  # finish_call writes again and handles the error
         if written < len(whole):
             self._unsent, self._unsent_started = [memoryview(whole)[written:]], True
-            return False
+            return True
         self._unsent = []
         # A worker that answered moments ago is still polling for this call and will
         # answer within microseconds: reply_nowait polls for the reply briefly, which
@@ -700,6 +704,8 @@ class ProcessWorker(Worker):
 
     def reply_nowait(self) -> object:
         """Read the reply to a call :meth:`send_nowait` sent, or return :data:`PENDING`."""
+        if self._unsent or self._problem is not None:
+            return PENDING  # not sent whole, or not at all: for finish_call
         reader = self._reader
         if not reader.frames:
             view = reader.buffer()
@@ -736,7 +742,7 @@ class ProcessWorker(Worker):
         return self._outcome(reader.frames.popleft())
 
     async def finish_call(self) -> object:
-        """Complete the call that :meth:`call_nowait` left :data:`PENDING`."""
+        """Complete the call that :meth:`reply_nowait` left :data:`PENDING`."""
         if self._problem is None:
             if self._unsent:
                 await self._send(self._unsent, started=self._unsent_started)
@@ -747,10 +753,9 @@ class ProcessWorker(Worker):
             if outcome is not PENDING:
                 return outcome
         reason, self._problem = self._problem, None
-        broken = await self._break(reason or "the worker broke the protocol")
-        if reason == self._GONE_WHILE_IDLE:
-            broken.started = False
-        raise broken
+        raise await self._break(
+            reason or "the worker broke the protocol", started=reason != self._GONE_WHILE_IDLE
+        )
 
     # -- batches and streams (protocol version 2) -----------------------------------
 
@@ -759,9 +764,7 @@ class ProcessWorker(Worker):
         if self._broken is not None:
             raise self._broken
         if self._exited_now():
-            broken = await self._break(self._GONE_WHILE_IDLE)
-            broken.started = False
-            raise broken
+            raise await self._break(self._GONE_WHILE_IDLE, started=False)
         await self._send(list(buffers))
 
     def _load_items(self, frame: _wire.Frame) -> list[object]:
