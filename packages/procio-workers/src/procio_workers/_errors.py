@@ -20,8 +20,9 @@ class BrokenWorkerProcess(anyio.BrokenWorkerProcess):
         returncode: its exit status, negative for a signal (as :attr:`Popen.returncode`),
             or ``None`` if it was not known.
         stderr_tail: the last lines the worker wrote to its standard error.
-        started: whether the call had reached the worker; a pool runs a call that
-            had not on another worker.
+        started: whether the call had reached the worker (the *started* argument,
+            ``True`` unless told otherwise); a pool runs a call that had not on another
+            worker instead of failing it.
     """
 
     def __init__(
@@ -31,12 +32,13 @@ class BrokenWorkerProcess(anyio.BrokenWorkerProcess):
         pid: int | None = None,
         returncode: int | None = None,
         stderr_tail: Sequence[str] = (),
+        started: bool = True,
     ) -> None:
         self.reason = reason
         self.pid = pid
         self.returncode = returncode
         self.stderr_tail = tuple(stderr_tail)
-        self.started = True
+        self.started = started
         super().__init__(self._describe())
 
     @property
@@ -75,14 +77,20 @@ class BrokenWorkerProcess(anyio.BrokenWorkerProcess):
     def __reduce__(self) -> tuple[object, ...]:
         return (
             _rebuild_broken,
-            (self.reason, self.pid, self.returncode, self.stderr_tail),
+            (self.reason, self.pid, self.returncode, self.stderr_tail, self.started),
         )
 
 
 def _rebuild_broken(
-    reason: str, pid: int | None, returncode: int | None, stderr_tail: Sequence[str]
+    reason: str,
+    pid: int | None,
+    returncode: int | None,
+    stderr_tail: Sequence[str],
+    started: bool = True,  # absent from what older releases pickled
 ) -> BrokenWorkerProcess:
-    return BrokenWorkerProcess(reason, pid=pid, returncode=returncode, stderr_tail=stderr_tail)
+    return BrokenWorkerProcess(
+        reason, pid=pid, returncode=returncode, stderr_tail=stderr_tail, started=started
+    )
 
 
 class RemoteTraceback(Exception):  # noqa: N818 - a traceback, not an error of its own

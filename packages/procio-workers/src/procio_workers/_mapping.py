@@ -16,6 +16,7 @@ import sys
 import threading
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
+from itertools import islice
 from contextlib import suppress
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -292,6 +293,7 @@ class _MapCore(_Core[T]):
                 self.total = None
             self._source = iter(items)
             self._async_source = None
+        self._plain_source = type(items) in (list, tuple, range)
         self.submitted = 0
         self.completed = 0
         self.failed_index: int | None = None
@@ -410,7 +412,13 @@ class _MapCore(_Core[T]):
     def _take_from_iterator(self, source: Iterator[Any]) -> tuple[int, int, list[Any]] | None:
         if not self._take_start():
             return None
-        items: list[Any] = []
+        if self._plain_source:
+            # A list, tuple or range cannot fail: its items are taken in one C call.
+            items = list(islice(source, self._next_size()))
+            if not items:
+                self._exhausted = True
+            return self._number(items)
+        items = []
         try:
             for _ in range(self._next_size()):
                 items.append(next(source))

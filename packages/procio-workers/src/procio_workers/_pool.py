@@ -33,9 +33,9 @@ from . import _wire
 from ._errors import BatchError, BrokenWorkerProcess, SerializationError
 from ._hosting import logger, loop_clock
 from ._mapping import MapResults, StreamResults, _MapCore, _StreamCore
-from ._process_backend import PENDING, OutputHandler, ProcessBackend, ProcessWorker
+from ._process_backend import OutputHandler, ProcessBackend
 from ._registry import resolve_launcher, resolve_serializer
-from .abc import Launcher, Serializer, Worker, WorkerBackend
+from .abc import PENDING, Launcher, Serializer, Worker, WorkerBackend
 
 if sys.version_info >= (3, 11):
     from typing import Self, TypeVarTuple, Unpack
@@ -756,21 +756,20 @@ class WorkerPool:
     async def _call(self, slot: _Slot, request: Any, cancellable: bool) -> object:
         worker = slot.worker
         try:
-            # A local worker often answers before the caller would wait: the call then
-            # needs no cancel scope (nothing can cancel it), which is worth having. Not
-            # for a subclass, whose call() may do more.
-            local = worker if type(worker) is ProcessWorker else None
-            sent = local is not None and local.send_nowait(request)
+            # The Worker contract's fast path: a worker that takes the call over at once
+            # often has its answer before the caller would wait, and the call then needs
+            # no cancel scope (nothing can cancel it), which is worth having.
+            sent = worker.send_nowait(request)
             # The schedule point of the checkpoint: other tasks run while the worker
             # computes. Shielded: a call that was sent is under way, and a cancellation
             # that comes now is for the call (cancellable=True) or for the caller's next
             # checkpoint, as for any call already running.
             await cancel_shielded_checkpoint()
-            result = local.reply_nowait() if sent and local is not None else PENDING
+            result = worker.reply_nowait() if sent else PENDING
             if result is PENDING:
                 with CancelScope(shield=not cancellable):
-                    if local is not None:
-                        result = await local.finish_call()
+                    if sent:
+                        result = await worker.finish_call()
                     else:
                         result = await worker.call(request)
         except BaseException as exc:

@@ -1,8 +1,49 @@
-"""The default worker backend: local worker processes speaking the wire protocol."""
+"""The default worker backend: local worker processes speaking the wire protocol.
+
+How one call travels (the wire protocol page specifies every message)::
+
+    parent process                                       worker process (its program)
+    ------------------------------------------           ----------------------------
+    caller: await pool.run_sync(func, *args)
+      |
+    WorkerPool: limits, picks an idle worker
+      |  backend.prepare_call(func, args)      before a worker is reserved:
+      |    Serializer.dump_call -> segments    a bad argument fails here
+      |    _wire.encode_frame(CALL, segments)
+      v
+    ProcessWorker.send_nowait ----- request pipe ----->  _Link.receive -> FrameReader
+      (or finish_call, when the pipe is full)              |
+                                                           |  codec.loads(segments)
+                                                           v
+                                                         func(*args)
+                                                           |  codec.dumps(result)
+                                                           v
+    ProcessWorker.reply_nowait <--- response pipe -----  RESULT, or ERROR (JSON
+      (or finish_call, through the event loop)           header, then the exception)
+      |  Serializer.load_reply(segments) -> value, or the exception rebuilt
+      v
+    WorkerPool: the worker is idle again (or retired, or dropped) -> caller
+
+A map's chunk (protocol version 2) goes as one frame and comes back in a few::
+
+    prepare_batch: BATCH (func, [args, ...])  ---->  func(*args) for each, in order
+    call_batch <----  ITEMS [results] + END, or ITEMS [results before k] + ERROR {index: k}
+
+A generator call, with credit so that the worker runs at most a bounded way ahead::
+
+    prepare_stream: STREAM (func, args) + MORE x4  ---->  iter(func(*args))
+    stream() <----  ITEMS [items] (one per MORE)  <----   items as they are yielded
+    stream() ---->  MORE for each ITEMS frame read
+    aclose() ---->  CLOSE  ---->  generator closed  ---->  END (or ERROR {index})
+
+Before any call, the handshake: HELLO (worker) -> INIT (parent) -> READY (worker), each
+a JSON object declared in ``_wire``; SHUTDOWN (or end of input) retires the worker.
+Output the worker writes to fd 1 and 2 travels on two more pipes, forwarded by
+:meth:`ProcessWorker.forward_output`, apart from the protocol.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import select
@@ -15,7 +56,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack, ExitStack, suppress
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import anyio
 from anyio import CancelScope, move_on_after
@@ -30,6 +71,7 @@ from ._errors import (
     WorkerError,
 )
 from ._serializers import PickleSerializer
+from .abc import PENDING as PENDING
 from .abc import Buffer, Launcher, Serializer, Worker, WorkerBackend
 
 #: Called with ``1`` or ``2`` (the worker's descriptor) and the bytes written to it.
@@ -72,8 +114,6 @@ MIN_FRAME_LENGTH = 512
 _CAN_PEEK_AT_EXIT = hasattr(os, "waitid") and hasattr(os, "WNOWAIT")
 _PEEK_FLAGS = (os.WEXITED | os.WNOHANG | os.WNOWAIT) if _CAN_PEEK_AT_EXIT else 0
 
-#: What :meth:`ProcessWorker.call_nowait` returns when the call must be finished later.
-PENDING: Any = object()
 
 #: Workers speak the protocol over inherited POSIX pipes; Windows has no such thing.
 POSIX = sys.platform != "win32"
@@ -210,7 +250,7 @@ class _ParentStreams:
 _parent_streams = _ParentStreams()
 
 
-def main_module_spec() -> dict[str, str] | None:
+def main_module_spec() -> _wire.MainSpec | None:
     """Describe how a worker finds the parent's ``__main__`` (``None``: it cannot)."""
     main = sys.modules.get("__main__")
     spec = getattr(main, "__spec__", None)
@@ -269,11 +309,11 @@ def _close_all(fds: Sequence[int]) -> None:
 
 def _error_index(segments: list[bytearray]) -> int | None:
     """Return the item position an ERROR names, if it names one."""
-    with suppress(ValueError, IndexError, TypeError):
-        index = json.loads(segments[0]).get("index")
-        if isinstance(index, int) and not isinstance(index, bool) and index >= 0:
-            return index
-    return None
+    try:
+        header = _wire.decode_control(_wire.ERROR, segments[:1])
+    except _wire.ProtocolError:
+        return None
+    return _wire.error_index(header)
 
 
 class _Batch:
@@ -497,11 +537,11 @@ class ProcessWorker(Worker):
                     raise await self._break(f"{what} during the call") from exc
                 continue
             except (OSError, anyio.ClosedResourceError) as exc:
-                broken = await self._break(f"could not send to the worker ({exc!r})")
                 # A worker that died while idle refuses the very first byte: the call
                 # never reached it, and the pool may run it elsewhere.
-                broken.started = started
-                raise broken from exc
+                raise await self._break(
+                    f"could not send to the worker ({exc!r})", started=started
+                ) from exc
             started = True
             buffers = _wire.skip_written(buffers, written)
 
@@ -541,8 +581,11 @@ class ProcessWorker(Worker):
         with move_on_after(_OUTPUT_GRACE):
             await self._outputs_done.wait()
 
-    async def _break(self, reason: str) -> BrokenWorkerProcess:
-        """Mark the worker broken, reap it and describe what happened."""
+    async def _break(self, reason: str, *, started: bool = True) -> BrokenWorkerProcess:
+        """Mark the worker broken, reap it and describe what happened.
+
+        *started*: whether the call under way had reached the worker.
+        """
         with CancelScope(shield=True):
             if self.process.returncode is None:
                 # It may be on its way out after closing the pipe: give it a moment to
@@ -555,54 +598,48 @@ class ProcessWorker(Worker):
             pid=self.pid,
             returncode=self.process.returncode,
             stderr_tail=self.stderr_tail(),
+            started=started,
         )
         return self._broken
 
     async def _control(self, kind: int) -> dict[str, Any]:
-        """Receive a control message of *kind* and return its JSON object."""
+        """Receive a control message of *kind* and return its JSON object, unchecked."""
         frame = await self._receive()
-        if frame.kind != kind or len(frame.segments) != 1:
+        if frame.kind != kind:
             raise await self._break(
                 f"expected {_wire.KIND_NAMES[kind]}, got {_wire.KIND_NAMES[frame.kind]} "
                 f"with {len(frame.segments)} segments"
             )
         try:
-            message = json.loads(frame.segments[0])
-        except ValueError as exc:
-            raise await self._break(f"unreadable {_wire.KIND_NAMES[kind]} ({exc})") from None
-        if not isinstance(message, dict):
-            raise await self._break(f"{_wire.KIND_NAMES[kind]} is not a JSON object")
-        return message
+            return _wire.decode_control(kind, frame.segments)
+        except _wire.ProtocolError as exc:
+            raise await self._break(str(exc)) from None
 
-    async def handshake(self, init: dict[str, Any]) -> dict[str, Any]:
+    async def handshake(self, init: _wire.Init) -> _wire.Hello:
         """Read HELLO, send INIT and read READY; return the worker's HELLO."""
         hello = await self._control(_wire.HELLO)
         # HELLO's "protocols" lists every version the worker speaks (a version-1 worker
         # names only its one "protocol"): the newest that both speak is chosen.
-        offered = hello.get("protocols", [hello.get("protocol")])
-        common = [
-            version
-            for version in (offered if isinstance(offered, list) else [])
-            if isinstance(version, int)
-            and not isinstance(version, bool)
-            and _wire.MIN_PROTOCOL_VERSION <= version <= _wire.PROTOCOL_VERSION
-        ]
+        common = _wire.hello_versions(hello)
         if not common:
             raise await self._break(
                 f"unsupported protocol version {hello.get('protocol')!r} "
                 f"(this parent speaks {_wire.MIN_PROTOCOL_VERSION} to {_wire.PROTOCOL_VERSION})"
             )
         self.protocol = max(common)
-        init = {**init, "protocol": self.protocol}
+        init = init.copy()
+        init["protocol"] = self.protocol
         codec = init["codec"]
         codecs = hello.get("codecs")
         if ":" not in codec and (not isinstance(codecs, list) or codec not in codecs):
             raise await self._break(f"the worker does not support the codec {codec!r}")
-        await self._send(_wire.encode_frame(_wire.INIT, [json.dumps(init).encode()]))
+        await self._send(_wire.encode_frame(_wire.INIT, [_wire.encode_control(init)]))
         ready = await self._control(_wire.READY)
         if ready.get("ok") is not True:
             raise await self._break(f"the worker could not start: {ready.get('error')}")
-        return hello
+        # Checked above: a version both speak, and the codec. Its other keys are
+        # informative and left as the worker sent them.
+        return cast("_wire.Hello", hello)
 
     async def call(self, request: Any) -> object:
         """Send a prepared CALL frame and return the result (or raise the error)."""
@@ -620,16 +657,17 @@ class ProcessWorker(Worker):
         pipe was full, the reply has not come yet, or something went wrong that
         :meth:`finish_call` reports).
         """
-        if not self.send_nowait(request):
-            return PENDING
+        self.send_nowait(request)
         return self.reply_nowait()
 
     def send_nowait(self, request: Any) -> bool:
-        """Write a call's CALL frame if it goes out whole at once; return whether it did.
+        """Take a call over, writing its CALL frame now if it goes out whole at once.
 
-        Once it returns ``True`` the call has reached the worker: :meth:`reply_nowait`
-        (then :meth:`finish_call` if that returns :data:`PENDING`) must complete it.
-        ``False``: :meth:`finish_call` must send what is left (or report why not).
+        Always ``True`` (a worker found broken raises instead): :meth:`reply_nowait`,
+        then :meth:`finish_call` if that returns :data:`PENDING`, complete the call.
+        Whatever could not be written at once, :meth:`finish_call` sends, or reports
+        why not. (A subclass whose :meth:`call` does more must return ``False`` here:
+        the pool would otherwise go round it.)
         """
         if self._broken is not None:
             raise self._broken
@@ -638,20 +676,20 @@ class ProcessWorker(Worker):
             # another worker. Asked before writing, since a fork of the worker may hold
             # the request pipe open, and the write would then succeed into the void.
             self._problem = self._GONE_WHILE_IDLE
-            return False
+            return True
         self._problem = None
         buffers = list(request)
         self._unsent, self._unsent_started = buffers, False
         if len(buffers) != 1 or type(buffers[0]) is not bytes:
-            return False
+            return True
         whole = buffers[0]
         try:
             written = os.write(self._request_fd, whole)
         except OSError:
-            return False  # finish_call writes again and handles the error
+            return True  # finish_call writes again and handles the error
         if written < len(whole):
             self._unsent, self._unsent_started = [memoryview(whole)[written:]], True
-            return False
+            return True
         self._unsent = []
         # A worker that answered moments ago is still polling for this call and will
         # answer within microseconds: reply_nowait polls for the reply briefly, which
@@ -666,6 +704,8 @@ class ProcessWorker(Worker):
 
     def reply_nowait(self) -> object:
         """Read the reply to a call :meth:`send_nowait` sent, or return :data:`PENDING`."""
+        if self._unsent or self._problem is not None:
+            return PENDING  # not sent whole, or not at all: for finish_call
         reader = self._reader
         if not reader.frames:
             view = reader.buffer()
@@ -702,7 +742,7 @@ class ProcessWorker(Worker):
         return self._outcome(reader.frames.popleft())
 
     async def finish_call(self) -> object:
-        """Complete the call that :meth:`call_nowait` left :data:`PENDING`."""
+        """Complete the call that :meth:`reply_nowait` left :data:`PENDING`."""
         if self._problem is None:
             if self._unsent:
                 await self._send(self._unsent, started=self._unsent_started)
@@ -713,10 +753,9 @@ class ProcessWorker(Worker):
             if outcome is not PENDING:
                 return outcome
         reason, self._problem = self._problem, None
-        broken = await self._break(reason or "the worker broke the protocol")
-        if reason == self._GONE_WHILE_IDLE:
-            broken.started = False
-        raise broken
+        raise await self._break(
+            reason or "the worker broke the protocol", started=reason != self._GONE_WHILE_IDLE
+        )
 
     # -- batches and streams (protocol version 2) -----------------------------------
 
@@ -725,9 +764,7 @@ class ProcessWorker(Worker):
         if self._broken is not None:
             raise self._broken
         if self._exited_now():
-            broken = await self._break(self._GONE_WHILE_IDLE)
-            broken.started = False
-            raise broken
+            raise await self._break(self._GONE_WHILE_IDLE, started=False)
         await self._send(list(buffers))
 
     def _load_items(self, frame: _wire.Frame) -> list[object]:
@@ -872,13 +909,14 @@ class ProcessWorker(Worker):
         return PENDING
 
     def _error(self, segments: list[bytearray]) -> BaseException:
+        """Rebuild the exception an ERROR reports (its header, then perhaps the object)."""
         try:
-            meta = json.loads(segments[0])
+            meta = _wire.decode_control(_wire.ERROR, segments[:1])
             type_name = str(meta["type"])
             message = str(meta.get("message", ""))
             traceback = str(meta.get("traceback", ""))
             stage = meta.get("stage", "call")
-        except (ValueError, KeyError, IndexError, TypeError):
+        except (_wire.ProtocolError, KeyError):
             return WorkerError("ProtocolError", "the worker sent an unreadable error", "")
         remote = RemoteTraceback(traceback)
         if stage in ("arguments", "result"):
@@ -1075,7 +1113,7 @@ class ProcessBackend(WorkerBackend):
         except _wire.ProtocolError as exc:  # too many out-of-band buffers
             raise SerializationError(f"the call cannot be sent to a worker: {exc}") from exc
 
-    def _init_message(self) -> dict[str, Any]:
+    def _init_message(self) -> _wire.Init:
         return {
             "protocol": _wire.PROTOCOL_VERSION,
             # Relative entries (and "" for the current directory) are the parent's:

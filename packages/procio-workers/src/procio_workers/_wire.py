@@ -14,6 +14,7 @@ bytes; what they hold depends on the kind of message.
 from __future__ import annotations
 
 import io
+import json
 import os
 import pickle
 import struct
@@ -93,6 +94,128 @@ COALESCE_LIMIT = 64 * 1024
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer as Segment
+
+
+# --- the control messages -------------------------------------------------------------
+#
+# HELLO, INIT, READY and the header of ERROR are JSON objects in segment 0. Their keys are
+# declared here once, for the parent and the worker program alike; a key that a version
+# may leave out sits in a ``total=False`` sub-class (``NotRequired`` is not in Python
+# 3.10's typing, and the worker program has no typing_extensions). Unknown keys are
+# ignored on both sides.
+
+
+if TYPE_CHECKING:
+    # Declared for the type checker only: building these classes costs about half a
+    # millisecond, which every worker would pay at start-up for nothing at run time.
+    from typing import Literal, TypedDict, TypeGuard
+
+    class _HelloRequired(TypedDict):
+        protocol: int
+        pid: int
+
+    class Hello(_HelloRequired, total=False):
+        """HELLO, the worker's first message: the versions and codecs it speaks."""
+
+        #: Every version the worker speaks (version 2); alone, ``protocol`` stands for it.
+        protocols: list[int]
+        codecs: list[str]
+        features: list[str]
+        implementation: str
+        python: str
+
+    class MainSpec(TypedDict, total=False):
+        """Where the parent's ``__main__`` comes from: a module name or a script path."""
+
+        module: str
+        path: str
+
+    class IdlePoll(TypedDict, total=False):
+        """How long a worker polls for its next call after an answer, and whether adaptively."""
+
+        seconds: float
+        adaptive: bool
+
+    class _InitRequired(TypedDict):
+        protocol: int
+        codec: str
+
+    class Init(_InitRequired, total=False):
+        """INIT, the parent's answer to HELLO: the version chosen and how to serve."""
+
+        max_frame_length: int
+        sys_path: list[str]
+        main: MainSpec | None
+        idle_poll: IdlePoll
+
+    class _ReadyRequired(TypedDict):
+        ok: bool
+
+    class Ready(_ReadyRequired, total=False):
+        """READY, the end of the handshake: whether the worker can serve, and if not, why."""
+
+        error: str
+
+    #: When an ERROR happened: decoding the request, running the function, encoding the result.
+    Stage = Literal["arguments", "call", "result"]
+
+    class _ErrorRequired(TypedDict):
+        stage: Stage
+        type: str
+
+    class ErrorHeader(_ErrorRequired, total=False):
+        """Segment 0 of ERROR; the codec's encoding of the exception may follow it."""
+
+        message: str
+        traceback: str
+        #: Why the exception object itself is not sent (then no segment follows).
+        unserializable: str
+        #: The failing item of a BATCH or STREAM (version 2).
+        index: int
+
+
+def encode_control(message: Hello | Init | Ready | ErrorHeader) -> bytes:
+    """Encode a control message as the JSON of its segment."""
+    return json.dumps(message).encode()
+
+
+def decode_control(kind: int, segments: Sequence[bytes | bytearray]) -> dict[str, Any]:
+    """Decode the JSON object of a control message of *kind*, as yet unchecked.
+
+    Raises:
+        ProtocolError: not one segment, not JSON, or not a JSON object.
+    """
+    name = KIND_NAMES.get(kind, str(kind))
+    if len(segments) != 1:
+        raise ProtocolError(f"{name} must have one segment, not {len(segments)}")
+    try:
+        message = json.loads(segments[0])
+    except ValueError as exc:
+        raise ProtocolError(f"{name} is not JSON: {exc}") from None
+    if not isinstance(message, dict):
+        raise ProtocolError(f"{name} must be a JSON object")
+    return message
+
+
+def is_int(value: object) -> TypeGuard[int]:
+    """Whether *value* is a JSON integer (``True`` and ``False`` are not)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def hello_versions(hello: dict[str, Any]) -> list[int]:
+    """Return the protocol versions a HELLO offers that this side speaks too."""
+    offered = hello.get("protocols", [hello.get("protocol")])
+    return [
+        version
+        for version in (offered if isinstance(offered, list) else [])
+        if is_int(version) and MIN_PROTOCOL_VERSION <= version <= PROTOCOL_VERSION
+    ]
+
+
+def error_index(header: dict[str, Any]) -> int | None:
+    """Return the item position an ERROR header names, if it names a valid one."""
+    index = header.get("index")
+    return index if is_int(index) and index >= 0 else None
 
 
 class ProtocolError(Exception):

@@ -9,19 +9,39 @@ starting the interpreter. Usage: ``<bootstrap> <this file> <request fd> <respons
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import select
 import signal
 import sys
 import time
 import types
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Protocol
+
+    from typing_extensions import Buffer
+
+    # Seen by the type checker as the package's wire module, which is the very file
+    # loaded below; at run time the package is never imported here.
+    from . import _wire as wire
+    from ._wire import ErrorHeader, Frame, FrameReader, Hello, Init, MainSpec, Ready, Stage
+
+    class Codec(Protocol):
+        """What the worker needs of a codec: a built-in one, or a factory's product."""
+
+        def loads(self, segments: Sequence[bytes | bytearray | memoryview]) -> Any:
+            """Rebuild a value (a call, a batch) from its segments."""
+
+        def dumps(self, value: object) -> Sequence[Buffer]:
+            """Turn a value (a result, a list of items, an exception) into segments."""
+
 
 _WIRE_NAME = "_procio_wire"
 
 
-def _load_wire() -> Any:
+def _load_wire() -> types.ModuleType:
     existing = sys.modules.get(_WIRE_NAME)
     if existing is not None:
         return existing
@@ -35,7 +55,8 @@ def _load_wire() -> Any:
     return module
 
 
-wire = _load_wire()
+if not TYPE_CHECKING:
+    wire = _load_wire()
 
 #: The descriptors of the protocol pipes, for code that must reach them (tests).
 REQUEST_FD = -1
@@ -73,7 +94,7 @@ class _ParentMain(types.ModuleType):
     imports) is put off until an unpickled reference asks for one of its names.
     """
 
-    def __init__(self, spec: dict[str, Any]) -> None:
+    def __init__(self, spec: MainSpec) -> None:
         super().__init__("__mp_main__")
         self.__dict__["_procio_spec"] = spec
         self.__dict__["_procio_loaded"] = False
@@ -89,13 +110,14 @@ class _ParentMain(types.ModuleType):
             raise AttributeError(f"the parent's main module has no attribute {name!r}") from None
 
     def _procio_run(self) -> None:
-        spec = self.__dict__["_procio_spec"]
+        spec: MainSpec = self.__dict__["_procio_spec"]
         namespace = self.__dict__
         namespace["__builtins__"] = __builtins__
         if spec.get("module"):
-            found = importlib.util.find_spec(spec["module"])
+            name = spec["module"]
+            found = importlib.util.find_spec(name)
             if found is None or found.loader is None:
-                raise ImportError(f"cannot find the parent's main module {spec['module']!r}")
+                raise ImportError(f"cannot find the parent's main module {name!r}")
             namespace["__spec__"] = found
             namespace["__file__"] = found.origin
             namespace["__package__"] = found.parent
@@ -115,8 +137,8 @@ class _ParentMain(types.ModuleType):
             RUNNING_PARENT_MAIN = False
 
 
-def _install_main(spec: dict[str, Any] | None) -> None:
-    if spec and (spec.get("module") or spec.get("path")):
+def _install_main(spec: MainSpec | None) -> None:
+    if isinstance(spec, dict) and (spec.get("module") or spec.get("path")):
         main: types.ModuleType = _ParentMain(spec)
     else:
         main = types.ModuleType("__mp_main__")
@@ -134,7 +156,8 @@ def _available_codecs() -> list[str]:
     return available
 
 
-def _describe(exc: BaseException) -> dict[str, str]:
+def _describe(exc: BaseException, stage: Stage) -> ErrorHeader:
+    """Return the header of an ERROR reporting *exc*, raised at *stage*."""
     import traceback
 
     kind = type(exc)
@@ -144,6 +167,7 @@ def _describe(exc: BaseException) -> dict[str, str]:
     while frames is not None and frames.tb_frame.f_code.co_filename == __file__:
         frames = frames.tb_next
     return {
+        "stage": stage,
         "type": f"{kind.__module__}.{kind.__qualname__}",
         "message": str(exc),
         "traceback": "".join(traceback.format_exception(kind, exc, frames)),
@@ -159,7 +183,6 @@ def _flush_std() -> None:
             pass
 
 
-_ERROR_TEXTS = ("message", "traceback", "unserializable")
 #: Room kept for the JSON header of an ERROR whose exception object is sent too.
 _HEADER_ROOM = 400
 
@@ -176,38 +199,42 @@ def _shorten(text: str, keep: int) -> str:
     return f"{text[:head]}\n[... {cut} characters cut: over the frame limit ...]\n{text[-tail:]}"
 
 
-def _error_header(meta: dict[str, Any], budget: int) -> bytes:
+def _error_header(meta: ErrorHeader, budget: int) -> bytes:
     """Encode *meta*, shortening its texts until it takes at most *budget* bytes."""
-    header = json.dumps(meta).encode()
+    header = wire.encode_control(meta)
     for _ in range(8):
         if len(header) <= budget:
             return header
         # Escapes make the encoded size of a text differ from its length: shrink every
         # text by the share that must go, and look again.
         ratio = budget / len(header) * 0.8
-        meta = {
-            key: _shorten(value, int(len(value) * ratio)) if key in _ERROR_TEXTS else value
-            for key, value in meta.items()
-        }
-        header = json.dumps(meta).encode()
-    brief = {"stage": meta["stage"], "type": meta["type"][:100]}
+        meta = meta.copy()
+        if "message" in meta:
+            meta["message"] = _shorten(meta["message"], int(len(meta["message"]) * ratio))
+        if "traceback" in meta:
+            meta["traceback"] = _shorten(meta["traceback"], int(len(meta["traceback"]) * ratio))
+        if "unserializable" in meta:
+            why = meta["unserializable"]
+            meta["unserializable"] = _shorten(why, int(len(why) * ratio))
+        header = wire.encode_control(meta)
+    brief: ErrorHeader = {"stage": meta["stage"], "type": meta["type"][:100]}
     if "index" in meta:
         brief["index"] = meta["index"]
-    return json.dumps(brief).encode()
+    return wire.encode_control(brief)
 
 
 def _send_error(
     link: _Link,
-    codec: Any,
+    codec: Codec,
     exc: BaseException,
-    stage: str,
+    stage: Stage,
     limit: int,
     index: int | None = None,
 ) -> None:
-    meta: dict[str, Any] = _describe(exc)
-    meta["stage"] = stage
+    meta = _describe(exc, stage)
     if index is not None:
         meta["index"] = index
+    segments: Sequence[Buffer]
     try:
         segments = codec.dumps(exc)
     except BaseException as problem:
@@ -290,7 +317,7 @@ class _Link:
         if os.getppid() != self.parent:
             raise ParentGone
 
-    def _wait(self, poller: Any) -> None:
+    def _wait(self, poller: select.poll) -> None:
         while True:
             ready = poller.poll(self.timeout)
             if self.pidfd < 0:
@@ -300,11 +327,11 @@ class _Link:
             if ready:
                 return
 
-    def send(self, kind: int, segments: Any) -> None:
+    def send(self, kind: int, segments: Sequence[Buffer]) -> None:
         """Write one whole frame."""
         self.send_buffers(wire.encode_frame(kind, segments))
 
-    def send_buffers(self, buffers: list[Any]) -> None:
+    def send_buffers(self, buffers: list[Buffer]) -> None:
         """Write encoded frames whole."""
         whole = buffers[0]
         if len(buffers) == 1 and type(whole) is bytes:
@@ -326,7 +353,7 @@ class _Link:
             buffers = wire.skip_written(buffers, written)
         self.answered = time.perf_counter()
 
-    def receive(self, reader: Any) -> Any:
+    def receive(self, reader: FrameReader) -> Frame | None:
         """Return the next frame (``None`` at EOF), polling briefly before sleeping on it."""
         if reader.frames:
             self.back_to_back = True
@@ -359,7 +386,7 @@ class _Link:
                 self.back_to_back = time.perf_counter() - self.answered < self.spin
                 return reader.frames.popleft()
 
-    def take_controls(self, reader: Any, *, wait: bool) -> tuple[int, bool]:
+    def take_controls(self, reader: FrameReader, *, wait: bool) -> tuple[int, bool]:
         """Read the parent's stream controls: (credit given, whether to stop).
 
         Reads what has arrived without waiting, or, with *wait*, sleeps until something
@@ -394,9 +421,9 @@ class _Link:
             reader.commit(count)
 
 
-def _encode_items(codec: Any, items: list[Any], limit: int) -> list[Any]:
+def _encode_items(codec: Codec, items: list[object], limit: int) -> Sequence[Buffer]:
     """Encode *items* as one ITEMS payload, refusing what the parent would refuse."""
-    segments: list[Any] = codec.dumps(items)
+    segments = codec.dumps(items)
     size = sum(memoryview(segment).nbytes for segment in segments)
     if size > limit:
         raise ValueError(
@@ -410,7 +437,7 @@ def _encode_items(codec: Any, items: list[Any], limit: int) -> list[Any]:
     return segments
 
 
-def _send_items(link: _Link, codec: Any, items: list[Any], first: int, limit: int) -> int:
+def _send_items(link: _Link, codec: Codec, items: list[object], first: int, limit: int) -> int:
     """Send *items* (the first at position *first*) as ITEMS; return the bytes sent, or -1.
 
     When they cannot travel together (one cannot be encoded, or together they exceed
@@ -436,7 +463,7 @@ def _send_items(link: _Link, codec: Any, items: list[Any], first: int, limit: in
     return size
 
 
-def _run_batch(link: _Link, codec: Any, frame: Any, limit: int) -> None:
+def _run_batch(link: _Link, codec: Codec, frame: Frame, limit: int) -> None:
     """Answer a BATCH: ITEMS with every result, then END; or ERROR with the failing index."""
     try:
         func, calls = codec.loads(frame.segments)
@@ -447,7 +474,7 @@ def _run_batch(link: _Link, codec: Any, frame: Any, limit: int) -> None:
         _send_error(link, codec, exc, "arguments", limit)
         return
     del frame
-    results: list[Any] = []
+    results: list[object] = []
     append = results.append
     try:
         for args in calls:
@@ -469,7 +496,7 @@ def _run_batch(link: _Link, codec: Any, frame: Any, limit: int) -> None:
     link.send_buffers(wire.encode_frames([(wire.ITEMS, segments), (wire.END, [])]))
 
 
-def _run_stream(link: _Link, codec: Any, frame: Any, reader: Any) -> None:
+def _run_stream(link: _Link, codec: Codec, frame: Frame, reader: FrameReader) -> None:
     """Run a STREAM: ITEMS as the generator yields, within the parent's credit, then END.
 
     Each ITEMS frame takes one credit (one MORE from the parent); while there is none,
@@ -493,7 +520,7 @@ def _run_stream(link: _Link, codec: Any, frame: Any, reader: Any) -> None:
         return
     del func, args
     close = getattr(items, "close", None)
-    pending: list[Any] = []
+    pending: list[object] = []
     sent = 0  # items sent so far: the position of pending[0]
     credit = 0
     item_bytes = 0  # roughly the size of one item, from the ITEMS frames sent so far
@@ -563,7 +590,7 @@ def _run_stream(link: _Link, codec: Any, frame: Any, reader: Any) -> None:
                 pass
 
 
-def _serve(link: _Link, codec: Any, reader: Any) -> int:
+def _serve(link: _Link, codec: Codec, reader: FrameReader) -> int:
     while True:
         frame = link.receive(reader)
         if frame is None or frame.kind == wire.SHUTDOWN:
@@ -622,7 +649,7 @@ def _serve(link: _Link, codec: Any, reader: Any) -> int:
         del segments
 
 
-def _idle_poll(setting: Any) -> tuple[float, bool]:
+def _idle_poll(setting: object) -> tuple[float, bool]:
     """Read INIT's optional ``idle_poll``: (seconds to poll after an answer, adaptive)."""
     if setting is None:
         return SPIN_SECONDS, ADAPTIVE
@@ -640,7 +667,23 @@ def _idle_poll(setting: Any) -> tuple[float, bool]:
     return float(seconds), adaptive
 
 
-def _take_sigint(signum: int, frame: Any) -> None:
+def _read_init(frame: Frame) -> Init:
+    """Check the first message from the parent, which must be INIT, and return it."""
+    if frame.kind != wire.INIT:
+        raise wire.ProtocolError("the first message must be INIT with one segment")
+    init = wire.decode_control(frame.kind, frame.segments)
+    version = init.get("protocol")
+    if (
+        not wire.is_int(version)
+        or not wire.MIN_PROTOCOL_VERSION <= version <= wire.PROTOCOL_VERSION
+    ):
+        raise wire.ProtocolError(f"unsupported protocol version {version!r}")
+    # The keys read with a fallback (codec, max_frame_length, sys_path, main, idle_poll)
+    # are checked where they are used.
+    return cast("Init", init)
+
+
+def _take_sigint(signum: int, frame: types.FrameType | None) -> None:
     """Let SIGINT pass: interrupted system calls resume, and nothing is raised."""
 
 
@@ -658,7 +701,7 @@ def main(argv: list[str]) -> int:
     # by a handler, not ignored: an ignored signal stays ignored across exec, and then
     # no program the function starts could be stopped with Ctrl-C or SIGINT.
     signal.signal(signal.SIGINT, _take_sigint)
-    hello = {
+    hello: Hello = {
         "protocol": wire.PROTOCOL_VERSION,
         "protocols": list(range(wire.MIN_PROTOCOL_VERSION, wire.PROTOCOL_VERSION + 1)),
         "pid": os.getpid(),
@@ -670,27 +713,13 @@ def main(argv: list[str]) -> int:
     reader = wire.FrameReader()
     try:
         link = _Link()
-        link.send(wire.HELLO, [json.dumps(hello).encode()])
+        link.send(wire.HELLO, [wire.encode_control(hello)])
         frame = link.receive(reader)
         if frame is None:
             return 0
-        if frame.kind != wire.INIT or len(frame.segments) != 1:
-            raise wire.ProtocolError("the first message must be INIT with one segment")
-        try:
-            init = json.loads(frame.segments[0])
-        except ValueError as exc:
-            raise wire.ProtocolError(f"INIT is not JSON: {exc}") from None
-        if not isinstance(init, dict):
-            raise wire.ProtocolError("INIT must be a JSON object")
-        version = init.get("protocol")
-        if (
-            isinstance(version, bool)
-            or not isinstance(version, int)
-            or not wire.MIN_PROTOCOL_VERSION <= version <= wire.PROTOCOL_VERSION
-        ):
-            raise wire.ProtocolError(f"unsupported protocol version {version!r}")
+        init = _read_init(frame)
         global PROTOCOL
-        PROTOCOL = version
+        PROTOCOL = init["protocol"]
         reader.max_frame_length = int(init.get("max_frame_length", reader.max_frame_length))
         link.spin, link.adaptive = _idle_poll(init.get("idle_poll"))
         global IDLE_POLL
@@ -705,10 +734,11 @@ def main(argv: list[str]) -> int:
                 else wire.import_object(codec_name)()
             )
         except Exception as exc:
-            ready = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-            link.send(wire.READY, [json.dumps(ready).encode()])
+            refusal: Ready = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+            link.send(wire.READY, [wire.encode_control(refusal)])
             return 1
-        link.send(wire.READY, [json.dumps({"ok": True}).encode()])
+        ready: Ready = {"ok": True}
+        link.send(wire.READY, [wire.encode_control(ready)])
         return _serve(link, codec, reader)
     except wire.ProtocolError as exc:
         print(f"procio worker: protocol error: {exc}", file=sys.__stderr__)

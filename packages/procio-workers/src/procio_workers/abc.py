@@ -13,7 +13,7 @@ import sys
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 from anyio.abc import Process
 
@@ -30,6 +30,7 @@ else:  # pragma: no cover - before Python 3.12
     from typing_extensions import Buffer
 
 __all__ = [
+    "PENDING",
     "Buffer",
     "Serializer",
     "Launcher",
@@ -43,6 +44,18 @@ __all__ = [
 SERIALIZER_ENTRY_POINTS = "procio_workers.serializers"
 #: Entry-point group for :class:`Launcher` classes, each constructible without arguments.
 LAUNCHER_ENTRY_POINTS = "procio_workers.launchers"
+
+
+class _Pending:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "procio_workers.abc.PENDING"
+
+
+#: What :meth:`Worker.reply_nowait` returns while the call's outcome is not there yet:
+#: the pool then awaits :meth:`Worker.finish_call`.
+PENDING: Final[object] = _Pending()
 
 
 class Serializer(ABC):
@@ -152,11 +165,57 @@ class Worker(ABC):
 
         Raises:
             procio_workers.BrokenWorkerProcess: if the worker was lost; the pool then
-                discards it. Set its ``started`` attribute to ``False`` when the
-                request never reached the worker: the pool then runs the call on
-                another worker instead of failing it.
+                discards it. Raise it with ``started=False`` when the request never
+                reached the worker: the pool then runs the call on another worker
+                instead of failing it.
             Exception: whatever the function raised, rebuilt in the parent.
         """
+
+    # The fast path. A call that is answered before the caller would wait costs no trip
+    # through the event loop and no cancel scope: the pool tries these first, and falls
+    # back to call() for a worker that declines.
+
+    def send_nowait(self, request: Any) -> bool:
+        """Start a call without waiting, if this worker can; return whether it did.
+
+        The pool calls this first for every call, on the event loop's thread, so it
+        must not block. ``False`` (the default) declines: the pool then runs the call
+        with :meth:`call`. ``True`` means the worker took the call over, even if part of
+        it still has to be sent: the pool lets other tasks run once, then asks
+        :meth:`reply_nowait` for the outcome and, if that returns :data:`PENDING`,
+        awaits :meth:`finish_call`, and never calls :meth:`call` for it.
+
+        Raises:
+            procio_workers.BrokenWorkerProcess: as for :meth:`call`, with
+                ``started=False`` if the worker is known to be gone before the call
+                reached it.
+        """
+        return False
+
+    def reply_nowait(self) -> object:
+        """Return the outcome of the call :meth:`send_nowait` took, or :data:`PENDING`.
+
+        Called once per call, right after the pool's schedule point; it must not block.
+        The default returns :data:`PENDING`.
+
+        Raises:
+            Exception: whatever the function raised, as for :meth:`call`.
+        """
+        return PENDING
+
+    async def finish_call(self) -> object:
+        """Wait for the outcome of the call :meth:`send_nowait` took and return it.
+
+        Awaited when :meth:`reply_nowait` returned :data:`PENDING`; it sends what is
+        left of the request, if anything. It raises as :meth:`call` does, and it runs
+        shielded from cancellation unless the call is ``cancellable``, in which case a
+        cancellation is followed by :meth:`kill`.
+
+        Raises:
+            NotImplementedError: the default; a worker whose :meth:`send_nowait` can
+                return ``True`` must override this.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no finish_call")
 
     async def call_batch(self, request: Any) -> list[object]:
         """Run a batch prepared by :meth:`WorkerBackend.prepare_batch`; return the results.

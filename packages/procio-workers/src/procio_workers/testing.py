@@ -708,28 +708,33 @@ class _Session:
         _wire.write_frame_blocking(self.request, kind, segments)
 
     def handshake(self, codec: str, max_frame_length: int | None = None) -> dict[str, Any]:
-        hello = json.loads(self.expect(_wire.HELLO).segments[0])
+        hello = self._control(_wire.HELLO)
         offered = hello.get("protocols", [hello.get("protocol")])
         assert isinstance(offered, list), f"HELLO's protocols is not a list: {hello}"
-        common = [
-            version
-            for version in offered
-            if type(version) is int
-            and _wire.MIN_PROTOCOL_VERSION <= version <= _wire.PROTOCOL_VERSION
-        ]
+        common = _wire.hello_versions(hello)
         assert common, f"HELLO offers no protocol version spoken here: {hello}"
         assert hello.get("protocol") == max(offered), f"HELLO's protocol is not its newest: {hello}"
-        assert isinstance(hello.get("pid"), int), "HELLO carries the worker's pid"
+        assert _wire.is_int(hello.get("pid")), "HELLO carries the worker's pid"
         assert isinstance(hello.get("codecs"), list), "HELLO lists the codecs"
         self.protocol = max(common)
-        init = {"protocol": self.protocol, "sys_path": sys.path, "main": None}
-        init["codec"] = codec
+        init: _wire.Init = {
+            "protocol": self.protocol,
+            "codec": codec,
+            "sys_path": sys.path,
+            "main": None,
+        }
         if max_frame_length is not None:
             init["max_frame_length"] = max_frame_length
-        self.send(_wire.INIT, [json.dumps(init).encode()])
-        ready = json.loads(self.expect(_wire.READY).segments[0])
+        self.send(_wire.INIT, [_wire.encode_control(init)])
+        ready = self._control(_wire.READY)
         assert ready.get("ok") is True, f"READY says {ready}"
-        return dict(hello)
+        return hello
+
+    def _control(self, kind: int) -> dict[str, Any]:
+        try:
+            return _wire.decode_control(kind, self.expect(kind).segments)
+        except _wire.ProtocolError as exc:
+            raise AssertionError(str(exc)) from None
 
     def wait(self) -> int:
         try:
