@@ -265,9 +265,9 @@ class InterpreterWorker(Worker):
     @override
     async def call(self, request: Any) -> object:
         if self._state is not _State.IDLE:
-            error = BrokenWorkerProcess(f"the subinterpreter worker is {self._state.value}")
-            error.started = False
-            raise error
+            raise BrokenWorkerProcess(
+                f"the subinterpreter worker is {self._state.value}", started=False
+            )
         host = self._host
         self._state = _State.BUSY
         self._request = request
@@ -277,9 +277,9 @@ class InterpreterWorker(Worker):
         except OSError as exc:
             self._state = _State.BROKEN
             self._request = None
-            error = BrokenWorkerProcess(f"the subinterpreter has ended: {host.failure or exc}")
-            error.started = False
-            raise error from None
+            raise BrokenWorkerProcess(
+                f"the subinterpreter has ended: {host.failure or exc}", started=False
+            ) from None
         try:
             wake = await _receive(host.parent)
         except BaseException:

@@ -878,10 +878,17 @@ class ProcessWorker(Worker):
                 # Left early (or an item could not be rebuilt): the generator is closed
                 # in the worker, which runs its finally blocks, and its END awaited, so
                 # that the worker is idle again. A kill (cancellable) skips this.
-                with CancelScope(shield=True):
-                    with suppress(BrokenWorkerProcess):
+                try:
+                    with CancelScope(shield=True):
                         await self._send([_CLOSE])
                         await self._skip_to_end()
+                except BrokenWorkerProcess:
+                    pass
+                except BaseException:
+                    # Interrupted before the worker said END (a KeyboardInterrupt on
+                    # Trio lands even here): it may still be in the stream, so it goes.
+                    self.kill()
+                    raise
 
     def _forward_pending_output(self) -> None:
         if self._output_poll is not None:
