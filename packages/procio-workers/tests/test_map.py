@@ -1,6 +1,6 @@
 """WorkerPool.map: results like builtin map, bounded pulls, errors, early exits, figures.
 
-Every test names the bug it is there to catch; the worker side of each lives in
+Each test names the behaviour it proves; the worker side of each lives in
 ``procio_map_testfuncs``.
 """
 
