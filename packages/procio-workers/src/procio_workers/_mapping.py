@@ -117,6 +117,7 @@ class _Core(Generic[T]):
         self._send, self._receive = anyio.create_memory_object_stream[Any](buffer)
         self._ready: deque[T] = deque()
         self._countdown = YIELD_EVERY  # items handed out before the next schedule point
+        self._waiting = False  # a task waits for the driver (one at a time)
         self._scope = CancelScope()
         self._started = False
         self._closed = False  # the iteration has ended (no more items will come)
@@ -147,6 +148,15 @@ class _Core(Generic[T]):
         if self._closed:
             raise StopAsyncIteration  # ended already, by its last item or an error
         self._start()
+        if self._waiting:
+            raise anyio.BusyResourceError("waiting for results of this iteration")
+        self._waiting = True
+        try:
+            await self._wait_for_items()
+        finally:
+            self._waiting = False
+
+    async def _wait_for_items(self) -> None:
         while not self._ready:
             if self._raise is not None:
                 error, self._raise = self._raise, None
