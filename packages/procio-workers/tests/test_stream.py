@@ -167,7 +167,10 @@ async def test_a_cancelled_cancellable_stream_kills_its_worker() -> None:
     async with WorkerPool(max_workers=2) as pool:
         with anyio.fail_after(HANG_GUARD):
             with anyio.CancelScope() as scope:
-                async with pool.stream(mfuncs.pid_then_sleep, 30.0, cancellable=True) as items:
+                # The generator sleeps past the hang guard: a cancellation that waits
+                # for its next item instead of killing the worker fails the test.
+                sleep = HANG_GUARD * 2
+                async with pool.stream(mfuncs.pid_then_sleep, sleep, cancellable=True) as items:
                     victim = await items.__anext__()
                     scope.cancel()
                     await items.__anext__()

@@ -574,7 +574,7 @@ class WorkerPool:
             worker = slot.worker
             try:
                 try:
-                    groups = worker.stream(request)
+                    groups = worker.stream(request, cancellable=cancellable)
                 except NotImplementedError as exc:
                     raise TypeError(
                         f"this worker backend cannot stream generators ({exc})"

@@ -59,7 +59,7 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 import anyio
-from anyio import CancelScope, move_on_after
+from anyio import CancelScope, get_cancelled_exc_class, move_on_after
 from anyio.abc import Process, TaskGroup
 
 from . import _wire
@@ -824,11 +824,14 @@ class ProcessWorker(Worker):
             if frame.kind != _wire.ITEMS:
                 raise await self._unexpected(frame)
 
-    async def stream(self, request: Any) -> AsyncIterator[list[object]]:
+    async def stream(
+        self, request: Any, *, cancellable: bool = False
+    ) -> AsyncIterator[list[object]]:
         """Run a generator prepared by :meth:`ProcessBackend.prepare_stream`.
 
         Yields the groups of items that the worker sends; closing the iterator early
-        asks the worker to close the generator and waits for it to do so.
+        asks the worker to close the generator and waits for it to do so, unless it was
+        cancelled with *cancellable*: the worker is then killed at once.
         """
         if not isinstance(request, _Stream):
             raise NotImplementedError("not a stream prepared by this backend")
@@ -872,6 +875,12 @@ class ProcessWorker(Worker):
                     if last.kind == _wire.ERROR:
                         raise self._error(last.segments)
                     return
+        except get_cancelled_exc_class():
+            if cancellable and not finished:
+                # Waiting for the worker is what was cancelled: no waiting for the
+                # generator to reach its next item either.
+                self.kill()
+            raise
         finally:
             self._answered = time.perf_counter()
             if not finished and self.alive:

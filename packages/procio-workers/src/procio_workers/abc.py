@@ -243,13 +243,15 @@ class Worker(ABC):
                 raise BatchError(index, results, exc) from None
         return results
 
-    def stream(self, request: Any) -> AsyncIterator[list[object]]:
+    def stream(self, request: Any, *, cancellable: bool = False) -> AsyncIterator[list[object]]:
         """Run a generator call prepared by :meth:`WorkerBackend.prepare_stream`.
 
         Returns an async iterator of groups of the items the generator yields, in order.
         It must not run ahead of its reader by more than a bounded number of items, and
         closing it (``aclose()``) must stop the generator in the worker; an exception
-        the generator raises comes out of it after the items yielded before it.
+        the generator raises comes out of it after the items yielded before it. With
+        *cancellable*, a cancellation that reaches it while it waits for the worker
+        kills the worker at once instead of closing the generator there.
 
         Raises:
             NotImplementedError: the default: this backend cannot stream generators.
