@@ -1,14 +1,40 @@
-"""Shared pytest configuration: every async test runs on asyncio, asyncio+uvloop and Trio."""
+"""Shared pytest configuration: every async test runs on asyncio, asyncio+uvloop and Trio.
+
+``PROCIO_TEST_BACKENDS`` (a comma-separated subset of ``asyncio,uvloop,trio``) narrows
+the matrix: continuous integration runs the whole matrix once, and the checks that are
+about something else (each layer installed alone, the oldest accepted anyio) on fewer
+event loops.
+"""
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
 import pytest
 
+_BACKENDS = ("asyncio", "uvloop", "trio")
+
+
+def _chosen_backends() -> set[str]:
+    wanted = {name.strip() for name in os.environ.get("PROCIO_TEST_BACKENDS", "").split(",")}
+    wanted.discard("")
+    unknown = wanted.difference(_BACKENDS)
+    if unknown:
+        raise pytest.UsageError(
+            f"PROCIO_TEST_BACKENDS names unknown event loops {sorted(unknown)}; "
+            f"choose from {', '.join(_BACKENDS)}"
+        )
+    return wanted or set(_BACKENDS)
+
 
 def _backend_params() -> list[Any]:
+    chosen = _chosen_backends()
+    return [param for param in _all_backend_params() if param.id in chosen]
+
+
+def _all_backend_params() -> list[Any]:
     params: list[Any] = [pytest.param(("asyncio", {}), id="asyncio")]
     if sys.platform != "win32":
         # uvloop is a hard requirement of the test environments off Windows: importing
