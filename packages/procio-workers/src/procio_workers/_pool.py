@@ -572,6 +572,7 @@ class WorkerPool:
 
         async def run(slot: _Slot, request: Any, cancellable: bool) -> None:
             worker = slot.worker
+            closed = False  # the stream was closed in the worker, or had ended there
             try:
                 try:
                     groups = worker.stream(request, cancellable=cancellable)
@@ -594,10 +595,13 @@ class WorkerPool:
                         # Stops the generator in the worker, and waits for it.
                         with CancelScope(shield=True):
                             await aclose()
+                    closed = True
             except BaseException as exc:
-                if not isinstance(exc, Exception) and worker.alive:
+                if isinstance(exc, get_cancelled_exc_class()) and closed and worker.alive:
                     # Cancelled, and the generator was closed in the worker: the
-                    # protocol says it is idle.
+                    # protocol says it is idle. Anything else that is not an answer
+                    # (a KeyboardInterrupt, which Trio raises wherever the code is,
+                    # even before the closing began) leaves the worker out.
                     self._release(slot)
                     raise
                 error = self._failed(slot, exc)
