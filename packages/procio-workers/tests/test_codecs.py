@@ -150,16 +150,6 @@ def test_star_import_gives_exactly_the_public_names() -> None:
     assert json.loads(result.stdout) == sorted(procio_workers.__all__)
 
 
-def test_the_facade_still_imports_from_a_fresh_interpreter() -> None:
-    result = _fresh("""
-        import procio, procio_workers
-        assert procio.WorkerPool is procio_workers.WorkerPool
-        assert procio.abc is procio_workers.abc
-        print(procio.PROTOCOL_VERSION)
-        """)
-    assert result.stdout.split() == [str(procio_workers.PROTOCOL_VERSION)]
-
-
 def test_every_public_name_is_the_object_of_its_home_module() -> None:
     from procio_workers import _errors, _mapping, _pool, _process_backend, _serializers
     from procio_workers import abc as abc_module

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import procio
@@ -44,3 +46,19 @@ def test_facade_init_only_reexports() -> None:
         target = node.targets[0] if isinstance(node, ast.Assign) else node.target
         assert isinstance(target, ast.Name)
         assert target.id == "__all__"
+
+
+def test_the_facade_imports_the_lazy_workers_package_from_a_fresh_interpreter() -> None:
+    # procio_workers loads its names on first use; the facade's re-exports must still
+    # be the layer's own objects when nothing was imported before.
+    code = (
+        "import procio, procio_workers\n"
+        "assert procio.WorkerPool is procio_workers.WorkerPool\n"
+        "assert procio.abc is procio_workers.abc\n"
+        "print(procio.PROTOCOL_VERSION)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [str(procio_workers.PROTOCOL_VERSION)]
