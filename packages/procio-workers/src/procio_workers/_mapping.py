@@ -48,8 +48,6 @@ MAX_AUTO_CHUNK = 10_000
 #: For an input of known length, no automatic chunk is larger than the items left over
 #: this many chunks per worker, so that the last chunks are small and end together.
 CHUNKS_PER_WORKER = 4
-#: Chunks prepared beyond one per worker, to keep the workers busy.
-EXTRA_LANES = 0
 #: While results are at hand, the caller's iteration lets other tasks run once every
 #: this many results.
 YIELD_EVERY = 256
@@ -83,20 +81,16 @@ def _note(exc: BaseException, text: str) -> None:
 class _Chunk:
     """One chunk's outcome, sent by a lane to the results object."""
 
-    __slots__ = ("count", "error", "error_index", "number", "results", "start")
+    __slots__ = ("error", "error_index", "number", "results")
 
     def __init__(
         self,
         number: int,
-        start: int,
-        count: int,
         results: list[Any],
         error: BaseException | None = None,
         error_index: int | None = None,
     ) -> None:
         self.number = number
-        self.start = start
-        self.count = count
         self.results = results
         self.error = error
         self.error_index = error_index
@@ -278,10 +272,8 @@ class _MapCore(_Core[T]):
         workers = pool.max_workers
         if workers > MAX_LANES:
             workers = os.cpu_count() or 1
-        #: How many chunks are under way at once, at most: one more than the workers,
-        #: so that a chunk is ready to go (taken and serialized) when a worker is done.
-        self._workers = max(1, workers)
-        self.lanes = self._workers + EXTRA_LANES
+        #: How many chunks are under way at once, at most: one per worker.
+        self.lanes = max(1, workers)
         # Ordered: a chunk may start only this many chunks ahead of the first one the
         # caller still waits for, which bounds what is held back.
         self._window = 4 * self.lanes
@@ -329,7 +321,7 @@ class _MapCore(_Core[T]):
             return self._fixed
         size = self.chunksize
         if self.total is not None:
-            size = min(size, math.ceil(self.total / (CHUNKS_PER_WORKER * self._workers)))
+            size = min(size, math.ceil(self.total / (CHUNKS_PER_WORKER * self.lanes)))
         return max(1, size)
 
     def _measured(self, count: int, seconds: float) -> None:
@@ -471,7 +463,7 @@ class _MapCore(_Core[T]):
                 chunk = await self._take_chunk()
             except Exception as exc:
                 self._halt()
-                await self._put(_Chunk(self._numbered, self._taken, 0, [], exc, None))
+                await self._put(_Chunk(self._numbered, [], exc))
                 return
             if chunk is None:
                 return
@@ -491,18 +483,18 @@ class _MapCore(_Core[T]):
                 self.completed += len(exc.results)
                 _note(exc.error, f"raised by item {index} of the map")
                 self._halt()
-                await self._put(_Chunk(number, start, len(items), exc.results, exc.error, index))
+                await self._put(_Chunk(number, exc.results, exc.error, index))
                 return
             except Exception as exc:
                 last = start + len(items) - 1
                 span = f"item {start}" if last == start else f"items {start} to {last}"
                 _note(exc, f"raised while {span} of the map ran")
                 self._halt()
-                await self._put(_Chunk(number, start, len(items), [], exc, None))
+                await self._put(_Chunk(number, [], exc))
                 return
             self._measured(len(items), sum(timing))
             self.completed += len(results)
-            if not await self._put(_Chunk(number, start, len(items), results)):
+            if not await self._put(_Chunk(number, results)):
                 self._halt()
                 return
 
@@ -558,8 +550,6 @@ class _StreamCore(_Core[T]):
     def __init__(
         self,
         pool: WorkerPool,
-        func: Callable[..., Iterable[T]],
-        args: tuple[Any, ...],
         *,
         cancellable: bool,
         request: Any,
@@ -567,8 +557,6 @@ class _StreamCore(_Core[T]):
         # No buffer between the driver and the caller: a driver that cannot hand a
         # group over stops reading, and the worker then stops too.
         super().__init__(pool, 0)
-        self._func = func
-        self._args = args
         self._cancellable = cancellable
         self._request = request
         self.received = 0
@@ -583,7 +571,7 @@ class _StreamCore(_Core[T]):
         try:
             await self._pool._run_stream(self._request, self._cancellable, forward)
         except Exception as exc:
-            await self._put(_Chunk(-1, -1, 0, [], exc))
+            await self._put(_Chunk(-1, [], exc))
 
     def _take(self, event: Any) -> bool:
         if isinstance(event, _Chunk):

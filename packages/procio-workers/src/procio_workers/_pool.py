@@ -493,9 +493,7 @@ class WorkerPool:
                 or *func* did not return an iterator.
         """
         request = self.backend.prepare_stream(func, args)
-        return StreamResults(
-            _StreamCore(self, func, args, cancellable=cancellable, request=request)
-        )
+        return StreamResults(_StreamCore(self, cancellable=cancellable, request=request))
 
     async def _run_batch(
         self,
