@@ -1,4 +1,4 @@
-"""Shared helpers of the worker layer's tests: leak checks and importable functions.
+"""Shared helpers of the worker layer's tests: leak checks, fixtures, importable functions.
 
 Functions that run in a worker must be importable there by module name, so they live
 in ``procio_workers_testfuncs`` and this folder goes on ``sys.path`` (the worker gets
@@ -8,8 +8,33 @@ the parent's ``sys.path``).
 from __future__ import annotations
 
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
+
+import pytest
+from procio_workers import WorkerPool
 
 HERE = str(Path(__file__).resolve().parent)
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _libuv_signal_pipe() -> None:
+    """Let libuv open its process-wide signal pipe before any leak check's snapshot.
+
+    The first uvloop loop of a process opens a pipe pair that stays open for the life of
+    the process; without this, whichever leak-checked test happens to be the first on
+    uvloop in a run would report that pipe as its leak.
+    """
+    if sys.platform != "win32":
+        import uvloop
+
+        uvloop.new_event_loop().close()
+
+
+@pytest.fixture
+async def pool() -> AsyncIterator[WorkerPool]:
+    """A pool of two workers, open for the test."""
+    async with WorkerPool(max_workers=2) as opened:
+        yield opened

@@ -44,26 +44,6 @@ T = TypeVar("T")
 HANG_GUARD = 45
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _libuv_signal_pipe() -> None:
-    """Let libuv open its process-wide signal pipe before any leak check's snapshot.
-
-    The first uvloop loop of a process opens a pipe pair that stays open for the life of
-    the process; without this, whichever leak-checked test happens to be the first on
-    uvloop in a run would report that pipe as its leak.
-    """
-    if sys.platform != "win32":
-        import uvloop
-
-        uvloop.new_event_loop().close()
-
-
-@pytest.fixture
-async def pool() -> AsyncIterator[WorkerPool]:
-    async with WorkerPool(max_workers=2) as opened:
-        yield opened
-
-
 def expected(xs: list[int]) -> list[int]:
     return [mfuncs.triple_plus_one(x) for x in xs]
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import suppress
 from pathlib import Path
@@ -33,26 +32,6 @@ async def collect(results: AsyncIterator[T], into: list[T]) -> None:
     """Append every item of *results* to *into*: what came before an error stays there."""
     async for item in results:
         into.append(item)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _libuv_signal_pipe() -> None:
-    """Let libuv open its process-wide signal pipe before any leak check's snapshot.
-
-    The first uvloop loop of a process opens a pipe pair that stays open for the life of
-    the process; without this, whichever leak-checked test happens to be the first on
-    uvloop in a run would report that pipe as its leak.
-    """
-    if sys.platform != "win32":
-        import uvloop
-
-        uvloop.new_event_loop().close()
-
-
-@pytest.fixture
-async def pool() -> AsyncIterator[WorkerPool]:
-    async with WorkerPool(max_workers=2) as opened:
-        yield opened
 
 
 # -- every item, in order ----------------------------------------------------------------
