@@ -8,12 +8,11 @@ nothing to standard error and leave no process behind.
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
-import psutil
 import pytest
+
+from ._examples import check_example_runs
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = ["docs/many-tasks.md"]
@@ -37,19 +36,4 @@ def test_every_page_has_complete_examples() -> None:
     ids=[f"{page}-{index}" for page, index, _ in EXAMPLES],
 )
 def test_docs_example_runs(page: str, index: int, block: str, tmp_path: Path) -> None:
-    script = tmp_path / f"example_{index}.py"
-    script.write_text(block, encoding="utf-8")
-    before = {child.pid for child in psutil.Process().children(recursive=True)}
-    result = subprocess.run(
-        [sys.executable, str(script)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip(), "every example prints something"
-    assert result.stderr == ""
-    after = {child.pid for child in psutil.Process().children(recursive=True)}
-    assert after <= before
+    check_example_runs(block, tmp_path / f"example_{index}.py")
