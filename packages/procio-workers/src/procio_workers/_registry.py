@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from importlib.metadata import entry_points
-
 from ._serializers import CloudpickleSerializer, PickleSerializer
 from .abc import LAUNCHER_ENTRY_POINTS, SERIALIZER_ENTRY_POINTS, Launcher, Serializer
 
@@ -14,6 +12,11 @@ _BUILTIN_SERIALIZERS: dict[str, type[Serializer]] = {
 
 
 def _load(group: str, name: str, builtin: tuple[str, ...] = ()) -> object:
+    # Imported here: importlib.metadata (with the email and zipfile modules it pulls in)
+    # takes longer to import than a worker takes to start, and only a lookup by name
+    # needs it.
+    from importlib.metadata import entry_points
+
     found = entry_points(group=group, name=name)
     for entry_point in found:
         return entry_point.load()()
