@@ -63,6 +63,27 @@ async def test_the_worker_program_does_not_import_anyio() -> None:
     assert "_procio_wire" in modules
 
 
+async def test_a_workers_start_imports_no_more_than_it_needs() -> None:
+    # A worker's start is mostly imports: the worker program and its wire module use
+    # typing's names in annotations only, and load their files without importlib.util.
+    # (Measured against what a bare interpreter of this environment imports as it
+    # starts, since a .pth hook of site-packages may import anything.)
+    bare = subprocess.run(
+        [sys.executable, "-c", "import sys; print(' '.join(sys.modules))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    at_start = set(bare.stdout.split())
+    async with WorkerPool(max_workers=1) as pool:
+        # eval is pickled by reference, so the call itself imports nothing.
+        loaded = set(await pool.run_sync(eval, "list(__import__('sys').modules)"))
+    added = loaded - at_start
+    assert "_procio_worker" in added
+    assert "_procio_wire" in added
+    assert not {"typing", "importlib.util", "contextlib", "anyio"} & added, sorted(added)
+
+
 async def test_large_buffers_round_trip_through_a_worker() -> None:
     data = os.urandom(4 * 1024 * 1024)
     assert await to_process.run_sync(funcs.echo, data) == data

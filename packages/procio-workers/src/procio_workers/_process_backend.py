@@ -59,6 +59,11 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 import anyio
+
+# The default launcher starts workers with procio_process. Importing it along with the
+# backend, as anyio.to_process imports its subprocess support, keeps the import out of
+# the first worker's start, where it cost about as much as starting the worker itself.
+import procio_process  # noqa: F401
 from anyio import CancelScope, get_cancelled_exc_class, move_on_after
 from anyio.abc import Process, TaskGroup
 
@@ -83,11 +88,12 @@ WORKER_PROGRAM = str(Path(__file__).with_name("_worker.py"))
 # a module called ``abc``) nor the package itself is ever imported in the worker: the
 # worker program needs nothing of it but the wire module next to it.
 WORKER_MODULE = "_procio_worker"
+# A source file loader keeps the program's compiled code cached, as an import would;
+# importlib.util is not used, since it costs the worker's start an import of contextlib.
 BOOTSTRAP = (
-    "import sys,importlib.util as u;"
-    f"s=u.spec_from_file_location('{WORKER_MODULE}',sys.argv[1]);"
-    f"m=u.module_from_spec(s);sys.modules['{WORKER_MODULE}']=m;"
-    "s.loader.exec_module(m);sys.exit(m.main(sys.argv[2:]))"
+    "import sys,importlib.machinery as i;"
+    f"m=type(sys)('{WORKER_MODULE}');m.__file__=p=sys.argv[1];sys.modules[m.__name__]=m;"
+    "i.SourceFileLoader(m.__name__,p).exec_module(m);sys.exit(m.main(sys.argv[2:]))"
 )
 
 _PIPE_SIZE = 1 << 20

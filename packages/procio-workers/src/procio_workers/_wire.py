@@ -22,7 +22,14 @@ import sys
 import types
 from collections import deque
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+
+# typing.TYPE_CHECKING, without importing typing: the worker program loads this module
+# at start-up, and importing typing (with re, which it pulls in) would cost every worker
+# some milliseconds for names used in annotations only. Type checkers treat a module
+# constant of this name as true.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 #: The newest protocol version spoken here; HELLO announces it, INIT picks the version.
 PROTOCOL_VERSION = 2
@@ -222,11 +229,17 @@ class ProtocolError(Exception):
     """A frame broke the protocol: unknown kind, bad counts, oversized or truncated."""
 
 
-class Frame(NamedTuple):
+class Frame:
     """One decoded frame: its message kind and its segments."""
 
-    kind: int
-    segments: list[bytearray]
+    __slots__ = ("kind", "segments")
+
+    def __init__(self, kind: int, segments: list[bytearray]) -> None:
+        self.kind = kind
+        self.segments = segments
+
+    def __repr__(self) -> str:
+        return f"Frame(kind={self.kind}, segments={len(self.segments)})"
 
 
 def encode_frame(kind: int, segments: Sequence[Segment]) -> list[Segment]:

@@ -8,18 +8,21 @@ starting the interpreter. Usage: ``<bootstrap> <this file> <request fd> <respons
 
 from __future__ import annotations
 
-import importlib.util
+import importlib.machinery
 import os
 import select
 import signal
 import sys
 import time
 import types
-from typing import TYPE_CHECKING, Any, cast
 
+# typing.TYPE_CHECKING without importing typing, which would cost every worker's start
+# some milliseconds for names used in annotations only (type checkers treat a module
+# constant of this name as true).
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
-    from typing import Protocol
+    from typing import Any, Protocol
 
     from typing_extensions import Buffer
 
@@ -46,13 +49,32 @@ def _load_wire() -> types.ModuleType:
     if existing is not None:
         return existing
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_wire.py")
-    spec = importlib.util.spec_from_file_location(_WIRE_NAME, path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
+    # Loaded as the bootstrap loads this program: a source file loader, which keeps the
+    # compiled code cached, without importlib.util (and contextlib, which it imports).
+    module = types.ModuleType(_WIRE_NAME)
+    module.__file__ = path
     sys.modules[_WIRE_NAME] = module
-    spec.loader.exec_module(module)
+    importlib.machinery.SourceFileLoader(_WIRE_NAME, path).exec_module(module)
     return module
+
+
+def _find_spec(name: str) -> importlib.machinery.ModuleSpec | None:
+    """Find the module *name* as ``importlib.util.find_spec`` does."""
+    if "." in name:
+        # A submodule (a main module run with -m): its package's path is needed; rare
+        # enough to pay for importlib.util.
+        import importlib.util
+
+        return importlib.util.find_spec(name)
+    module = sys.modules.get(name)
+    if module is not None:
+        return getattr(module, "__spec__", None)
+    for finder in sys.meta_path:
+        find = getattr(finder, "find_spec", None)
+        spec = find(name, None) if find is not None else None
+        if spec is not None:
+            return spec  # type: ignore[no-any-return]
+    return None
 
 
 if not TYPE_CHECKING:
@@ -115,7 +137,7 @@ class _ParentMain(types.ModuleType):
         namespace["__builtins__"] = __builtins__
         if spec.get("module"):
             name = spec["module"]
-            found = importlib.util.find_spec(name)
+            found = _find_spec(name)
             if found is None or found.loader is None:
                 raise ImportError(f"cannot find the parent's main module {name!r}")
             namespace["__spec__"] = found
@@ -149,7 +171,7 @@ def _available_codecs() -> list[str]:
     """Return the built-in codecs this worker can load: cloudpickle only if installed."""
     available = ["pickle"]
     try:
-        if importlib.util.find_spec("cloudpickle") is not None:
+        if _find_spec("cloudpickle") is not None:
             available.append("cloudpickle")
     except (ImportError, ValueError):
         pass  # a broken or stubbed-out cloudpickle: not offered
@@ -680,7 +702,7 @@ def _read_init(frame: Frame) -> Init:
         raise wire.ProtocolError(f"unsupported protocol version {version!r}")
     # The keys read with a fallback (codec, max_frame_length, sys_path, main, idle_poll)
     # are checked where they are used.
-    return cast("Init", init)
+    return init  # type: ignore[return-value]
 
 
 def _take_sigint(signum: int, frame: types.FrameType | None) -> None:
