@@ -94,6 +94,13 @@ TARGETS: tuple[Target, ...] = (
     Target("map-tiny", "other", ">=", 1.5, "map of 20,000 tiny calls ≥ 1.5x the best peer"),
     Target("cpu-bound", "floor", "<=", 1.1, "64 calls of ~10 ms within 10% of ideal"),
     Target("interpreter-round-trip", "anyio", ">=", 2.0, "subinterpreter round trip ≥ 2x AnyIO"),
+    Target(
+        "interpreter-cold-start",
+        "other",
+        "<=",
+        0.5,
+        "subinterpreter cold start ≤ 0.5x a new worker process's",
+    ),
 )
 
 # Block name -> figure keys (shell-style patterns), in the order they are shown.
@@ -109,6 +116,7 @@ BLOCKS: dict[str, tuple[str, ...]] = {
     "cold-start": ("cold-start", "cold-start-heavy"),
     "pipe-size": ("pipe-size-*",),
     "dask": ("dask-*",),
+    "interpreters": ("interpreter-*",),
 }
 # Blocks drawn as one table of several figures (row, contender, median, range, ratio),
 # each row's ratio taken to its figure's reference (see :func:`reference_row`).

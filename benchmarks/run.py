@@ -12,7 +12,8 @@ samples of all processes are joined, row by row, into the results file: every ro
 with its samples, median, range and quartiles, the machine it ran on and how busy that
 was, and the targets evaluated. ``--also-python`` runs the sequential spawn rows again
 on another interpreter (one with procio and AnyIO installed), whose figures carry its
-version.
+version, and the subinterpreter rows (``bench_interpreters``, Python 3.13+), which no
+older interpreter can measure.
 
 - ``--output PAGE`` (repeatable) rewrites the page's figure blocks from the results, as
   ``figures.py`` does; ``--chart`` draws the chart.
@@ -55,7 +56,22 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "workers": ("bench_workers",),
     "many-tasks": ("bench_map",),
     "dask": ("bench_dask",),
+    "interpreters": ("bench_interpreters",),
 }
+
+
+# Scripts that run only on a newer Python than the suite's own: on every interpreter
+# given (the suite's or an --also-python one) that is at least that version.
+NEWER_PYTHON: dict[str, tuple[int, int]] = {"bench_interpreters": (3, 13)}
+
+
+def _version_info(python: str) -> tuple[int, ...]:
+    """The version of the interpreter *python* as a tuple, ``()`` if it cannot be run."""
+    text = sys.version.split()[0] if python == sys.executable else _version(python)
+    try:
+        return tuple(int(part) for part in text.split(".")[:2])
+    except ValueError:
+        return ()
 
 
 def _cpu_ticks() -> tuple[int, int]:
@@ -84,7 +100,23 @@ def measure(
     rows: list[dict[str, Any]] = []
     failed = []
     with tempfile.TemporaryDirectory() as tmp:
-        jobs = [([sys.executable, str(script)], script.stem) for script in scripts]
+        jobs = [
+            ([sys.executable, str(script)], script.stem)
+            for script in scripts
+            if script.stem not in NEWER_PYTHON
+        ]
+        for script in scripts:
+            needed = NEWER_PYTHON.get(script.stem)
+            if needed is None:
+                continue
+            able = [p for p in (sys.executable, *pythons) if _version_info(p) >= needed]
+            if not able:
+                print(
+                    f"## {script.stem}: needs Python {'.'.join(map(str, needed))} or newer "
+                    "(give one with --also-python); its rows are not measured",
+                    flush=True,
+                )
+            jobs += [([python, str(script)], f"{script.stem} on {python}") for python in able]
         if any(script.stem == "bench_process" for script in scripts):
             jobs += [
                 ([python, str(HERE / "bench_process.py"), "--spawn-only"], f"spawn on {python}")
@@ -192,7 +224,7 @@ def main() -> int:
         action="append",
         default=[],
         metavar="PYTHON",
-        help="also run the spawn rows on this interpreter",
+        help="also run the spawn rows, and the subinterpreter rows (3.13+), on this interpreter",
     )
     p.add_argument("--results", type=Path, default=RESULTS, help="the results file to write")
     p.add_argument("--pyperf", type=Path, help="also write the samples as a pyperf suite")

@@ -68,13 +68,8 @@ async def test_a_workers_start_imports_no_more_than_it_needs() -> None:
     # typing's names in annotations only, and load their files without importlib.util.
     # (Measured against what a bare interpreter of this environment imports as it
     # starts, since a .pth hook of site-packages may import anything.)
-    bare = subprocess.run(
-        [sys.executable, "-c", "import sys; print(' '.join(sys.modules))"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    at_start = set(bare.stdout.split())
+    bare = await anyio.run_process([sys.executable, "-c", "import sys; print(*sys.modules)"])
+    at_start = set(bare.stdout.decode().split())
     async with WorkerPool(max_workers=1) as pool:
         # eval is pickled by reference, so the call itself imports nothing.
         loaded = set(await pool.run_sync(eval, "list(__import__('sys').modules)"))
