@@ -15,10 +15,19 @@ import sys
 import threading
 import weakref
 from collections import deque
+from collections.abc import Callable, Mapping
 from contextlib import suppress
 from typing import Any
 
+import anyio
+from anyio import BrokenResourceError, CancelScope, ClosedResourceError
+from procio_process._fdstream import FdHolder
+
 _logger = logging.getLogger("procio.workers")
+
+_STDERR_TAIL_BYTES = 16 * 1024
+_STDERR_TAIL_LINES = 20
+_READ_CHUNK = 64 * 1024
 
 #: Most bytes of worker output waiting to be written to this process's stdout and
 #: stderr; past it, workers' output pipes are left unread until there is room again.
@@ -140,3 +149,154 @@ class _ParentStreams:
 
 
 _parent_streams = _ParentStreams()
+
+
+def _always_room() -> bool:
+    return True
+
+
+class OutputForwarder:
+    """Reads a worker's stdout and stderr pipes and hands what comes to a handler.
+
+    It owns the parent's read ends (as :class:`FdHolder` objects, closed by :meth:`run`
+    when it ends, or by their finalizer if it never ran) and keeps the last bytes of
+    stderr for error reports. :meth:`run` forwards until both pipes reach end of file
+    or :meth:`stop` is called: a grandchild that inherited the pipes can hold them open
+    after the worker is gone, and must not hold up the worker's closing.
+
+    Args:
+        fds: the read ends, by the worker's descriptor they carry (``1`` or ``2``).
+        handler: called with ``1`` or ``2`` and the bytes read; what it raises is logged.
+        room: whether the handler takes more now; while it does not, the output waits
+            in its pipe (and a worker that keeps writing waits too).
+        pid: the worker's pid, for log messages.
+    """
+
+    __slots__ = (
+        "_done",
+        "_handler",
+        "_holders",
+        "_pid",
+        "_poll",
+        "_room",
+        "_scope",
+        "_tail",
+        "_which",
+    )
+
+    def __init__(
+        self,
+        fds: Mapping[int, int],
+        handler: Callable[[int, bytes], None],
+        room: Callable[[], bool] = _always_room,
+        *,
+        pid: int | None = None,
+    ) -> None:
+        self._holders: dict[int, FdHolder] = {}
+        for which, fd in fds.items():
+            self._holders[which] = FdHolder(fd)
+        self._handler = handler
+        self._room = room
+        self._pid = pid
+        self._tail = bytearray()
+        self._done = anyio.Event()
+        self._scope = CancelScope()
+        self._which = {fd: which for which, fd in fds.items()}
+        self._poll: select.poll | None = None
+        if hasattr(select, "poll"):
+            self._poll = select.poll()
+            for fd in fds.values():
+                self._poll.register(fd, select.POLLIN)
+
+    @property
+    def fds(self) -> dict[int, int]:
+        """The read ends still open, by the worker's descriptor they carry."""
+        return {which: holder.fd for which, holder in self._holders.items() if not holder.closed}
+
+    def stderr_tail(self) -> list[str]:
+        """Return the last lines read from the worker's standard error."""
+        text = bytes(self._tail).decode("utf-8", "replace")
+        return text.splitlines()[-_STDERR_TAIL_LINES:]
+
+    async def run(self) -> None:
+        """Forward both pipes until they close or :meth:`stop`; then close the read ends."""
+        try:
+            with self._scope:
+                async with anyio.create_task_group() as tg:
+                    for which in self._holders:
+                        tg.start_soon(self._forward, which)
+        finally:
+            self._poll = None
+            for which, holder in self._holders.items():
+                # What is left in the pipe goes out before its end is closed.
+                self._pump(which, force=True)
+                holder.close()
+            self._done.set()
+
+    def stop(self) -> None:
+        """Stop forwarding (what is waiting in the pipes still goes out first)."""
+        self._scope.cancel()
+
+    async def wait_closed(self) -> None:
+        """Wait until :meth:`run` has ended and closed the pipes."""
+        await self._done.wait()
+
+    def forward_pending(self) -> None:
+        """Forward what is already waiting in the pipes, without waiting for more.
+
+        One system call when there is nothing: the output a call wrote is in the pipes
+        by the time its answer is read, and goes out before the answer is returned.
+        """
+        poll = self._poll
+        if poll is not None:
+            for fd, _ in poll.poll(0):
+                if self._room():
+                    self._pump(self._which[fd])
+
+    async def _forward(self, which: int) -> None:
+        holder = self._holders[which]
+        room = self._room
+        while True:
+            if not room():
+                # The parent's own stdout is slow: leave the worker's output in its
+                # pipe (the worker waits once that is full) and look again shortly.
+                await anyio.sleep(_OUTPUT_RETRY)
+                continue
+            await holder.wait_readable()
+            if not self._pump(which):
+                return
+
+    def _pump(self, which: int, *, force: bool = False) -> bool:
+        """Forward what is waiting on one output pipe; ``False`` once it reached EOF.
+
+        It stops early while the handler has no room (unless *forced*, for the last
+        read before the pipe is closed): the rest waits in the pipe.
+        """
+        holder = self._holders.get(which)
+        if holder is None:
+            return False
+        while True:
+            try:
+                data = holder.read(_READ_CHUNK)
+            except (ClosedResourceError, BrokenResourceError):
+                return False
+            if data is None:
+                return True
+            if not data:
+                return False
+            if which == 2:
+                self._tail += data
+                del self._tail[:-_STDERR_TAIL_BYTES]
+            try:
+                self._handler(which, data)
+            except Exception:
+                _logger.exception(
+                    "the output handler %r raised on %d bytes from worker %s's fd %d; "
+                    "they are dropped",
+                    self._handler,
+                    len(data),
+                    self._pid,
+                    which,
+                )
+            if len(data) < _READ_CHUNK or not (force or self._room()):
+                return True
