@@ -45,7 +45,7 @@ async def test_other_tasks_run_while_the_call_is_with_the_worker() -> None:
             try:
 
                 async def sibling() -> None:
-                    seen.append(_waiting_bytes(worker._request_fd))
+                    seen.append(_waiting_bytes(worker._channel.request.fd))
                     os.kill(pid, signal.SIGCONT)
 
                 async with anyio.create_task_group() as tg:
@@ -72,7 +72,7 @@ async def test_an_already_cancelled_caller_sends_nothing() -> None:
                     scope.cancel()
                     await pool.run_sync(abs, -2)
                 assert scope.cancelled_caught
-                assert _waiting_bytes(worker._request_fd) == 0
+                assert _waiting_bytes(worker._channel.request.fd) == 0
             finally:
                 os.kill(pid, signal.SIGCONT)
             assert await pool.run_sync(abs, -3) == 3

@@ -19,6 +19,7 @@ from procio_workers import (
     _wire,
     testing,
 )
+from procio_workers._process_backend import ProcessWorker
 from procio_workers.abc import Buffer, Launcher, Serializer, Worker, WorkerBackend
 
 pytestmark = pytest.mark.anyio
@@ -147,6 +148,13 @@ class _SpoiltBackend(ProcessBackend):
 
 class _UnkillableWorker(_Delegating):
     """Leaks its process: kill() and aclose() do nothing (its backend closes it later)."""
+
+    @property
+    def alive(self) -> bool:
+        # What a worker that cannot be killed reports: its process runs on. (The inner
+        # worker, whose cancelled call was never answered, would say it takes no more.)
+        assert isinstance(self.inner, ProcessWorker)
+        return self.inner.process.returncode is None
 
     def kill(self) -> None:
         pass

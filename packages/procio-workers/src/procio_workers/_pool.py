@@ -173,6 +173,11 @@ class WorkerPool:
             or names no installed serializer or launcher.
     """
 
+    # Over 300 lines, knowingly: the docstring and the checked constructor are a third
+    # of it, and the rest is one policy (which worker takes a call, and what becomes of
+    # it afterwards) that run_sync, map and stream all go through. The frames, the
+    # workers' pipes and their lifecycle live with the backend, not here.
+
     def __init__(
         self,
         max_workers: int | None = None,

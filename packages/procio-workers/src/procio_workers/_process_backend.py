@@ -40,19 +40,18 @@ Before any call, the handshake: HELLO (worker) -> INIT (parent) -> READY (worker
 a JSON object declared in ``_wire``; SHUTDOWN (or end of input) retires the worker.
 Output the worker writes to fd 1 and 2 travels on two more pipes, forwarded by
 :meth:`ProcessWorker.forward_output`, apart from the protocol.
+
+The pieces: ``_channel.FrameChannel`` carries the frames, ``_forwarder.OutputForwarder``
+the output, ``_lifecycle.WorkerLifecycle`` holds the worker's state; this module speaks
+the protocol over them.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import select
-import stat
 import sys
-import threading
 import time
-import weakref
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack, ExitStack, suppress
 from pathlib import Path
@@ -64,10 +63,17 @@ import anyio
 # backend, as anyio.to_process imports its subprocess support, keeps the import out of
 # the first worker's start, where it cost about as much as starting the worker itself.
 import procio_process  # noqa: F401
-from anyio import CancelScope, get_cancelled_exc_class, move_on_after
+from anyio import (
+    BrokenResourceError,
+    CancelScope,
+    ClosedResourceError,
+    get_cancelled_exc_class,
+    move_on_after,
+)
 from anyio.abc import Process, TaskGroup
 
 from . import _wire
+from ._channel import ChannelError, FrameChannel
 from ._errors import (
     BatchError,
     BrokenWorkerProcess,
@@ -75,6 +81,8 @@ from ._errors import (
     SerializationError,
     WorkerError,
 )
+from ._forwarder import _OUTPUT_RETRY, OutputForwarder, _always_room, _parent_streams
+from ._lifecycle import WorkerLifecycle, WorkerState
 from ._serializers import PickleSerializer
 from .abc import PENDING as PENDING
 from .abc import Buffer, Launcher, Serializer, Worker, WorkerBackend
@@ -97,9 +105,6 @@ BOOTSTRAP = (
 )
 
 _PIPE_SIZE = 1 << 20
-_STDERR_TAIL_BYTES = 16 * 1024
-_STDERR_TAIL_LINES = 20
-_READ_CHUNK = 64 * 1024
 # After a worker exits, how long its output pipes may stay open (held by a grandchild
 # that inherited them) before the parent stops forwarding and closes its ends.
 _OUTPUT_GRACE = 0.5
@@ -134,127 +139,6 @@ else:  # pragma: no cover - Windows
 
 _logger = logging.getLogger("procio.workers")
 
-#: Most bytes of worker output waiting to be written to this process's stdout and
-#: stderr; past it, workers' output pipes are left unread until there is room again.
-_OUTPUT_BUFFER = 1 << 20
-# While that buffer is full, how often a forwarder looks for room again.
-_OUTPUT_RETRY = 0.01
-
-
-def _write_through(stream: Any, data: bytes) -> None:
-    binary = getattr(stream, "buffer", None)
-    if binary is not None:
-        stream.flush()  # what the parent itself printed goes first
-        binary.write(data)
-        binary.flush()
-    else:
-        stream.write(data.decode("utf-8", "replace"))
-        stream.flush()
-
-
-def _cannot_block(stream: Any, size: int) -> bool:
-    """Whether writing *size* bytes to *stream* now would return without waiting."""
-    try:
-        fd = stream.fileno()
-    except (AttributeError, OSError, ValueError):
-        return True  # in memory (a test's capture, a StringIO): never waits
-    try:
-        if stat.S_ISREG(os.fstat(fd).st_mode):
-            return True
-        poller = select.poll()
-        poller.register(fd, select.POLLOUT)
-        ready = poller.poll(0)
-    except (OSError, ValueError):
-        return True  # closed or unusable: writing fails at once, and is reported
-    if ready and ready[0][1] & (select.POLLERR | select.POLLHUP | select.POLLNVAL):
-        return True  # writing fails at once
-    # A pipe (or terminal) that polls writable takes at least PIPE_BUF bytes at once.
-    return bool(ready) and size <= _PIPE_BUF
-
-
-_PIPE_BUF: int = getattr(select, "PIPE_BUF", 512)
-
-
-class _ParentStreams:
-    """Forwards worker output to this process's ``sys.stdout`` / ``sys.stderr``.
-
-    Never blocks the event loop: output is written at once only when that cannot wait
-    (a stream with room, a file, an in-memory stream), which keeps it in order with
-    what the parent prints; otherwise it goes to a writer thread of its own (not AnyIO's
-    thread pool) through a buffer of at most ``_OUTPUT_BUFFER`` bytes. When that is
-    full, the forwarders stop reading the workers' output pipes, so a worker that keeps
-    printing waits, as ``print()`` in the parent would, while every task goes on.
-    A stream that fails (closed, a full disk) is reported once, in a warning of the
-    ``procio.workers`` logger, and its output is dropped.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._ready = threading.Condition(self._lock)
-        self._queue: deque[tuple[Any, bytes]] = deque()
-        self._queued = 0
-        self._writing = False
-        self._thread: threading.Thread | None = None
-        self._failed: weakref.WeakSet[Any] = weakref.WeakSet()
-
-    def __call__(self, which: int, data: bytes) -> None:
-        self.write(which, data)
-
-    def room(self) -> bool:
-        """Whether the buffer takes more output now."""
-        return self._queued < _OUTPUT_BUFFER
-
-    def pending(self) -> bool:
-        """Whether some output still waits to be written."""
-        return bool(self._queue) or self._writing
-
-    def write(self, which: int, data: bytes) -> None:
-        """Write *data* to ``sys.stdout`` (*which* is 1) or ``sys.stderr``, or queue it."""
-        stream = sys.stdout if which == 1 else sys.stderr
-        if stream is None:
-            return
-        with self._lock:
-            queue = self._writing or bool(self._queue) or not _cannot_block(stream, len(data))
-            if queue:
-                self._queue.append((stream, data))
-                self._queued += len(data)
-                if self._thread is None:
-                    self._thread = threading.Thread(
-                        target=self._run, name="procio worker output", daemon=True
-                    )
-                    self._thread.start()
-                self._ready.notify()
-        if not queue:
-            self._write(stream, data)
-
-    def _run(self) -> None:
-        while True:
-            with self._lock:
-                self._writing = False
-                while not self._queue:
-                    self._ready.wait()
-                stream, data = self._queue.popleft()
-                self._writing = True
-            try:
-                self._write(stream, data)
-            finally:
-                with self._lock:
-                    self._queued -= len(data)
-
-    def _write(self, stream: Any, data: bytes) -> None:
-        try:
-            _write_through(stream, data)
-        except Exception:
-            if stream not in self._failed:
-                with suppress(TypeError):  # a stream that takes no weak reference
-                    self._failed.add(stream)
-                _logger.warning(
-                    "could not write a worker's output to %r; it is dropped", stream, exc_info=True
-                )
-
-
-_parent_streams = _ParentStreams()
-
 
 def main_module_spec() -> _wire.MainSpec | None:
     """Describe how a worker finds the parent's ``__main__`` (``None``: it cannot)."""
@@ -281,10 +165,6 @@ def _is_number(value: object, kinds: type | tuple[type, ...]) -> bool:
     return isinstance(value, kinds) and not isinstance(value, bool)
 
 
-def _always_room() -> bool:
-    return True
-
-
 def _pipe(read_stack: ExitStack, write_stack: ExitStack) -> tuple[int, int]:
     """Open a pipe whose ends are closed when their stacks are."""
     read_end, write_end = os.pipe()
@@ -307,19 +187,46 @@ def _inheritable_fds() -> list[int]:
     return found
 
 
-def _close_all(fds: Sequence[int]) -> None:
-    for fd in fds:
-        with suppress(OSError):
-            os.close(fd)
+def _rebuild_error(
+    serializer: Serializer, segments: list[bytearray]
+) -> tuple[BaseException, int | None]:
+    """Rebuild the exception an ERROR reports, and the item position it names, if any.
 
-
-def _error_index(segments: list[bytearray]) -> int | None:
-    """Return the item position an ERROR names, if it names one."""
+    Its JSON header is decoded once for both; the exception object, if the worker could
+    send one, follows in the later segments.
+    """
     try:
-        header = _wire.decode_control(_wire.ERROR, segments[:1])
+        meta = _wire.decode_control(_wire.ERROR, segments[:1])
     except _wire.ProtocolError:
-        return None
-    return _wire.error_index(header)
+        return WorkerError("ProtocolError", "the worker sent an unreadable error", ""), None
+    index = _wire.error_index(meta)
+    try:
+        type_name = str(meta["type"])
+    except KeyError:
+        return WorkerError("ProtocolError", "the worker sent an unreadable error", ""), index
+    message = str(meta.get("message", ""))
+    traceback = str(meta.get("traceback", ""))
+    stage = meta.get("stage", "call")
+    remote = RemoteTraceback(traceback)
+    if stage in ("arguments", "result"):
+        what = "the call's arguments could not be rebuilt in the worker"
+        if stage == "result":
+            what = "the function's result could not be serialized in the worker"
+        error: BaseException = SerializationError(f"{what}: {type_name}: {message}")
+        error.__cause__ = remote
+        return error, index
+    exception: BaseException | None = None
+    if len(segments) > 1:
+        with suppress(Exception):
+            loaded = serializer.load_reply([memoryview(segment) for segment in segments[1:]])
+            if isinstance(loaded, BaseException):
+                exception = loaded
+    if isinstance(exception, Exception):
+        exception.__cause__ = remote
+        return exception, index
+    error = WorkerError(type_name, message, traceback, exception)
+    error.__cause__ = remote
+    return error, index
 
 
 class _Batch:
@@ -364,8 +271,17 @@ _MORE = bytes(_wire.encode_frame(_wire.MORE, [])[0])
 _CLOSE = bytes(_wire.encode_frame(_wire.CLOSE, [])[0])
 
 
-class ProcessWorker(Worker):
-    """A local worker process; built by :class:`ProcessBackend`."""
+class ProcessWorker(WorkerLifecycle, Worker):
+    """A local worker process; built by :class:`ProcessBackend`.
+
+    Its pipes are a :class:`FrameChannel` (the protocol) and an
+    :class:`OutputForwarder` (stdout and stderr), its lifecycle a
+    :class:`WorkerLifecycle` state. What is left here, some 500 lines, is the
+    protocol's conversation itself: the handshake, a call with its fast path, a batch, a
+    stream, and the ending. They stay in one class on purpose: each of them moves the
+    same state, reads the same channel and breaks the worker the same way
+    (:meth:`_break`), and the fast path of a call must not pay for a layer between them.
+    """
 
     _GONE_WHILE_IDLE = "the worker had exited while idle"
 
@@ -377,23 +293,23 @@ class ProcessWorker(Worker):
         response_fd: int,
         output_fds: Mapping[int, int],
     ) -> None:
+        self._state = WorkerState.STARTING
         self._backend = backend
         self.process = process
         self.pid = process.pid
-        self._request_fd = request_fd
-        self._response_fd = response_fd
-        self._reader = _wire.FrameReader(backend.max_frame_length)
-        self._output_fds = dict(output_fds)  # 1 or 2 -> our read end, while open
-        self._outputs_done = anyio.Event()
-        self._output_scope = CancelScope()
-        self._stderr_tail = bytearray()
+        self._channel = channel = FrameChannel(
+            request_fd, response_fd, backend.max_frame_length, self._exited_now
+        )
+        self._output = OutputForwarder(
+            output_fds, backend.output, backend._output_room, pid=process.pid
+        )
+        self._watch_scope = CancelScope()
+        # Bound once: the fast path of a call goes through these.
+        self._reader = channel.reader
+        self._write = channel.request.write
+        self._readinto = channel.response.readinto
+        self._forward_pending_output = self._output.forward_pending
         self._broken: BrokenWorkerProcess | None = None
-        self._closed = False
-        self._finished = False
-        self._exited = False
-        # Set by _watch_exit once the worker process has exited, whoever holds its pipes.
-        self._gone = False
-        self._output_poll: select.poll | None = None
         #: The protocol version agreed in the handshake.
         self.protocol = _wire.PROTOCOL_VERSION
         # The state of a call between call_nowait and finish_call.
@@ -405,75 +321,22 @@ class ProcessWorker(Worker):
         # polling it does so only while calls come back to back, as it sees them).
         self._spinning = backend._idle_poll_seconds > 0
         self._awake = False  # whether the worker was taken to be polling for this call
-        if hasattr(select, "poll"):
-            self._output_poll = select.poll()
-            for fd in self._output_fds.values():
-                self._output_poll.register(fd, select.POLLIN)
 
     @property
     def alive(self) -> bool:
-        """Whether the process runs and the protocol is intact."""
+        """Whether the worker is ready for a call: idle, its process running."""
         # Not process.returncode: polling the child on every call costs a system call;
         # the exit watcher notices the exit (a pidfd on Linux), whoever holds the pipes.
-        return self._broken is None and not self._closed and not self._exited and not self._gone
+        return self._state is _IDLE and not self._channel.peer_gone
 
-    # -- output forwarding ---------------------------------------------------------
-
-    def _pump(self, which: int, *, force: bool = False) -> bool:
-        """Forward what is waiting on one output pipe; ``False`` once it reached EOF.
-
-        It stops early while the default forwarding has no room (unless *forced*, for
-        the last read before the pipe is closed): the rest waits in the pipe.
-        """
-        fd = self._output_fds.get(which)
-        if fd is None:
-            return False
-        while True:
-            try:
-                data = os.read(fd, _READ_CHUNK)
-            except BlockingIOError:
-                return True
-            except OSError:
-                return False
-            if not data:
-                return False
-            if which == 2:
-                self._stderr_tail += data
-                del self._stderr_tail[:-_STDERR_TAIL_BYTES]
-            try:
-                self._backend.output(which, data)
-            except Exception:
-                _logger.exception(
-                    "the output handler %r raised on %d bytes from worker %d's fd %d; "
-                    "they are dropped",
-                    self._backend.output,
-                    len(data),
-                    self.pid,
-                    which,
-                )
-            if len(data) < _READ_CHUNK or not (force or self._backend._output_room()):
-                return True
+    # -- output and exit -------------------------------------------------------------
 
     async def forward_output(self) -> None:
         """Forward both output pipes until they close (run as a background task)."""
-        try:
-            with self._output_scope:
-                async with anyio.create_task_group() as tg:
-                    for which in list(self._output_fds):
-                        tg.start_soon(self._forward, which)
-                    tg.start_soon(self._watch_exit)
-                # Both pipes reached end of file: the worker has exited. Reap it now, so
-                # that one dying while idle is not left a zombie until the pool next
-                # looks at it.
-                with move_on_after(_OUTPUT_GRACE):
-                    await self.process.wait()
-            self._exited = self.process.returncode is not None
-        finally:
-            self._output_poll = None
-            for which in list(self._output_fds):
-                self._pump(which, force=True)
-                os.close(self._output_fds.pop(which))
-            self._outputs_done.set()
+        with self._watch_scope:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._watch_exit)
+                await self._output.run()
 
     async def _watch_exit(self) -> None:
         """Wake a call waiting on the protocol pipes as soon as the worker exits.
@@ -485,17 +348,14 @@ class ProcessWorker(Worker):
         itself (a pidfd on Linux, no thread) ends such a call at once.
         """
         await self.process.wait()
-        self._gone = True
-        for fd in (self._response_fd, self._request_fd):
-            if fd >= 0:
-                anyio.notify_closing(fd)
+        self._channel.peer_exited()
 
     def _exited_now(self) -> bool:
         """Whether the worker has exited, asking the system if the loop has not told us.
 
         One non-blocking ``waitid``, which leaves the reaping to others.
         """
-        if self._gone:
+        if self._channel.peer_gone:
             return True
         if _CAN_PEEK_AT_EXIT:
             try:
@@ -506,77 +366,23 @@ class ProcessWorker(Worker):
             return state is not None
         return self.process.returncode is not None
 
-    async def _forward(self, which: int) -> None:
-        fd = self._output_fds[which]
-        room = self._backend._output_room
-        while True:
-            if not room():
-                # The parent's own stdout is slow: leave the worker's output in its
-                # pipe (the worker waits once that is full) and look again shortly.
-                await anyio.sleep(_OUTPUT_RETRY)
-                continue
-            await anyio.wait_readable(fd)
-            if not self._pump(which):
-                return
-
     def stderr_tail(self) -> list[str]:
         """Return the last lines the worker wrote to its standard error."""
-        text = bytes(self._stderr_tail).decode("utf-8", "replace")
-        return text.splitlines()[-_STDERR_TAIL_LINES:]
+        return self._output.stderr_tail()
 
     # -- the protocol --------------------------------------------------------------
 
     async def _send(self, buffers: list[Buffer], *, started: bool = False) -> None:
-        while buffers:
-            try:
-                written = os.writev(self._request_fd, buffers)
-            except BlockingIOError:
-                # No checkpoint between this test and the wait below: _watch_exit cannot
-                # slip in between, so an exit is either seen here or wakes the wait.
-                if self._gone:
-                    raise await self._break("the worker exited during the call") from None
-                try:
-                    await anyio.wait_writable(self._request_fd)
-                except anyio.ClosedResourceError as exc:
-                    # (Set meanwhile by _watch_exit, if that is what woke the wait.)
-                    what = "the worker exited" if self._exited_now() else "the pool closed"
-                    raise await self._break(f"{what} during the call") from exc
-                continue
-            except (OSError, anyio.ClosedResourceError) as exc:
-                # A worker that died while idle refuses the very first byte: the call
-                # never reached it, and the pool may run it elsewhere.
-                raise await self._break(
-                    f"could not send to the worker ({exc!r})", started=started
-                ) from exc
-            started = True
-            buffers = _wire.skip_written(buffers, written)
+        try:
+            await self._channel.send(buffers, started=started)
+        except ChannelError as exc:
+            raise await self._break(exc.reason, started=exc.sent) from exc.__cause__
 
     async def _receive(self) -> _wire.Frame:
-        reader = self._reader
         try:
-            while not reader.frames:
-                view = reader.buffer()
-                try:
-                    count = os.readv(self._response_fd, [view])
-                except BlockingIOError:
-                    # As in _send: an exit is seen here or wakes the wait.
-                    if self._gone:
-                        raise _wire.ProtocolError("the worker exited before it answered") from None
-                    await anyio.wait_readable(self._response_fd)
-                    continue
-                finally:
-                    del view
-                if not count:
-                    reader.eof()
-                    raise _wire.ProtocolError("the worker closed its end of the protocol")
-                reader.commit(count)
-        except _wire.ProtocolError as exc:
-            raise await self._break(str(exc)) from None
-        except (OSError, anyio.ClosedResourceError) as exc:
-            if self._gone:
-                raise await self._break("the worker exited before it answered") from exc
-            raise await self._break(f"could not read from the worker ({exc!r})") from exc
-        return reader.frames.popleft()
+            return await self._channel.receive()
+        except ChannelError as exc:
+            raise await self._break(exc.reason) from exc.__cause__
 
     async def _kill_and_reap(self) -> None:
         """Kill the worker if it still runs, reap it, and let its output drain a while."""
@@ -585,13 +391,14 @@ class ProcessWorker(Worker):
                 self.process.kill()
         await self.process.wait()
         with move_on_after(_OUTPUT_GRACE):
-            await self._outputs_done.wait()
+            await self._output.wait_closed()
 
     async def _break(self, reason: str, *, started: bool = True) -> BrokenWorkerProcess:
         """Mark the worker broken, reap it and describe what happened.
 
         *started*: whether the call under way had reached the worker.
         """
+        self._broke()
         with CancelScope(shield=True):
             if self.process.returncode is None:
                 # It may be on its way out after closing the pipe: give it a moment to
@@ -643,6 +450,7 @@ class ProcessWorker(Worker):
         ready = await self._control(_wire.READY)
         if ready.get("ok") is not True:
             raise await self._break(f"the worker could not start: {ready.get('error')}")
+        self._started()
         # Checked above: a version both speak, and the codec. Its other keys are
         # informative and left as the worker sent them.
         return cast("_wire.Hello", hello)
@@ -674,9 +482,14 @@ class ProcessWorker(Worker):
         Whatever could not be written at once, :meth:`finish_call` sends, or reports
         why not. (A subclass whose :meth:`call` does more must return ``False`` here:
         the pool would otherwise go round it.)
+
+        Raises:
+            BrokenWorkerProcess: the worker broke, or was closed, before this call.
+            WorkerStateError: the worker is still starting or busy with another call.
         """
-        if self._broken is not None:
-            raise self._broken
+        if self._state is not _IDLE:
+            self._refuse_call()
+        self._state = _BUSY  # the move "call" of WorkerLifecycle, on the fast path
         if self._exited_now():
             # It exited while idle: the call never reaches it, so the pool may run it on
             # another worker. Asked before writing, since a fork of the worker may hold
@@ -690,9 +503,11 @@ class ProcessWorker(Worker):
             return True
         whole = buffers[0]
         try:
-            written = os.write(self._request_fd, whole)
-        except OSError:
+            written = self._write(whole)
+        except (ClosedResourceError, BrokenResourceError):
             return True  # finish_call writes again and handles the error
+        if written is None:
+            return True
         if written < len(whole):
             self._unsent, self._unsent_started = [memoryview(whole)[written:]], True
             return True
@@ -708,6 +523,19 @@ class ProcessWorker(Worker):
             self._spinning = gap < backend._idle_poll_seconds
         return True
 
+    def _refuse_call(self) -> None:
+        if self._broken is not None:
+            raise self._broken
+        if self._state in (WorkerState.CLOSING, WorkerState.CLOSED):
+            raise BrokenWorkerProcess(
+                "the worker was closed before the call",
+                pid=self.pid,
+                returncode=self.process.returncode,
+                stderr_tail=self.stderr_tail(),
+                started=False,
+            )
+        self._call_begins()  # refused: raises WorkerStateError
+
     def reply_nowait(self) -> object:
         """Read the reply to a call :meth:`send_nowait` sent, or return :data:`PENDING`."""
         if self._unsent or self._problem is not None:
@@ -717,21 +545,18 @@ class ProcessWorker(Worker):
             view = reader.buffer()
             deadline = 0.0
             awake = self._awake
+            readinto = self._readinto
             try:
-                while True:
-                    try:
-                        count = os.readv(self._response_fd, [view])
-                        break
-                    except BlockingIOError:
-                        if not awake:
-                            return PENDING
-                        now = time.perf_counter()
-                        if not deadline:
-                            deadline = now + _REPLY_POLL
-                        elif now > deadline:
-                            return PENDING
-                        _yield_cpu()  # the worker may share this CPU
-            except OSError:
+                while (count := readinto(view)) is None:
+                    if not awake:
+                        return PENDING
+                    now = time.perf_counter()
+                    if not deadline:
+                        deadline = now + _REPLY_POLL
+                    elif now > deadline:
+                        return PENDING
+                    _yield_cpu()  # the worker may share this CPU
+            except (ClosedResourceError, BrokenResourceError):
                 return PENDING  # finish_call reads again (and waits, or reports)
             finally:
                 del view
@@ -763,12 +588,36 @@ class ProcessWorker(Worker):
             reason or "the worker broke the protocol", started=reason != self._GONE_WHILE_IDLE
         )
 
+    def _outcome(self, frame: _wire.Frame) -> object:
+        """Return the result in *frame*, raise its error, or note a protocol problem."""
+        self._forward_pending_output()
+        kind = frame.kind
+        if kind == _wire.RESULT or kind == _wire.ERROR:
+            # The call is answered, whether or not the answer can be rebuilt here.
+            if self._state is _BUSY:
+                self._state = _IDLE  # the move "answer" of WorkerLifecycle, inlined
+            else:
+                self._answered_now()
+            if kind == _wire.ERROR:
+                raise _rebuild_error(self._backend.serializer, frame.segments)[0]
+            try:
+                return self._backend.serializer.load_reply(
+                    [memoryview(segment) for segment in frame.segments]
+                )
+            except Exception as exc:
+                raise SerializationError(
+                    f"the result of the call could not be rebuilt in the parent: {exc!r}"
+                ) from exc
+        self._problem = f"unexpected {_wire.KIND_NAMES[kind]} message"
+        return PENDING
+
     # -- batches and streams (protocol version 2) -----------------------------------
 
     async def _begin(self, buffers: list[Buffer]) -> None:
         """Send the first frame of a batch or a stream, as send_nowait would check it."""
-        if self._broken is not None:
-            raise self._broken
+        if self._state is not _IDLE:
+            self._refuse_call()
+        self._call_begins()
         if self._exited_now():
             raise await self._break(self._GONE_WHILE_IDLE, started=False)
         await self._send(list(buffers))
@@ -810,11 +659,12 @@ class ProcessWorker(Worker):
                     raise BatchError(len(results), results, exc) from None
             elif frame.kind == _wire.END:
                 self._answered = time.perf_counter()
+                self._answered_now()
                 return results
             elif frame.kind == _wire.ERROR:
                 self._answered = time.perf_counter()
-                error = self._error(frame.segments)
-                index = _error_index(frame.segments)
+                self._answered_now()
+                error, index = _rebuild_error(self._backend.serializer, frame.segments)
                 if index is None:
                     raise error
                 raise BatchError(index, results[:index], error)
@@ -826,6 +676,7 @@ class ProcessWorker(Worker):
         while True:
             frame = await self._receive()
             if frame.kind in (_wire.END, _wire.ERROR):
+                self._answered_now()
                 return
             if frame.kind != _wire.ITEMS:
                 raise await self._unexpected(frame)
@@ -879,7 +730,7 @@ class ProcessWorker(Worker):
                     yield group
                 if last is not None:
                     if last.kind == _wire.ERROR:
-                        raise self._error(last.segments)
+                        raise _rebuild_error(self._backend.serializer, last.segments)[0]
                     return
         except get_cancelled_exc_class():
             if cancellable and not finished:
@@ -889,7 +740,10 @@ class ProcessWorker(Worker):
             raise
         finally:
             self._answered = time.perf_counter()
-            if not finished and self.alive:
+            if finished:
+                if self._state is _BUSY:  # (not if it broke on an unexpected frame)
+                    self._answered_now()
+            elif self._state is _BUSY and not self._channel.peer_gone:
                 # Left early (or an item could not be rebuilt): the generator is closed
                 # in the worker, which runs its finally blocks, and its END awaited, so
                 # that the worker is idle again. A kill (cancellable) skips this.
@@ -905,97 +759,40 @@ class ProcessWorker(Worker):
                     self.kill()
                     raise
 
-    def _forward_pending_output(self) -> None:
-        if self._output_poll is not None:
-            # What the call printed is already in the pipes: forward it before
-            # returning, in one system call when there is nothing to forward.
-            for fd, _ in self._output_poll.poll(0):
-                if self._backend._output_room():
-                    self._pump(1 if fd == self._output_fds.get(1) else 2)
-
-    def _outcome(self, frame: _wire.Frame) -> object:
-        """Return the result in *frame*, raise its error, or note a protocol problem."""
-        self._forward_pending_output()
-        if frame.kind == _wire.RESULT:
-            try:
-                return self._backend.serializer.load_reply(
-                    [memoryview(segment) for segment in frame.segments]
-                )
-            except Exception as exc:
-                raise SerializationError(
-                    f"the result of the call could not be rebuilt in the parent: {exc!r}"
-                ) from exc
-        if frame.kind == _wire.ERROR:
-            raise self._error(frame.segments)
-        self._problem = f"unexpected {_wire.KIND_NAMES[frame.kind]} message"
-        return PENDING
-
-    def _error(self, segments: list[bytearray]) -> BaseException:
-        """Rebuild the exception an ERROR reports (its header, then perhaps the object)."""
-        try:
-            meta = _wire.decode_control(_wire.ERROR, segments[:1])
-            type_name = str(meta["type"])
-            message = str(meta.get("message", ""))
-            traceback = str(meta.get("traceback", ""))
-            stage = meta.get("stage", "call")
-        except (_wire.ProtocolError, KeyError):
-            return WorkerError("ProtocolError", "the worker sent an unreadable error", "")
-        remote = RemoteTraceback(traceback)
-        if stage in ("arguments", "result"):
-            what = "the call's arguments could not be rebuilt in the worker"
-            if stage == "result":
-                what = "the function's result could not be serialized in the worker"
-            error: BaseException = SerializationError(f"{what}: {type_name}: {message}")
-            error.__cause__ = remote
-            return error
-        exception: BaseException | None = None
-        if len(segments) > 1:
-            with suppress(Exception):
-                loaded = self._backend.serializer.load_reply(
-                    [memoryview(segment) for segment in segments[1:]]
-                )
-                if isinstance(loaded, BaseException):
-                    exception = loaded
-        if isinstance(exception, Exception):
-            exception.__cause__ = remote
-            return exception
-        error = WorkerError(type_name, message, traceback, exception)
-        error.__cause__ = remote
-        return error
-
     # -- ending --------------------------------------------------------------------
 
     def kill(self) -> None:
         """Kill the worker process now."""
-        self._closed = True
+        self._closing()
         if self.process.returncode is None:
             with suppress(ProcessLookupError):
                 self.process.kill()
 
     async def aclose(self) -> None:
         """Ask the worker to exit (kill it if it does not), reap it, close the pipes."""
-        if self._finished:
+        if self._state is WorkerState.CLOSED:
             return
         with CancelScope(shield=True):
-            if not self._closed and self._broken is None and self.process.returncode is None:
-                self._closed = True
-                frame = _wire.encode_frame(_wire.SHUTDOWN, [])
-                with suppress(OSError):
-                    os.writev(self._request_fd, frame)
+            graceful = self._state not in (WorkerState.CLOSING, WorkerState.BROKEN)
+            self._closing()
+            if graceful and self.process.returncode is None:
+                self._channel.send_shutdown()
                 with move_on_after(_RETIRE_GRACE):
                     await self.process.wait()
-            self._closed = True
             await self._kill_and_reap()
-            self._output_scope.cancel()
-            await self._outputs_done.wait()
-            fds = [fd for fd in (self._request_fd, self._response_fd) if fd >= 0]
-            self._request_fd = self._response_fd = -1
-            for fd in fds:
-                # A call abandoned by a pool closing under it may still wait on them.
-                anyio.notify_closing(fd)
-            _close_all(fds)
+            self._output.stop()
+            await self._output.wait_closed()
+            self._watch_scope.cancel()
+            # A call abandoned by a pool closing under it may still wait on the pipes:
+            # closing them wakes it.
+            self._channel.close()
             await self.process.aclose()
-            self._finished = True
+            if self._state is WorkerState.CLOSING:  # (another aclose may have finished)
+                self._closed()
+
+
+_IDLE = WorkerState.IDLE
+_BUSY = WorkerState.BUSY
 
 
 class ProcessBackend(WorkerBackend):
@@ -1198,8 +995,6 @@ class ProcessBackend(WorkerBackend):
                 popen_kwargs=popen_kwargs,
             )
             parent_ends.pop_all()
-        for fd in (request_write, response_read, stdout_read, stderr_read):
-            os.set_blocking(fd, False)
         worker = ProcessWorker(
             self, process, request_write, response_read, {1: stdout_read, 2: stderr_read}
         )
