@@ -209,7 +209,7 @@ async def run_process(
         popen_kwargs=popen_kwargs,
     )
     # No checkpoint between the spawn and the try block below: a cancellation there
-    # would lose the child. start() returns right after spawning it.
+    # would lose the child. Both ways of starting return right after spawning it.
     if _open.DELEGATE:
         process = await _open.start(command, checkpoint_if_cancelled, options)
     else:
