@@ -210,6 +210,111 @@ async def test_stdin_duplicated_elsewhere_does_not_keep_run_process_awake(
     assert spun <= 2, f"run_process woke {spun} times with nothing to do"
 
 
+async def test_outputs_at_end_of_file_do_not_keep_run_process_awake_while_the_child_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The child writes, closes stdout and stderr, and runs on. run_process's poller
+    # must stop watching the two pipes at end of file while it still waits for the
+    # exit: an epoll set that kept them would report them readable (end of file) on
+    # every poll, waking run_process without end.
+    from procio_process import _communicate
+
+    if not _communicate.AVAILABLE:
+        pytest.skip("run_process polls its pipes itself only where epoll exists")
+    wakeups = 0
+    real_wait_readable = anyio.wait_readable
+
+    async def counting_wait_readable(fd: int) -> None:
+        nonlocal wakeups
+        await real_wait_readable(fd)
+        wakeups += 1
+
+    monkeypatch.setattr(_communicate, "wait_readable", counting_wait_readable)
+    marker = tmp_path / "closed"
+    script = (
+        "trap 'exit 5' USR1; echo out; echo err >&2; exec >&- 2>&-; : > \"$1\"; "
+        "while :; do sleep 0.01; done"
+    )
+    results: list[subprocess.CompletedProcess[bytes]] = []
+
+    async def run(*, task_status: anyio.abc.TaskStatus[Process]) -> None:
+        results.append(
+            await run_process(
+                ["sh", "-c", script, "sh", str(marker)], check=False, task_status=task_status
+            )
+        )
+
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            process: Process = await tg.start(run)
+            while not marker.exists():  # noqa: ASYNC110 - no event for a file
+                await anyio.sleep(0.01)
+            # Both pipes are at end of file by now (perhaps not yet seen); the child
+            # runs on. Give a spinning poller plenty of chances to show itself.
+            for _ in range(20):
+                await anyio.lowlevel.checkpoint()
+            before = wakeups
+            for _ in range(200):
+                await anyio.lowlevel.checkpoint()
+            spun = wakeups - before
+            os.kill(process.pid, signal.SIGUSR1)
+    assert results[0].returncode == 5
+    assert (results[0].stdout, results[0].stderr) == (b"out\n", b"err\n")
+    assert spun <= 2, f"run_process woke {spun} times with nothing to do"
+
+
+async def test_a_grandchild_holding_the_outputs_does_not_keep_run_process_awake(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The child exits at once; a grandchild it leaves behind holds stdout and stderr
+    # open, so run_process goes on waiting for their end of file (as subprocess.run
+    # does). Meanwhile its poller must stop watching the child's pidfd, which stays
+    # readable once the child has exited and would wake run_process without end.
+    from procio_process import _communicate
+
+    if not _communicate.AVAILABLE:
+        pytest.skip("run_process polls its pipes itself only where epoll exists")
+    wakeups = 0
+    real_wait_readable = anyio.wait_readable
+
+    async def counting_wait_readable(fd: int) -> None:
+        nonlocal wakeups
+        await real_wait_readable(fd)
+        wakeups += 1
+
+    monkeypatch.setattr(_communicate, "wait_readable", counting_wait_readable)
+    started, release = tmp_path / "started", tmp_path / "release"
+    grandchild = 'while [ ! -e "$2" ]; do sleep 0.01; done; echo late'
+    script = f'echo early; sh -c \'{grandchild}\' sh "$1" "$2" & : > "$1"; exit 3'
+    results: list[subprocess.CompletedProcess[bytes]] = []
+
+    async def run(*, task_status: anyio.abc.TaskStatus[Process]) -> None:
+        results.append(
+            await run_process(
+                ["sh", "-c", script, "sh", str(started), str(release)],
+                check=False,
+                task_status=task_status,
+            )
+        )
+
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            process: Process = await tg.start(run)
+            while process.returncode is None:  # noqa: ASYNC110 - reaped by run_process
+                await anyio.sleep(0.01)
+            for _ in range(20):
+                await anyio.lowlevel.checkpoint()
+            before = wakeups
+            for _ in range(200):
+                await anyio.lowlevel.checkpoint()
+            spun = wakeups - before
+            assert not results  # still waiting for the grandchild's end of file
+            release.touch()
+    assert results[0].returncode == 3
+    assert results[0].stdout == b"early\nlate\n"
+    assert spun <= 2, f"run_process woke {spun} times with nothing to do"
+
+
 async def test_aclose_does_not_close_the_pidfd_under_a_waiting_task() -> None:
     # One task waits for the child (on its pidfd); another kills it and closes the
     # process. The waiting task must still learn the exit: an fd closed under a waiting

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -247,6 +248,32 @@ async def test_task_group_start_hands_back_the_live_process(leak_guard: StartGua
         await process.stdin.aclose()
     assert process.returncode == 0
     check()
+
+
+async def test_run_process_in_a_cancelled_scope_starts_no_child(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # run_process checks for cancellation before it spawns anything: a call made in a
+    # cancelled scope must not start a child only to stop it again.
+    from procio_process import _posix, _run
+
+    starts: list[object] = []
+    real_start = _posix.start_posix
+
+    def recording_start(*args: Any, **kwargs: Any) -> _posix.PosixProcess:
+        starts.append(args[0])
+        return real_start(*args, **kwargs)
+
+    monkeypatch.setattr(_run, "start_posix", recording_start)
+    monkeypatch.setattr(_posix, "start_posix", recording_start)
+    with anyio.fail_after(20):
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            await run_process(["true"])
+        assert scope.cancelled_caught
+        assert starts == []
+        await run_process(["true"])  # the recorder does see a start
+    assert starts == [["true"]]
 
 
 async def test_cancelled_run_reaps_the_child_and_closes_everything(

@@ -107,20 +107,32 @@ async def communicate(
         def handle_ready() -> bool:
             """Serve the ready fds; return whether an output pipe reached end of file."""
             finished = False
+            done: list[int] = []
             for fd, _events in poller.poll(0):
                 handler = handlers.get(fd)
                 if handler is not None and handler():
-                    # Done: unregister it; the input pipe is then closed, so that the
-                    # child sees the end of its input.
-                    forget(fd)
+                    # Done: no more of its events; the input pipe is closed, so that
+                    # the child sees the end of its input (and forget() unregisters
+                    # it first).
                     if fd == stdin_fd:
                         assert stdin is not None
+                        forget(fd)
                         stdin.close()
+                    else:
+                        del handlers[fd]
+                        done.append(fd)
                     finished = finished or fd in output_fds
             if len(handlers) == 1 and exit_fd in handlers and watch_exit():
                 # An exiting child closes its pipes just before it becomes waitable:
                 # when the pipes are done, the exit has usually happened too.
-                forget(exit_fd)
+                del handlers[exit_fd]
+                done.append(exit_fd)
+            if handlers:
+                # More to wait for: stop watching the finished fds now (the caller
+                # may close them meanwhile). Otherwise closing the poller, next,
+                # drops them all without a system call each.
+                for fd in done:
+                    poller.unregister(fd)
             return finished
 
         while handlers:

@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from contextlib import ExitStack, suppress
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from contextlib import suppress
 from signal import Signals
 from typing import IO, Any
 
@@ -93,27 +93,29 @@ def start_posix(
     use_posix_spawn = _spawnable(args, specs, popen_options)
 
     # The child's ends of the pipes are closed once it has them (or failed to start);
-    # the parent's ends only if starting fails, else they become the streams.
-    with ExitStack() as if_failed, ExitStack() as child_ends:
-        child_specs: list[int | IO[Any] | None] = []
-        parent_fds: list[int | None] = []
-        child_fds: list[int] = []
+    # the parent's ends only if starting fails, else they become the streams. (Plain
+    # lists rather than ExitStacks: this runs before every spawn.)
+    child_specs: list[int | IO[Any] | None] = []
+    parent_fds: list[int | None] = []
+    child_fds: list[int] = []
+    try:
         for number, spec in enumerate(specs):
             if spec != PIPE:
                 child_specs.append(spec)
                 parent_fds.append(None)
                 continue
             read_fd, write_fd = os.pipe()
-            child_reads = number == 0
-            child_fd, parent_fd = (read_fd, write_fd) if child_reads else (write_fd, read_fd)
-            child_ends.callback(os.close, child_fd)
-            if_failed.callback(os.close, parent_fd)
+            if number == 0:
+                child_fds.append(read_fd)
+                parent_fds.append(write_fd)
+                child_specs.append(read_fd)
+            else:
+                child_fds.append(write_fd)
+                parent_fds.append(read_fd)
+                child_specs.append(write_fd)
             if pipesize > 0:
                 # Failing is harmless: beyond /proc/sys/fs/pipe-max-size or the user's quota.
                 set_pipe_size(write_fd, pipesize)
-            child_specs.append(child_fd)
-            child_fds.append(child_fd)
-            parent_fds.append(parent_fd)
         child_stdin, child_stdout, child_stderr = child_specs
         # Both return once the child has called exec (or failed to): they never wait
         # for the child to run, so they do not block the event loop for long.
@@ -131,9 +133,17 @@ def start_posix(
             popen = subprocess.Popen(
                 args, stdin=child_stdin, stdout=child_stdout, stderr=child_stderr, **popen_options
             )
+    except BaseException:
+        _close_all(child_fds)
+        _close_all(fd for fd in parent_fds if fd is not None)
+        raise
+    _close_all(child_fds)
+    try:
         # Kills and reaps the child if it fails: a child nobody can wait for must go.
         exit_fd = open_exit_fd(popen)
-        if_failed.pop_all()
+    except BaseException:
+        _close_all(fd for fd in parent_fds if fd is not None)
+        raise
 
     stdin_fd, stdout_fd, stderr_fd = parent_fds
     return PosixProcess._create(
@@ -145,6 +155,13 @@ def start_posix(
         options.cancel_policy,
         options.signal_tree,
     )
+
+
+def _close_all(fds: Iterable[int]) -> None:
+    """Close every one of *fds*, even if closing one of them fails."""
+    for fd in fds:
+        with suppress(OSError):
+            os.close(fd)
 
 
 class PosixProcess(Process):

@@ -18,10 +18,11 @@ from anyio import (
 from anyio.abc import ByteReceiveStream, ByteSendStream, TaskStatus
 from anyio.lowlevel import checkpoint_if_cancelled
 
+from . import _open
 from ._communicate import can_communicate, communicate
-from ._open import start
 from ._options import DEFAULT_POLICY, Options, StrOrBytesPath
 from ._policy import CancelPolicy
+from ._posix import start_posix
 from ._process import Process
 from ._streams import PipeReceiveStream
 
@@ -208,8 +209,13 @@ async def run_process(
         popen_kwargs=popen_kwargs,
     )
     # No checkpoint between the spawn and the try block below: a cancellation there
-    # would lose the child. start() returns right after spawning it.
-    process = await start(command, checkpoint_if_cancelled, options)
+    # would lose the child. Both ways of starting return right after spawning it.
+    if _open.DELEGATE:
+        process = await _open.start(command, checkpoint_if_cancelled, options)
+    else:
+        # (The same as _open.start(), without its two coroutine frames.)
+        await checkpoint_if_cancelled()
+        process = start_posix(command, options)
     outputs: Outputs = [
         (stream, []) for stream in (process.stdout, process.stderr) if stream is not None
     ]

@@ -134,7 +134,6 @@ def spawn(
     *streams* gives the child's stdin, stdout and stderr: a descriptor above 2 to put
     there, ``DEVNULL``, ``STDOUT`` (stderr only) or ``None`` to inherit.
     """
-    _reap_dropped()
     argv: list[Any] = ["/bin/sh", "-c", args] if shell else list(args)
     program = os.fspath(argv[0])
     actions: list[tuple[Any, ...]] = []
@@ -160,7 +159,12 @@ def spawn(
         # Searched in this process's PATH, which is the child's only when env is None;
         # the caller checks that.
         pid = os.posix_spawnp(program, argv, env, **options)  # type: ignore[arg-type]
-    return SpawnedChild(pid)
+    child = SpawnedChild(pid)
+    # After the spawn, not before: the new child runs meanwhile. (Read without the
+    # lock: a child dropped by another thread right now is reaped next time.)
+    if _unreaped:
+        _reap_dropped()
+    return child
 
 
 def _reap_dropped() -> None:

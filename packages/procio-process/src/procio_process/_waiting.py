@@ -106,10 +106,11 @@ def close_exit_fd(exit_fd: int) -> None:
     Call it only once the child has been reaped: the waiter thread then has nothing
     left to wait for, and ends.
     """
-    with _waiters_lock:
-        waiter = _waiters.pop(exit_fd, None)
-    if waiter is not None:
-        waiter.close()
+    if _waiters:  # (a pidfd has no waiter: no lock for it)
+        with _waiters_lock:
+            waiter = _waiters.pop(exit_fd, None)
+        if waiter is not None:
+            waiter.close()
     os.close(exit_fd)
 
 
