@@ -284,6 +284,8 @@ class _MapCore(_Core[T]):
         self._fixed = chunksize
         self.chunksize = chunksize or 1
         self._per_item: float | None = None
+        self._work = 0.0  # seconds and items measured, halved at each new measurement
+        self._items = 0.0
         self.total: int | None = None
         if isinstance(items, AsyncIterable):
             self._async_source: AsyncIterator[Any] | None = aiter(items)
@@ -327,11 +329,13 @@ class _MapCore(_Core[T]):
     def _measured(self, count: int, seconds: float) -> None:
         if self._fixed is not None or count <= 0:
             return
-        per_item = max(seconds, 1e-7) / count
-        # Smoothed: one chunk delayed by the event loop (or a worker's start) should not
-        # swing the size for the next.
-        if self._per_item is not None and count > 1:
-            per_item = (per_item + self._per_item) / 2
+        # Smoothed, weighted by items: one chunk delayed by the event loop (or a worker's
+        # start) should not swing the size for the next, and the first chunks, small and
+        # mostly round trip, count for little once larger ones have been measured (an
+        # average per chunk would let a first chunk of one item hold the size down).
+        self._work = self._work / 2 + max(seconds, 1e-7)
+        self._items = self._items / 2 + count
+        per_item = self._work / self._items
         self._per_item = per_item
         self.chunksize = max(1, min(MAX_AUTO_CHUNK, int(TARGET_CHUNK_SECONDS / per_item)))
 
@@ -456,29 +460,73 @@ class _MapCore(_Core[T]):
             return None
         return self._number(items)
 
+    def _take_chunk_nowait(self) -> tuple[int, int, list[Any]] | None:
+        """The next chunk if it can be had without waiting (a sync input, window open)."""
+        if self._source is None or self._halted or self._exhausted:
+            return None
+        if self._ordered and self._numbered >= self._due + self._window:
+            return None
+        try:
+            return self._take_from_iterator(self._source)
+        except Exception as exc:
+            # The input failed before any item of this chunk: raised by the next take,
+            # once the chunk under way has been handed over (it comes first in order).
+            self._source_error = exc
+            return None
+
+    def _may_wait_for_input(self) -> bool:
+        """Whether taking the next chunk may wait (for the window, or an async input)."""
+        if self._source is None:
+            return True
+        return self._ordered and self._numbered >= self._due + self._window
+
     async def _lane(self) -> None:
-        pool = self._pool
+        runner = self._pool._chunk_runner(
+            self._func, cancellable=self._cancellable, split=self._fixed is None
+        )
+        try:
+            await self._run_lane(runner)
+        finally:
+            # A chunk queued behind the last one is dropped (or awaited, if begun).
+            await runner.aclose()
+
+    async def _run_lane(self, runner: Any) -> None:
+        spans: dict[int, tuple[int, int]] = {}  # chunk number -> (first position, count)
+        waiting: tuple[int, int, list[Any]] | None = None  # taken, to be sent next
         while True:
+            if not runner.busy:
+                chunk = waiting
+                waiting = None
+                if chunk is None or self._halted:
+                    if self._may_wait_for_input():
+                        runner.hand_back()  # no worker held while the input is awaited
+                    try:
+                        chunk = await self._take_chunk()
+                    except Exception as exc:
+                        self._halt()
+                        await self._put(_Chunk(self._numbered, [], exc))
+                        return
+                if chunk is None:
+                    return
+                number, start, items = chunk
+                spans[number] = (start, len(items))
+                self.submitted += len(items)
+                await runner.submit(number, [(item,) for item in items])
+            if runner.can_queue() and waiting is None:
+                chunk = self._take_chunk_nowait()
+                if chunk is not None:
+                    number, start, items = chunk
+                    spans[number] = (start, len(items))
+                    self.submitted += len(items)
+                    if not runner.queue(number, [(item,) for item in items]):
+                        waiting = chunk
+                        self.submitted -= len(items)
+                        del spans[number]
             try:
-                chunk = await self._take_chunk()
-            except Exception as exc:
-                self._halt()
-                await self._put(_Chunk(self._numbered, [], exc))
-                return
-            if chunk is None:
-                return
-            number, start, items = chunk
-            self.submitted += len(items)
-            timing: list[float] = []
-            try:
-                results = await pool._run_batch(
-                    self._func,
-                    [(item,) for item in items],
-                    cancellable=self._cancellable,
-                    timing=timing,
-                    split=self._fixed is None,
-                )
+                number, results, took = await runner.result()
             except BatchError as exc:
+                number = runner.current
+                start, _ = spans.pop(number)
                 index = start + exc.index
                 self.completed += len(exc.results)
                 _note(exc.error, f"raised by item {index} of the map")
@@ -486,13 +534,16 @@ class _MapCore(_Core[T]):
                 await self._put(_Chunk(number, exc.results, exc.error, index))
                 return
             except Exception as exc:
-                last = start + len(items) - 1
+                number = runner.current
+                start, count = spans.pop(number)
+                last = start + count - 1
                 span = f"item {start}" if last == start else f"items {start} to {last}"
                 _note(exc, f"raised while {span} of the map ran")
                 self._halt()
                 await self._put(_Chunk(number, [], exc))
                 return
-            self._measured(len(items), sum(timing))
+            start, count = spans.pop(number)
+            self._measured(count, took)
             self.completed += len(results)
             if not await self._put(_Chunk(number, results)):
                 self._halt()

@@ -72,7 +72,7 @@ IDLE_POLL: tuple[float, bool] = (0.0, False)
 
 #: The codecs built into this program; HELLO lists those that can be loaded here.
 CODECS = ["pickle", "cloudpickle"]
-FEATURES = ["out-of-band", "lazy-main", "traceback", "batch", "stream"]
+FEATURES = ["out-of-band", "lazy-main", "traceback", "batch", "stream", "pipeline"]
 
 #: The protocol version INIT chose (1: single calls only; 2: batches and streams too).
 PROTOCOL = 0
@@ -386,6 +386,26 @@ class _Link:
                 self.back_to_back = time.perf_counter() - self.answered < self.spin
                 return reader.frames.popleft()
 
+    def close_follows(self, reader: FrameReader) -> bool:
+        """Whether a CLOSE came right behind the BATCH just taken (then taken as well).
+
+        The parent queues a BATCH behind the running one, and sends CLOSE when it no
+        longer wants it: a BATCH not begun yet is then dropped. Looks at what has
+        arrived, without waiting.
+        """
+        if not reader.frames:
+            try:
+                count = os.readv(REQUEST_FD, [reader.buffer()])
+            except BlockingIOError:
+                return False
+            if not count:
+                return False  # end of input: the serving loop sees it next
+            reader.commit(count)
+        if reader.frames and reader.frames[0].kind == wire.CLOSE:
+            reader.frames.popleft()
+            return True
+        return False
+
     def take_controls(self, reader: FrameReader, *, wait: bool) -> tuple[int, bool]:
         """Read the parent's stream controls: (credit given, whether to stop).
 
@@ -598,7 +618,10 @@ def _serve(link: _Link, codec: Codec, reader: FrameReader) -> int:
         if frame.kind in (wire.MORE, wire.CLOSE) and PROTOCOL >= 2:
             continue  # for a stream that has ended meanwhile: nothing to do
         if frame.kind == wire.BATCH and PROTOCOL >= 2:
-            _run_batch(link, codec, frame, reader.max_frame_length)
+            if link.close_follows(reader):
+                link.send(wire.END, [])  # dropped before it began: no ITEMS
+            else:
+                _run_batch(link, codec, frame, reader.max_frame_length)
             del frame
             continue
         if frame.kind == wire.STREAM and PROTOCOL >= 2:
