@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import anyio
 import pytest
-from procio_workers import BrokenWorkerProcess, WorkerPool
+from procio_workers import BrokenWorkerProcess, MapResults, WorkerPool
 from procio_workers._process_backend import ProcessBackend, ProcessWorker
 
 if TYPE_CHECKING:
@@ -27,6 +27,8 @@ else:
 
 pytestmark = pytest.mark.anyio
 
+T = TypeVar("T")
+
 #: Turns a hang into a failure; no test relies on it for its verdict.
 HANG_GUARD = 45
 
@@ -35,8 +37,15 @@ def names(folder: Path, prefix: str) -> set[int]:
     return {int(p.name.split(".")[1]) for p in folder.glob(f"{prefix}.*")}
 
 
+async def collect_in_block(results: MapResults[T], into: list[T]) -> None:
+    """Append every result to *into*, inside ``async with results``."""
+    async with results:
+        async for item in results:
+            into.append(item)
+
+
 async def wait_for(path: Path) -> None:
-    while not path.exists():  # noqa: ASYNC110 - polls another process
+    while not await anyio.Path(path).exists():  # noqa: ASYNC110 - polls another process
         await anyio.sleep(0.005)
 
 
@@ -52,21 +61,22 @@ async def test_a_queued_chunk_never_runs_once_the_map_is_cancelled(
     got: list[int] = []
     async with WorkerPool(max_workers=1, prestart=1) as pool:
         with anyio.fail_after(HANG_GUARD):
-            with anyio.CancelScope() as scope:
-                async with pool.map(
+            scope = anyio.CancelScope()
+            with scope:
+                results = pool.map(
                     mfuncs.slow_recorded, items, chunksize=1, cancellable=cancellable
-                ) as results:
-                    async with anyio.create_task_group() as tg:
+                )
 
-                        async def cancel_while_queued() -> None:
-                            await wait_for(tmp_path / "started.0")
-                            # The second chunk went out behind the first: it is queued.
-                            assert results.submitted == 2
-                            scope.cancel()
+                async def cancel_while_queued() -> None:
+                    await wait_for(tmp_path / "started.0")
+                    # The second chunk went out behind the first: it is queued.
+                    assert results.submitted == 2
+                    scope.cancel()
 
-                        tg.start_soon(cancel_while_queued)
-                        async for y in results:
-                            got.append(y)
+                async with results, anyio.create_task_group() as tg:
+                    tg.start_soon(cancel_while_queued)
+                    async for y in results:
+                        got.append(y)
             assert scope.cancelled_caught
             started = names(tmp_path, "started")
             finished = names(tmp_path, "finished")
@@ -92,10 +102,9 @@ async def test_a_crash_with_a_chunk_queued_names_the_running_chunk() -> None:
     items = [(i, 1) for i in range(8)]
     async with WorkerPool(max_workers=1) as pool:
         with anyio.fail_after(HANG_GUARD):
+            results = pool.map(mfuncs.kill_self_on, items, chunksize=2)
             with pytest.raises(BrokenWorkerProcess) as caught:
-                async with pool.map(mfuncs.kill_self_on, items, chunksize=2) as results:
-                    async for _ in results:
-                        raise AssertionError("chunk (0, 1) gave a result")
+                await collect_in_block(results, [])
             notes = "\n".join(getattr(caught.value, "__notes__", []))
             assert "items 0 to 1 of the map" in notes
             assert results.submitted == 4, "the next chunk was not queued"
@@ -112,10 +121,9 @@ async def test_an_error_with_a_chunk_queued_reports_nothing_of_that_chunk() -> N
     async with WorkerPool(max_workers=1) as pool:
         with anyio.fail_after(HANG_GUARD):
             got: list[int] = []
+            results = pool.map(mfuncs.fail_on, items, chunksize=1)
             with pytest.raises(ValueError, match="refusing 0") as caught:
-                async with pool.map(mfuncs.fail_on, items, chunksize=1) as results:
-                    async for y in results:
-                        got.append(y)
+                await collect_in_block(results, got)
             assert got == []
             assert results.failed_index == 0
             assert "item 0 of the map" in "\n".join(getattr(caught.value, "__notes__", []))
