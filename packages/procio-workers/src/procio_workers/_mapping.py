@@ -110,7 +110,6 @@ class _Core(Generic[T]):
         self._receive: MemoryObjectReceiveStream[Any]
         self._send, self._receive = anyio.create_memory_object_stream[Any](buffer)
         self._ready: deque[T] = deque()
-        self._countdown = YIELD_EVERY  # items handed out before the next schedule point
         self._waiting = False  # a task waits for the driver (one at a time)
         self._scope = CancelScope()
         self._started = False
@@ -636,6 +635,8 @@ class _Handle(Generic[T]):
     """The caller's side of a map or a stream: iteration, closing, the finalizer."""
 
     _core: _Core[T]
+    _ready: deque[T]  # the core's results at hand (the same deque)
+    _countdown: int  # results handed out before the next schedule point
 
     async def __aenter__(self) -> Self:
         self._core._start()
@@ -653,20 +654,23 @@ class _Handle(Generic[T]):
         return self
 
     async def __anext__(self) -> T:
-        core = self._core
-        if core._ready and not core._aclosed:
-            core._countdown -= 1
-            if core._countdown > 0:
-                return core._ready.popleft()
+        # The path of every item: a result at hand is handed out with as little work as
+        # can be (closing the results empties this deque, and nothing refills it).
+        ready = self._ready
+        if ready:
+            self._countdown -= 1
+            if self._countdown:
+                return ready.popleft()
             # The results at hand are handed out without a trip through the event loop,
             # but not thousands of them: now and then the lanes get to read the replies
             # that came meanwhile and start their next chunks, so that the workers do
             # not wait for the caller to get through a large chunk.
-            core._countdown = YIELD_EVERY
+            self._countdown = YIELD_EVERY
             await cancel_shielded_checkpoint()
-        if not core._ready or core._aclosed:
+        core = self._core
+        if not ready or core._aclosed:
             await core._fill()
-        return core._ready.popleft()
+        return ready.popleft()
 
     async def aclose(self) -> None:
         """Stop the work and wait for it to end.
@@ -695,6 +699,8 @@ class MapResults(_Handle[T]):
 
     def __init__(self, core: _MapCore[T]) -> None:
         self._core = core
+        self._ready = core._ready
+        self._countdown = YIELD_EVERY
         self._map = core
 
     @property
@@ -737,6 +743,8 @@ class StreamResults(_Handle[T]):
 
     def __init__(self, core: _StreamCore[T]) -> None:
         self._core = core
+        self._ready = core._ready
+        self._countdown = YIELD_EVERY
         self._stream = core
 
     @property
