@@ -460,18 +460,40 @@ class _MapCore(_Core[T]):
         return self._number(items)
 
     def _take_chunk_nowait(self) -> tuple[int, int, list[Any]] | None:
-        """The next chunk if it can be had without waiting (a sync input, window open)."""
-        if self._source is None or self._halted or self._exhausted:
+        """The next chunk if it can be had without waiting (window open, items at hand)."""
+        if self._halted or self._exhausted:
             return None
         if self._ordered and self._numbered >= self._due + self._window:
             return None
         try:
-            return self._take_from_iterator(self._source)
+            if self._source is not None:
+                return self._take_from_iterator(self._source)
+            return self._take_read_ahead()
         except Exception as exc:
             # The input failed before any item of this chunk: raised by the next take,
             # once the chunk under way has been handed over (it comes first in order).
             self._source_error = exc
             return None
+
+    def _take_read_ahead(self) -> tuple[int, int, list[Any]] | None:
+        """A chunk of the items an async source has already given, if any."""
+        prefetched = self._prefetched
+        if prefetched is None or self._source_lock.locked() or self._source_error is not None:
+            return None  # (a lane waits for the source: it takes the next items)
+        size = self._next_size()
+        items: list[Any] = []
+        try:
+            while len(items) < size:
+                ok, item = prefetched.receive_nowait()
+                if not ok:
+                    self._source_failed(item, items)
+                    break
+                items.append(item)
+        except WouldBlock:
+            pass
+        except EndOfStream:
+            self._exhausted = True
+        return self._number(items)
 
     def _may_wait_for_input(self) -> bool:
         """Whether taking the next chunk may wait (for the window, or an async input)."""
