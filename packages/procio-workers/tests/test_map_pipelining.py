@@ -146,6 +146,26 @@ async def test_a_queued_chunk_larger_than_the_pipe_does_not_deadlock() -> None:
     assert got == items
 
 
+@pytest.mark.procio_leak_check
+async def test_cancelled_while_a_large_chunk_is_queued_behind_a_large_answer() -> None:
+    # Chunk A (4 x 1 MiB, 0.25 s per item) runs and answers 4 MiB; chunk B, 4 MiB too,
+    # waits half written behind it. The map is cancelled while A runs: telling the
+    # worker to drop B must not wait for room in a pipe that the worker fills with A's
+    # answer, nor may the rest of B's frame (a deadlock either way).
+    items = [(0.25, bytes([i]) * (1 << 20)) for i in range(12)]
+    async with WorkerPool(max_workers=1, prestart=1) as pool:
+        with anyio.fail_after(HANG_GUARD):
+            results = pool.map(mfuncs.sleep_then_echo, items, chunksize=4)
+            with anyio.move_on_after(0.5) as scope:
+                await collect_in_block(results, [])
+            assert scope.cancelled_caught
+            assert results.submitted == 8
+            assert results.completed == 0
+            assert pool.statistics().broken == 0
+            assert await pool.run_sync(funcs.echo, b"x" * (3 << 20)) == b"x" * (3 << 20)
+            assert pool.statistics().started == 1
+
+
 async def test_the_worker_drops_a_queued_batch_that_a_close_follows() -> None:
     # On the protocol itself: BATCH 1 runs (0.3 s); BATCH 2 waits behind it, then CLOSE.
     # BATCH 2 is answered with END alone, and never runs; BATCH 1 runs in full.
@@ -159,7 +179,7 @@ async def test_the_worker_drops_a_queued_batch_that_a_close_follows() -> None:
                 second = backend.prepare_batch(mfuncs.pid_of, [("x",), ("y",)])
                 await worker.send_batch(first)
                 worker.queue_batch(second)
-                await worker.drop_queued()
+                assert worker.try_drop_queued()
                 assert await worker.receive_batch() == ["a"]
                 assert await worker.receive_batch() == []
                 # Not dropped once begun: a CLOSE that comes late changes nothing.

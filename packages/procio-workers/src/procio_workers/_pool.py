@@ -1038,18 +1038,14 @@ class _ChunkRunner:
             # A chunk waits behind this one, which runs to completion however the lane
             # is cancelled: the queued one must then not begin. Told now, while this one
             # runs, the worker drops it instead of going on to it.
+            # (Without waiting for room in the pipe, while the worker may be blocked
+            # writing this answer: if the CLOSE cannot go now, it goes once the answer
+            # has been read, and the queued chunk is dropped only if not begun by then.)
             try:
                 await worker.wait_for_answer()
             except get_cancelled_exc_class() as exc:
                 stopped = exc
-                try:
-                    with CancelScope(shield=True):
-                        await worker.drop_queued()
-                except BaseException as error:
-                    pool._calls += count
-                    self._lose(error)
-                    raise
-                self._dropping = True
+                self._dropping = worker.try_drop_queued()
         try:
             with CancelScope(shield=not self._cancellable):
                 try:
@@ -1060,7 +1056,10 @@ class _ChunkRunner:
                     if not worker.alive:
                         raise
                     answer = exc  # the function's error: the worker answered, and is idle
-                if self._sent:
+                if self._sent and stopped is not None and not self._dropping:
+                    await worker.drop_queued()  # (with the rest of its frame, if any)
+                    self._dropping = True
+                elif self._sent:
                     # The next chunk's frame goes out whole now, if it did not at once.
                     await worker.finish_queued()
         except BaseException as exc:
@@ -1095,7 +1094,7 @@ class _ChunkRunner:
         try:
             with CancelScope(shield=not self._cancellable):
                 if not self._dropping:
-                    await worker.drop_queued()
+                    self._dropping = worker.try_drop_queued()
                 while self._sent:
                     _, count = self._sent.popleft()
                     self._pool._calls += count
@@ -1106,6 +1105,11 @@ class _ChunkRunner:
                     except Exception:
                         if not worker.alive:
                             raise
+                    if self._sent and not self._dropping:
+                        # Nothing is awaited before the last chunk now: its frame and
+                        # the CLOSE may wait for room.
+                        await worker.drop_queued()
+                        self._dropping = True
         except Exception as exc:
             self._lose(exc)  # the map has ended: nobody waits for this error
             return

@@ -837,13 +837,29 @@ class ProcessWorker(Worker):
         if rest:
             await self._send(rest)
 
-    async def drop_queued(self) -> None:
-        """Ask the worker to drop the BATCH sent last, unless it has begun it.
+    def try_drop_queued(self) -> bool:
+        """Ask the worker now to drop the BATCH sent last, unless it has begun it.
 
-        Its answer is still to be read: an ``END`` alone if it was dropped.
+        ``False`` if that cannot be asked without waiting (its frame is not all written,
+        or the pipe is full): then only :meth:`drop_queued` can, once the answers before
+        it have been read. Either way its answer is still to be read: an ``END`` alone if
+        it was dropped.
         """
-        await self.finish_queued()
-        await self._send([_CLOSE])
+        if self._queued_rest:
+            return False
+        try:
+            return os.write(self._request_fd, _CLOSE) == len(_CLOSE)
+        except OSError:
+            return False  # full, or the worker is gone (its answer says so)
+
+    async def drop_queued(self) -> None:
+        """Like :meth:`try_drop_queued`, writing the rest of its frame and waiting for room.
+
+        Only while no answer to an earlier BATCH is awaited: the worker writes that
+        answer before it reads further.
+        """
+        rest, self._queued_rest = self._queued_rest, []
+        await self._send([*rest, _CLOSE])
 
     async def wait_for_answer(self) -> None:
         """Wait until an answer begins to arrive, or the worker is gone.
