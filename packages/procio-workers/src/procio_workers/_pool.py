@@ -34,7 +34,7 @@ from . import _wire
 from ._errors import BatchError, BrokenWorkerProcess, SerializationError
 from ._hosting import logger, loop_clock
 from ._mapping import MapResults, StreamResults, _MapCore, _StreamCore
-from ._process_backend import OutputHandler, ProcessBackend, ProcessWorker
+from ._process_backend import OutputHandler, ProcessBackend
 from ._registry import resolve_launcher, resolve_serializer
 from .abc import PENDING, Launcher, Serializer, Worker, WorkerBackend
 
@@ -950,7 +950,9 @@ class _ChunkRunner:
     def can_queue(self) -> bool:
         """Whether a chunk may be queued now behind the one running."""
         slot = self._slot
-        if slot is None or len(self._sent) != 1 or not slot.worker.alive:
+        # (Not worker.alive: that says "idle", and the worker runs the sent chunk. A
+        # worker lost meanwhile fails the answer awaited first, queued chunk or not.)
+        if slot is None or len(self._sent) != 1:
             return False
         return not self._hand_back_due(queued=1)
 
@@ -976,7 +978,6 @@ class _ChunkRunner:
                 self._unsent = (tag, calls)
                 return
             worker = slot.worker
-            assert isinstance(worker, ProcessWorker)
             try:
                 request = pool.backend.prepare_batch(self._func, calls)
             except SerializationError:
@@ -1004,7 +1005,6 @@ class _ChunkRunner:
         assert self.can_queue()
         assert self._slot is not None
         worker = self._slot.worker
-        assert isinstance(worker, ProcessWorker)
         try:
             request = self._pool.backend.prepare_batch(self._func, calls)
         except SerializationError:
@@ -1033,7 +1033,6 @@ class _ChunkRunner:
         assert slot is not None
         assert self._sent
         worker = slot.worker
-        assert isinstance(worker, ProcessWorker)
         tag, count = self._sent.popleft()
         self.current = tag
         answer: Exception | None = None
@@ -1058,9 +1057,11 @@ class _ChunkRunner:
                 except BrokenWorkerProcess:
                     raise
                 except Exception as exc:
-                    if not worker.alive:
+                    # The function's error, or an item that cannot travel: the worker
+                    # answered, and is idle again (or on to the chunk queued behind).
+                    if not (worker.alive or self._sent):
                         raise
-                    answer = exc  # the function's error: the worker answered, and is idle
+                    answer = exc
                 if self._sent and stopped is not None and not self._dropping:
                     await worker.drop_queued()  # (with the rest of its frame, if any)
                     self._dropping = True
@@ -1095,7 +1096,6 @@ class _ChunkRunner:
             self.hand_back()
             return
         worker = slot.worker
-        assert isinstance(worker, ProcessWorker)
         try:
             with CancelScope(shield=not self._cancellable):
                 if not self._dropping:
@@ -1108,7 +1108,7 @@ class _ChunkRunner:
                     except BrokenWorkerProcess:
                         raise
                     except Exception:
-                        if not worker.alive:
+                        if not (worker.alive or self._sent):
                             raise
                     if self._sent and not self._dropping:
                         # Nothing is awaited before the last chunk now: its frame and
@@ -1179,7 +1179,7 @@ class _ChunkRunner:
             self._release_token()
             raise
         worker = slot.worker
-        if isinstance(worker, ProcessWorker) and worker.pipelines:
+        if worker.pipelines:
             self._slot = slot
             return
         pool._park(slot)

@@ -315,6 +315,8 @@ class ProcessWorker(WorkerLifecycle, Worker):
         # The worker's HELLO "features"; and what queue_batch could not write at once.
         self._features: frozenset[str] = frozenset()
         self._queued_rest: list[Buffer] = []
+        # How many batches wait in the worker behind the one it runs (queue_batch).
+        self._queued = 0
         # The state of a call between call_nowait and finish_call.
         self._unsent: list[Buffer] = []
         self._unsent_started = False
@@ -680,11 +682,13 @@ class ProcessWorker(WorkerLifecycle, Worker):
         """
         buffers = list(request.frame)
         try:
-            written = os.writev(self._request_fd, buffers)
-        except OSError:
-            # Full, or the worker is gone: the answer awaited first says which.
+            written = self._channel.request.writev(cast("list[bytes]", buffers)) or 0
+        except (ClosedResourceError, BrokenResourceError):
+            # The worker is gone: the answer awaited first says so.
             written = 0
         self._queued_rest = _wire.skip_written(buffers, written)
+        # Answered after the running batch, which leaves the worker busy with this one.
+        self._queued += 1
 
     async def finish_queued(self) -> None:
         """Write what :meth:`queue_batch` left of its frame (a no-op if nothing)."""
@@ -703,9 +707,9 @@ class ProcessWorker(WorkerLifecycle, Worker):
         if self._queued_rest:
             return False
         try:
-            return os.write(self._request_fd, _CLOSE) == len(_CLOSE)
-        except OSError:
-            return False  # full, or the worker is gone (its answer says so)
+            return self._channel.request.write(_CLOSE) == len(_CLOSE)
+        except (ClosedResourceError, BrokenResourceError):
+            return False  # the worker is gone (its answer says so)
 
     async def drop_queued(self) -> None:
         """Like :meth:`try_drop_queued`, writing the rest of its frame and waiting for room.
@@ -721,10 +725,12 @@ class ProcessWorker(WorkerLifecycle, Worker):
 
         Unlike :meth:`receive_batch`, this may be cancelled without losing anything.
         """
-        if self._reader.frames or self._reader.mid_frame or self._response_fd < 0:
+        channel = self._channel
+        if self._reader.frames or self._reader.mid_frame or channel.peer_gone:
             return
-        with suppress(OSError, anyio.ClosedResourceError):
-            await anyio.wait_readable(self._response_fd)
+        # Woken by the worker's exit too (the channel notifies the fd's waiters).
+        with suppress(ClosedResourceError):
+            await channel.response.wait_readable()
 
     async def receive_batch(self) -> list[object]:
         """Read the answer to the oldest BATCH sent: its results, or raise its error."""
@@ -741,11 +747,11 @@ class ProcessWorker(WorkerLifecycle, Worker):
                     raise BatchError(len(results), results, exc) from None
             elif frame.kind == _wire.END:
                 self._answered = time.perf_counter()
-                self._answered_now()
+                self._batch_answered()
                 return results
             elif frame.kind == _wire.ERROR:
                 self._answered = time.perf_counter()
-                self._answered_now()
+                self._batch_answered()
                 error, index = _rebuild_error(self._backend.serializer, frame.segments)
                 if index is None:
                     raise error
@@ -753,12 +759,19 @@ class ProcessWorker(WorkerLifecycle, Worker):
             else:
                 raise await self._unexpected(frame)
 
+    def _batch_answered(self) -> None:
+        """A batch's answer has been read: the worker is idle, or on to a queued one."""
+        if self._queued:
+            self._queued -= 1
+        else:
+            self._answered_now()
+
     async def _skip_to_end(self) -> None:
         """Read and drop the rest of an answer, up to its END or ERROR."""
         while True:
             frame = await self._receive()
             if frame.kind in (_wire.END, _wire.ERROR):
-                self._answered_now()
+                self._batch_answered()
                 return
             if frame.kind != _wire.ITEMS:
                 raise await self._unexpected(frame)
