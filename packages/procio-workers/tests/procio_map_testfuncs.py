@@ -215,3 +215,17 @@ def slow_count(n: int, seconds: float) -> Iterator[int]:
 def never_returns() -> NoReturn:
     time.sleep(60)
     raise AssertionError("not cancelled")
+
+
+def burst_then_late_then_wait(count: int, path: str, give_up: float) -> Iterator[object]:
+    """Yield 0 .. count - 1 at once, then "late" after 50 ms, then wait for *path*."""
+    yield from range(count)
+    time.sleep(0.05)
+    yield "late"
+    deadline = time.monotonic() + give_up
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            yield "gave up waiting"
+            return
+        time.sleep(0.005)
+    yield "after"

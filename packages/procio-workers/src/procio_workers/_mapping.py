@@ -110,7 +110,6 @@ class _Core(Generic[T]):
         self._receive: MemoryObjectReceiveStream[Any]
         self._send, self._receive = anyio.create_memory_object_stream[Any](buffer)
         self._ready: deque[T] = deque()
-        self._countdown = YIELD_EVERY  # items handed out before the next schedule point
         self._waiting = False  # a task waits for the driver (one at a time)
         self._scope = CancelScope()
         self._started = False
@@ -284,6 +283,8 @@ class _MapCore(_Core[T]):
         self._fixed = chunksize
         self.chunksize = chunksize or 1
         self._per_item: float | None = None
+        self._work = 0.0  # seconds and items measured, halved at each new measurement
+        self._items = 0.0
         self.total: int | None = None
         if isinstance(items, AsyncIterable):
             self._async_source: AsyncIterator[Any] | None = aiter(items)
@@ -327,11 +328,13 @@ class _MapCore(_Core[T]):
     def _measured(self, count: int, seconds: float) -> None:
         if self._fixed is not None or count <= 0:
             return
-        per_item = max(seconds, 1e-7) / count
-        # Smoothed: one chunk delayed by the event loop (or a worker's start) should not
-        # swing the size for the next.
-        if self._per_item is not None and count > 1:
-            per_item = (per_item + self._per_item) / 2
+        # Smoothed, weighted by items: one chunk delayed by the event loop (or a worker's
+        # start) should not swing the size for the next, and the first chunks, small and
+        # mostly round trip, count for little once larger ones have been measured (an
+        # average per chunk would let a first chunk of one item hold the size down).
+        self._work = self._work / 2 + max(seconds, 1e-7)
+        self._items = self._items / 2 + count
+        per_item = self._work / self._items
         self._per_item = per_item
         self.chunksize = max(1, min(MAX_AUTO_CHUNK, int(TARGET_CHUNK_SECONDS / per_item)))
 
@@ -456,29 +459,95 @@ class _MapCore(_Core[T]):
             return None
         return self._number(items)
 
+    def _take_chunk_nowait(self) -> tuple[int, int, list[Any]] | None:
+        """The next chunk if it can be had without waiting (window open, items at hand)."""
+        if self._halted or self._exhausted:
+            return None
+        if self._ordered and self._numbered >= self._due + self._window:
+            return None
+        try:
+            if self._source is not None:
+                return self._take_from_iterator(self._source)
+            return self._take_read_ahead()
+        except Exception as exc:
+            # The input failed before any item of this chunk: raised by the next take,
+            # once the chunk under way has been handed over (it comes first in order).
+            self._source_error = exc
+            return None
+
+    def _take_read_ahead(self) -> tuple[int, int, list[Any]] | None:
+        """A chunk of the items an async source has already given, if any."""
+        prefetched = self._prefetched
+        if prefetched is None or self._source_lock.locked() or self._source_error is not None:
+            return None  # (a lane waits for the source: it takes the next items)
+        size = self._next_size()
+        items: list[Any] = []
+        try:
+            while len(items) < size:
+                ok, item = prefetched.receive_nowait()
+                if not ok:
+                    self._source_failed(item, items)
+                    break
+                items.append(item)
+        except WouldBlock:
+            pass
+        except EndOfStream:
+            self._exhausted = True
+        return self._number(items)
+
+    def _may_wait_for_input(self) -> bool:
+        """Whether taking the next chunk may wait (for the window, or an async input)."""
+        if self._source is None:
+            return True
+        return self._ordered and self._numbered >= self._due + self._window
+
     async def _lane(self) -> None:
-        pool = self._pool
+        runner = self._pool._chunk_runner(
+            self._func, cancellable=self._cancellable, split=self._fixed is None
+        )
+        try:
+            await self._run_lane(runner)
+        finally:
+            # A chunk queued behind the last one is dropped (or awaited, if begun).
+            await runner.aclose()
+
+    async def _run_lane(self, runner: Any) -> None:
+        spans: dict[int, tuple[int, int]] = {}  # chunk number -> (first position, count)
+        waiting: tuple[int, int, list[Any]] | None = None  # taken, to be sent next
         while True:
+            if not runner.busy:
+                chunk = waiting
+                waiting = None
+                if chunk is None or self._halted:
+                    if self._may_wait_for_input():
+                        runner.hand_back()  # no worker held while the input is awaited
+                    try:
+                        chunk = await self._take_chunk()
+                    except Exception as exc:
+                        self._halt()
+                        await self._put(_Chunk(self._numbered, [], exc))
+                        return
+                if chunk is None:
+                    return
+                number, start, items = chunk
+                spans[number] = (start, len(items))
+                self.submitted += len(items)
+                await runner.submit(number, [(item,) for item in items])
+            if runner.can_queue() and waiting is None:
+                chunk = self._take_chunk_nowait()
+                if chunk is not None:
+                    number, start, items = chunk
+                    spans[number] = (start, len(items))
+                    self.submitted += len(items)
+                    if not runner.queue(number, [(item,) for item in items]):
+                        waiting = chunk
+                        self.submitted -= len(items)
+                        del spans[number]
             try:
-                chunk = await self._take_chunk()
-            except Exception as exc:
-                self._halt()
-                await self._put(_Chunk(self._numbered, [], exc))
-                return
-            if chunk is None:
-                return
-            number, start, items = chunk
-            self.submitted += len(items)
-            timing: list[float] = []
-            try:
-                results = await pool._run_batch(
-                    self._func,
-                    [(item,) for item in items],
-                    cancellable=self._cancellable,
-                    timing=timing,
-                    split=self._fixed is None,
-                )
+                number, results, took = await runner.result()
             except BatchError as exc:
+                number = runner.current
+                start, _ = spans.pop(number)
                 index = start + exc.index
                 self.completed += len(exc.results)
                 _note(exc.error, f"raised by item {index} of the map")
@@ -486,13 +555,16 @@ class _MapCore(_Core[T]):
                 await self._put(_Chunk(number, exc.results, exc.error, index))
                 return
             except Exception as exc:
-                last = start + len(items) - 1
+                number = runner.current
+                start, count = spans.pop(number)
+                last = start + count - 1
                 span = f"item {start}" if last == start else f"items {start} to {last}"
                 _note(exc, f"raised while {span} of the map ran")
                 self._halt()
                 await self._put(_Chunk(number, [], exc))
                 return
-            self._measured(len(items), sum(timing))
+            start, count = spans.pop(number)
+            self._measured(count, took)
             self.completed += len(results)
             if not await self._put(_Chunk(number, results)):
                 self._halt()
@@ -585,6 +657,8 @@ class _Handle(Generic[T]):
     """The caller's side of a map or a stream: iteration, closing, the finalizer."""
 
     _core: _Core[T]
+    _ready: deque[T]  # the core's results at hand (the same deque)
+    _countdown: int  # results handed out before the next schedule point
 
     async def __aenter__(self) -> Self:
         self._core._start()
@@ -602,20 +676,23 @@ class _Handle(Generic[T]):
         return self
 
     async def __anext__(self) -> T:
-        core = self._core
-        if core._ready and not core._aclosed:
-            core._countdown -= 1
-            if core._countdown > 0:
-                return core._ready.popleft()
+        # The path of every item: a result at hand is handed out with as little work as
+        # can be (closing the results empties this deque, and nothing refills it).
+        ready = self._ready
+        if ready:
+            self._countdown -= 1
+            if self._countdown:
+                return ready.popleft()
             # The results at hand are handed out without a trip through the event loop,
             # but not thousands of them: now and then the lanes get to read the replies
             # that came meanwhile and start their next chunks, so that the workers do
             # not wait for the caller to get through a large chunk.
-            core._countdown = YIELD_EVERY
+            self._countdown = YIELD_EVERY
             await cancel_shielded_checkpoint()
-        if not core._ready or core._aclosed:
+        core = self._core
+        if not ready or core._aclosed:
             await core._fill()
-        return core._ready.popleft()
+        return ready.popleft()
 
     async def aclose(self) -> None:
         """Stop the work and wait for it to end.
@@ -644,6 +721,8 @@ class MapResults(_Handle[T]):
 
     def __init__(self, core: _MapCore[T]) -> None:
         self._core = core
+        self._ready = core._ready
+        self._countdown = YIELD_EVERY
         self._map = core
 
     @property
@@ -686,6 +765,8 @@ class StreamResults(_Handle[T]):
 
     def __init__(self, core: _StreamCore[T]) -> None:
         self._core = core
+        self._ready = core._ready
+        self._countdown = YIELD_EVERY
         self._stream = core
 
     @property

@@ -12,6 +12,7 @@ import numbers
 import os
 import sys
 import time
+from collections import deque
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -799,6 +800,12 @@ class WorkerPool:
         self._release(slot)
         return results
 
+    def _chunk_runner(
+        self, func: Callable[..., object], *, cancellable: bool, split: bool
+    ) -> _ChunkRunner:
+        """The runner of one lane of a map (see :class:`_ChunkRunner`)."""
+        return _ChunkRunner(self, func, cancellable=cancellable, split=split)
+
     def _failed(self, slot: _Slot, exc: BaseException) -> BaseException:
         """Decide the fate of *slot*'s worker after its call raised *exc*; return what to raise."""
         worker = slot.worker
@@ -899,3 +906,282 @@ class WorkerPool:
             self._timer_waits_for_idle = deadline == math.inf
             with anyio.move_on_after(deadline - current_time()):
                 await self._idle_changed.wait()
+
+
+class _ChunkRunner:
+    """The chunks of one lane of a map, one BATCH each, answered in the order sent.
+
+    On a worker that takes a BATCH queued behind the running one (its HELLO lists the
+    feature ``"pipeline"``), the lane keeps that worker from chunk to chunk and sends the
+    next chunk before the answer to the running one: the worker goes on to it at once,
+    instead of idling while the parent reads the answer and prepares what follows. A
+    queued chunk that the lane no longer wants (the map stopped) is dropped with a
+    CLOSE if the worker has not begun it, and is otherwise awaited, or killed with
+    ``cancellable=True``, like a running one. Elsewhere every chunk goes through
+    :meth:`WorkerPool._run_batch` on its own, as a call does.
+
+    The worker is handed back between chunks when calls wait for one, when it reaches
+    ``max_tasks_per_worker``, and before the lane waits for its input.
+    """
+
+    def __init__(
+        self, pool: WorkerPool, func: Callable[..., object], *, cancellable: bool, split: bool
+    ) -> None:
+        self._pool = pool
+        self._func = func
+        self._cancellable = cancellable
+        self._split = split
+        self._slot: _Slot | None = None
+        self._token = False  # one of the pool limiter's tokens is held
+        self._plain = False  # the workers of this pool cannot pipeline
+        self._ran = 0  # chunks answered on the held worker
+        self._sent: deque[tuple[Any, int]] = deque()  # (tag, item count), oldest first
+        self._unsent: tuple[Any, list[tuple[Any, ...]]] | None = None  # for _run_batch
+        self._dropping = False  # a CLOSE went out for the chunk sent last
+        self._began = 0.0  # when the chunk answered next began to run
+        #: The tag of the chunk whose answer :meth:`result` awaits (or last awaited).
+        self.current: Any = None
+
+    @property
+    def busy(self) -> bool:
+        """Whether an answer is awaited."""
+        return bool(self._sent) or self._unsent is not None
+
+    def can_queue(self) -> bool:
+        """Whether a chunk may be queued now behind the one running."""
+        slot = self._slot
+        # (Not worker.alive: that says "idle", and the worker runs the sent chunk. A
+        # worker lost meanwhile fails the answer awaited first, queued chunk or not.)
+        if slot is None or len(self._sent) != 1:
+            return False
+        return not self._hand_back_due(queued=1)
+
+    def _hand_back_due(self, queued: int) -> bool:
+        slot = self._slot
+        assert slot is not None
+        limit = self._pool.max_tasks_per_worker
+        if limit is not None and slot.tasks + self._ran + queued + 1 > limit:
+            return True
+        limiter = self._pool._limiter
+        return limiter is not None and limiter.statistics().tasks_waiting > 0
+
+    async def submit(self, tag: Any, calls: list[tuple[Any, ...]]) -> None:
+        """Send a chunk while nothing is awaited."""
+        assert not self.busy
+        pool = self._pool
+        pool._check_open()
+        for _ in range(_MAX_ATTEMPTS):
+            if self._slot is None and not self._plain:
+                await self._open()
+            slot = self._slot
+            if slot is None:
+                self._unsent = (tag, calls)
+                return
+            worker = slot.worker
+            try:
+                request = pool.backend.prepare_batch(self._func, calls)
+            except SerializationError:
+                # _run_batch finds the item that cannot travel, or splits the chunk.
+                self.hand_back()
+                self._unsent = (tag, calls)
+                return
+            try:
+                with CancelScope(shield=not self._cancellable):
+                    await worker.send_batch(request)
+            except BaseException as exc:
+                self._lose(exc)
+                if isinstance(exc, BrokenWorkerProcess) and not exc.started:
+                    continue  # it had died while idle: another worker takes the chunk
+                raise
+            self._sent.append((tag, len(calls)))
+            self._began = time.perf_counter()
+            return
+        raise BrokenWorkerProcess(  # pragma: no cover - _MAX_ATTEMPTS workers found dead
+            "every worker tried had exited while idle"
+        )
+
+    def queue(self, tag: Any, calls: list[tuple[Any, ...]]) -> bool:
+        """Send a chunk behind the running one; ``False`` if it must wait for :meth:`submit`."""
+        assert self.can_queue()
+        assert self._slot is not None
+        worker = self._slot.worker
+        try:
+            request = self._pool.backend.prepare_batch(self._func, calls)
+        except SerializationError:
+            return False
+        worker.queue_batch(request)
+        self._sent.append((tag, len(calls)))
+        return True
+
+    async def result(self) -> tuple[Any, list[object], float]:
+        """Wait for the oldest chunk's answer: (its tag, its results, seconds it took).
+
+        Raises what :meth:`WorkerPool._run_batch` raises for a chunk; the worker stays
+        with the lane if it answered.
+        """
+        pool = self._pool
+        if self._unsent is not None:
+            tag, calls = self._unsent
+            self._unsent = None
+            self.current = tag
+            timing: list[float] = []
+            results = await pool._run_batch(
+                self._func, calls, cancellable=self._cancellable, timing=timing, split=self._split
+            )
+            return tag, results, sum(timing)
+        slot = self._slot
+        assert slot is not None
+        assert self._sent
+        worker = slot.worker
+        tag, count = self._sent.popleft()
+        self.current = tag
+        answer: Exception | None = None
+        results = []
+        stopped: BaseException | None = None
+        if self._sent and not self._cancellable and not self._dropping:
+            # A chunk waits behind this one, which runs to completion however the lane
+            # is cancelled: the queued one must then not begin. Told now, while this one
+            # runs, the worker drops it instead of going on to it.
+            # (Without waiting for room in the pipe, while the worker may be blocked
+            # writing this answer: if the CLOSE cannot go now, it goes once the answer
+            # has been read, and the queued chunk is dropped only if not begun by then.)
+            try:
+                await worker.wait_for_answer()
+            except get_cancelled_exc_class() as exc:
+                stopped = exc
+                self._dropping = worker.try_drop_queued()
+        try:
+            with CancelScope(shield=not self._cancellable):
+                try:
+                    results = await worker.receive_batch()
+                except BrokenWorkerProcess:
+                    raise
+                except Exception as exc:
+                    # The function's error, or an item that cannot travel: the worker
+                    # answered, and is idle again (or on to the chunk queued behind).
+                    if not (worker.alive or self._sent):
+                        raise
+                    answer = exc
+                if self._sent and stopped is not None and not self._dropping:
+                    await worker.drop_queued()  # (with the rest of its frame, if any)
+                    self._dropping = True
+                elif self._sent:
+                    # The next chunk's frame goes out whole now, if it did not at once.
+                    await worker.finish_queued()
+        except BaseException as exc:
+            pool._calls += count
+            self._lose(exc)
+            raise
+        now = time.perf_counter()
+        took, self._began = now - self._began, now
+        pool._calls += count
+        self._ran += 1
+        if stopped is not None:
+            raise stopped  # this chunk's outcome is for nobody now
+        if answer is not None:
+            pool._failures += 1
+            raise answer
+        if not self._sent and self._hand_back_due(queued=0):
+            self.hand_back()
+        return tag, results, took
+
+    async def aclose(self) -> None:
+        """Drop a queued chunk (or wait for it, if begun), and hand the worker back.
+
+        Its results are not reported. With ``cancellable=True`` a cancellation kills the
+        worker instead of waiting.
+        """
+        slot = self._slot
+        if slot is None or not self._sent:
+            self.hand_back()
+            return
+        worker = slot.worker
+        try:
+            with CancelScope(shield=not self._cancellable):
+                if not self._dropping:
+                    self._dropping = worker.try_drop_queued()
+                while self._sent:
+                    _, count = self._sent.popleft()
+                    self._pool._calls += count
+                    try:
+                        await worker.receive_batch()
+                    except BrokenWorkerProcess:
+                        raise
+                    except Exception:
+                        if not (worker.alive or self._sent):
+                            raise
+                    if self._sent and not self._dropping:
+                        # Nothing is awaited before the last chunk now: its frame and
+                        # the CLOSE may wait for room.
+                        await worker.drop_queued()
+                        self._dropping = True
+        except Exception as exc:
+            self._lose(exc)  # the map has ended: nobody waits for this error
+            return
+        except BaseException as exc:
+            self._lose(exc)
+            raise
+        self.hand_back()
+
+    def hand_back(self) -> None:
+        """Return the worker (idle: nothing is awaited) and the token to the pool."""
+        assert not self._sent
+        self._dropping = False
+        slot, self._slot = self._slot, None
+        if slot is not None:
+            if self._ran:
+                # _release counts one task: the others are counted here.
+                slot.tasks += self._ran - 1
+                self._pool._release(slot)
+            else:
+                self._pool._park(slot)
+        self._ran = 0
+        self._release_token()
+
+    def _release_token(self) -> None:
+        if self._token:
+            self._token = False
+            limiter = self._pool._limiter
+            if limiter is not None:
+                limiter.release()
+
+    def _lose(self, exc: BaseException) -> None:
+        """The held worker raised *exc* while not answering: the pool decides its fate."""
+        slot, self._slot = self._slot, None
+        self._sent.clear()
+        self._dropping = False
+        if not (isinstance(exc, BrokenWorkerProcess) and not exc.started):
+            self._pool._failures += 1  # (a worker found dead first is retried)
+        if slot is not None:
+            slot.tasks += self._ran
+            self._ran = 0
+            error = self._pool._failed(slot, exc)
+            if error is not exc:
+                self._release_token()
+                raise error from exc
+        self._release_token()
+
+    async def _open(self) -> None:
+        """Take a token of the pool's limiter and a worker."""
+        pool = self._pool
+        limiter = pool._limiter
+        if limiter is not None and not self._token:
+            try:
+                if limiter.available_tokens < 1:
+                    raise anyio.WouldBlock
+                limiter.acquire_nowait()
+            except anyio.WouldBlock:
+                await limiter.acquire()
+            self._token = True
+        try:
+            slot = await pool._acquire({})
+        except BaseException:
+            self._release_token()
+            raise
+        worker = slot.worker
+        if worker.pipelines:
+            self._slot = slot
+            return
+        pool._park(slot)
+        self._release_token()
+        self._plain = True

@@ -312,6 +312,11 @@ class ProcessWorker(WorkerLifecycle, Worker):
         self._broken: BrokenWorkerProcess | None = None
         #: The protocol version agreed in the handshake.
         self.protocol = _wire.PROTOCOL_VERSION
+        # The worker's HELLO "features"; and what queue_batch could not write at once.
+        self._features: frozenset[str] = frozenset()
+        self._queued_rest: list[Buffer] = []
+        # How many batches wait in the worker behind the one it runs (queue_batch).
+        self._queued = 0
         # The state of a call between call_nowait and finish_call.
         self._unsent: list[Buffer] = []
         self._unsent_started = False
@@ -440,6 +445,9 @@ class ProcessWorker(WorkerLifecycle, Worker):
                 f"(this parent speaks {_wire.MIN_PROTOCOL_VERSION} to {_wire.PROTOCOL_VERSION})"
             )
         self.protocol = max(common)
+        features = hello.get("features")
+        if isinstance(features, list):
+            self._features = frozenset(name for name in features if isinstance(name, str))
         init = init.copy()
         init["protocol"] = self.protocol
         codec = init["codec"]
@@ -646,6 +654,86 @@ class ProcessWorker(WorkerLifecycle, Worker):
             # A version-1 worker takes one CALL at a time.
             return await super().call_batch(request)
         await self._begin(request.frame)
+        return await self.receive_batch()
+
+    @property
+    def pipelines(self) -> bool:
+        """Whether a BATCH may wait in the worker's pipe behind the one it runs.
+
+        The worker says so with the feature ``"pipeline"`` in its HELLO: it then also
+        drops a queued BATCH that a CLOSE follows before the worker began it.
+        """
+        return self.protocol >= 2 and "pipeline" in self._features
+
+    async def send_batch(self, request: Any) -> None:
+        """Send a BATCH prepared by :meth:`ProcessBackend.prepare_batch`, whole.
+
+        Its answer is read by :meth:`receive_batch`. Raises :exc:`BrokenWorkerProcess`
+        with ``started=False`` if the worker had exited while idle.
+        """
+        await self._begin(request.frame)
+
+    def queue_batch(self, request: Any) -> None:
+        """Write a BATCH behind the one the worker runs, without waiting for room.
+
+        What the pipe does not take at once is written by :meth:`finish_queued`, once
+        the answer before it has been read: the worker writes that answer before it
+        reads further, so waiting for room here could wait for ever.
+        """
+        buffers = list(request.frame)
+        try:
+            written = self._channel.request.writev(cast("list[bytes]", buffers)) or 0
+        except (ClosedResourceError, BrokenResourceError):
+            # The worker is gone: the answer awaited first says so.
+            written = 0
+        self._queued_rest = _wire.skip_written(buffers, written)
+        # Answered after the running batch, which leaves the worker busy with this one.
+        self._queued += 1
+
+    async def finish_queued(self) -> None:
+        """Write what :meth:`queue_batch` left of its frame (a no-op if nothing)."""
+        rest, self._queued_rest = self._queued_rest, []
+        if rest:
+            await self._send(rest)
+
+    def try_drop_queued(self) -> bool:
+        """Ask the worker now to drop the BATCH sent last, unless it has begun it.
+
+        ``False`` if that cannot be asked without waiting (its frame is not all written,
+        or the pipe is full): then only :meth:`drop_queued` can, once the answers before
+        it have been read. Either way its answer is still to be read: an ``END`` alone if
+        it was dropped.
+        """
+        if self._queued_rest:
+            return False
+        try:
+            return self._channel.request.write(_CLOSE) == len(_CLOSE)
+        except (ClosedResourceError, BrokenResourceError):
+            return False  # the worker is gone (its answer says so)
+
+    async def drop_queued(self) -> None:
+        """Like :meth:`try_drop_queued`, writing the rest of its frame and waiting for room.
+
+        Only while no answer to an earlier BATCH is awaited: the worker writes that
+        answer before it reads further.
+        """
+        rest, self._queued_rest = self._queued_rest, []
+        await self._send([*rest, _CLOSE])
+
+    async def wait_for_answer(self) -> None:
+        """Wait until an answer begins to arrive, or the worker is gone.
+
+        Unlike :meth:`receive_batch`, this may be cancelled without losing anything.
+        """
+        channel = self._channel
+        if self._reader.frames or self._reader.mid_frame or channel.peer_gone:
+            return
+        # Woken by the worker's exit too (the channel notifies the fd's waiters).
+        with suppress(ClosedResourceError):
+            await channel.response.wait_readable()
+
+    async def receive_batch(self) -> list[object]:
+        """Read the answer to the oldest BATCH sent: its results, or raise its error."""
         results: list[object] = []
         while True:
             frame = await self._receive()
@@ -659,11 +747,11 @@ class ProcessWorker(WorkerLifecycle, Worker):
                     raise BatchError(len(results), results, exc) from None
             elif frame.kind == _wire.END:
                 self._answered = time.perf_counter()
-                self._answered_now()
+                self._batch_answered()
                 return results
             elif frame.kind == _wire.ERROR:
                 self._answered = time.perf_counter()
-                self._answered_now()
+                self._batch_answered()
                 error, index = _rebuild_error(self._backend.serializer, frame.segments)
                 if index is None:
                     raise error
@@ -671,12 +759,19 @@ class ProcessWorker(WorkerLifecycle, Worker):
             else:
                 raise await self._unexpected(frame)
 
+    def _batch_answered(self) -> None:
+        """A batch's answer has been read: the worker is idle, or on to a queued one."""
+        if self._queued:
+            self._queued -= 1
+        else:
+            self._answered_now()
+
     async def _skip_to_end(self) -> None:
         """Read and drop the rest of an answer, up to its END or ERROR."""
         while True:
             frame = await self._receive()
             if frame.kind in (_wire.END, _wire.ERROR):
-                self._answered_now()
+                self._batch_answered()
                 return
             if frame.kind != _wire.ITEMS:
                 raise await self._unexpected(frame)

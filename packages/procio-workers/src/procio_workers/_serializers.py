@@ -77,6 +77,26 @@ class PickleSerializer(Serializer):
                 raise exc from None
             return by_value.dumps((func, args), 2)
 
+    def dump_batch(
+        self, func: Callable[..., object], calls: Sequence[tuple[Any, ...]]
+    ) -> Sequence[Buffer]:
+        """Pickle ``(func, calls)`` for a BATCH, as :meth:`dump_call` would.
+
+        A map's chunk holds thousands of small calls: it is pickled at once, and the
+        scan of every argument for large buffers to send out of band is skipped when
+        the whole pickle is smaller than the smallest such buffer (none can be in it).
+        """
+        batch = calls if type(calls) is list else list(calls)
+        if type(self) is PickleSerializer and not _needs_by_value(func):
+            try:
+                data = pickle.dumps(((func, batch), []), protocol=5)
+            except Exception:  # dump_call reports it, or finds another way
+                pass
+            else:
+                if len(data) < _wire.OUT_OF_BAND_THRESHOLD:
+                    return [data]
+        return self.dump_call(func, batch)  # type: ignore[arg-type]
+
     def load_reply(self, segments: Sequence[memoryview]) -> object:
         """Unpickle a result or an exception."""
         return self._codec.loads(segments)

@@ -94,7 +94,7 @@ IDLE_POLL: tuple[float, bool] = (0.0, False)
 
 #: The codecs built into this program; HELLO lists those that can be loaded here.
 CODECS = ["pickle", "cloudpickle"]
-FEATURES = ["out-of-band", "lazy-main", "traceback", "batch", "stream"]
+FEATURES = ["out-of-band", "lazy-main", "traceback", "batch", "stream", "pipeline"]
 
 #: The protocol version INIT chose (1: single calls only; 2: batches and streams too).
 PROTOCOL = 0
@@ -104,9 +104,12 @@ PROTOCOL = 0
 #: far): the generator is not advanced beyond that until the parent reads on.
 STREAM_HOLD_ITEMS = 256
 STREAM_HOLD_BYTES = 1 << 20
-#: While it has credit, a stream looks for the parent's control messages (more credit, or
-#: a request to stop) at least this often, between two items of the generator.
+#: A stream looks for the parent's control messages (more credit, or a request to stop)
+#: at least this often, between two items of the generator.
 STREAM_CHECK_SECONDS = 1e-3
+#: A stream's items wait to go out together at most this long after the first of them
+#: was produced (checked between items); an item that took this long goes out at once.
+STREAM_LINGER_SECONDS = 1e-3
 
 
 class _ParentMain(types.ModuleType):
@@ -408,6 +411,26 @@ class _Link:
                 self.back_to_back = time.perf_counter() - self.answered < self.spin
                 return reader.frames.popleft()
 
+    def close_follows(self, reader: FrameReader) -> bool:
+        """Whether a CLOSE came right behind the BATCH just taken (then taken as well).
+
+        The parent queues a BATCH behind the running one, and sends CLOSE when it no
+        longer wants it: a BATCH not begun yet is then dropped. Looks at what has
+        arrived, without waiting.
+        """
+        if not reader.frames:
+            try:
+                count = os.readv(REQUEST_FD, [reader.buffer()])
+            except BlockingIOError:
+                return False
+            if not count:
+                return False  # end of input: the serving loop sees it next
+            reader.commit(count)
+        if reader.frames and reader.frames[0].kind == wire.CLOSE:
+            reader.frames.popleft()
+            return True
+        return False
+
     def take_controls(self, reader: FrameReader, *, wait: bool) -> tuple[int, bool]:
         """Read the parent's stream controls: (credit given, whether to stop).
 
@@ -548,26 +571,37 @@ def _run_stream(link: _Link, codec: Codec, frame: Frame, reader: FrameReader) ->
     item_bytes = 0  # roughly the size of one item, from the ITEMS frames sent so far
     checked = 0.0
     stopped = False
+    # Items go out together while the generator is quick: up to *target* of them, which
+    # doubles with every frame sent (from one, so the first item goes at once), or what
+    # came within STREAM_LINGER_SECONDS. An item that took that long to produce goes at
+    # once, and the target starts again from one.
+    target = 1
+    first_at = 0.0  # when pending[0] was produced
+    slow = True
     try:
         while True:
             now = time.perf_counter()
-            if not credit or now - checked >= STREAM_CHECK_SECONDS:
-                full = (
-                    bool(pending)
-                    and not credit
-                    and (
-                        len(pending) >= STREAM_HOLD_ITEMS
-                        or len(pending) * item_bytes >= STREAM_HOLD_BYTES
-                    )
-                )
-                more, stopped = link.take_controls(reader, wait=full)
+            full = bool(pending) and (
+                len(pending) >= STREAM_HOLD_ITEMS or len(pending) * item_bytes >= STREAM_HOLD_BYTES
+            )
+            if (full and not credit) or now - checked >= STREAM_CHECK_SECONDS:
+                more, stopped = link.take_controls(reader, wait=full and not credit)
                 credit += more
-                checked = now
+                checked = now = time.perf_counter()
                 if stopped:
                     break
                 if full and not credit:
                     continue
-            if pending and credit:
+            if (
+                pending
+                and credit
+                and (
+                    full
+                    or slow
+                    or len(pending) >= target
+                    or now - first_at >= STREAM_LINGER_SECONDS
+                )
+            ):
                 _flush_std()
                 size = _send_items(link, codec, pending, sent, limit)
                 if size < 0:
@@ -576,8 +610,10 @@ def _run_stream(link: _Link, codec: Codec, frame: Frame, reader: FrameReader) ->
                 sent += len(pending)
                 pending = []
                 credit -= 1
+                target = 1 if slow else min(2 * target, STREAM_HOLD_ITEMS)
+                now = time.perf_counter()
             try:
-                pending.append(next(items))
+                item = next(items)
             except StopIteration:
                 close = None
                 break
@@ -587,6 +623,10 @@ def _run_stream(link: _Link, codec: Codec, frame: Frame, reader: FrameReader) ->
                 if not pending or _send_items(link, codec, pending, sent, limit) >= 0:
                     _send_error(link, codec, exc, "call", limit, sent + len(pending))
                 return
+            if not pending:
+                first_at = now
+            pending.append(item)
+            slow = time.perf_counter() - now >= STREAM_LINGER_SECONDS
         if stopped:
             stop, close = close, None
             if stop is not None:
@@ -620,7 +660,10 @@ def _serve(link: _Link, codec: Codec, reader: FrameReader) -> int:
         if frame.kind in (wire.MORE, wire.CLOSE) and PROTOCOL >= 2:
             continue  # for a stream that has ended meanwhile: nothing to do
         if frame.kind == wire.BATCH and PROTOCOL >= 2:
-            _run_batch(link, codec, frame, reader.max_frame_length)
+            if link.close_follows(reader):
+                link.send(wire.END, [])  # dropped before it began: no ITEMS
+            else:
+                _run_batch(link, codec, frame, reader.max_frame_length)
             del frame
             continue
         if frame.kind == wire.STREAM and PROTOCOL >= 2:

@@ -243,6 +243,68 @@ class Worker(ABC):
                 raise BatchError(index, results, exc) from None
         return results
 
+    # -- pipelined batches (optional) ------------------------------------------------
+    #
+    # A map keeps its worker busy by sending the next batch before the running one has
+    # answered. A worker that can hold one batch queued behind the one it runs says so
+    # with ``pipelines`` and implements the methods below; the pool then drives it as:
+    # send_batch(first); queue_batch(next); receive_batch() (first's answer); then
+    # finish_queued() and receive_batch() (next's answer), and so on. When the map is
+    # left early, try_drop_queued() (or drop_queued(), once no answer is awaited) asks
+    # the worker to answer the queued batch with no results, without running it.
+
+    @property
+    def pipelines(self) -> bool:
+        """Whether this worker takes a batch queued behind the one it runs.
+
+        ``False`` by default: the pool then sends one batch at a time with
+        :meth:`call_batch`.
+        """
+        return False
+
+    async def send_batch(self, request: Any) -> None:
+        """Send a batch to an idle worker; its answer is read by :meth:`receive_batch`.
+
+        Raises:
+            procio_workers.BrokenWorkerProcess: as for :meth:`call` (``started=False``
+                if the worker had exited while idle).
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not pipeline batches")
+
+    def queue_batch(self, request: Any) -> None:
+        """Send a batch behind the running one, without waiting.
+
+        What the pipe does not take at once is sent by :meth:`finish_queued`, once the
+        running batch's answer has been read.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not pipeline batches")
+
+    async def finish_queued(self) -> None:
+        """Send what :meth:`queue_batch` could not send at once (nothing if all went)."""
+        raise NotImplementedError(f"{type(self).__name__} does not pipeline batches")
+
+    async def receive_batch(self) -> list[object]:
+        """Read the answer to the oldest batch sent; raises as :meth:`call_batch`."""
+        raise NotImplementedError(f"{type(self).__name__} does not pipeline batches")
+
+    async def wait_for_answer(self) -> None:
+        """Wait until an answer starts to arrive, or the worker is gone.
+
+        Unlike :meth:`receive_batch`, it may be cancelled without losing anything.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not pipeline batches")
+
+    def try_drop_queued(self) -> bool:
+        """Ask the worker, without waiting, to drop the queued batch unless it began it.
+
+        ``False`` if that cannot be asked now. The batch's answer is still to be read.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not pipeline batches")
+
+    async def drop_queued(self) -> None:
+        """As :meth:`try_drop_queued`, waiting for room; only while no answer is awaited."""
+        raise NotImplementedError(f"{type(self).__name__} does not pipeline batches")
+
     def stream(self, request: Any, *, cancellable: bool = False) -> AsyncIterator[list[object]]:
         """Run a generator call prepared by :meth:`WorkerBackend.prepare_stream`.
 

@@ -784,10 +784,13 @@ def _check_worker_command(command: Sequence[str], serializer: Serializer, timeou
         session.handshake(codec)
         _check_worker_survives_bad_calls(session, serializer)
     with _session(command, timeout) as session:
-        session.handshake(codec)
+        hello = session.handshake(codec)
         if session.protocol >= 2:
             _check_worker_batches(session, serializer)
             _check_worker_streams(session, serializer)
+            features = hello.get("features")
+            if isinstance(features, list) and "pipeline" in features:
+                _check_worker_pipeline(session, serializer)
     with _session(command, timeout) as session:
         session.handshake(codec)
         os.close(session.request)
@@ -897,6 +900,30 @@ def _check_worker_batches(session: _Session, serializer: Serializer) -> None:
     _still_serves(session, serializer, what)
 
 
+def _check_worker_pipeline(session: _Session, serializer: Serializer) -> None:
+    what = "two BATCHes sent back to back"
+    session.send(_wire.BATCH, serializer.dump_batch(operator.add, [(1, 2)]))
+    session.send(_wire.BATCH, serializer.dump_batch(operator.add, [(3, 4), (5, 6)]))
+    for expected in ([3], [7, 11]):
+        items, error = _collect(session, serializer, what)
+        assert error is None, f"{what}: one was answered with an ERROR: {error}"
+        assert items == expected, f"{what} were answered out of step: {items!r}"
+    _still_serves(session, serializer, what)
+    if serializer.worker_codec not in ("pickle", "cloudpickle"):
+        return  # the calls below need time.sleep by reference: only pickle is known to
+    what = "a BATCH queued behind a 0.3 s one, then CLOSE"
+    session.send(_wire.BATCH, serializer.dump_batch(time.sleep, [(0.3,)]))
+    session.send(_wire.BATCH, serializer.dump_batch(operator.add, [(1, 2)]))
+    session.send(_wire.CLOSE, [])
+    items, error = _collect(session, serializer, what)
+    assert error is None, f"{what}: the first was answered with an ERROR: {error}"
+    assert items == [None], f"{what}: the first gave {items!r}"
+    items, error = _collect(session, serializer, what)
+    assert error is None, f"{what}: the dropped one was answered with an ERROR: {error}"
+    assert items == [], f"{what}: the queued one ran and gave {items!r}"
+    _still_serves(session, serializer, what)
+
+
 def _nothing_within(session: _Session, seconds: float) -> bool:
     """Whether the worker sends nothing for *seconds*."""
     if session.reader.frames:
@@ -989,6 +1016,9 @@ async def check_worker_command(
     ``BATCH`` with its results in order (and with the index of an item that raised or
     whose result cannot be encoded), and run a ``STREAM`` within the credit it was given,
     stop it on ``CLOSE``, and report a generator's error after the items before it.
+    One that lists the feature ``"pipeline"`` must answer two ``BATCH``es sent back to
+    back in order, and answer a ``BATCH`` queued behind a running one and followed by
+    ``CLOSE`` with ``END`` alone.
 
     Args:
         command: the worker's command line, without the two descriptor numbers.
