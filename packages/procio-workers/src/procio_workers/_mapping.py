@@ -254,7 +254,13 @@ class _Core(Generic[T]):
 
 
 class _MapCore(_Core[T]):
-    """A map's state: its input, chunks, lanes and counts."""
+    """A map's state: its input, chunks, lanes and counts.
+
+    It is over 300 lines on purpose: choosing chunk sizes, holding ordered results back,
+    keeping a chunk queued on each lane and the rules for leaving early all read and
+    move the same few counters and queues, under one set of invariants; split apart,
+    each piece would reach into the others' state.
+    """
 
     def __init__(
         self,
