@@ -1,11 +1,11 @@
 """Draw the results file as an SVG chart of procio's ratios to AnyIO and to the floor.
 
-``python benchmarks/figures.py --chart docs/img/benchmarks.svg`` calls this module; it
-draws one group of bars per figure that has a procio row: how many times better procio
-does than AnyIO, and than the floor on the same machine, as the median of the per-round
-ratios with a whisker over their range, on a logarithmic scale centred on parity, with
-the target marked where there is one. Dask's figures are left out: they measure a
-cluster round trip, another kind of thing, and have their own table.
+``python benchmarks/chart.py docs/img/benchmarks.svg`` (or ``run.py --chart``) draws one
+group of bars per figure that has a procio row: how many times better procio does than
+AnyIO, and than the floor on the same machine, as the median of the per-round ratios
+with a whisker over their range, on a logarithmic scale centred on parity, with the
+target marked where there is one. Dask's figures are left out: they measure a cluster
+round trip, another kind of thing, and have their own table.
 
 The chart is SVG written by hand: it needs no plotting library (so the benchmark
 environment and CI need nothing extra), stays sharp at any size, and diffs as text.
@@ -13,13 +13,15 @@ environment and CI need nothing extra), stays sharp at any size, and diffs as te
 
 from __future__ import annotations
 
+import argparse
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
 
-from figures import TABLE_SECTIONS, TARGETS, Results, Target, paired_ratio, ratio
+from figures import RESULTS, TABLE_SECTIONS, TARGETS, Results, Target, load, paired_ratio, ratio
 
 format_ratio = ratio
 
@@ -236,3 +238,19 @@ def render_svg(results: Results) -> str:
         out.append(f'<text x="{PLOT_LEFT}" y="{TOP + 20}" fill="#555">no rows to compare</text>')
     out.append("</svg>")
     return "\n".join(out) + "\n"
+
+
+def main() -> int:
+    """Draw the chart of a results file into the SVG file named."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("svg", type=Path, help="the SVG file to write")
+    p.add_argument("--results", type=Path, default=RESULTS, help="the results file")
+    args = p.parse_args()
+    args.svg.parent.mkdir(parents=True, exist_ok=True)
+    args.svg.write_text(render_svg(load(args.results)), encoding="utf-8")
+    print(f"drew {args.svg}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,7 +1,6 @@
-"""Render the docs' figure blocks, and the chart, from the one results file.
+"""Render the docs' figure blocks from the one results file.
 
-    python benchmarks/figures.py [--results benchmarks/results.json]
-                                 [--chart docs/img/benchmarks.svg] [--check] PAGE ...
+    python benchmarks/figures.py [--results benchmarks/results.json] [--check] PAGE ...
 
 ``benchmarks/run.py`` measures and writes the results file; this module is the only way
 a figure gets from it into a page. A page marks a block with
@@ -527,7 +526,6 @@ def main() -> int:
     )
     p.add_argument("pages", nargs="*", type=Path, help="pages whose blocks to rewrite")
     p.add_argument("--results", type=Path, default=RESULTS, help="the results file")
-    p.add_argument("--chart", type=Path, help="also draw the chart (SVG) here")
     p.add_argument("--check", action="store_true", help="change nothing; fail if out of date")
     args = p.parse_args()
     results = load(args.results)
@@ -539,17 +537,6 @@ def main() -> int:
             stale.append(str(page))
             if not args.check:
                 page.write_text(new, encoding="utf-8")
-    if args.chart:
-        from chart import render_svg
-
-        svg = render_svg(results)
-        if args.chart.exists() and args.chart.read_text(encoding="utf-8") == svg:
-            pass
-        elif args.check:
-            stale.append(str(args.chart))
-        else:
-            args.chart.parent.mkdir(parents=True, exist_ok=True)
-            args.chart.write_text(svg, encoding="utf-8")
     if args.check and stale:
         print("out of date: " + ", ".join(stale), file=sys.stderr)
         return 1

@@ -15,7 +15,14 @@ import os
 import sys
 import threading
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+)
 from contextlib import suppress
 from itertools import islice
 from types import TracebackType
@@ -29,7 +36,57 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from ._errors import BatchError
 
 if TYPE_CHECKING:
-    from ._pool import WorkerPool
+    from typing import Protocol
+
+    from anyio.abc import TaskGroup
+
+    # What a map and a stream need of their pool, declared here so that this module does
+    # not import the pool's (which imports this one): the pool's WorkerPool and its
+    # lanes' runner fit these.
+
+    class _Lane(Protocol):
+        """One lane of a map: the chunks it runs on one worker, in order."""
+
+        @property
+        def current(self) -> Any: ...  # the tag of the chunk whose answer is awaited
+
+        @property
+        def busy(self) -> bool: ...
+
+        def can_queue(self) -> bool: ...
+
+        async def submit(self, tag: Any, calls: list[tuple[Any, ...]]) -> None: ...
+
+        def queue(self, tag: Any, calls: list[tuple[Any, ...]]) -> bool: ...
+
+        async def result(self) -> tuple[Any, list[object], float]: ...
+
+        async def aclose(self) -> None: ...
+
+        def hand_back(self) -> None: ...
+
+    class WorkerPool(Protocol):
+        """The part of :class:`procio_workers.WorkerPool` that maps and streams use."""
+
+        @property
+        def max_workers(self) -> int: ...
+
+        @property
+        def _task_group(self) -> TaskGroup | None: ...
+
+        def _check_open(self) -> None: ...
+
+        def _chunk_runner(
+            self, func: Callable[..., object], *, cancellable: bool, split: bool
+        ) -> _Lane: ...
+
+        async def _run_stream(
+            self,
+            request: Any,
+            cancellable: bool,
+            forward: Callable[[list[Any]], Awaitable[None]],
+        ) -> None: ...
+
 
 if sys.version_info >= (3, 11):
     from typing import Self

@@ -278,9 +278,10 @@ class ProcessWorker(WorkerLifecycle, Worker):
     :class:`OutputForwarder` (stdout and stderr), its lifecycle a
     :class:`WorkerLifecycle` state. What is left here, some 600 lines, is the
     protocol's conversation itself: the handshake, a call with its fast path, a batch
-    (and one queued behind it), a stream, and the ending. They stay in one class on purpose: each of them moves the
-    same state, reads the same channel and breaks the worker the same way
-    (:meth:`_break`), and the fast path of a call must not pay for a layer between them.
+    (and one queued behind it), a stream, and the ending. They stay in one class on
+    purpose: each of them moves the same state, reads the same channel and breaks the
+    worker the same way (:meth:`_break`), and the fast path of a call must not pay for
+    a layer between them.
     """
 
     _GONE_WHILE_IDLE = "the worker had exited while idle"
