@@ -505,19 +505,15 @@ class _MapCore(_Core[T]):
         items: list[Any] = []
         # At least one item, waiting for it; then what has come in already.
         try:
-            while len(items) < size:
-                if items:
-                    ok, item = prefetched.receive_nowait()
-                else:
-                    ok, item = await prefetched.receive()
-                if not ok:
-                    self._source_failed(item, items)
-                    break
-                items.append(item)
-        except WouldBlock:
-            pass
+            ok, item = await prefetched.receive()
         except EndOfStream:
             self._exhausted = True
+        else:
+            if ok:
+                items.append(item)
+                self._gather_read_ahead(prefetched, items, size)
+            else:
+                self._source_failed(item, items)
         if self._halted:
             return None
         return self._number(items)
@@ -543,20 +539,28 @@ class _MapCore(_Core[T]):
         prefetched = self._prefetched
         if prefetched is None or self._source_lock.locked() or self._source_error is not None:
             return None  # (a lane waits for the source: it takes the next items)
-        size = self._next_size()
         items: list[Any] = []
+        self._gather_read_ahead(prefetched, items, self._next_size())
+        return self._number(items)
+
+    def _gather_read_ahead(
+        self,
+        prefetched: MemoryObjectReceiveStream[Any],
+        items: list[Any],
+        size: int,
+    ) -> None:
+        """Add to *items*, up to *size* of them, the read-ahead items already there."""
         try:
             while len(items) < size:
                 ok, item = prefetched.receive_nowait()
                 if not ok:
                     self._source_failed(item, items)
-                    break
+                    return
                 items.append(item)
         except WouldBlock:
             pass
         except EndOfStream:
             self._exhausted = True
-        return self._number(items)
 
     def _may_wait_for_input(self) -> bool:
         """Whether taking the next chunk may wait (for the window, or an async input)."""
