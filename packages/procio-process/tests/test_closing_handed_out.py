@@ -149,25 +149,49 @@ async def test_run_process_ends_whatever_the_caller_closes(
     check()
 
 
-async def test_stdin_duplicated_elsewhere_does_not_keep_run_process_awake(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # A fork in another thread duplicates the parent's end of the stdin pipe: closing
-    # it in run_process leaves the pipe open, and an epoll set that still watched it
-    # would report it writable on every poll, waking run_process without end.
+class _Wakeups:
+    """Counts the wake-ups of run_process's poller (see the ``poller`` fixture)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    async def while_idle(self, *, settle: int = 0) -> int:
+        """Return how often the poller woke while this task took 200 checkpoints.
+
+        *settle* checkpoints go first, uncounted, for what was still to be seen.
+        """
+        for _ in range(settle):
+            await anyio.lowlevel.checkpoint()
+        before = self.count
+        for _ in range(200):
+            await anyio.lowlevel.checkpoint()
+        return self.count - before
+
+
+@pytest.fixture
+def poller(monkeypatch: pytest.MonkeyPatch) -> _Wakeups:
+    """Count the wake-ups of run_process's poller, where it polls its pipes itself."""
     from procio_process import _communicate
 
     if not _communicate.AVAILABLE:
         pytest.skip("run_process polls its pipes itself only where epoll exists")
-    wakeups = 0
+    wakeups = _Wakeups()
     real_wait_readable = anyio.wait_readable
 
     async def counting_wait_readable(fd: int) -> None:
-        nonlocal wakeups
         await real_wait_readable(fd)
-        wakeups += 1
+        wakeups.count += 1
 
     monkeypatch.setattr(_communicate, "wait_readable", counting_wait_readable)
+    return wakeups
+
+
+async def test_stdin_duplicated_elsewhere_does_not_keep_run_process_awake(
+    tmp_path: Path, poller: _Wakeups
+) -> None:
+    # A fork in another thread duplicates the parent's end of the stdin pipe: closing
+    # it in run_process leaves the pipe open, and an epoll set that still watched it
+    # would report it writable on every poll, waking run_process without end.
     marker = tmp_path / "read"
     payload = b"x" * 200_000
     script = (
@@ -197,10 +221,7 @@ async def test_stdin_duplicated_elsewhere_does_not_keep_run_process_awake(
                     await anyio.sleep(0.01)
                 # The whole input is written and stdin closed by now; the child runs
                 # on. Give a spinning poller plenty of chances to show itself.
-                before = wakeups
-                for _ in range(200):
-                    await anyio.lowlevel.checkpoint()
-                spun = wakeups - before
+                spun = await poller.while_idle()
                 os.kill(process.pid, signal.SIGUSR1)
     finally:
         if duplicate >= 0:
@@ -211,25 +232,12 @@ async def test_stdin_duplicated_elsewhere_does_not_keep_run_process_awake(
 
 
 async def test_outputs_at_end_of_file_do_not_keep_run_process_awake_while_the_child_runs(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, poller: _Wakeups
 ) -> None:
     # The child writes, closes stdout and stderr, and runs on. run_process's poller
     # must stop watching the two pipes at end of file while it still waits for the
     # exit: an epoll set that kept them would report them readable (end of file) on
     # every poll, waking run_process without end.
-    from procio_process import _communicate
-
-    if not _communicate.AVAILABLE:
-        pytest.skip("run_process polls its pipes itself only where epoll exists")
-    wakeups = 0
-    real_wait_readable = anyio.wait_readable
-
-    async def counting_wait_readable(fd: int) -> None:
-        nonlocal wakeups
-        await real_wait_readable(fd)
-        wakeups += 1
-
-    monkeypatch.setattr(_communicate, "wait_readable", counting_wait_readable)
     marker = tmp_path / "closed"
     script = (
         "trap 'exit 5' USR1; echo out; echo err >&2; exec >&- 2>&-; : > \"$1\"; "
@@ -251,12 +259,7 @@ async def test_outputs_at_end_of_file_do_not_keep_run_process_awake_while_the_ch
                 await anyio.sleep(0.01)
             # Both pipes are at end of file by now (perhaps not yet seen); the child
             # runs on. Give a spinning poller plenty of chances to show itself.
-            for _ in range(20):
-                await anyio.lowlevel.checkpoint()
-            before = wakeups
-            for _ in range(200):
-                await anyio.lowlevel.checkpoint()
-            spun = wakeups - before
+            spun = await poller.while_idle(settle=20)
             os.kill(process.pid, signal.SIGUSR1)
     assert results[0].returncode == 5
     assert (results[0].stdout, results[0].stderr) == (b"out\n", b"err\n")
@@ -264,25 +267,12 @@ async def test_outputs_at_end_of_file_do_not_keep_run_process_awake_while_the_ch
 
 
 async def test_a_grandchild_holding_the_outputs_does_not_keep_run_process_awake(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, poller: _Wakeups
 ) -> None:
     # The child exits at once; a grandchild it leaves behind holds stdout and stderr
     # open, so run_process goes on waiting for their end of file (as subprocess.run
     # does). Meanwhile its poller must stop watching the child's pidfd, which stays
     # readable once the child has exited and would wake run_process without end.
-    from procio_process import _communicate
-
-    if not _communicate.AVAILABLE:
-        pytest.skip("run_process polls its pipes itself only where epoll exists")
-    wakeups = 0
-    real_wait_readable = anyio.wait_readable
-
-    async def counting_wait_readable(fd: int) -> None:
-        nonlocal wakeups
-        await real_wait_readable(fd)
-        wakeups += 1
-
-    monkeypatch.setattr(_communicate, "wait_readable", counting_wait_readable)
     started, release = tmp_path / "started", tmp_path / "release"
     grandchild = 'while [ ! -e "$2" ]; do sleep 0.01; done; echo late'
     script = f'echo early; sh -c \'{grandchild}\' sh "$1" "$2" & : > "$1"; exit 3'
@@ -302,12 +292,7 @@ async def test_a_grandchild_holding_the_outputs_does_not_keep_run_process_awake(
             process: Process = await tg.start(run)
             while process.returncode is None:  # noqa: ASYNC110 - reaped by run_process
                 await anyio.sleep(0.01)
-            for _ in range(20):
-                await anyio.lowlevel.checkpoint()
-            before = wakeups
-            for _ in range(200):
-                await anyio.lowlevel.checkpoint()
-            spun = wakeups - before
+            spun = await poller.while_idle(settle=20)
             assert not results  # still waiting for the grandchild's end of file
             release.touch()
     assert results[0].returncode == 3
