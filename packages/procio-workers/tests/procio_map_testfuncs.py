@@ -132,16 +132,20 @@ def sized_items(sizes: list[int]) -> Iterator[bytes]:
         yield bytes([n % 256]) * size
 
 
-def first_then_wait(path: str, give_up: float) -> Iterator[str]:
-    """Yield "first", then wait until *path* exists (at most *give_up* seconds)."""
-    yield "first"
+def _wait_for(path: str, give_up: float) -> bool:
+    """Wait until *path* exists; ``False`` if it did not within *give_up* seconds."""
     deadline = time.monotonic() + give_up
     while not os.path.exists(path):
         if time.monotonic() > deadline:
-            yield "gave up waiting"
-            return
+            return False
         time.sleep(0.005)
-    yield "second"
+    return True
+
+
+def first_then_wait(path: str, give_up: float) -> Iterator[str]:
+    """Yield "first", then wait until *path* exists (at most *give_up* seconds)."""
+    yield "first"
+    yield "second" if _wait_for(path, give_up) else "gave up waiting"
 
 
 def endless_counted(path: str) -> Iterator[int]:
@@ -222,10 +226,4 @@ def burst_then_late_then_wait(count: int, path: str, give_up: float) -> Iterator
     yield from range(count)
     time.sleep(0.05)
     yield "late"
-    deadline = time.monotonic() + give_up
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            yield "gave up waiting"
-            return
-        time.sleep(0.005)
-    yield "after"
+    yield "after" if _wait_for(path, give_up) else "gave up waiting"
