@@ -20,7 +20,9 @@ Figures (section ``many-tasks``):
   calibrated once at start, the same count for everyone): the elapsed time of procio's
   ``pool.map`` and of ``ProcessPoolExecutor.map`` (chunksize 1), beside the ideal, the
   sum of the single-call times measured one after the other in this process, halved
-  (two workers). The ideal is measured in every round, next to the others.
+  (two workers). The ideal is measured in every round, next to the others, and so is
+  what the machine gives two bare processes that split the same calls without a pool
+  (no pickling, no scheduling): the part of the gap to the ideal no pool can close.
 - ``stream``: a generator yielding 100,000 small ints in the worker, read with procio's
   ``pool.stream``, beside the same data returned as one list by ``pool.run_sync``:
   items per second.
@@ -37,9 +39,13 @@ import concurrent.futures
 import contextlib
 import importlib
 import importlib.util
+import os
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -153,10 +159,75 @@ CPU_NOTE = (
     "measured one after the other in the parent in the same round, halved (two "
     "workers). Ratio: to the ideal, per round."
 )
+BARE_NOTE = (
+    "What this machine gives two CPU-bound processes at once: two Python processes, "
+    "started and warmed before the clock, each told (one byte on a pipe) to run its "
+    "half of the same calls and to answer with one byte when done; no pool, no "
+    "pickling, no scheduling. Where it is slower than the ideal, the two cores do not "
+    "run two such processes at full speed each, whatever the pool."
+)
 STREAM_NOTE = (
     "Both in procio's warm pool. Ratio: to the same items returned as one list by "
     "run_sync, per round."
 )
+
+
+class BareProcesses:
+    """Two plain Python processes that each run :func:`spin` *calls* times per go.
+
+    They import this module by name and wait on their stdin; :meth:`run` tells both to
+    go at once (``g``) and returns the elapsed seconds until both have answered;
+    :meth:`close` tells them to quit (``q``).
+    """
+
+    def __init__(self, calls: int, count: int) -> None:
+        program = (
+            "import sys\n"
+            "from bench_map import spin\n"
+            "while sys.stdin.buffer.read(1) == b'g':\n"
+            f"    for _ in range({calls}):\n"
+            f"        spin({count})\n"
+            "    sys.stdout.buffer.write(b'.')\n"
+            "    sys.stdout.buffer.flush()\n"
+        )
+        here = str(Path(__file__).resolve().parent)
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")])),
+        }
+        self.children = [
+            subprocess.Popen(
+                [sys.executable, "-c", program],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                env=env,
+            )
+            for _ in range(WORKERS)
+        ]
+
+    def run(self) -> float:
+        start = time.perf_counter()
+        for child in self.children:
+            assert child.stdin is not None
+            child.stdin.write(b"g")
+            child.stdin.flush()
+        for child in self.children:
+            assert child.stdout is not None
+            if child.stdout.read(1) != b".":
+                raise RuntimeError("a bare process ended early")
+        return time.perf_counter() - start
+
+    def close(self) -> None:
+        # An explicit word, not the end of the pipe: a pool forked after these were
+        # started holds copies of their pipes, so closing ours ends nothing.
+        for child in self.children:
+            assert child.stdin is not None
+            child.stdin.write(b"q")
+            child.stdin.close()
+        for child in self.children:
+            child.wait()
+            assert child.stdout is not None
+            child.stdout.close()
 
 
 def map_tiny_rows(stack: contextlib.ExitStack, loop: Loop, repeats: int, items: int) -> list[Row]:
@@ -230,6 +301,7 @@ def cpu_bound_rows(loop: Loop, repeats: int, calls: int, count: int) -> list[Row
         return took / WORKERS
 
     executor = concurrent.futures.ProcessPoolExecutor(WORKERS)
+    bare = BareProcesses(calls // WORKERS, count)
     try:
         timed: dict[str, Callable[[], list[int]]] = {
             "procio (asyncio): pool.map": lambda: loop.portal.call(
@@ -241,26 +313,34 @@ def cpu_bound_rows(loop: Loop, repeats: int, calls: int, count: int) -> list[Row
         }
         title = f"{calls} calls of a ~10 ms pure-Python loop, 2 workers: elapsed"
         ideal_name = "ideal: sum of single-call times / 2"
+        bare_name = f"two bare processes, {calls // WORKERS} calls each, no pool"
         rows = {
             name: Row("cpu-bound", title, SECTION, name, role, "s", higher_is_better=False)
             for name, role in (
                 ("procio (asyncio): pool.map", "subject"),
                 ("ProcessPoolExecutor.map, chunksize=1", "other"),
+                (bare_name, "other"),
                 (ideal_name, "floor"),
             )
         }
         rows[ideal_name].note = CPU_NOTE
+        rows[bare_name].note = BARE_NOTE
         for name, sample in timed.items():
             assert sample() == expected, name
-        for _, name in rounds(repeats, [*timed, ideal_name]):
+        bare.run()
+        for _, name in rounds(repeats, [*timed, bare_name, ideal_name]):
             if name == ideal_name:
                 rows[name].samples.append(ideal())
+                continue
+            if name == bare_name:
+                rows[name].samples.append(bare.run())
                 continue
             start = time.perf_counter()
             got = timed[name]()
             rows[name].samples.append(time.perf_counter() - start)
             assert got == expected, name
     finally:
+        bare.close()
         executor.shutdown()
     return list(rows.values())
 
