@@ -10,14 +10,14 @@ import pickle
 import sys
 import types
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 from anyio import CancelScope
 from procio_workers import SerializationError
 from procio_workers.abc import Worker, WorkerBackend
 
 from . import _guest, _runtime
-from ._worker import _GUEST_MODULE, InterpreterWorker, _Host
+from ._worker import _GUEST_MODULE, IDLE_POLL_SECONDS, InterpreterWorker, _Host
 
 if sys.version_info >= (3, 12):
     from typing import override
@@ -98,14 +98,27 @@ class InterpreterBackend(WorkerBackend):
     starts a new one for its next call. A ``memoryview`` argument stays shared with the
     abandoned call until then.
 
+    Args:
+        idle_poll: how an interpreter waits for its next call after answering one, as
+            with :class:`~procio_workers.ProcessBackend`. ``"adaptive"`` (the default)
+            polls for 200 µs, but only while calls come back to back, so that a quick
+            sequence of calls finds the interpreter's thread awake and the caller polls
+            briefly for the reply instead of waiting through the event loop; calls that
+            come now and then cost no polling. A number of seconds (at most 1) polls that
+            long after every answer; ``0`` never polls.
+
     Raises:
         RuntimeError: on Python before 3.13, which has no interpreters with their own
             GIL.
+        TypeError: an *idle_poll* that is neither ``"adaptive"`` nor a number.
+        ValueError: an *idle_poll* outside 0 to 1 second.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, idle_poll: float | Literal["adaptive"] = "adaptive") -> None:
         if not _runtime.SUPPORTED:
             raise RuntimeError(_runtime.UNSUPPORTED_REASON)
+        self.idle_poll: float | Literal["adaptive"] = idle_poll
+        self._idle_poll = _idle_poll_setting(idle_poll)
 
     @override
     def prepare_call(self, func: Callable[..., object], args: tuple[Any, ...]) -> Any:
@@ -152,7 +165,7 @@ class InterpreterBackend(WorkerBackend):
                 "interpreter workers: the main module starts them when imported. Put that "
                 'code under `if __name__ == "__main__":`, which a worker does not run.'
             )
-        host = _Host(tuple(str(each) for each in sys.path), _main_spec())
+        host = _Host(tuple(str(each) for each in sys.path), _main_spec(), self._idle_poll)
         worker = InterpreterWorker(host)
         try:
             await worker._started()
@@ -161,3 +174,14 @@ class InterpreterBackend(WorkerBackend):
                 await worker.aclose()
             raise
         return worker
+
+
+def _idle_poll_setting(idle_poll: object) -> tuple[float, bool]:
+    """(seconds an interpreter polls after an answer, adaptive) for *idle_poll*."""
+    if isinstance(idle_poll, str) and idle_poll == "adaptive":
+        return IDLE_POLL_SECONDS, True
+    if isinstance(idle_poll, bool) or not isinstance(idle_poll, (int, float)):
+        raise TypeError(f'idle_poll must be "adaptive" or a number of seconds, not {idle_poll!r}')
+    if not 0 <= idle_poll <= 1:  # NaN fails this too
+        raise ValueError(f"idle_poll must be between 0 and 1 second, not {idle_poll!r}")
+    return float(idle_poll), False

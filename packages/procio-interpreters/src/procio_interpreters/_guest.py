@@ -14,6 +14,8 @@ The socket pair carries only one-byte wake-ups; values go through the interprete
 queue, which shares ``None``, ``bool``, ``int``, ``float``, ``str``, ``bytes``, tuples
 of them and (towards the guest) buffers without pickling. End of input on the socket
 (the parent shut its end) ends the loop; the host thread then destroys the interpreter.
+After an answer the loop may poll its (non-blocking) socket end for the next call for a
+while before it blocks in ``select`` (the backend's ``idle_poll``; see ``_Guest.wait``).
 
 This module is loaded by file path in a fresh interpreter, so that the guest imports
 neither anyio nor procio_workers: a cold start costs little more than the interpreter.
@@ -22,7 +24,9 @@ neither anyio nor procio_workers: a cold start costs little more than the interp
 from __future__ import annotations
 
 import os
+import select
 import sys
+import time
 
 # Not typing.TYPE_CHECKING: importing typing costs a fresh interpreter milliseconds.
 TYPE_CHECKING = False
@@ -179,8 +183,12 @@ def _install_main(spec: tuple[str, str] | None) -> None:
 
 
 class _Guest:
-    def __init__(self, fd: int, identity: tuple[int, int], queue: Any) -> None:
+    def __init__(
+        self, fd: int, identity: tuple[int, int], queue: Any, idle_poll: tuple[float, bool]
+    ) -> None:
         self.fd = fd
+        self.spin, self.adaptive = idle_poll
+        self.polling = self.spin > 0
         self.identity = identity
         self.queue = queue
         self.functions: dict[object, Any] = {}
@@ -265,16 +273,44 @@ class _Guest:
         exc.__traceback__ = None
         return RAISED, (data, name, message, text, isinstance(exc, Exception))
 
-    def serve(self) -> None:
+    def wait(self) -> bytes:
+        """The next wake-up byte (``b""`` once the parent's end is shut).
+
+        Polled for a while first when calls come back to back (see :data:`SPIN_SECONDS`),
+        so that the next call finds this thread awake; else a blocking wait.
+        """
         fd = self.fd
-        os.write(fd, WAKE_READY)
+        if self.polling:
+            deadline = time.perf_counter() + self.spin
+            while True:
+                try:
+                    return os.read(fd, 1)
+                except BlockingIOError:
+                    if time.perf_counter() > deadline:
+                        break
+                except InterruptedError:
+                    continue
+            if self.adaptive:
+                self.polling = False
         while True:
             try:
-                wake = os.read(fd, 1)
-            except InterruptedError:
+                select.select((fd,), (), ())
+                return os.read(fd, 1)
+            except (BlockingIOError, InterruptedError):
                 continue
+
+    def serve(self) -> None:
+        fd = self.fd
+        os.set_blocking(fd, False)
+        os.write(fd, WAKE_READY)
+        answered = time.perf_counter()
+        while True:
+            try:
+                wake = self.wait()
             except OSError:
                 return
+            if self.adaptive:
+                self.polling = time.perf_counter() - answered < self.spin
             if wake != WAKE_CALL:
                 return
             try:
@@ -294,6 +330,7 @@ class _Guest:
                 os.write(fd, WAKE_REPLY)
             except OSError:
                 return
+            answered = time.perf_counter()
 
 
 def _is_view(value: object) -> bool:
@@ -307,8 +344,13 @@ def serve(
     queue: Any,
     path: tuple[str, ...],
     main: tuple[str, str] | None,
+    idle_poll: tuple[float, bool] = (0.0, False),
 ) -> None:
-    """Run calls from the parent until it shuts its end of the socket."""
+    """Run calls from the parent until it shuts its end of the socket.
+
+    *idle_poll* is (seconds to poll for the next call after an answer, adaptive): with
+    adaptive on, the guest polls only while calls come back to back.
+    """
     sys.path[:] = list(path)
     _install_main(main)
-    _Guest(fd, identity, queue).serve()
+    _Guest(fd, identity, queue, idle_poll).serve()

@@ -20,6 +20,7 @@ import os
 import socket
 import sys
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from contextlib import suppress
@@ -53,8 +54,16 @@ _g = _u.module_from_spec(_spec)
 _s.modules[_spec.name] = _g
 _spec.loader.exec_module(_g)
 del _u, _s, _spec
-_g.serve(_procio_fd, _procio_identity, _procio_queue, _procio_path, _procio_main)
+_g.serve(_procio_fd, _procio_identity, _procio_queue, _procio_path, _procio_main, _procio_poll)
 """
+
+#: How long an interpreter polls for its next call after an answer, by default. It is
+#: taken to be still polling for the first three quarters of that window; a call sent
+#: then is answered within microseconds if it is short, so the caller polls for the
+#: reply for up to _REPLY_POLL before it waits through the event loop.
+IDLE_POLL_SECONDS = 200e-6
+_AWAKE_SHARE = 0.75
+_REPLY_POLL = 50e-6
 
 # Sockets of workers whose host thread still runs, shut down at exit (see below).
 _live: weakref.WeakSet[_Host] = weakref.WeakSet()
@@ -75,7 +84,13 @@ if _register is not None:
 class _Host:
     """The parent's end of the wake-up socket and the thread that hosts the interpreter."""
 
-    def __init__(self, path: tuple[str, ...], main: tuple[str, str] | None) -> None:
+    def __init__(
+        self,
+        path: tuple[str, ...],
+        main: tuple[str, str] | None,
+        idle_poll: tuple[float, bool] = (0.0, False),
+    ) -> None:
+        self.idle_poll = idle_poll
         self.parent, guest = socket.socketpair()
         try:
             self.parent.setblocking(False)  # noqa: FBT003 - the socket API
@@ -154,6 +169,7 @@ def _host_main(
                 "_procio_queue": host.queue,
                 "_procio_path": path,
                 "_procio_main": main,
+                "_procio_poll": host.idle_poll,
             },
         )
         host.failure = _runtime.run(interp, _BOOTSTRAP)
@@ -188,19 +204,29 @@ def _interpreter_id(interp: Any) -> int:
     return int(getattr(interp, "id", interp))
 
 
-async def _receive(sock: socket.socket) -> bytes:
+async def _receive(sock: socket.socket, poll: float = 0.0) -> bytes:
     """Wait for one wake-up byte from the guest; ``b""`` once its end is closed.
 
     A short call has often answered by the time the caller looks (the guest runs on
-    another core): the byte is then taken at once, without registering with the event
-    loop, and a checkpoint keeps the call a schedule point all the same.
+    another core), or does within *poll* seconds, for which the caller keeps looking:
+    the byte is then taken without registering with the event loop, and a checkpoint
+    keeps the call a schedule point all the same.
     """
-    try:
-        return await _received(sock.recv(1))
-    except BlockingIOError:
-        pass
-    except OSError:
-        return await _received(b"")
+    deadline = 0.0
+    while True:
+        try:
+            return await _received(sock.recv(1))
+        except BlockingIOError:
+            pass
+        except OSError:
+            return await _received(b"")
+        if not poll:
+            break
+        now = time.perf_counter()
+        if not deadline:
+            deadline = now + poll
+        elif now > deadline:
+            break
     while True:
         await anyio.wait_readable(sock)
         try:
@@ -241,6 +267,10 @@ class InterpreterWorker(Worker):
         # shared buffers point into its memory.
         self._request: object = None
         self._closer: Callable[[], None] = weakref.finalize(self, _abandon, host)
+        # Whether the guest polls after its next answer, as it decides it (see
+        # _guest._Guest.serve), and when it last answered.
+        self._spinning = host.idle_poll[0] > 0
+        self._answered = 0.0
 
     @property
     def interpreter_id(self) -> int | None:
@@ -261,6 +291,7 @@ class InterpreterWorker(Worker):
                 f"the subinterpreter could not start: {self._host.failure or 'it ended at once'}"
             )
         self._state = _State.IDLE
+        self._answered = time.perf_counter()
 
     @override
     async def call(self, request: Any) -> object:
@@ -280,8 +311,16 @@ class InterpreterWorker(Worker):
             raise BrokenWorkerProcess(
                 f"the subinterpreter has ended: {host.failure or exc}", started=False
             ) from None
+        # A guest that answered moments ago is still polling for this call: a short
+        # call's reply comes within microseconds, and polling for it costs less than a
+        # trip through the event loop. A guest asleep takes longer to wake than that.
+        spin, adaptive = host.idle_poll
+        gap = time.perf_counter() - self._answered
+        awake = self._spinning and gap < spin * _AWAKE_SHARE
+        if adaptive:
+            self._spinning = gap < spin
         try:
-            wake = await _receive(host.parent)
+            wake = await _receive(host.parent, _REPLY_POLL if awake else 0.0)
         except BaseException:
             # Cancelled (cancellable=True): the guest still runs the call; its result
             # is abandoned and the interpreter ends once the call returns.
@@ -295,6 +334,7 @@ class InterpreterWorker(Worker):
             )
         reply: Any = _runtime.get(host.queue)
         self._state = _State.IDLE
+        self._answered = time.perf_counter()
         return _unpack_reply(reply)
 
     def _abandon(self) -> None:
