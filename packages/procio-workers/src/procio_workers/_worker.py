@@ -12,6 +12,7 @@ import importlib.machinery
 import os
 import select
 import signal
+import struct
 import sys
 import time
 import types
@@ -292,6 +293,11 @@ PARENT_CHECK_SECONDS = 0.25
 
 _sched_yield = getattr(os, "sched_yield", None)
 
+#: The size of the buffer a request is first read into (see ``_Link.receive``).
+_INBOX_SIZE = 64 * 1024
+#: The header and length table of a frame of one segment.
+_CALL_HEAD = struct.Struct(">BBHQ")
+
 
 class ParentGone(Exception):  # noqa: N818 - an event, not an error
     """The process that started this worker has exited: nobody is left to serve."""
@@ -334,6 +340,10 @@ class _Link:
         self.adaptive = ADAPTIVE
         self.back_to_back = True
         self.answered = 0.0  # time.perf_counter() when the last answer went out
+        # A request is read here first while the frame reader holds no part of a frame:
+        # a whole CALL of one segment, the usual request, is then taken from it directly.
+        self.inbox = bytearray(_INBOX_SIZE)
+        self.inbox_view = memoryview(self.inbox)
         # The parent may have died before its pidfd was opened (one of a recycled pid
         # would then watch a stranger): its pid is no longer our parent's.
         self._check_parent()
@@ -345,10 +355,13 @@ class _Link:
     def _wait(self, poller: select.poll) -> None:
         while True:
             ready = poller.poll(self.timeout)
-            if self.pidfd < 0:
+            pidfd = self.pidfd
+            if pidfd < 0:
                 self._check_parent()
-            elif any(fd == self.pidfd for fd, _ in ready):
-                raise ParentGone
+            else:
+                for fd, _ in ready:
+                    if fd == pidfd:
+                        raise ParentGone
             if ready:
                 return
 
@@ -387,9 +400,14 @@ class _Link:
         spin = self.spin > 0 and _sched_yield is not None
         if self.adaptive and not self.back_to_back:
             spin = False  # calls come apart: sleep at once, polling would burn CPU
+        if not spin and not reader.mid_frame:
+            # No polling: the next call is most likely not there yet, and trying to read
+            # it first would cost one more system call for nothing.
+            self._wait(self.incoming)
         while True:
+            whole = not reader.mid_frame
             try:
-                count = os.readv(REQUEST_FD, [reader.buffer()])
+                count = os.readv(REQUEST_FD, [self.inbox_view if whole else reader.buffer()])
             except BlockingIOError:
                 if not spin:
                     self._wait(self.incoming)
@@ -406,7 +424,22 @@ class _Link:
             if not count:
                 reader.eof()
                 return None
-            reader.commit(count)
+            if whole:
+                inbox = self.inbox
+                if count >= _CALL_HEAD.size:
+                    kind, flags, segments, length = _CALL_HEAD.unpack_from(inbox)
+                    if (
+                        kind == wire.CALL
+                        and segments == 1
+                        and not flags
+                        and length == count - _CALL_HEAD.size
+                        and length <= reader.max_frame_length
+                    ):
+                        self.back_to_back = time.perf_counter() - self.answered < self.spin
+                        return wire.Frame(kind, [inbox[_CALL_HEAD.size : count]])
+                reader.feed(self.inbox_view[:count])
+            else:
+                reader.commit(count)
             if reader.frames:
                 self.back_to_back = time.perf_counter() - self.answered < self.spin
                 return reader.frames.popleft()
@@ -692,7 +725,12 @@ def _serve(link: _Link, codec: Codec, reader: FrameReader) -> int:
         _flush_std()
         try:
             segments = codec.dumps(result)
-            size = sum(memoryview(segment).nbytes for segment in segments)
+            only = segments[0] if len(segments) == 1 else None
+            size = (
+                len(only)
+                if type(only) is bytes
+                else sum(memoryview(segment).nbytes for segment in segments)
+            )
             if size > reader.max_frame_length:
                 # The parent would refuse the frame and give up on this worker; saying
                 # so here keeps the worker, and the caller gets a SerializationError.
