@@ -686,32 +686,28 @@ def _run_stream(link: _Link, codec: Codec, frame: Frame, reader: FrameReader) ->
 
 
 def _serve(link: _Link, codec: Codec, reader: FrameReader) -> int:
+    limit = reader.max_frame_length
     while True:
         frame = link.receive(reader)
-        if frame is None or frame.kind == wire.SHUTDOWN:
+        if frame is None:
             return 0
-        if frame.kind in (wire.MORE, wire.CLOSE) and PROTOCOL >= 2:
-            continue  # for a stream that has ended meanwhile: nothing to do
-        if frame.kind == wire.BATCH and PROTOCOL >= 2:
-            if link.close_follows(reader):
-                link.send(wire.END, [])  # dropped before it began: no ITEMS
-            else:
-                _run_batch(link, codec, frame, reader.max_frame_length)
-            del frame
-            continue
-        if frame.kind == wire.STREAM and PROTOCOL >= 2:
-            _run_stream(link, codec, frame, reader)
-            del frame
-            continue
-        if frame.kind != wire.CALL:
-            name = wire.KIND_NAMES.get(frame.kind, frame.kind)
+        kind = frame.kind
+        if kind != wire.CALL:
+            if kind == wire.SHUTDOWN:
+                return 0
+            if PROTOCOL >= 2 and _serve_other(link, codec, frame, reader):
+                del frame
+                continue
+            name = wire.KIND_NAMES.get(kind, kind)
             print(f"procio worker: unexpected {name} message", file=sys.__stderr__)
             return int(wire.EXIT_PROTOCOL_ERROR)
+        # A single call: the usual request, on the shortest path (each function call
+        # and each object touched here costs a worker woken from sleep dearly).
         try:
             func, args = codec.loads(frame.segments)
         except BaseException as exc:
             _flush_std()
-            _send_error(link, codec, exc, "arguments", reader.max_frame_length)
+            _send_error(link, codec, exc, "arguments", limit)
             continue
         del frame
         try:
@@ -719,10 +715,23 @@ def _serve(link: _Link, codec: Codec, reader: FrameReader) -> int:
         except BaseException as exc:
             del func, args
             _flush_std()
-            _send_error(link, codec, exc, "call", reader.max_frame_length)
+            _send_error(link, codec, exc, "call", limit)
             continue
         del func, args
-        _flush_std()
+        # What the function printed goes out before its answer.
+        stream = sys.stdout
+        if stream is not None:
+            try:  # noqa: SIM105 - contextlib is not worth importing at start-up for this
+                stream.flush()
+            except Exception:
+                pass
+        stream = sys.stderr
+        if stream is not None:
+            try:  # noqa: SIM105
+                stream.flush()
+            except Exception:
+                pass
+        del stream
         try:
             segments = codec.dumps(result)
             only = segments[0] if len(segments) == 1 else None
@@ -731,12 +740,12 @@ def _serve(link: _Link, codec: Codec, reader: FrameReader) -> int:
                 if type(only) is bytes
                 else sum(memoryview(segment).nbytes for segment in segments)
             )
-            if size > reader.max_frame_length:
+            if size > limit:
                 # The parent would refuse the frame and give up on this worker; saying
                 # so here keeps the worker, and the caller gets a SerializationError.
                 raise ValueError(
                     f"the result takes {size} bytes, over the pool's frame limit "
-                    f"(max_frame_length={reader.max_frame_length})"
+                    f"(max_frame_length={limit})"
                 )
             if len(segments) > wire.MAX_SEGMENTS:
                 raise ValueError(
@@ -745,11 +754,32 @@ def _serve(link: _Link, codec: Codec, reader: FrameReader) -> int:
                 )
         except BaseException as exc:
             del result
-            _send_error(link, codec, exc, "result", reader.max_frame_length)
+            _send_error(link, codec, exc, "result", limit)
             continue
         del result
-        link.send(wire.RESULT, segments)
-        del segments
+        if only is not None and type(only) is bytes and size <= wire.COALESCE_LIMIT:
+            # The usual small answer, framed here as encode_frame would frame it.
+            link.send_buffers([_CALL_HEAD.pack(wire.RESULT, 0, 1, size) + only])
+        else:
+            link.send(wire.RESULT, segments)
+        del segments, only
+
+
+def _serve_other(link: _Link, codec: Codec, frame: Frame, reader: FrameReader) -> bool:
+    """Serve a message of protocol version 2 other than CALL; ``False`` if it is none."""
+    kind = frame.kind
+    if kind in (wire.MORE, wire.CLOSE):
+        return True  # for a stream that has ended meanwhile: nothing to do
+    if kind == wire.BATCH:
+        if link.close_follows(reader):
+            link.send(wire.END, [])  # dropped before it began: no ITEMS
+        else:
+            _run_batch(link, codec, frame, reader.max_frame_length)
+        return True
+    if kind == wire.STREAM:
+        _run_stream(link, codec, frame, reader)
+        return True
+    return False
 
 
 def _idle_poll(setting: object) -> tuple[float, bool]:
