@@ -150,3 +150,31 @@ async def test_a_worker_that_does_not_poll_sleeps_without_reading_first() -> Non
                 await anyio.sleep(0.005)
                 assert await pool.run_sync(copy.copy, i) == i
             assert await pool.run_sync(rfuncs.failed_reads) == 0
+
+
+def test_stray_stream_controls_between_calls_are_ignored() -> None:
+    # MORE and CLOSE for a stream that has ended may still arrive; a call follows.
+    more = b"".join(bytes(b) for b in _wire.encode_frame(_wire.MORE, []))
+    close = b"".join(bytes(b) for b in _wire.encode_frame(_wire.CLOSE, []))
+    with _session(python_worker_command(), TIMEOUT) as session:
+        session.handshake("pickle")
+        os.write(session.request, more + close + _call_bytes("still here"))
+        assert _reply(session) == "still here"
+        os.write(session.request, more)
+        time.sleep(0.01)
+        os.write(session.request, _call_bytes("and here"))
+        assert _reply(session) == "and here"
+
+
+@pytest.mark.parametrize("kind", [_wire.RESULT, _wire.INIT, _wire.ITEMS])
+def test_a_message_a_worker_never_receives_ends_it(kind: int) -> None:
+    with _session(python_worker_command(), TIMEOUT) as session:
+        session.handshake("pickle")
+        os.write(session.request, _call_bytes("before"))
+        assert _reply(session) == "before"
+        session.send(kind, [b"{}"])
+        assert session.receive() is None
+        assert session.wait() == _wire.EXIT_PROTOCOL_ERROR
+        assert session.process.stderr is not None
+        stderr = session.process.stderr.read()
+    assert f"unexpected {_wire.KIND_NAMES[kind]} message".encode() in stderr
