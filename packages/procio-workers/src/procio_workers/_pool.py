@@ -638,7 +638,9 @@ class WorkerPool:
         await checkpoint_if_cancelled()
         self._check_open()
         try:
-            result = await self._run_checked(func, args, cancellable, options, limiter)
+            # Serialized here, not in a coroutine of its own: one frame less per call.
+            request = self.backend.prepare_call(func, args)
+            result = await self._dispatch(request, cancellable, options, limiter, self._call)
         except get_cancelled_exc_class():
             raise
         except Exception:
@@ -655,17 +657,6 @@ class WorkerPool:
             raise
         self._calls += 1
         return result
-
-    async def _run_checked(
-        self,
-        func: Callable[..., object],
-        args: tuple[Any, ...],
-        cancellable: bool,
-        options: Mapping[str, Any],
-        limiter: CapacityLimiter | None,
-    ) -> object:
-        request = self.backend.prepare_call(func, args)
-        return await self._dispatch(request, cancellable, options, limiter, self._call)
 
     async def _dispatch(
         self,

@@ -12,6 +12,7 @@ import importlib.machinery
 import os
 import select
 import signal
+import struct
 import sys
 import time
 import types
@@ -292,6 +293,11 @@ PARENT_CHECK_SECONDS = 0.25
 
 _sched_yield = getattr(os, "sched_yield", None)
 
+#: The size of the buffer a request is first read into (see ``_Link.receive``).
+_INBOX_SIZE = 64 * 1024
+#: The header and length table of a frame of one segment.
+_CALL_HEAD = struct.Struct(">BBHQ")
+
 
 class ParentGone(Exception):  # noqa: N818 - an event, not an error
     """The process that started this worker has exited: nobody is left to serve."""
@@ -334,6 +340,10 @@ class _Link:
         self.adaptive = ADAPTIVE
         self.back_to_back = True
         self.answered = 0.0  # time.perf_counter() when the last answer went out
+        # A request is read here first while the frame reader holds no part of a frame:
+        # a whole CALL of one segment, the usual request, is then taken from it directly.
+        self.inbox = bytearray(_INBOX_SIZE)
+        self.inbox_view = memoryview(self.inbox)
         # The parent may have died before its pidfd was opened (one of a recycled pid
         # would then watch a stranger): its pid is no longer our parent's.
         self._check_parent()
@@ -345,10 +355,13 @@ class _Link:
     def _wait(self, poller: select.poll) -> None:
         while True:
             ready = poller.poll(self.timeout)
-            if self.pidfd < 0:
+            pidfd = self.pidfd
+            if pidfd < 0:
                 self._check_parent()
-            elif any(fd == self.pidfd for fd, _ in ready):
-                raise ParentGone
+            else:
+                for fd, _ in ready:
+                    if fd == pidfd:
+                        raise ParentGone
             if ready:
                 return
 
@@ -387,9 +400,14 @@ class _Link:
         spin = self.spin > 0 and _sched_yield is not None
         if self.adaptive and not self.back_to_back:
             spin = False  # calls come apart: sleep at once, polling would burn CPU
+        if not spin and not reader.mid_frame:
+            # No polling: the next call is most likely not there yet, and trying to read
+            # it first would cost one more system call for nothing.
+            self._wait(self.incoming)
         while True:
+            whole = not reader.mid_frame
             try:
-                count = os.readv(REQUEST_FD, [reader.buffer()])
+                count = os.readv(REQUEST_FD, [self.inbox_view if whole else reader.buffer()])
             except BlockingIOError:
                 if not spin:
                     self._wait(self.incoming)
@@ -406,7 +424,22 @@ class _Link:
             if not count:
                 reader.eof()
                 return None
-            reader.commit(count)
+            if whole:
+                inbox = self.inbox
+                if count >= _CALL_HEAD.size:
+                    kind, flags, segments, length = _CALL_HEAD.unpack_from(inbox)
+                    if (
+                        kind == wire.CALL
+                        and segments == 1
+                        and not flags
+                        and length == count - _CALL_HEAD.size
+                        and length <= reader.max_frame_length
+                    ):
+                        self.back_to_back = time.perf_counter() - self.answered < self.spin
+                        return wire.Frame(kind, [inbox[_CALL_HEAD.size : count]])
+                reader.feed(self.inbox_view[:count])
+            else:
+                reader.commit(count)
             if reader.frames:
                 self.back_to_back = time.perf_counter() - self.answered < self.spin
                 return reader.frames.popleft()
@@ -653,32 +686,28 @@ def _run_stream(link: _Link, codec: Codec, frame: Frame, reader: FrameReader) ->
 
 
 def _serve(link: _Link, codec: Codec, reader: FrameReader) -> int:
+    limit = reader.max_frame_length
     while True:
         frame = link.receive(reader)
-        if frame is None or frame.kind == wire.SHUTDOWN:
+        if frame is None:
             return 0
-        if frame.kind in (wire.MORE, wire.CLOSE) and PROTOCOL >= 2:
-            continue  # for a stream that has ended meanwhile: nothing to do
-        if frame.kind == wire.BATCH and PROTOCOL >= 2:
-            if link.close_follows(reader):
-                link.send(wire.END, [])  # dropped before it began: no ITEMS
-            else:
-                _run_batch(link, codec, frame, reader.max_frame_length)
-            del frame
-            continue
-        if frame.kind == wire.STREAM and PROTOCOL >= 2:
-            _run_stream(link, codec, frame, reader)
-            del frame
-            continue
-        if frame.kind != wire.CALL:
-            name = wire.KIND_NAMES.get(frame.kind, frame.kind)
+        kind = frame.kind
+        if kind != wire.CALL:
+            if kind == wire.SHUTDOWN:
+                return 0
+            if PROTOCOL >= 2 and _serve_other(link, codec, frame, reader):
+                del frame
+                continue
+            name = wire.KIND_NAMES.get(kind, kind)
             print(f"procio worker: unexpected {name} message", file=sys.__stderr__)
             return int(wire.EXIT_PROTOCOL_ERROR)
+        # A single call: the usual request, on the shortest path (each function call
+        # and each object touched here costs a worker woken from sleep dearly).
         try:
             func, args = codec.loads(frame.segments)
         except BaseException as exc:
             _flush_std()
-            _send_error(link, codec, exc, "arguments", reader.max_frame_length)
+            _send_error(link, codec, exc, "arguments", limit)
             continue
         del frame
         try:
@@ -686,19 +715,37 @@ def _serve(link: _Link, codec: Codec, reader: FrameReader) -> int:
         except BaseException as exc:
             del func, args
             _flush_std()
-            _send_error(link, codec, exc, "call", reader.max_frame_length)
+            _send_error(link, codec, exc, "call", limit)
             continue
         del func, args
-        _flush_std()
+        # What the function printed goes out before its answer.
+        stream = sys.stdout
+        if stream is not None:
+            try:  # noqa: SIM105 - contextlib is not worth importing at start-up for this
+                stream.flush()
+            except Exception:
+                pass
+        stream = sys.stderr
+        if stream is not None:
+            try:  # noqa: SIM105
+                stream.flush()
+            except Exception:
+                pass
+        del stream
         try:
             segments = codec.dumps(result)
-            size = sum(memoryview(segment).nbytes for segment in segments)
-            if size > reader.max_frame_length:
+            only = segments[0] if len(segments) == 1 else None
+            size = (
+                len(only)
+                if type(only) is bytes
+                else sum(memoryview(segment).nbytes for segment in segments)
+            )
+            if size > limit:
                 # The parent would refuse the frame and give up on this worker; saying
                 # so here keeps the worker, and the caller gets a SerializationError.
                 raise ValueError(
                     f"the result takes {size} bytes, over the pool's frame limit "
-                    f"(max_frame_length={reader.max_frame_length})"
+                    f"(max_frame_length={limit})"
                 )
             if len(segments) > wire.MAX_SEGMENTS:
                 raise ValueError(
@@ -707,11 +754,32 @@ def _serve(link: _Link, codec: Codec, reader: FrameReader) -> int:
                 )
         except BaseException as exc:
             del result
-            _send_error(link, codec, exc, "result", reader.max_frame_length)
+            _send_error(link, codec, exc, "result", limit)
             continue
         del result
-        link.send(wire.RESULT, segments)
-        del segments
+        if only is not None and type(only) is bytes and size <= wire.COALESCE_LIMIT:
+            # The usual small answer, framed here as encode_frame would frame it.
+            link.send_buffers([_CALL_HEAD.pack(wire.RESULT, 0, 1, size) + only])
+        else:
+            link.send(wire.RESULT, segments)
+        del segments, only
+
+
+def _serve_other(link: _Link, codec: Codec, frame: Frame, reader: FrameReader) -> bool:
+    """Serve a message of protocol version 2 other than CALL; ``False`` if it is none."""
+    kind = frame.kind
+    if kind in (wire.MORE, wire.CLOSE):
+        return True  # for a stream that has ended meanwhile: nothing to do
+    if kind == wire.BATCH:
+        if link.close_follows(reader):
+            link.send(wire.END, [])  # dropped before it began: no ITEMS
+        else:
+            _run_batch(link, codec, frame, reader.max_frame_length)
+        return True
+    if kind == wire.STREAM:
+        _run_stream(link, codec, frame, reader)
+        return True
+    return False
 
 
 def _idle_poll(setting: object) -> tuple[float, bool]:
