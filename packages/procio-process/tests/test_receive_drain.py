@@ -18,7 +18,13 @@ import anyio.lowlevel
 import pytest
 from procio_process import _streams, open_process
 from procio_process._fdstream import FdHolder
-from procio_process._streams import MAX_READS, READ_PIECE, STREAMING_READ, PipeReceiveStream
+from procio_process._streams import (
+    MAX_READS,
+    READ_ON_BYTES,
+    READ_PIECE,
+    STREAMING_READ,
+    PipeReceiveStream,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -135,6 +141,31 @@ async def test_reading_on_never_exceeds_max_bytes(
     rest = await stream.receive(1 << 20)
     expected = pattern(LARGE) + b"".join(pattern(READ_PIECE, index) for index in range(MAX_READS))
     assert data + rest == expected[: len(data) + len(rest)]
+
+
+async def test_reading_on_stops_at_64_kib_whatever_max_bytes(
+    pipe: tuple[PipeReceiveStream, Child],
+) -> None:
+    stream, child = pipe
+    child.write(pattern(LARGE))
+    child.after_read = {index: pattern(READ_PIECE, index) for index in range(MAX_READS)}
+    data = await stream.receive(1 << 20)
+    # A task that receives without pause reaches the event loop after as many bytes as
+    # before reading on: one pipe's worth per receive.
+    assert len(data) == READ_ON_BYTES == 65536
+    expected = pattern(LARGE) + b"".join(pattern(READ_PIECE, index) for index in range(MAX_READS))
+    assert data == expected[:READ_ON_BYTES]
+
+
+async def test_a_first_read_of_64_kib_or_more_is_returned_alone(
+    pipe: tuple[PipeReceiveStream, Child],
+) -> None:
+    stream, child = pipe
+    child.write(pattern(READ_ON_BYTES))
+    child.after_read = {0: b"more"}
+    assert await stream.receive(1 << 20) == pattern(READ_ON_BYTES)
+    assert len(child.reads) == 1
+    assert await stream.receive() == b"more"
 
 
 async def test_reading_on_stops_after_max_reads(pipe: tuple[PipeReceiveStream, Child]) -> None:

@@ -13,14 +13,15 @@ child needs to refill the pipe.
 
 A receive whose first read comes back large (the child is streaming) keeps reading, in
 pieces of at most :data:`READ_PIECE` bytes, until the pipe is empty or it holds
-*max_bytes*, with at most :data:`MAX_READS` system calls: it follows the child with
-back-to-back reads, as a blocking reader would, and pays the cost of one receive (its
-cancellation check, its coroutine frames) per *max_bytes* rather than per piece. A
-reader that instead returns after every read falls a few microseconds behind the child
-each time and then takes larger reads; the kernel locks the pipe for the whole of a
-read, so a long copy out of the pipe holds up the child's next write, and a child that
-writes in small pieces (4 KiB for GNU head) slows down behind it. The first read asks
-for all of *max_bytes*, so that a full pipe is still emptied in one call.
+*max_bytes* (at most :data:`READ_ON_BYTES`), with at most :data:`MAX_READS` system
+calls: it follows the child with back-to-back reads, as a blocking reader would, and
+pays the cost of one receive (its cancellation check, its coroutine frames) per 64 KiB
+rather than per piece. A reader that instead returns after every read falls a few
+microseconds behind the child each time and then takes larger reads; the kernel locks
+the pipe for the whole of a read, so a long copy out of the pipe holds up the child's
+next write, and a child that writes in small pieces (4 KiB for GNU head) slows down
+behind it. The first read asks for all of *max_bytes*, so that a full pipe is still
+emptied in one call.
 """
 
 from __future__ import annotations
@@ -53,6 +54,11 @@ READ_PIECE = 16384
 #: The most read(2) calls one receive makes (a child that writes tiny pieces quickly
 #: must not keep its reader from the event loop for long): at most this many pieces.
 MAX_READS = 16
+#: A receive reads on only while it holds fewer bytes than this (or than *max_bytes*,
+#: if less): with a large *max_bytes* too, a task that receives without pause gets to
+#: the event loop (:data:`YIELD_EVERY`) after about as many bytes as one pipe's worth
+#: per receive.
+READ_ON_BYTES = DEFAULT_MAX_BYTES
 
 
 def _no_yield() -> None:
@@ -149,12 +155,12 @@ class PipeReceiveStream(_PipeEnd, ByteReceiveStream):
         if not size:
             raise EndOfStream
         self._streaming = size >= STREAMING_READ
-        if self._streaming and size < max_bytes:
-            return self._read_on(data, max_bytes)
+        if self._streaming and size < max_bytes and size < READ_ON_BYTES:
+            return self._read_on(data, max_bytes if max_bytes < READ_ON_BYTES else READ_ON_BYTES)
         return data
 
-    def _read_on(self, data: bytes, max_bytes: int) -> bytes:
-        """Return *data* and what else the pipe holds right now, up to *max_bytes*.
+    def _read_on(self, data: bytes, limit: int) -> bytes:
+        """Return *data* and what else the pipe holds right now, up to *limit* bytes.
 
         Every read is kept in ``_pieces`` as soon as it returns, so that an exception
         out of a later one loses nothing.
@@ -165,8 +171,8 @@ class PipeReceiveStream(_PipeEnd, ByteReceiveStream):
         size = len(data)
         reads = 1
         try:
-            while size < max_bytes and reads < MAX_READS:
-                left = max_bytes - size
+            while size < limit and reads < MAX_READS:
+                left = limit - size
                 more = holder.read(left if left < READ_PIECE else READ_PIECE)
                 if not more:
                     # Empty for now (None), or end of file (b""), which the next
