@@ -10,6 +10,18 @@ A receive that finds the pipe empty right after a large read gives the CPU away 
 usually a few microseconds behind its reader, and on a busy machine the reader's trip
 through the event loop (register the fd, poll, wake, unregister) costs more than the
 child needs to refill the pipe.
+
+A receive whose first read comes back large (the child is streaming) keeps reading, in
+pieces of at most :data:`READ_PIECE` bytes, until the pipe is empty or it holds
+*max_bytes* (at most :data:`READ_ON_BYTES`), with at most :data:`MAX_READS` system
+calls: it follows the child with back-to-back reads, as a blocking reader would, and
+pays the cost of one receive (its cancellation check, its coroutine frames) per 64 KiB
+rather than per piece. A reader that instead returns after every read falls a few
+microseconds behind the child each time and then takes larger reads; the kernel locks
+the pipe for the whole of a read, so a long copy out of the pipe holds up the child's
+next write, and a child that writes in small pieces (4 KiB for GNU head) slows down
+behind it. The first read asks for all of *max_bytes*, so that a full pipe is still
+emptied in one call.
 """
 
 from __future__ import annotations
@@ -17,7 +29,7 @@ from __future__ import annotations
 import os
 from collections.abc import Awaitable, Callable
 
-from anyio import EndOfStream
+from anyio import BrokenResourceError, ClosedResourceError, EndOfStream
 from anyio.abc import ByteReceiveStream, ByteSendStream
 from anyio.lowlevel import checkpoint, checkpoint_if_cancelled
 
@@ -35,6 +47,18 @@ YIELD_EVERY = 16
 #: if it finds the pipe empty, yields the CPU and reads once more before waiting. A
 #: stream that receives small pieces (an interactive child) waits at once.
 STREAMING_READ = 4096
+#: The most one read(2) of a receive asks for. A receive whose first read brings at
+#: least :data:`STREAMING_READ` bytes goes on reading pieces of this size until the pipe
+#: is empty or it holds *max_bytes*, and returns them joined.
+READ_PIECE = 16384
+#: The most read(2) calls one receive makes (a child that writes tiny pieces quickly
+#: must not keep its reader from the event loop for long): at most this many pieces.
+MAX_READS = 16
+#: A receive reads on only while it holds fewer bytes than this (or than *max_bytes*,
+#: if less): with a large *max_bytes* too, a task that receives without pause gets to
+#: the event loop (:data:`YIELD_EVERY`) after about as many bytes as one pipe's worth
+#: per receive.
+READ_ON_BYTES = DEFAULT_MAX_BYTES
 
 
 def _no_yield() -> None:
@@ -91,6 +115,12 @@ class PipeReceiveStream(_PipeEnd, ByteReceiveStream):
     def __init__(self, fd: int) -> None:
         super().__init__(fd)
         self._streaming = False
+        # Pieces read by a receive that did not get to return them (an exception out of
+        # a later read, KeyboardInterrupt included): the next receive returns them first.
+        self._pieces: list[bytes] = []
+        # A read error met after some bytes were read: raised by the next receive, once
+        # those bytes have been returned.
+        self._error: BrokenResourceError | None = None
 
     async def receive(self, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
         """Return up to *max_bytes* bytes, waiting until at least one is available.
@@ -100,12 +130,15 @@ class PipeReceiveStream(_PipeEnd, ByteReceiveStream):
             EndOfStream: once the writing side is closed and everything was read.
             ClosedResourceError: if this stream is closed, also by another task while
                 this one waits.
+            BrokenResourceError: if reading the pipe fails.
         """
         if max_bytes < 1:
             raise ValueError("max_bytes must be a positive integer")
         # The checkpoint comes first: once bytes have been read nothing may cancel
         # this call, or they would be lost.
         await self._checkpoint()
+        if self._pieces or self._error is not None:
+            return self._leftovers(max_bytes)
         holder = self._holder
         data = holder.read(max_bytes)
         if data is None and self._streaming:
@@ -118,10 +151,60 @@ class PipeReceiveStream(_PipeEnd, ByteReceiveStream):
             await holder.wait_readable()
             self._calls_since_yield = 0  # waiting yielded to the event loop
             data = holder.read(max_bytes)
-        if not data:
+        size = len(data)
+        if not size:
             raise EndOfStream
-        self._streaming = len(data) >= STREAMING_READ
+        self._streaming = size >= STREAMING_READ
+        if self._streaming and size < max_bytes and size < READ_ON_BYTES:
+            return self._read_on(data, max_bytes if max_bytes < READ_ON_BYTES else READ_ON_BYTES)
         return data
+
+    def _read_on(self, data: bytes, limit: int) -> bytes:
+        """Return *data* and what else the pipe holds right now, up to *limit* bytes.
+
+        Every read is kept in ``_pieces`` as soon as it returns, so that an exception
+        out of a later one loses nothing.
+        """
+        holder = self._holder
+        pieces = self._pieces
+        pieces.append(data)
+        size = len(data)
+        reads = 1
+        try:
+            while size < limit and reads < MAX_READS:
+                left = limit - size
+                more = holder.read(left if left < READ_PIECE else READ_PIECE)
+                if not more:
+                    # Empty for now (None), or end of file (b""), which the next
+                    # receive reads again.
+                    break
+                pieces.append(more)
+                size += len(more)
+                reads += 1
+        except BrokenResourceError as exc:
+            self._error = exc
+        data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        pieces.clear()
+        return data
+
+    def _leftovers(self, max_bytes: int) -> bytes:
+        """Return what an earlier receive read but did not return, or raise its error."""
+        if self._holder.closed:
+            self._pieces.clear()
+            self._error = None
+            raise ClosedResourceError
+        pieces = self._pieces
+        if pieces:
+            data = b"".join(pieces)
+            pieces.clear()
+            if len(data) > max_bytes:
+                pieces.append(data[max_bytes:])
+                data = data[:max_bytes]
+            return data
+        error, self._error = self._error, None
+        if error is None:  # pragma: no cover - only called with pieces or an error
+            raise RuntimeError("nothing left over")
+        raise error
 
 
 class PipeSendStream(_PipeEnd, ByteSendStream):
