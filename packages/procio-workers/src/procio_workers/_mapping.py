@@ -55,9 +55,9 @@ if TYPE_CHECKING:
 
         def can_queue(self) -> bool: ...
 
-        async def submit(self, tag: Any, calls: list[tuple[Any, ...]]) -> None: ...
+        async def submit(self, tag: Any, items: list[Any]) -> None: ...
 
-        def queue(self, tag: Any, calls: list[tuple[Any, ...]]) -> bool: ...
+        def queue(self, tag: Any, items: list[Any]) -> bool: ...
 
         async def result(self) -> tuple[Any, list[object], float]: ...
 
@@ -599,14 +599,14 @@ class _MapCore(_Core[T]):
                 number, start, items = chunk
                 spans[number] = (start, len(items))
                 self.submitted += len(items)
-                await runner.submit(number, [(item,) for item in items])
+                await runner.submit(number, items)
             if runner.can_queue() and waiting is None:
                 chunk = self._take_chunk_nowait()
                 if chunk is not None:
                     number, start, items = chunk
                     spans[number] = (start, len(items))
                     self.submitted += len(items)
-                    if not runner.queue(number, [(item,) for item in items]):
+                    if not runner.queue(number, items):
                         waiting = chunk
                         self.submitted -= len(items)
                         del spans[number]

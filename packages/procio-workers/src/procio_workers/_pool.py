@@ -922,6 +922,10 @@ class _ChunkRunner:
 
     The worker is handed back between chunks when calls wait for one, when it reaches
     ``max_tasks_per_worker``, and before the lane waits for its input.
+
+    A chunk is a list of items, each the one argument of a call. A worker that takes a
+    BATCH of items (``takes_items``, the feature ``"items"``) gets them as they are;
+    others get a BATCH of argument tuples.
     """
 
     def __init__(
@@ -936,7 +940,11 @@ class _ChunkRunner:
         self._plain = False  # the workers of this pool cannot pipeline
         self._ran = 0  # chunks answered on the held worker
         self._sent: deque[tuple[Any, int]] = deque()  # (tag, item count), oldest first
-        self._unsent: tuple[Any, list[tuple[Any, ...]]] | None = None  # for _run_batch
+        self._unsent: tuple[Any, list[Any]] | None = None  # (tag, items) for _run_batch
+        # The backend's BATCH of items, if it has one (the process backend does).
+        self._prepare_items: Callable[[Callable[..., object], list[Any]], Any] | None = getattr(
+            pool.backend, "_prepare_items", None
+        )
         self._dropping = False  # a CLOSE went out for the chunk sent last
         self._began = 0.0  # when the chunk answered next began to run
         #: The tag of the chunk whose answer :meth:`result` awaits (or last awaited).
@@ -965,8 +973,16 @@ class _ChunkRunner:
         limiter = self._pool._limiter
         return limiter is not None and limiter.statistics().tasks_waiting > 0
 
-    async def submit(self, tag: Any, calls: list[tuple[Any, ...]]) -> None:
-        """Send a chunk while nothing is awaited."""
+    def _prepare(self, worker: Worker, items: list[Any]) -> Any:
+        """The request of the chunk *items* for *worker*."""
+        if self._prepare_items is not None and getattr(worker, "takes_items", False):
+            request = self._prepare_items(self._func, items)
+            if request is not None:
+                return request
+        return self._pool.backend.prepare_batch(self._func, [(item,) for item in items])
+
+    async def submit(self, tag: Any, items: list[Any]) -> None:
+        """Send a chunk of items while nothing is awaited."""
         assert not self.busy
         pool = self._pool
         pool._check_open()
@@ -975,15 +991,15 @@ class _ChunkRunner:
                 await self._open()
             slot = self._slot
             if slot is None:
-                self._unsent = (tag, calls)
+                self._unsent = (tag, items)
                 return
             worker = slot.worker
             try:
-                request = pool.backend.prepare_batch(self._func, calls)
+                request = self._prepare(worker, items)
             except SerializationError:
                 # _run_batch finds the item that cannot travel, or splits the chunk.
                 self.hand_back()
-                self._unsent = (tag, calls)
+                self._unsent = (tag, items)
                 return
             try:
                 with CancelScope(shield=not self._cancellable):
@@ -993,24 +1009,24 @@ class _ChunkRunner:
                 if isinstance(exc, BrokenWorkerProcess) and not exc.started:
                     continue  # it had died while idle: another worker takes the chunk
                 raise
-            self._sent.append((tag, len(calls)))
+            self._sent.append((tag, len(items)))
             self._began = time.perf_counter()
             return
         raise BrokenWorkerProcess(  # pragma: no cover - _MAX_ATTEMPTS workers found dead
             "every worker tried had exited while idle"
         )
 
-    def queue(self, tag: Any, calls: list[tuple[Any, ...]]) -> bool:
+    def queue(self, tag: Any, items: list[Any]) -> bool:
         """Send a chunk behind the running one; ``False`` if it must wait for :meth:`submit`."""
         assert self.can_queue()
         assert self._slot is not None
         worker = self._slot.worker
         try:
-            request = self._pool.backend.prepare_batch(self._func, calls)
+            request = self._prepare(worker, items)
         except SerializationError:
             return False
         worker.queue_batch(request)
-        self._sent.append((tag, len(calls)))
+        self._sent.append((tag, len(items)))
         return True
 
     async def result(self) -> tuple[Any, list[object], float]:
@@ -1021,12 +1037,16 @@ class _ChunkRunner:
         """
         pool = self._pool
         if self._unsent is not None:
-            tag, calls = self._unsent
+            tag, items = self._unsent
             self._unsent = None
             self.current = tag
             timing: list[float] = []
             results = await pool._run_batch(
-                self._func, calls, cancellable=self._cancellable, timing=timing, split=self._split
+                self._func,
+                [(item,) for item in items],
+                cancellable=self._cancellable,
+                timing=timing,
+                split=self._split,
             )
             return tag, results, sum(timing)
         slot = self._slot

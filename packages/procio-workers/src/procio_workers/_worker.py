@@ -94,7 +94,7 @@ IDLE_POLL: tuple[float, bool] = (0.0, False)
 
 #: The codecs built into this program; HELLO lists those that can be loaded here.
 CODECS = ["pickle", "cloudpickle"]
-FEATURES = ["out-of-band", "lazy-main", "traceback", "batch", "stream", "pipeline"]
+FEATURES = ["out-of-band", "lazy-main", "traceback", "batch", "stream", "pipeline", "items"]
 
 #: The protocol version INIT chose (1: single calls only; 2: batches and streams too).
 PROTOCOL = 0
@@ -508,12 +508,28 @@ def _send_items(link: _Link, codec: Codec, items: list[object], first: int, limi
     return size
 
 
+def _read_batch(codec: Codec, frame: Frame) -> tuple[Any, list[Any] | tuple[Any, ...], bool]:
+    """Decode a BATCH: (function, calls or items, whether each item is the one argument).
+
+    The pair ``(function, calls)`` holds argument tuples; the triple ``(function, items,
+    1)`` (feature "items") holds the one argument of each call.
+    """
+    batch = codec.loads(frame.segments)
+    if not isinstance(batch, (list, tuple)) or len(batch) not in (2, 3):
+        raise TypeError(f"a BATCH carries (function, calls), not {type(batch).__name__}")
+    one = len(batch) == 3
+    if one and batch[2] != 1:
+        raise ValueError(f"a BATCH of items gives each call 1 argument, not {batch[2]!r}")
+    func, calls = batch[0], batch[1]
+    if not isinstance(calls, (list, tuple)):
+        raise TypeError(f"a BATCH carries a list of calls, not {type(calls).__name__}")
+    return func, calls, one
+
+
 def _run_batch(link: _Link, codec: Codec, frame: Frame, limit: int) -> None:
     """Answer a BATCH: ITEMS with every result, then END; or ERROR with the failing index."""
     try:
-        func, calls = codec.loads(frame.segments)
-        if not isinstance(calls, (list, tuple)):
-            raise TypeError(f"a BATCH carries a list of calls, not {type(calls).__name__}")
+        func, calls, one = _read_batch(codec, frame)
     except BaseException as exc:
         _flush_std()
         _send_error(link, codec, exc, "arguments", limit)
@@ -522,8 +538,12 @@ def _run_batch(link: _Link, codec: Codec, frame: Frame, limit: int) -> None:
     results: list[object] = []
     append = results.append
     try:
-        for args in calls:
-            append(func(*args))
+        if one:
+            for item in calls:
+                append(func(item))
+        else:
+            for args in calls:
+                append(func(*args))
     except BaseException as exc:
         _flush_std()
         if results and _send_items(link, codec, results, 0, limit) < 0:
