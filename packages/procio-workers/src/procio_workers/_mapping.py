@@ -105,9 +105,6 @@ MAX_AUTO_CHUNK = 10_000
 #: For an input of known length, no automatic chunk is larger than the items left over
 #: this many chunks per worker, so that the last chunks are small and end together.
 CHUNKS_PER_WORKER = 4
-#: While results are at hand, the caller's iteration lets other tasks run once every
-#: this many results.
-YIELD_EVERY = 256
 #: The most chunks of one map that run at once.
 MAX_LANES = 1024
 #: How many items an async source may be read ahead of the chunks that take them.
@@ -725,7 +722,6 @@ class _Handle(Generic[T]):
 
     _core: _Core[T]
     _ready: deque[T]  # the core's results at hand (the same deque)
-    _countdown: int  # results handed out before the next schedule point
 
     async def __aenter__(self) -> Self:
         self._core._start()
@@ -743,22 +739,14 @@ class _Handle(Generic[T]):
         return self
 
     async def __anext__(self) -> T:
-        # The path of every item: a result at hand is handed out with as little work as
-        # can be (closing the results empties this deque, and nothing refills it).
+        # The path of every item: a result at hand is handed out with no suspension and
+        # as little work as can be (closing the results empties this deque, and nothing
+        # refills it). The checkpoint comes once per refill, in _fill: once per chunk of
+        # a map, once per frame of a stream.
         ready = self._ready
         if ready:
-            self._countdown -= 1
-            if self._countdown:
-                return ready.popleft()
-            # The results at hand are handed out without a trip through the event loop,
-            # but not thousands of them: now and then the lanes get to read the replies
-            # that came meanwhile and start their next chunks, so that the workers do
-            # not wait for the caller to get through a large chunk.
-            self._countdown = YIELD_EVERY
-            await cancel_shielded_checkpoint()
-        core = self._core
-        if not ready or core._aclosed:
-            await core._fill()
+            return ready.popleft()
+        await self._core._fill()
         return ready.popleft()
 
     async def aclose(self) -> None:
@@ -789,7 +777,6 @@ class MapResults(_Handle[T]):
     def __init__(self, core: _MapCore[T]) -> None:
         self._core = core
         self._ready = core._ready
-        self._countdown = YIELD_EVERY
         self._map = core
 
     @property
@@ -833,7 +820,6 @@ class StreamResults(_Handle[T]):
     def __init__(self, core: _StreamCore[T]) -> None:
         self._core = core
         self._ready = core._ready
-        self._countdown = YIELD_EVERY
         self._stream = core
 
     @property
