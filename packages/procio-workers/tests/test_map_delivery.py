@@ -61,7 +61,8 @@ async def test_a_cancellation_lands_at_the_next_chunk() -> None:
     async with WorkerPool(max_workers=1) as pool:
         with anyio.fail_after(HANG_GUARD):
             with anyio.CancelScope() as scope:
-                async with pool.map(mfuncs.triple_plus_one, range(3 * CHUNK), chunksize=CHUNK) as results:
+                results = pool.map(mfuncs.triple_plus_one, range(3 * CHUNK), chunksize=CHUNK)
+                async with results:
                     async for value in results:
                         values.append(value)
                         if len(values) == 10:
