@@ -80,6 +80,10 @@ if TYPE_CHECKING:
             self, func: Callable[..., object], *, cancellable: bool, split: bool
         ) -> _Lane: ...
 
+        def _per_item_estimate(self, func: Callable[..., object]) -> float | None: ...
+
+        def _keep_per_item_estimate(self, func: Callable[..., object], seconds: float) -> None: ...
+
         async def _run_stream(
             self,
             request: Any,
@@ -357,6 +361,16 @@ class _MapCore(_Core[T]):
             self._source = iter(items)
             self._async_source = None
         self._plain_source = type(items) in (list, tuple, range)
+        if chunksize is None and self.total is not None:
+            # A function mapped before in this pool starts at the size its last map
+            # measured, not at 1: a map called again and again (over batches of data,
+            # say) does not go through the ramp each time. Only with a length, whose
+            # cap keeps several chunks per worker whatever the estimate says.
+            per_item = pool._per_item_estimate(func)
+            if per_item is not None:
+                self._size_for(per_item)
+                self._items = float(self.chunksize)
+                self._work = per_item * self._items
         self.submitted = 0
         self.completed = 0
         self.failed_index: int | None = None
@@ -395,6 +409,10 @@ class _MapCore(_Core[T]):
         self._work = self._work / 2 + max(seconds, 1e-7)
         self._items = self._items / 2 + count
         per_item = self._work / self._items
+        self._size_for(per_item)
+        self._pool._keep_per_item_estimate(self._func, per_item)
+
+    def _size_for(self, per_item: float) -> None:
         self._per_item = per_item
         self.chunksize = max(1, min(MAX_AUTO_CHUNK, int(TARGET_CHUNK_SECONDS / per_item)))
 

@@ -12,9 +12,10 @@ import numbers
 import os
 import sys
 import time
+import weakref
 from collections import deque
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, suppress
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, TypeVar
@@ -255,6 +256,9 @@ class WorkerPool:
         self._calls = 0
         self._failures = 0
         self._broken = 0
+        # Seconds per item that the automatic chunks of each function's maps measured
+        # last: the next map of that function starts from it (see _MapCore).
+        self._per_item: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
 
     def _unbounded(self) -> None:
         """Let the caller's limiter alone decide (the default pool of ``to_process``)."""
@@ -456,7 +460,9 @@ class WorkerPool:
             func: the function to call, once per item (one argument: the item).
             iterable: the items: a sync or an async iterable.
             chunksize: items per chunk; ``None`` (the default) chooses from measured
-                chunk times, starting at 1, aiming at about 10 ms of work per chunk.
+                chunk times, aiming at about 10 ms of work per chunk, starting at 1 (or,
+                over an input with a length, at what the last map of *func* in this
+                pool measured).
             ordered: yield results in input order (the default), or as chunks complete.
             cancellable: when the iteration stops early, kill the workers running
                 chunks instead of letting those chunks finish.
@@ -799,6 +805,17 @@ class WorkerPool:
             raise error from exc
         self._release(slot)
         return results
+
+    def _per_item_estimate(self, func: Callable[..., object]) -> float | None:
+        """Seconds per item that the last map of *func* measured, if any."""
+        try:
+            return self._per_item.get(func)
+        except TypeError:  # not hashable, or no weak reference to it can be made
+            return None
+
+    def _keep_per_item_estimate(self, func: Callable[..., object], seconds: float) -> None:
+        with suppress(TypeError):
+            self._per_item[func] = seconds
 
     def _chunk_runner(
         self, func: Callable[..., object], *, cancellable: bool, split: bool
