@@ -15,6 +15,7 @@ import signal
 import sys
 import time
 import types
+from itertools import islice
 
 # typing.TYPE_CHECKING without importing typing, which would cost every worker's start
 # some milliseconds for names used in annotations only (type checkers treat a module
@@ -598,6 +599,7 @@ def _run_stream(link: _Link, codec: Codec, frame: Frame, reader: FrameReader) ->
     target = 1
     first_at = 0.0  # when pending[0] was produced
     slow = True
+    clock = time.perf_counter
     try:
         while True:
             now = time.perf_counter()
@@ -632,21 +634,37 @@ def _run_stream(link: _Link, codec: Codec, frame: Frame, reader: FrameReader) ->
                 credit -= 1
                 target = 1 if slow else min(2 * target, STREAM_HOLD_ITEMS)
                 now = time.perf_counter()
+            # The next items, in one tight loop: as many as may be held (only as many as
+            # the target asks for while there is credit to send them), until one took
+            # STREAM_LINGER_SECONDS, or the first of them has waited that long.
+            room = STREAM_HOLD_ITEMS - len(pending)
+            if item_bytes:
+                room = min(room, STREAM_HOLD_BYTES // item_bytes - len(pending))
+            had = len(pending)
+            want = max(1, min(room, target - had) if credit else room)
+            if not had:
+                first_at = now
+            append = pending.append
+            last = now
+            lingered = False
             try:
-                item = next(items)
-            except StopIteration:
-                close = None
-                break
+                for item in islice(items, want):
+                    append(item)
+                    now = clock()
+                    if now - first_at >= STREAM_LINGER_SECONDS:
+                        lingered = True
+                        break
+                    last = now
             except BaseException as exc:
                 close = None  # a generator that raised has finished
                 _flush_std()
                 if not pending or _send_items(link, codec, pending, sent, limit) >= 0:
                     _send_error(link, codec, exc, "call", limit, sent + len(pending))
                 return
-            if not pending:
-                first_at = now
-            pending.append(item)
-            slow = time.perf_counter() - now >= STREAM_LINGER_SECONDS
+            if not lingered and len(pending) - had < want:
+                close = None  # the generator has ended
+                break
+            slow = lingered and now - last >= STREAM_LINGER_SECONDS
         if stopped:
             stop, close = close, None
             if stop is not None:
