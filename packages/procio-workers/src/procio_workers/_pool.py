@@ -1042,8 +1042,16 @@ class _ChunkRunner:
             request = self._prepare(worker, items)
         except SerializationError:
             return False
-        worker.queue_batch(request)
-        self._sent.append((tag, len(items)))
+        try:
+            worker.queue_batch(request)
+            self._sent.append((tag, len(items)))
+        except BaseException as exc:
+            # A KeyboardInterrupt (on Trio it lands wherever the code is; one sent by
+            # the very item queued here lands just after its frame went out): whether
+            # the worker or this lane counted the chunk is unknown, so its answer
+            # could reach whoever uses the worker next. The worker goes.
+            self._lose(exc)
+            raise
         return True
 
     async def result(self) -> tuple[Any, list[object], float]:
