@@ -55,9 +55,9 @@ if TYPE_CHECKING:
 
         def can_queue(self) -> bool: ...
 
-        async def submit(self, tag: Any, calls: list[tuple[Any, ...]]) -> None: ...
+        async def submit(self, tag: Any, items: list[Any]) -> None: ...
 
-        def queue(self, tag: Any, calls: list[tuple[Any, ...]]) -> bool: ...
+        def queue(self, tag: Any, items: list[Any]) -> bool: ...
 
         async def result(self) -> tuple[Any, list[object], float]: ...
 
@@ -79,6 +79,10 @@ if TYPE_CHECKING:
         def _chunk_runner(
             self, func: Callable[..., object], *, cancellable: bool, split: bool
         ) -> _Lane: ...
+
+        def _per_item_estimate(self, func: Callable[..., object]) -> float | None: ...
+
+        def _keep_per_item_estimate(self, func: Callable[..., object], seconds: float) -> None: ...
 
         async def _run_stream(
             self,
@@ -105,9 +109,6 @@ MAX_AUTO_CHUNK = 10_000
 #: For an input of known length, no automatic chunk is larger than the items left over
 #: this many chunks per worker, so that the last chunks are small and end together.
 CHUNKS_PER_WORKER = 4
-#: While results are at hand, the caller's iteration lets other tasks run once every
-#: this many results.
-YIELD_EVERY = 256
 #: The most chunks of one map that run at once.
 MAX_LANES = 1024
 #: How many items an async source may be read ahead of the chunks that take them.
@@ -360,6 +361,16 @@ class _MapCore(_Core[T]):
             self._source = iter(items)
             self._async_source = None
         self._plain_source = type(items) in (list, tuple, range)
+        if chunksize is None and self.total is not None:
+            # A function mapped before in this pool starts at the size its last map
+            # measured, not at 1: a map called again and again (over batches of data,
+            # say) does not go through the ramp each time. Only with a length, whose
+            # cap keeps several chunks per worker whatever the estimate says.
+            per_item = pool._per_item_estimate(func)
+            if per_item is not None:
+                self._size_for(per_item)
+                self._items = float(self.chunksize)
+                self._work = per_item * self._items
         self.submitted = 0
         self.completed = 0
         self.failed_index: int | None = None
@@ -398,6 +409,10 @@ class _MapCore(_Core[T]):
         self._work = self._work / 2 + max(seconds, 1e-7)
         self._items = self._items / 2 + count
         per_item = self._work / self._items
+        self._size_for(per_item)
+        self._pool._keep_per_item_estimate(self._func, per_item)
+
+    def _size_for(self, per_item: float) -> None:
         self._per_item = per_item
         self.chunksize = max(1, min(MAX_AUTO_CHUNK, int(TARGET_CHUNK_SECONDS / per_item)))
 
@@ -599,14 +614,14 @@ class _MapCore(_Core[T]):
                 number, start, items = chunk
                 spans[number] = (start, len(items))
                 self.submitted += len(items)
-                await runner.submit(number, [(item,) for item in items])
+                await runner.submit(number, items)
             if runner.can_queue() and waiting is None:
                 chunk = self._take_chunk_nowait()
                 if chunk is not None:
                     number, start, items = chunk
                     spans[number] = (start, len(items))
                     self.submitted += len(items)
-                    if not runner.queue(number, [(item,) for item in items]):
+                    if not runner.queue(number, items):
                         waiting = chunk
                         self.submitted -= len(items)
                         del spans[number]
@@ -725,7 +740,6 @@ class _Handle(Generic[T]):
 
     _core: _Core[T]
     _ready: deque[T]  # the core's results at hand (the same deque)
-    _countdown: int  # results handed out before the next schedule point
 
     async def __aenter__(self) -> Self:
         self._core._start()
@@ -743,22 +757,14 @@ class _Handle(Generic[T]):
         return self
 
     async def __anext__(self) -> T:
-        # The path of every item: a result at hand is handed out with as little work as
-        # can be (closing the results empties this deque, and nothing refills it).
+        # The path of every item: a result at hand is handed out with no suspension and
+        # as little work as can be (closing the results empties this deque, and nothing
+        # refills it). The checkpoint comes once per refill, in _fill: once per chunk of
+        # a map, once per frame of a stream.
         ready = self._ready
         if ready:
-            self._countdown -= 1
-            if self._countdown:
-                return ready.popleft()
-            # The results at hand are handed out without a trip through the event loop,
-            # but not thousands of them: now and then the lanes get to read the replies
-            # that came meanwhile and start their next chunks, so that the workers do
-            # not wait for the caller to get through a large chunk.
-            self._countdown = YIELD_EVERY
-            await cancel_shielded_checkpoint()
-        core = self._core
-        if not ready or core._aclosed:
-            await core._fill()
+            return ready.popleft()
+        await self._core._fill()
         return ready.popleft()
 
     async def aclose(self) -> None:
@@ -789,7 +795,6 @@ class MapResults(_Handle[T]):
     def __init__(self, core: _MapCore[T]) -> None:
         self._core = core
         self._ready = core._ready
-        self._countdown = YIELD_EVERY
         self._map = core
 
     @property
@@ -833,7 +838,6 @@ class StreamResults(_Handle[T]):
     def __init__(self, core: _StreamCore[T]) -> None:
         self._core = core
         self._ready = core._ready
-        self._countdown = YIELD_EVERY
         self._stream = core
 
     @property

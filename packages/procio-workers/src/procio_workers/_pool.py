@@ -12,9 +12,10 @@ import numbers
 import os
 import sys
 import time
+import weakref
 from collections import deque
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, suppress
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, TypeVar
@@ -255,6 +256,9 @@ class WorkerPool:
         self._calls = 0
         self._failures = 0
         self._broken = 0
+        # Seconds per item that the automatic chunks of each function's maps measured
+        # last: the next map of that function starts from it (see _MapCore).
+        self._per_item: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
 
     def _unbounded(self) -> None:
         """Let the caller's limiter alone decide (the default pool of ``to_process``)."""
@@ -456,7 +460,9 @@ class WorkerPool:
             func: the function to call, once per item (one argument: the item).
             iterable: the items: a sync or an async iterable.
             chunksize: items per chunk; ``None`` (the default) chooses from measured
-                chunk times, starting at 1, aiming at about 10 ms of work per chunk.
+                chunk times, aiming at about 10 ms of work per chunk, starting at 1 (or,
+                over an input with a length, at what the last map of *func* in this
+                pool measured).
             ordered: yield results in input order (the default), or as chunks complete.
             cancellable: when the iteration stops early, kill the workers running
                 chunks instead of letting those chunks finish.
@@ -791,6 +797,17 @@ class WorkerPool:
         self._release(slot)
         return results
 
+    def _per_item_estimate(self, func: Callable[..., object]) -> float | None:
+        """Seconds per item that the last map of *func* measured, if any."""
+        try:
+            return self._per_item.get(func)
+        except TypeError:  # not hashable, or no weak reference to it can be made
+            return None
+
+    def _keep_per_item_estimate(self, func: Callable[..., object], seconds: float) -> None:
+        with suppress(TypeError):
+            self._per_item[func] = seconds
+
     def _chunk_runner(
         self, func: Callable[..., object], *, cancellable: bool, split: bool
     ) -> _ChunkRunner:
@@ -913,6 +930,10 @@ class _ChunkRunner:
 
     The worker is handed back between chunks when calls wait for one, when it reaches
     ``max_tasks_per_worker``, and before the lane waits for its input.
+
+    A chunk is a list of items, each the one argument of a call. A worker that takes a
+    BATCH of items (``takes_items``, the feature ``"items"``) gets them as they are;
+    others get a BATCH of argument tuples.
     """
 
     def __init__(
@@ -927,7 +948,11 @@ class _ChunkRunner:
         self._plain = False  # the workers of this pool cannot pipeline
         self._ran = 0  # chunks answered on the held worker
         self._sent: deque[tuple[Any, int]] = deque()  # (tag, item count), oldest first
-        self._unsent: tuple[Any, list[tuple[Any, ...]]] | None = None  # for _run_batch
+        self._unsent: tuple[Any, list[Any]] | None = None  # (tag, items) for _run_batch
+        # The backend's BATCH of items, if it has one (the process backend does).
+        self._prepare_items: Callable[[Callable[..., object], list[Any]], Any] | None = getattr(
+            pool.backend, "_prepare_items", None
+        )
         self._dropping = False  # a CLOSE went out for the chunk sent last
         self._began = 0.0  # when the chunk answered next began to run
         #: The tag of the chunk whose answer :meth:`result` awaits (or last awaited).
@@ -956,8 +981,16 @@ class _ChunkRunner:
         limiter = self._pool._limiter
         return limiter is not None and limiter.statistics().tasks_waiting > 0
 
-    async def submit(self, tag: Any, calls: list[tuple[Any, ...]]) -> None:
-        """Send a chunk while nothing is awaited."""
+    def _prepare(self, worker: Worker, items: list[Any]) -> Any:
+        """The request of the chunk *items* for *worker*."""
+        if self._prepare_items is not None and getattr(worker, "takes_items", False):
+            request = self._prepare_items(self._func, items)
+            if request is not None:
+                return request
+        return self._pool.backend.prepare_batch(self._func, [(item,) for item in items])
+
+    async def submit(self, tag: Any, items: list[Any]) -> None:
+        """Send a chunk of items while nothing is awaited."""
         assert not self.busy
         pool = self._pool
         pool._check_open()
@@ -966,15 +999,15 @@ class _ChunkRunner:
                 await self._open()
             slot = self._slot
             if slot is None:
-                self._unsent = (tag, calls)
+                self._unsent = (tag, items)
                 return
             worker = slot.worker
             try:
-                request = pool.backend.prepare_batch(self._func, calls)
+                request = self._prepare(worker, items)
             except SerializationError:
                 # _run_batch finds the item that cannot travel, or splits the chunk.
                 self.hand_back()
-                self._unsent = (tag, calls)
+                self._unsent = (tag, items)
                 return
             try:
                 with CancelScope(shield=not self._cancellable):
@@ -984,24 +1017,32 @@ class _ChunkRunner:
                 if isinstance(exc, BrokenWorkerProcess) and not exc.started:
                     continue  # it had died while idle: another worker takes the chunk
                 raise
-            self._sent.append((tag, len(calls)))
+            self._sent.append((tag, len(items)))
             self._began = time.perf_counter()
             return
         raise BrokenWorkerProcess(  # pragma: no cover - _MAX_ATTEMPTS workers found dead
             "every worker tried had exited while idle"
         )
 
-    def queue(self, tag: Any, calls: list[tuple[Any, ...]]) -> bool:
+    def queue(self, tag: Any, items: list[Any]) -> bool:
         """Send a chunk behind the running one; ``False`` if it must wait for :meth:`submit`."""
         assert self.can_queue()
         assert self._slot is not None
         worker = self._slot.worker
         try:
-            request = self._pool.backend.prepare_batch(self._func, calls)
+            request = self._prepare(worker, items)
         except SerializationError:
             return False
-        worker.queue_batch(request)
-        self._sent.append((tag, len(calls)))
+        try:
+            worker.queue_batch(request)
+            self._sent.append((tag, len(items)))
+        except BaseException as exc:
+            # A KeyboardInterrupt (on Trio it lands wherever the code is; one sent by
+            # the very item queued here lands just after its frame went out): whether
+            # the worker or this lane counted the chunk is unknown, so its answer
+            # could reach whoever uses the worker next. The worker goes.
+            self._lose(exc)
+            raise
         return True
 
     async def result(self) -> tuple[Any, list[object], float]:
@@ -1012,12 +1053,16 @@ class _ChunkRunner:
         """
         pool = self._pool
         if self._unsent is not None:
-            tag, calls = self._unsent
+            tag, items = self._unsent
             self._unsent = None
             self.current = tag
             timing: list[float] = []
             results = await pool._run_batch(
-                self._func, calls, cancellable=self._cancellable, timing=timing, split=self._split
+                self._func,
+                [(item,) for item in items],
+                cancellable=self._cancellable,
+                timing=timing,
+                split=self._split,
             )
             return tag, results, sum(timing)
         slot = self._slot

@@ -256,6 +256,15 @@ class _Batch:
             yield self.backend.prepare_call(self.func, args)
 
 
+class _Items:
+    """A chunk of a one-argument map, ready to go as a BATCH of items (feature "items")."""
+
+    __slots__ = ("frame",)
+
+    def __init__(self, frame: list[Buffer]) -> None:
+        self.frame = frame
+
+
 class _Stream:
     """A call of a generator function, ready to go as a STREAM frame."""
 
@@ -666,6 +675,16 @@ class ProcessWorker(WorkerLifecycle, Worker):
         """
         return self.protocol >= 2 and "pipeline" in self._features
 
+    @property
+    def takes_items(self) -> bool:
+        """Whether a BATCH may carry the items of a one-argument map (feature ``"items"``).
+
+        Such a BATCH (made by ``ProcessBackend._prepare_items``) has no argument tuple
+        per call to build, pickle and unpickle. It goes through :meth:`send_batch` and
+        :meth:`queue_batch` like any other.
+        """
+        return self.protocol >= 2 and "items" in self._features
+
     async def send_batch(self, request: Any) -> None:
         """Send a BATCH prepared by :meth:`ProcessBackend.prepare_batch`, whole.
 
@@ -1005,6 +1024,18 @@ class ProcessBackend(WorkerBackend):
         """Serialize a call of a generator function into a STREAM frame."""
         return _Stream(self._encode(_wire.STREAM, func, args))
 
+    def _prepare_items(self, func: Callable[..., object], items: list[Any]) -> _Items | None:
+        """A chunk of ``func(item)`` calls as a BATCH of items (see ``takes_items``).
+
+        ``None`` if the serializer cannot write one: the chunk then goes as a BATCH of
+        argument tuples (:meth:`prepare_batch`).
+        """
+        dump_items = getattr(self.serializer, "_dump_items", None)
+        segments = dump_items(func, items) if dump_items is not None else None
+        if segments is None:
+            return None
+        return _Items(self._frame(_wire.BATCH, segments))
+
     def _encode(self, kind: int, func: Callable[..., object], args: Any) -> list[Buffer]:
         try:
             if kind == _wire.BATCH:
@@ -1015,6 +1046,9 @@ class ProcessBackend(WorkerBackend):
             raise SerializationError(
                 f"cannot send {getattr(func, '__qualname__', func)!r} to a worker: {exc}"
             ) from exc
+        return self._frame(kind, segments)
+
+    def _frame(self, kind: int, segments: Sequence[Buffer]) -> list[Buffer]:
         # Measured before anything is sent, small calls included: the worker treats a
         # frame over its limit as a broken protocol and exits.
         size = sum(memoryview(segment).nbytes for segment in segments)

@@ -97,6 +97,28 @@ class PickleSerializer(Serializer):
                     return [data]
         return self.dump_call(func, batch)  # type: ignore[arg-type]
 
+    def _dump_items(self, func: Callable[..., object], items: list[Any]) -> Sequence[Buffer] | None:
+        """Pickle ``(func, items, 1)``: a BATCH of one-argument calls (feature "items").
+
+        ``None`` when something cannot be pickled so, and from a subclass, whose own
+        :meth:`dump_call` the triple would bypass: the chunk then goes as argument
+        tuples, whose way reports what cannot travel.
+        """
+        if type(self) not in (PickleSerializer, CloudpickleSerializer):
+            return None
+        value = (func, items, 1)
+        try:
+            if type(self) is CloudpickleSerializer:
+                return self._codec.dumps(value, 2)
+            if _needs_by_value(func):
+                return self._by_value_codec(func).dumps(value, 2)
+            data = pickle.dumps((value, []), protocol=5)
+            if len(data) < _wire.OUT_OF_BAND_THRESHOLD:
+                return [data]  # too small to hold a buffer worth sending out of band
+            return self._codec.dumps(value, 2)
+        except Exception:
+            return None
+
     def load_reply(self, segments: Sequence[memoryview]) -> object:
         """Unpickle a result or an exception."""
         return self._codec.loads(segments)

@@ -16,6 +16,7 @@ import struct
 import sys
 import time
 import types
+from itertools import islice
 
 # typing.TYPE_CHECKING without importing typing, which would cost every worker's start
 # some milliseconds for names used in annotations only (type checkers treat a module
@@ -95,7 +96,7 @@ IDLE_POLL: tuple[float, bool] = (0.0, False)
 
 #: The codecs built into this program; HELLO lists those that can be loaded here.
 CODECS = ["pickle", "cloudpickle"]
-FEATURES = ["out-of-band", "lazy-main", "traceback", "batch", "stream", "pipeline"]
+FEATURES = ["out-of-band", "lazy-main", "traceback", "batch", "stream", "pipeline", "items"]
 
 #: The protocol version INIT chose (1: single calls only; 2: batches and streams too).
 PROTOCOL = 0
@@ -541,12 +542,28 @@ def _send_items(link: _Link, codec: Codec, items: list[object], first: int, limi
     return size
 
 
+def _read_batch(codec: Codec, frame: Frame) -> tuple[Any, list[Any] | tuple[Any, ...], bool]:
+    """Decode a BATCH: (function, calls or items, whether each item is the one argument).
+
+    The pair ``(function, calls)`` holds argument tuples; the triple ``(function, items,
+    1)`` (feature "items") holds the one argument of each call.
+    """
+    batch = codec.loads(frame.segments)
+    if not isinstance(batch, (list, tuple)) or len(batch) not in (2, 3):
+        raise TypeError(f"a BATCH carries (function, calls), not {type(batch).__name__}")
+    one = len(batch) == 3
+    if one and batch[2] != 1:
+        raise ValueError(f"a BATCH of items gives each call 1 argument, not {batch[2]!r}")
+    func, calls = batch[0], batch[1]
+    if not isinstance(calls, (list, tuple)):
+        raise TypeError(f"a BATCH carries a list of calls, not {type(calls).__name__}")
+    return func, calls, one
+
+
 def _run_batch(link: _Link, codec: Codec, frame: Frame, limit: int) -> None:
     """Answer a BATCH: ITEMS with every result, then END; or ERROR with the failing index."""
     try:
-        func, calls = codec.loads(frame.segments)
-        if not isinstance(calls, (list, tuple)):
-            raise TypeError(f"a BATCH carries a list of calls, not {type(calls).__name__}")
+        func, calls, one = _read_batch(codec, frame)
     except BaseException as exc:
         _flush_std()
         _send_error(link, codec, exc, "arguments", limit)
@@ -555,8 +572,12 @@ def _run_batch(link: _Link, codec: Codec, frame: Frame, limit: int) -> None:
     results: list[object] = []
     append = results.append
     try:
-        for args in calls:
-            append(func(*args))
+        if one:
+            for item in calls:
+                append(func(item))
+        else:
+            for args in calls:
+                append(func(*args))
     except BaseException as exc:
         _flush_std()
         if results and _send_items(link, codec, results, 0, limit) < 0:
@@ -611,6 +632,7 @@ def _run_stream(link: _Link, codec: Codec, frame: Frame, reader: FrameReader) ->
     target = 1
     first_at = 0.0  # when pending[0] was produced
     slow = True
+    clock = time.perf_counter
     try:
         while True:
             now = time.perf_counter()
@@ -645,21 +667,37 @@ def _run_stream(link: _Link, codec: Codec, frame: Frame, reader: FrameReader) ->
                 credit -= 1
                 target = 1 if slow else min(2 * target, STREAM_HOLD_ITEMS)
                 now = time.perf_counter()
+            # The next items, in one tight loop: as many as may be held (only as many as
+            # the target asks for while there is credit to send them), until one took
+            # STREAM_LINGER_SECONDS, or the first of them has waited that long.
+            room = STREAM_HOLD_ITEMS - len(pending)
+            if item_bytes:
+                room = min(room, STREAM_HOLD_BYTES // item_bytes - len(pending))
+            had = len(pending)
+            want = max(1, min(room, target - had) if credit else room)
+            if not had:
+                first_at = now
+            append = pending.append
+            last = now
+            lingered = False
             try:
-                item = next(items)
-            except StopIteration:
-                close = None
-                break
+                for item in islice(items, want):
+                    append(item)
+                    now = clock()
+                    if now - first_at >= STREAM_LINGER_SECONDS:
+                        lingered = True
+                        break
+                    last = now
             except BaseException as exc:
                 close = None  # a generator that raised has finished
                 _flush_std()
                 if not pending or _send_items(link, codec, pending, sent, limit) >= 0:
                     _send_error(link, codec, exc, "call", limit, sent + len(pending))
                 return
-            if not pending:
-                first_at = now
-            pending.append(item)
-            slow = time.perf_counter() - now >= STREAM_LINGER_SECONDS
+            if not lingered and len(pending) - had < want:
+                close = None  # the generator has ended
+                break
+            slow = lingered and now - last >= STREAM_LINGER_SECONDS
         if stopped:
             stop, close = close, None
             if stop is not None:

@@ -40,7 +40,7 @@ from ._errors import BrokenWorkerProcess, RemoteTraceback, SerializationError
 from ._pool import WorkerPool
 from ._process_backend import BOOTSTRAP, WORKER_PROGRAM
 from ._serializers import PickleSerializer
-from .abc import Launcher, Serializer, Worker, WorkerBackend
+from .abc import Buffer, Launcher, Serializer, Worker, WorkerBackend
 
 __all__ = [
     "JSON_SAMPLES",
@@ -791,6 +791,8 @@ def _check_worker_command(command: Sequence[str], serializer: Serializer, timeou
             features = hello.get("features")
             if isinstance(features, list) and "pipeline" in features:
                 _check_worker_pipeline(session, serializer)
+            if isinstance(features, list) and "items" in features:
+                _check_worker_items(session, serializer)
     with _session(command, timeout) as session:
         session.handshake(codec)
         os.close(session.request)
@@ -897,6 +899,39 @@ def _check_worker_batches(session: _Session, serializer: Serializer) -> None:
     assert error is not None, f"{what} ended without an ERROR"
     assert error.get("stage") == "result", f"{what}: {error}"
     assert error.get("index") == 1, f"the ERROR of {what} names item {error.get('index')!r}"
+    _still_serves(session, serializer, what)
+
+
+def _check_worker_items(session: _Session, serializer: Serializer) -> None:
+    # A BATCH of items is the triple (function, items, 1): only a serializer that can
+    # write one (the built-in ones) is used for it.
+    dump_items: Callable[..., Sequence[Buffer] | None] | None
+    dump_items = getattr(serializer, "_dump_items", None)
+    if dump_items is None:
+        return
+    batch = dump_items(len, [(1, 2), "abc", []])
+    if batch is None:
+        return
+    what = "a BATCH of the items (1, 2), 'abc', [] for len"
+    session.send(_wire.BATCH, batch)
+    items, error = _collect(session, serializer, what)
+    assert error is None, f"{what} was answered with an ERROR (each item is ONE argument): {error}"
+    assert items == [2, 3, 0], f"{what} gave {items!r}"
+    what = "a BATCH of the items '1', 'x', '3' for int"
+    batch = dump_items(int, ["1", "x", "3"])
+    assert batch is not None
+    session.send(_wire.BATCH, batch)
+    items, error = _collect(session, serializer, what)
+    assert items == [1], f"{what} sent {items!r} before its error, not [1]"
+    assert error is not None, f"{what} ended without an ERROR"
+    assert error.get("stage") == "call", f"the ERROR of {what} says {error}"
+    assert error.get("index") == 1, f"the ERROR of {what} names item {error.get('index')!r}"
+    _still_serves(session, serializer, what)
+    if serializer.worker_codec not in ("pickle", "cloudpickle"):
+        return
+    what = "a BATCH of the triple (function, items, 2), which no version defines"
+    session.send(_wire.BATCH, _wire.PickleCodec().dumps((len, [(1, 2)], 2), 2))
+    _expect_error(session, "arguments", what)
     _still_serves(session, serializer, what)
 
 
@@ -1018,7 +1053,10 @@ async def check_worker_command(
     stop it on ``CLOSE``, and report a generator's error after the items before it.
     One that lists the feature ``"pipeline"`` must answer two ``BATCH``es sent back to
     back in order, and answer a ``BATCH`` queued behind a running one and followed by
-    ``CLOSE`` with ``END`` alone.
+    ``CLOSE`` with ``END`` alone. One that lists the feature ``"items"`` must call the
+    function of a ``BATCH`` of items (the triple ``(function, items, 1)``, written by
+    the built-in serializers) with each item as its one argument, report the index of
+    an item that raised, and refuse a triple with another argument count.
 
     Args:
         command: the worker's command line, without the two descriptor numbers.

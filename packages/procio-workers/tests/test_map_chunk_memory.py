@@ -1,0 +1,117 @@
+"""Automatic chunk sizes: a function mapped before in a pool starts where it left off.
+
+The first map of a function starts at chunks of 1 and grows them from measured chunk
+times. A later map of the same function over an input with a length starts at the
+size that the last measurement gives (still capped by the length), instead of going
+through that ramp again; an input without a length still starts at 1.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import anyio
+import pytest
+from procio_workers import WorkerPool
+from procio_workers._mapping import MAX_AUTO_CHUNK, TARGET_CHUNK_SECONDS
+
+if TYPE_CHECKING:
+    from tests import procio_map_testfuncs as mfuncs
+else:
+    import procio_map_testfuncs as mfuncs
+
+pytestmark = pytest.mark.anyio
+
+#: Turns a hang into a failure; no test relies on it for its verdict.
+HANG_GUARD = 45
+ENDLESS = range(10**7)  # its cap (a length over 4 chunks per worker) never binds here
+
+
+class Unhashable:
+    """A callable that no dict can hold as a key."""
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Unhashable)
+
+    def __call__(self, x: int) -> int:
+        return x * 2
+
+
+def size_for(per_item: float) -> int:
+    return max(1, min(MAX_AUTO_CHUNK, int(TARGET_CHUNK_SECONDS / per_item)))
+
+
+async def take(pool: WorkerPool, count: int) -> list[int]:
+    got: list[int] = []
+    async with pool.map(mfuncs.triple_plus_one, ENDLESS) as results:
+        async for value in results:
+            got.append(value)
+            if len(got) == count:
+                break
+    return got
+
+
+async def test_a_second_map_starts_at_the_measured_size() -> None:
+    async with WorkerPool(max_workers=2) as pool:
+        with anyio.fail_after(HANG_GUARD):
+            assert await take(pool, 3000) == [3 * x + 1 for x in range(3000)]
+            per_item = pool._per_item_estimate(mfuncs.triple_plus_one)
+            assert per_item is not None
+            async with pool.map(mfuncs.triple_plus_one, ENDLESS) as results:
+                assert results.chunksize == size_for(per_item)
+                # and it goes on from there, with the results in order
+                got = []
+                async for value in results:
+                    got.append(value)
+                    if len(got) == 500:
+                        break
+            assert got == [3 * x + 1 for x in range(500)]
+
+
+async def test_the_length_still_caps_a_remembered_size() -> None:
+    async with WorkerPool(max_workers=2) as pool:
+        with anyio.fail_after(HANG_GUARD):
+            await take(pool, 3000)
+            async with pool.map(mfuncs.triple_plus_one, list(range(40))) as results:
+                sizes = {results.chunksize}
+                got = []
+                async for value in results:
+                    got.append(value)
+                    sizes.add(results.chunksize)
+    assert got == [3 * x + 1 for x in range(40)]
+    assert sizes <= {1, 2, 3, 4, 5}, sorted(sizes)
+
+
+async def test_what_starts_at_one_still() -> None:
+    async with WorkerPool(max_workers=2) as pool:
+        with anyio.fail_after(HANG_GUARD):
+            await take(pool, 3000)
+            assert pool._per_item_estimate(mfuncs.triple_plus_one) is not None
+            # An input without a length: nothing caps the size, so no estimate is used.
+            items = (x for x in range(100))
+            async with pool.map(mfuncs.triple_plus_one, items) as results:
+                assert results.chunksize == 1
+                assert [y async for y in results] == [3 * x + 1 for x in range(100)]
+            # Another function.
+            async with pool.map(mfuncs.pid_of, ENDLESS) as results:
+                assert results.chunksize == 1
+            # An explicit chunk size.
+            async with pool.map(mfuncs.triple_plus_one, ENDLESS, chunksize=3) as results:
+                assert results.chunksize == 3
+    # Another pool.
+    async with WorkerPool(max_workers=2) as other:
+        assert other._per_item_estimate(mfuncs.triple_plus_one) is None
+        results = other.map(mfuncs.triple_plus_one, ENDLESS)
+        assert results.chunksize == 1
+        await results.aclose()
+
+
+async def test_a_function_that_cannot_be_remembered_is_not() -> None:
+    func = Unhashable()
+    async with WorkerPool(max_workers=1) as pool:
+        pool._keep_per_item_estimate(func, 1e-6)  # no TypeError out of it
+        assert pool._per_item_estimate(func) is None
+        async with pool.map(func, ENDLESS) as results:
+            assert results.chunksize == 1
