@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +65,7 @@ def method(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> s
 
 
 @pytest.fixture
-def piped_starts(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[object]]:
+def piped_starts(monkeypatch: pytest.MonkeyPatch) -> list[object]:
     """Record the commands that run_process sends down its path for the defaults."""
     starts: list[object] = []
     real = _posix.start_piped
@@ -117,7 +117,7 @@ async def test_exec_errors_keep_their_type(method: str, tmp_path: Path) -> None:
         await run_process([tmp_path])  # a directory
 
 
-async def test_error_report_from_child_before_exec_has_no_filename() -> None:
+def test_error_report_from_child_before_exec_has_no_filename() -> None:
     # What fork_exec's child writes when something other than the exec failed.
     pid = os.posix_spawn("/bin/true", ["/bin/true"], dict(os.environ))
     with pytest.raises(OSError) as caught:
@@ -367,9 +367,14 @@ TERM_SCRIPT = textwrap.dedent(
 )
 
 
+def has_line(path: Path, line: str) -> bool:
+    return path.exists() and line in path.read_text().splitlines()
+
+
 async def wait_for_line(path: Path, line: str) -> None:
     with anyio.fail_after(20):
-        while not path.exists() or line not in path.read_text().splitlines():
+        # Written by the child: nothing to wait on but the file itself.
+        while not has_line(path, line):  # noqa: ASYNC110
             await anyio.sleep(0.01)
 
 
