@@ -359,6 +359,11 @@ TERM_SCRIPT = textwrap.dedent(
             f.write("term\\n")
         sys.exit(0)
     signal.signal(signal.SIGTERM, on_term)
+    if sys.argv[2] == "closed":
+        # End of file on both pipes while this runs on: waited for on an exit fd.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
     with open(path, "a") as f:
         f.write("ready\\n")
     while True:
@@ -378,6 +383,7 @@ async def wait_for_line(path: Path, line: str) -> None:
             await anyio.sleep(0.01)
 
 
+@pytest.mark.parametrize("output", ["open", "closed"])
 @pytest.mark.parametrize(
     ("policy", "expected"),
     [(CancelPolicy(), ["ready", "term"]), (CancelPolicy(grace_period=0), ["ready"])],
@@ -389,6 +395,7 @@ async def test_cancelled_run_stops_the_child_by_its_policy(
     piped_starts: list[object],
     policy: CancelPolicy,
     expected: list[str],
+    output: str,
 ) -> None:
     check = leak_guard()
     log = tmp_path / "log"
@@ -396,7 +403,7 @@ async def test_cancelled_run_stops_the_child_by_its_policy(
         async with anyio.create_task_group() as tg:
 
             async def run() -> None:
-                await run_process([PY, "-c", TERM_SCRIPT, str(log)], cancel_policy=policy)
+                await run_process([PY, "-c", TERM_SCRIPT, str(log), output], cancel_policy=policy)
 
             tg.start_soon(run)
             await wait_for_line(log, "ready")
@@ -418,17 +425,17 @@ async def test_failure_while_waiting_stops_the_child_and_closes_everything(
     leak_guard: StartGuard,
     list_children: Callable[[], dict[int, str]],
 ) -> None:
-    # Anything raised while the child runs (here by the reader, once the child is up)
+    # Anything raised while the child runs (here by the wait, once the child is up)
     # must stop and reap the child, close every fd, and reach the caller unchanged.
     log = tmp_path / "log"
-    real_serve = _communicate._serve_piped
+    real_wait = anyio.wait_readable  # what _communicate waits with
 
-    def failing_serve(*args: Any) -> bool:
+    async def failing_wait(fd: int) -> None:
+        await real_wait(fd)
         if log.exists():
             raise Boom
-        return real_serve(*args)
 
-    monkeypatch.setattr(_communicate, "_serve_piped", failing_serve)
+    monkeypatch.setattr(_communicate, "wait_readable", failing_wait)
     check = leak_guard()
     before = set(list_children())
     code = (
