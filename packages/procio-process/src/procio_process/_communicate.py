@@ -196,10 +196,10 @@ async def communicate_piped(
 ) -> None:
     """:func:`communicate` for a child of :func:`~procio_process._posix.start_piped`.
 
-    Reads both (non-blocking) pipes into their lists until end of file and returns once
-    the child is reaped too. Nobody else holds the descriptors (they were never handed
-    out), which spares the bookkeeping :func:`communicate` needs for streams the caller
-    may close meanwhile; the caller closes them afterwards. Cancellation leaves what
+    Reads both pipes (each only when it is ready) into their lists until end of file
+    and returns once the child is reaped too. Nobody else holds the descriptors (they
+    were never handed out), which spares the bookkeeping :func:`communicate` needs for
+    streams the caller may close meanwhile; the caller closes them afterwards. Cancellation leaves what
     was read so far in the lists and the child running.
     """
     poller = select.epoll(3)
@@ -231,37 +231,37 @@ def _serve_piped(
     child: SpawnedChild,
     exit_fd: int,
 ) -> bool:
-    """Serve the ready fds of :func:`communicate_piped`; whether a pipe reached its end."""
+    """Serve the ready fds of :func:`communicate_piped`; whether a pipe reached its end.
+
+    A pipe is read once per round, which does not block since it is ready (the fds may
+    be blocking) and takes what it holds up to its usual capacity; a child that writes
+    without pause is read for a bounded number of rounds, so that the caller goes back
+    to the event loop now and then.
+    """
     finished = False
-    for fd, _events in poller.poll(0):
-        if fd not in pending:
-            continue
-        chunks = pending[fd]
-        if chunks is None:
-            if child.poll() is None:
+    for _ in range(_CALLS_PER_WAKEUP):
+        read_data = False
+        for fd, _events in poller.poll(0):
+            if fd not in pending:
                 continue
-        elif _read_until_blocked(fd, chunks):
-            finished = True
-        else:
-            continue
-        del pending[fd]
-        if pending:
-            # Else the poller is closed next, which drops every fd at once.
-            poller.unregister(fd)
+            chunks = pending[fd]
+            if chunks is None:
+                if child.poll() is None:
+                    continue
+            else:
+                data = os.read(fd, _READ_SIZE)
+                if data:
+                    chunks.append(data)
+                    read_data = True
+                    continue
+                finished = True
+            del pending[fd]
+            if pending:
+                # Else the poller is closed next, which drops every fd at once.
+                poller.unregister(fd)
+        if not read_data:
+            break
     if len(pending) == 1 and exit_fd in pending and child.poll() is not None:
         # Both pipes are done, and the exit that closed them has already happened.
         del pending[exit_fd]
     return finished
-
-
-def _read_until_blocked(fd: int, chunks: list[bytes]) -> bool:
-    """Read what *fd* holds into *chunks* (a bounded number of reads); whether at its end."""
-    for _ in range(_CALLS_PER_WAKEUP):
-        try:
-            data = os.read(fd, _READ_SIZE)
-        except BlockingIOError:
-            return False
-        if not data:
-            return True
-        chunks.append(data)
-    return False

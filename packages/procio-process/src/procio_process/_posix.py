@@ -169,8 +169,9 @@ def start_piped(command: list[Any]) -> tuple[SpawnedChild, int, int, int] | None
     """Start *command* (a list) as ``run_process`` does with all its defaults.
 
     That is: stdin inherited, stdout and stderr each a new pipe, no other option. It
-    returns ``(child, stdout_fd, stderr_fd, exit_fd)``: the parent's ends of the pipes,
-    non-blocking, and the child's exit fd, all of them the caller's to close (the exit
+    returns ``(child, stdout_fd, stderr_fd, exit_fd)``: the parent's ends of the pipes
+    (left blocking: :func:`~procio_process._communicate.communicate_piped` reads them
+    only when they are ready) and the child's exit fd, all of them the caller's to close (the exit
     fd with :func:`close_exit_fd`, once the child is reaped). It returns ``None``, having
     started nothing, where only :func:`start_posix` can start this child (no way of
     spawning without ``Popen`` here, or the new pipes took descriptors 0 to 2, which
@@ -202,8 +203,6 @@ def start_piped(command: list[Any]) -> tuple[SpawnedChild, int, int, int] | None
         _close_all((stdout_fd, stderr_fd))
         return None
     try:
-        os.set_blocking(stdout_fd, False)
-        os.set_blocking(stderr_fd, False)
         # Kills and reaps the child if it fails: a child nobody can wait for must go.
         exit_fd = open_exit_fd(child)
     except BaseException:
