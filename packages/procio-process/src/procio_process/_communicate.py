@@ -199,8 +199,8 @@ async def communicate_piped(
     Reads both pipes (each only when it is ready) into their lists until end of file
     and returns once the child is reaped too. Nobody else holds the descriptors (they
     were never handed out), which spares the bookkeeping :func:`communicate` needs for
-    streams the caller may close meanwhile; the caller closes them afterwards. Cancellation leaves what
-    was read so far in the lists and the child running.
+    streams the caller may close meanwhile; the caller closes them afterwards.
+    Cancellation leaves what was read so far in the lists and the child running.
     """
     poller = select.epoll(3)
     try:
