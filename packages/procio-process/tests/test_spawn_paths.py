@@ -489,3 +489,46 @@ async def test_many_at_once(leak_guard: StartGuard) -> None:
                 tg.start_soon(one, index)
     assert sorted(results) == sorted(f"{index}\n".encode() for index in range(64))
     check()
+
+
+@pytest.mark.parametrize("pidfds", ["pidfd", "waiter thread"])
+async def test_running_out_of_fds_at_any_step_of_a_piped_run_leaves_nothing_behind(
+    pidfds: str,
+    monkeypatch: pytest.MonkeyPatch,
+    leak_guard: StartGuard,
+    list_children: Callable[[], dict[int, str]],
+    piped_starts: list[object],
+) -> None:
+    # One more descriptor for each run than for the one before, so that EMFILE
+    # strikes at every step of the piped path in turn (the pipes, the error pipe, the
+    # exit fd, the poller): a clear OSError each time, and no child or fd left.
+    resource = pytest.importorskip("resource")
+    from procio_process import _waiting
+
+    if pidfds == "waiter thread":
+        monkeypatch.setattr(_waiting, "_pidfd_usable", False)
+    await run_process(["true"])  # the event loop's own descriptors exist by now
+    check = leak_guard()
+    children_before = set(list_children())
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    base = max(int(fd) for fd in os.listdir("/proc/self/fd")) + 1
+    outcomes: list[str] = []
+    with anyio.fail_after(30):
+        for extra in range(40):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (base + extra, hard))
+            try:
+                result = await run_process(["sh", "-c", "echo out"])
+            except OSError as exc:
+                assert exc.errno == errno.EMFILE, exc
+                outcomes.append("EMFILE")
+            else:
+                outcomes.append("ran")
+                break
+            finally:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+            assert set(list_children()) == children_before
+    assert outcomes.count("EMFILE") >= 4  # both pipes, the error pipe, the exit fd...
+    assert outcomes[-1] == "ran"
+    assert result.stdout == b"out\n"
+    assert len(piped_starts) == len(outcomes) + 1
+    check()
