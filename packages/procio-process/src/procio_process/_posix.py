@@ -171,12 +171,13 @@ def start_piped(command: list[Any]) -> tuple[SpawnedChild, int, int, int] | None
     That is: stdin inherited, stdout and stderr each a new pipe, no other option. It
     returns ``(child, stdout_fd, stderr_fd, exit_fd)``: the parent's ends of the pipes
     (left blocking: :func:`~procio_process._communicate.communicate_piped` reads them
-    only when they are ready) and the child's exit fd, all of them the caller's to close (the exit
-    fd with :func:`close_exit_fd`, once the child is reaped). It returns ``None``, having
-    started nothing, where only :func:`start_posix` can start this child (no way of
-    spawning without ``Popen`` here, or the new pipes took descriptors 0 to 2, which
-    means the parent's own standard streams are closed). It raises what
-    :func:`start_posix` raises for a bad command, a missing program and so on.
+    only when they are ready) and the child's exit fd, all of them the caller's to
+    close (the exit fd with :func:`close_exit_fd`, once the child is reaped). It
+    returns ``None``, having started nothing, where only :func:`start_posix` can start
+    this child (no way of spawning without ``Popen`` here, or the new pipes took
+    descriptors 0 to 2, which means the parent's own standard streams are closed). It
+    raises what :func:`start_posix` raises for a bad command, a missing program and so
+    on.
 
     Nothing between the spawn and the return yields to the event loop.
     """
