@@ -264,8 +264,15 @@ async def test_run_process_in_a_cancelled_scope_starts_no_child(
         starts.append(args[0])
         return real_start(*args, **kwargs)
 
+    real_start_piped = _posix.start_piped
+
+    def recording_start_piped(command: list[Any]) -> object:
+        starts.append(command)
+        return real_start_piped(command)
+
     monkeypatch.setattr(_run, "start_posix", recording_start)
     monkeypatch.setattr(_posix, "start_posix", recording_start)
+    monkeypatch.setattr(_run, "start_piped", recording_start_piped)
     with anyio.fail_after(20):
         with anyio.CancelScope() as scope:
             scope.cancel()

@@ -23,6 +23,7 @@ from anyio import BrokenResourceError, wait_readable
 from ._fdstream import FdHolder
 from ._posix import PosixProcess
 from ._process import Process
+from ._spawn import SpawnedChild
 from ._streams import PipeReceiveStream
 
 #: Whether :func:`communicate` can run here (else run_process uses tasks).
@@ -183,3 +184,84 @@ def _writer(holder: FdHolder, data: memoryview) -> Callable[[], bool]:
         return position >= len(data)
 
     return write
+
+
+async def communicate_piped(
+    child: SpawnedChild,
+    exit_fd: int,
+    stdout_fd: int,
+    stderr_fd: int,
+    stdout_chunks: list[bytes],
+    stderr_chunks: list[bytes],
+) -> None:
+    """:func:`communicate` for a child of :func:`~procio_process._posix.start_piped`.
+
+    Reads both pipes (each only when it is ready) into their lists until end of file
+    and returns once the child is reaped too. Nobody else holds the descriptors (they
+    were never handed out), which spares the bookkeeping :func:`communicate` needs for
+    streams the caller may close meanwhile; the caller closes them afterwards.
+    Cancellation leaves what was read so far in the lists and the child running.
+    """
+    poller = select.epoll(3)
+    try:
+        poller.register(exit_fd, select.EPOLLIN)
+        poller.register(stdout_fd, select.EPOLLIN)
+        poller.register(stderr_fd, select.EPOLLIN)
+        # What is still awaited: each pipe's list, and None for the exit fd.
+        pending: dict[int, list[bytes] | None] = {
+            exit_fd: None,
+            stdout_fd: stdout_chunks,
+            stderr_fd: stderr_chunks,
+        }
+        while pending:
+            await wait_readable(poller.fileno())
+            if _serve_piped(poller, pending, child, exit_fd) and pending:
+                # As in communicate(): the exit follows the end of the pipes closely.
+                deadline = time.perf_counter() + _SETTLE_TIME
+                while pending and time.perf_counter() < deadline:
+                    os.sched_yield()
+                    _serve_piped(poller, pending, child, exit_fd)
+    finally:
+        poller.close()
+
+
+def _serve_piped(
+    poller: select.epoll,
+    pending: dict[int, list[bytes] | None],
+    child: SpawnedChild,
+    exit_fd: int,
+) -> bool:
+    """Serve the ready fds of :func:`communicate_piped`; whether a pipe reached its end.
+
+    A pipe is read once per round, which does not block since it is ready (the fds may
+    be blocking) and takes what it holds up to its usual capacity; a child that writes
+    without pause is read for a bounded number of rounds, so that the caller goes back
+    to the event loop now and then.
+    """
+    finished = False
+    for _ in range(_CALLS_PER_WAKEUP):
+        read_data = False
+        for fd, _events in poller.poll(0):
+            if fd not in pending:
+                continue
+            chunks = pending[fd]
+            if chunks is None:
+                if child.poll() is None:
+                    continue
+            else:
+                data = os.read(fd, _READ_SIZE)
+                if data:
+                    chunks.append(data)
+                    read_data = True
+                    continue
+                finished = True
+            del pending[fd]
+            if pending:
+                # Else the poller is closed next, which drops every fd at once.
+                poller.unregister(fd)
+        if not read_data:
+            break
+    if len(pending) == 1 and exit_fd in pending and child.poll() is not None:
+        # Both pipes are done, and the exit that closed them has already happened.
+        del pending[exit_fd]
+    return finished

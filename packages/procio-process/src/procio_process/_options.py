@@ -100,9 +100,15 @@ def _check_stream_spec(name: str, value: object, *, allow_stdout: bool = False) 
         )
 
 
-def _normalize_command(
+def normalize_command(
     command: StrOrBytesPath | Sequence[StrOrBytesPath],
 ) -> tuple[str | bytes | list[str | bytes | PathLike[str] | PathLike[bytes]], bool]:
+    """Return the command as (a str, bytes or list of arguments, whether it runs in a shell).
+
+    Raises:
+        TypeError: for a command or an argument of the wrong type.
+        ValueError: for an empty command.
+    """
     if isinstance(command, PathLike):
         command = os.fspath(command)
     if isinstance(command, (str, bytes)):
@@ -129,7 +135,7 @@ def check_arguments(
     command: StrOrBytesPath | Sequence[StrOrBytesPath], options: Options
 ) -> tuple[str | bytes | list[Any], bool]:
     """Refuse what no way of starting a child accepts; return (args, whether shell)."""
-    args, shell = _normalize_command(command)
+    args, shell = normalize_command(command)
     stdin, stdout, stderr = options.stdin, options.stdout, options.stderr
     _check_stream_spec("stdin", stdin)
     _check_stream_spec("stdout", stdout)

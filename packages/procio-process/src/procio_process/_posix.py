@@ -24,7 +24,15 @@ from anyio.lowlevel import checkpoint
 
 from . import _spawn
 from ._fdstream import set_pipe_size
-from ._options import DEVNULL, PIPE, STDOUT, Options, StrOrBytesPath, check_arguments
+from ._options import (
+    DEVNULL,
+    PIPE,
+    STDOUT,
+    Options,
+    StrOrBytesPath,
+    check_arguments,
+    normalize_command,
+)
 from ._policy import CancelPolicy
 from ._process import Process
 from ._spawn import SpawnedChild
@@ -155,6 +163,53 @@ def start_posix(
         options.cancel_policy,
         options.signal_tree,
     )
+
+
+def start_piped(command: list[Any]) -> tuple[SpawnedChild, int, int, int] | None:
+    """Start *command* (a list) as ``run_process`` does with all its defaults.
+
+    That is: stdin inherited, stdout and stderr each a new pipe, no other option. It
+    returns ``(child, stdout_fd, stderr_fd, exit_fd)``: the parent's ends of the pipes
+    (left blocking: :func:`~procio_process._communicate.communicate_piped` reads them
+    only when they are ready) and the child's exit fd, all of them the caller's to
+    close (the exit fd with :func:`close_exit_fd`, once the child is reaped). It
+    returns ``None``, having started nothing, where only :func:`start_posix` can start
+    this child (no way of spawning without ``Popen`` here, or the new pipes took
+    descriptors 0 to 2, which means the parent's own standard streams are closed). It
+    raises what :func:`start_posix` raises for a bad command, a missing program and so
+    on.
+
+    Nothing between the spawn and the return yields to the event loop.
+    """
+    if not _spawn.AVAILABLE:
+        return None
+    args, _shell = normalize_command(command)
+    assert isinstance(args, list)
+    stdout_fd, child_stdout = os.pipe()
+    try:
+        stderr_fd, child_stderr = os.pipe()
+    except BaseException:
+        _close_all((stdout_fd, child_stdout))
+        raise
+    child: SpawnedChild | None = None
+    try:
+        if min(stdout_fd, child_stdout, stderr_fd, child_stderr) > 2:
+            child = _spawn.spawn_piped(args, child_stdout, child_stderr)
+    except BaseException:
+        _close_all((stdout_fd, stderr_fd))
+        raise
+    finally:
+        _close_all((child_stdout, child_stderr))
+    if child is None:
+        _close_all((stdout_fd, stderr_fd))
+        return None
+    try:
+        # Kills and reaps the child if it fails: a child nobody can wait for must go.
+        exit_fd = open_exit_fd(child)
+    except BaseException:
+        _close_all((stdout_fd, stderr_fd))
+        raise
+    return child, stdout_fd, stderr_fd, exit_fd
 
 
 def _close_all(fds: Iterable[int]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from subprocess import PIPE, CalledProcessError, CompletedProcess, TimeoutExpired
 from typing import IO, Any
@@ -18,13 +19,14 @@ from anyio import (
 from anyio.abc import ByteReceiveStream, ByteSendStream, TaskStatus
 from anyio.lowlevel import checkpoint_if_cancelled
 
-from . import _open
-from ._communicate import can_communicate, communicate
+from . import _communicate, _open
+from ._communicate import can_communicate, communicate, communicate_piped
 from ._options import DEFAULT_POLICY, Options, StrOrBytesPath
 from ._policy import CancelPolicy
-from ._posix import start_posix
+from ._posix import PosixProcess, start_piped, start_posix
 from ._process import Process
 from ._streams import PipeReceiveStream
+from ._waiting import close_exit_fd
 
 
 async def _collect(stream: ByteReceiveStream, chunks: list[bytes]) -> None:
@@ -98,6 +100,56 @@ def _read_available(stream: ByteReceiveStream, chunks: list[bytes]) -> None:
         if not data:  # None: nothing more for now; b"": end of file
             return
         chunks.append(data)
+
+
+async def _run_piped(
+    command: list[Any], check: bool, cancel_policy: CancelPolicy
+) -> CompletedProcess[bytes] | None:
+    """:func:`run_process` with every option at its default (stdout and stderr piped).
+
+    The same steps as the general path, on bare descriptors: the :class:`Process` and
+    its streams are made only if the run is cancelled or fails while the child runs,
+    for the policy's way of stopping it. ``None``, with nothing started, where only the
+    general path can start the child.
+    """
+    # No checkpoint between the spawn and the try block below (see run_process).
+    await checkpoint_if_cancelled()
+    started = start_piped(command)
+    if started is None:
+        return None
+    child, stdout_fd, stderr_fd, exit_fd = started
+    stdout_chunks: list[bytes] = []
+    stderr_chunks: list[bytes] = []
+    try:
+        await communicate_piped(child, exit_fd, stdout_fd, stderr_fd, stdout_chunks, stderr_chunks)
+    except BaseException:
+        # Stopped the way the general path stops a child, while reading on.
+        stdout_stream = PipeReceiveStream(stdout_fd)
+        stderr_stream = PipeReceiveStream(stderr_fd)
+        process = PosixProcess._create(
+            child,
+            None,
+            stdout_stream,
+            stderr_stream,
+            exit_fd,
+            cancel_policy=cancel_policy,
+            signal_tree=False,
+        )
+        with CancelScope(shield=True):
+            await _stop_collecting(
+                process, [(stdout_stream, stdout_chunks), (stderr_stream, stderr_chunks)]
+            )
+        raise
+    os.close(stdout_fd)
+    os.close(stderr_fd)
+    close_exit_fd(exit_fd)  # the child is reaped
+    returncode = child.returncode
+    assert returncode is not None
+    stdout_bytes = b"".join(stdout_chunks)
+    stderr_bytes = b"".join(stderr_chunks)
+    if check and returncode != 0:
+        raise CalledProcessError(returncode, command, stdout_bytes, stderr_bytes)
+    return CompletedProcess(command, returncode, stdout_bytes, stderr_bytes)
 
 
 async def run_process(
@@ -175,6 +227,36 @@ async def run_process(
         TypeError: for an argument of the wrong type.
         ValueError: for conflicting options, such as both *input* and *stdin*.
     """
+    if (
+        type(command) is list
+        and input is None
+        and stdin is None
+        and timeout is None
+        and not popen_kwargs
+        and type(stdout) is int
+        and stdout == PIPE
+        and type(stderr) is int
+        and stderr == PIPE
+        and cwd is None
+        and env is None
+        and startupinfo is None
+        and creationflags == 0
+        and start_new_session is False
+        and pass_fds == ()
+        and user is None
+        and group is None
+        and extra_groups is None
+        and umask == -1
+        and signal_tree is False
+        and task_status is TASK_STATUS_IGNORED
+        and type(cancel_policy) is CancelPolicy
+        and _communicate.AVAILABLE
+        and not _open.DELEGATE
+    ):
+        # The common case, on a path of its own that makes fewer objects and calls.
+        result = await _run_piped(command, check, cancel_policy)
+        if result is not None:
+            return result
     if input is not None:
         if stdin is not None:
             raise ValueError("stdin and input arguments may not both be used")
