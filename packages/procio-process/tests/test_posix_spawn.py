@@ -1,8 +1,8 @@
-"""Children started with os.posix_spawn instead of Popen (Linux, Python 3.13+).
+"""Children started directly (fork_exec or os.posix_spawn) instead of by Popen (Linux).
 
-Most tests run twice, once on each way of starting a child, and expect the same
-behaviour from both: that is the promise of the posix_spawn path. Where that path is
-not available, the Popen half still runs.
+Most tests run once on each way of starting a child that this Python has, and expect
+the same behaviour from all: that is the promise of the direct spawn path. Where a way
+is not available, its runs are skipped and the others still run.
 """
 
 from __future__ import annotations
@@ -27,18 +27,38 @@ pytestmark = pytest.mark.anyio
 
 needs_posix_spawn = pytest.mark.skipif(
     not _spawn.AVAILABLE,
-    reason="the posix_spawn path needs Linux and os.POSIX_SPAWN_CLOSEFROM (Python 3.13+)",
+    reason="the direct spawn path needs Linux with CPython 3.11-3.13 or os.POSIX_SPAWN_CLOSEFROM",
 )
 
 PY = sys.executable
 StartGuard = Callable[[], Callable[[], None]]
 
 
-@pytest.fixture(params=[pytest.param("posix_spawn", marks=needs_posix_spawn), "Popen"])
+@pytest.fixture(
+    params=[
+        pytest.param(
+            "fork_exec",
+            marks=pytest.mark.skipif(
+                _spawn._fork_exec is None, reason="fork_exec: CPython 3.11 to 3.13 on Linux"
+            ),
+        ),
+        pytest.param(
+            "posix_spawn",
+            marks=pytest.mark.skipif(
+                sys.platform != "linux" or _spawn._CLOSEFROM is None,
+                reason="os.POSIX_SPAWN_CLOSEFROM (Python 3.13+ on Linux)",
+            ),
+        ),
+        "Popen",
+    ]
+)
 def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Run the test with children started by posix_spawn, then by Popen."""
+    """Run the test with children started by each direct spawn method here, then by Popen."""
     if request.param == "Popen":
         monkeypatch.setattr(_spawn, "AVAILABLE", False)
+    else:
+        monkeypatch.setattr(_spawn, "METHOD", request.param)
+        monkeypatch.setattr(_spawn, "AVAILABLE", True)
     return str(request.param)
 
 
@@ -55,7 +75,7 @@ def search_first(monkeypatch: pytest.MonkeyPatch, directory: Path) -> None:
 
 
 def expected_handle(path: str) -> type:
-    return SpawnedChild if path == "posix_spawn" else subprocess.Popen
+    return subprocess.Popen if path == "Popen" else SpawnedChild
 
 
 # -- which way a child is started ------------------------------------------------------
