@@ -166,17 +166,7 @@ def spawn(
     there, ``DEVNULL``, ``STDOUT`` (stderr only) or ``None`` to inherit.
     """
     argv: list[Any] = ["/bin/sh", "-c", args] if shell else list(args)
-    program = os.fspath(argv[0])
-    if METHOD == "fork_exec":
-        pid = _fork_exec_child(argv, program, env, streams, setsid=setsid, setpgroup=setpgroup)
-    else:
-        pid = _posix_spawn_child(argv, program, env, streams, setsid=setsid, setpgroup=setpgroup)
-    child = SpawnedChild(pid)
-    # After the spawn, not before: the new child runs meanwhile. (Read without the
-    # lock: a child dropped by another thread right now is reaped next time.)
-    if _unreaped:
-        _reap_dropped()
-    return child
+    return _start(argv, env, streams, setsid=setsid, setpgroup=setpgroup)
 
 
 def spawn_piped(argv: list[Any], stdout_fd: int, stderr_fd: int) -> SpawnedChild:
@@ -185,13 +175,25 @@ def spawn_piped(argv: list[Any], stdout_fd: int, stderr_fd: int) -> SpawnedChild
     What ``run_process([...])`` with its defaults asks for, without the option handling
     of :func:`spawn`. *argv* is a checked list; both descriptors are above 2.
     """
+    return _start(argv, None, (None, stdout_fd, stderr_fd), setsid=False, setpgroup=None)
+
+
+def _start(
+    argv: list[Any],
+    env: Mapping[str, str] | None,
+    streams: tuple[int | None, int | None, int | None],
+    *,
+    setsid: bool,
+    setpgroup: int | None,
+) -> SpawnedChild:
     program = os.fspath(argv[0])
-    streams = (None, stdout_fd, stderr_fd)
     if METHOD == "fork_exec":
-        pid = _fork_exec_child(argv, program, None, streams, setsid=False, setpgroup=None)
+        pid = _fork_exec_child(argv, program, env, streams, setsid=setsid, setpgroup=setpgroup)
     else:
-        pid = _posix_spawn_child(argv, program, None, streams, setsid=False, setpgroup=None)
+        pid = _posix_spawn_child(argv, program, env, streams, setsid=setsid, setpgroup=setpgroup)
     child = SpawnedChild(pid)
+    # After the spawn, not before: the new child runs meanwhile. (Read without the
+    # lock: a child dropped by another thread right now is reaped next time.)
     if _unreaped:
         _reap_dropped()
     return child
