@@ -72,7 +72,7 @@ KIND_NAMES = {
 HEADER = struct.Struct(">BBH")
 LENGTH = struct.Struct(">Q")
 # The header and length table of a frame with one segment, the usual case, in one go.
-_ONE_SEGMENT = struct.Struct(">BBHQ")
+ONE_SEGMENT = struct.Struct(">BBHQ")
 
 #: Most segments one frame may carry; with the header this stays under IOV_MAX (1024),
 #: so a whole frame goes out in one ``writev``.
@@ -253,7 +253,7 @@ def encode_frame(kind: int, segments: Sequence[Segment]) -> list[Segment]:
     only = segments[0] if len(segments) == 1 else None
     if isinstance(only, bytes) and len(only) <= COALESCE_LIMIT:
         # The usual small message: header, length and pickle in one bytes object.
-        return [_ONE_SEGMENT.pack(kind, 0, 1, len(only)) + only]
+        return [ONE_SEGMENT.pack(kind, 0, 1, len(only)) + only]
     if len(segments) > MAX_SEGMENTS:
         raise ProtocolError(f"a frame carries at most {MAX_SEGMENTS} segments")
     views = [s.raw() if isinstance(s, pickle.PickleBuffer) else s for s in segments]
@@ -441,14 +441,14 @@ class FrameReader:
     def _whole_frame(self) -> bool:
         """Decode a frame lying entirely in the scratch buffer in one go (the usual case)."""
         scratch, start, available = self._scratch, self._start, self._end - self._start
-        if available >= _ONE_SEGMENT.size:
-            kind, flags, count, length = _ONE_SEGMENT.unpack_from(scratch, start)
+        if available >= ONE_SEGMENT.size:
+            kind, flags, count, length = ONE_SEGMENT.unpack_from(scratch, start)
             if count == 1 and not flags and kind in KIND_NAMES:
-                stop = start + _ONE_SEGMENT.size + length
+                stop = start + ONE_SEGMENT.size + length
                 if length > self.max_frame_length or stop > self._end:
                     return False
                 self._start = stop
-                self.frames.append(Frame(kind, [scratch[start + _ONE_SEGMENT.size : stop]]))
+                self.frames.append(Frame(kind, [scratch[start + ONE_SEGMENT.size : stop]]))
                 return True
         elif available < HEADER.size:
             return False

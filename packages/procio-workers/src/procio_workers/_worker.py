@@ -12,7 +12,6 @@ import importlib.machinery
 import os
 import select
 import signal
-import struct
 import sys
 import time
 import types
@@ -296,8 +295,6 @@ _sched_yield = getattr(os, "sched_yield", None)
 
 #: The size of the buffer a request is first read into (see ``_Link.receive``).
 _INBOX_SIZE = 64 * 1024
-#: The header and length table of a frame of one segment.
-_CALL_HEAD = struct.Struct(">BBHQ")
 
 
 class ParentGone(Exception):  # noqa: N818 - an event, not an error
@@ -427,17 +424,17 @@ class _Link:
                 return None
             if whole:
                 inbox = self.inbox
-                if count >= _CALL_HEAD.size:
-                    kind, flags, segments, length = _CALL_HEAD.unpack_from(inbox)
+                if count >= wire.ONE_SEGMENT.size:
+                    kind, flags, segments, length = wire.ONE_SEGMENT.unpack_from(inbox)
                     if (
                         kind == wire.CALL
                         and segments == 1
                         and not flags
-                        and length == count - _CALL_HEAD.size
+                        and length == count - wire.ONE_SEGMENT.size
                         and length <= reader.max_frame_length
                     ):
                         self.back_to_back = time.perf_counter() - self.answered < self.spin
-                        return wire.Frame(kind, [inbox[_CALL_HEAD.size : count]])
+                        return wire.Frame(kind, [inbox[wire.ONE_SEGMENT.size : count]])
                 reader.feed(self.inbox_view[:count])
             else:
                 reader.commit(count)
@@ -756,20 +753,7 @@ def _serve(link: _Link, codec: Codec, reader: FrameReader) -> int:
             _send_error(link, codec, exc, "call", limit)
             continue
         del func, args
-        # What the function printed goes out before its answer.
-        stream = sys.stdout
-        if stream is not None:
-            try:  # noqa: SIM105 - contextlib is not worth importing at start-up for this
-                stream.flush()
-            except Exception:
-                pass
-        stream = sys.stderr
-        if stream is not None:
-            try:  # noqa: SIM105
-                stream.flush()
-            except Exception:
-                pass
-        del stream
+        _flush_std()  # what the function printed goes out before its answer
         try:
             segments = codec.dumps(result)
             only = segments[0] if len(segments) == 1 else None
@@ -795,12 +779,9 @@ def _serve(link: _Link, codec: Codec, reader: FrameReader) -> int:
             _send_error(link, codec, exc, "result", limit)
             continue
         del result
-        if only is not None and type(only) is bytes and size <= wire.COALESCE_LIMIT:
-            # The usual small answer, framed here as encode_frame would frame it.
-            link.send_buffers([_CALL_HEAD.pack(wire.RESULT, 0, 1, size) + only])
-        else:
-            link.send(wire.RESULT, segments)
-        del segments, only
+        del only
+        link.send(wire.RESULT, segments)
+        del segments
 
 
 def _serve_other(link: _Link, codec: Codec, frame: Frame, reader: FrameReader) -> bool:
