@@ -103,3 +103,72 @@ async def test_a_loop_of_calls_that_fail_before_sending_lets_other_tasks_run() -
     # The sibling ran at (nearly) every call: not zero times, as it would if the failing
     # calls never yielded.
     assert ran >= 10
+
+
+@pytest.mark.anyio
+async def test_a_cancellation_at_the_schedule_point_waits_for_the_next_checkpoint() -> None:
+    """A call that was sent is under way: a cancel scope cancelled by another task while
+    the call sits at its schedule point does not take the result away (the function
+    ran); the cancellation lands at the caller's next checkpoint, and the worker stays.
+    """
+    results: list[int] = []
+    with anyio.fail_after(30):
+        async with WorkerPool(1) as pool:
+            assert await pool.run_sync(abs, -1) == 1
+            (slot,) = pool._slots
+            for attempt in range(20):
+                go = anyio.Event()
+                with anyio.CancelScope() as scope:
+
+                    async def canceller(
+                        scope: anyio.CancelScope = scope, go: anyio.Event = go
+                    ) -> None:
+                        await go.wait()
+                        scope.cancel()
+
+                    async with anyio.create_task_group() as tg:
+                        tg.start_soon(canceller)
+                        await anyio.lowlevel.checkpoint()  # the canceller now waits
+                        go.set()  # it runs at the next schedule point: the call's
+                        results.append(await pool.run_sync(abs, -attempt))
+                        await anyio.lowlevel.checkpoint()
+                        pytest.fail("the cancellation did not land at the next checkpoint")
+                assert scope.cancelled_caught
+            assert pool._slots == {slot}, "the worker was killed"
+            assert await pool.run_sync(abs, -99) == 99
+    assert results == list(range(20))
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_native_asyncio_cancel_at_the_schedule_point_is_not_held_back(
+    anyio_backend: str,
+) -> None:
+    """``Task.cancel()`` (asyncio's own timeouts and task groups use it) is not a cancel
+    scope of AnyIO's: no shield holds it, and it ends the call at its schedule point.
+    The worker, which may still be running the call, goes; the next call gets its own
+    result, not the stale one.
+    """
+    import asyncio
+
+    with anyio.fail_after(30):
+        async with WorkerPool(1) as pool:
+            assert await pool.run_sync(abs, -1) == 1
+            (slot,) = pool._slots
+            task = asyncio.current_task()
+            assert task is not None
+            go = asyncio.Event()
+
+            async def canceller() -> None:
+                await go.wait()
+                task.cancel()
+
+            helper = asyncio.ensure_future(canceller())
+            await asyncio.sleep(0)
+            go.set()
+            with pytest.raises(asyncio.CancelledError):
+                await pool.run_sync(abs, -2)
+            if sys.version_info >= (3, 11):
+                task.uncancel()
+            await helper
+            assert slot not in pool._slots
+            assert await pool.run_sync(abs, -3) == 3

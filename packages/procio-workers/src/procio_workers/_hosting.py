@@ -15,8 +15,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from collections.abc import Awaitable, Callable
+import types
+from collections.abc import Awaitable, Callable, Generator
 from typing import Any
+
+from anyio.lowlevel import cancel_shielded_checkpoint, checkpoint_if_cancelled
 
 logger = logging.getLogger("procio.workers")
 
@@ -67,6 +70,46 @@ def loop_clock() -> Callable[[], float]:
         clock: Callable[[], float] = trio.current_time
         return clock
     return asyncio.get_running_loop().time
+
+
+def checkpoint_halves() -> tuple[Callable[[], Awaitable[None]], Callable[[], Awaitable[None]]]:
+    """Return the running event loop's two halves of a checkpoint, without AnyIO's lookup.
+
+    The first is ``checkpoint_if_cancelled``: a cancelled caller raises, others go on
+    at once. The second is ``cancel_shielded_checkpoint``: other tasks run, and no
+    cancel scope's cancellation lands there (it waits for the caller's next
+    checkpoint), as AnyIO defines both.
+
+    On asyncio the second costs a cancel scope of AnyIO's, entered and left, which takes
+    longer than the one pass of the event loop it shields. Here it is that pass alone:
+    the task waits on a future that is already done. AnyIO delivers a scope's cancellation to a task only
+    while the future it waits on is not done (a task whose future is done is about to
+    run, and would lose the cancellation), so the scope goes on trying until the task's
+    next real wait, which is the cancel-scope semantics of a shielded checkpoint. A
+    ``Task.cancel()`` of asyncio's own is not a scope's and is not held back, as AnyIO's
+    shield does not hold it back either. The tests pin both behaviours.
+    """
+    library = _current_library()
+    if library == "trio":
+        trio = sys.modules["trio"]
+        return trio.lowlevel.checkpoint_if_cancelled, trio.lowlevel.cancel_shielded_checkpoint
+    if library == "asyncio":
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+
+        def one_pass() -> Awaitable[None]:
+            return _wait_on_done(done)
+
+        return checkpoint_if_cancelled, one_pass
+    return checkpoint_if_cancelled, cancel_shielded_checkpoint
+
+
+@types.coroutine
+def _wait_on_done(done: asyncio.Future[None]) -> Generator[Any, None, None]:
+    # What awaiting an unfinished future does, for a finished one: the task parks on it
+    # (its waiter is *done*), is woken by the loop on its next pass, and goes on.
+    done._asyncio_future_blocking = True
+    yield done
 
 
 def loop_key() -> object:

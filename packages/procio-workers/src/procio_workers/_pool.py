@@ -33,7 +33,7 @@ from anyio.lowlevel import cancel_shielded_checkpoint, checkpoint_if_cancelled
 
 from . import _wire
 from ._errors import BatchError, BrokenWorkerProcess, SerializationError
-from ._hosting import logger, loop_clock
+from ._hosting import checkpoint_halves, logger, loop_clock
 from ._mapping import MapResults, StreamResults, _MapCore, _StreamCore
 from ._process_backend import OutputHandler, ProcessBackend
 from ._registry import resolve_launcher, resolve_serializer
@@ -252,6 +252,9 @@ class WorkerPool:
         self._closed = False
         self._closed_event = anyio.Event()
         self._clock: Callable[[], float] = current_time
+        # The two halves of a call's checkpoint, the running loop's own (see _run).
+        self._cancel_point: Callable[[], Awaitable[None]] = checkpoint_if_cancelled
+        self._schedule_point: Callable[[], Awaitable[None]] = cancel_shielded_checkpoint
         self._started = 0
         self._calls = 0
         self._failures = 0
@@ -272,6 +275,7 @@ class WorkerPool:
             raise RuntimeError("a WorkerPool can be entered only once")
         # The event loop's clock, as anyio.current_time reads it, without the lookup.
         self._clock = loop_clock()
+        self._cancel_point, self._schedule_point = checkpoint_halves()
         self._timer_scope = CancelScope()
         failures: list[Exception] = []
         async with AsyncExitStack() as stack:
@@ -641,7 +645,7 @@ class WorkerPool:
         # caller stops here, before anything is sent; the schedule point (where other
         # tasks run, even if the worker answers at once) comes once the call is sent
         # (in _call), so that it overlaps the worker's work.
-        await checkpoint_if_cancelled()
+        await self._cancel_point()
         self._check_open()
         try:
             # Serialized here, not in a coroutine of its own: one frame less per call.
@@ -655,7 +659,7 @@ class WorkerPool:
             # A call that fails is a schedule point too, even one that failed before
             # it reached _call's (arguments that cannot be serialized, say): a loop of
             # failing calls must not hold the event loop.
-            await cancel_shielded_checkpoint()
+            await self._schedule_point()
             raise
         except BaseException:
             self._calls += 1
@@ -769,7 +773,7 @@ class WorkerPool:
             # computes. Shielded: a call that was sent is under way, and a cancellation
             # that comes now is for the call (cancellable=True) or for the caller's next
             # checkpoint, as for any call already running.
-            await cancel_shielded_checkpoint()
+            await self._schedule_point()
             result = worker.reply_nowait() if sent else PENDING
             if result is PENDING:
                 with CancelScope(shield=not cancellable):
