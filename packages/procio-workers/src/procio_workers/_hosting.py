@@ -82,12 +82,12 @@ def checkpoint_halves() -> tuple[Callable[[], Awaitable[None]], Callable[[], Awa
 
     On asyncio the second costs a cancel scope of AnyIO's, entered and left, which takes
     longer than the one pass of the event loop it shields. Here it is that pass alone:
-    the task waits on a future that is already done. AnyIO delivers a scope's cancellation to a task only
-    while the future it waits on is not done (a task whose future is done is about to
-    run, and would lose the cancellation), so the scope goes on trying until the task's
-    next real wait, which is the cancel-scope semantics of a shielded checkpoint. A
-    ``Task.cancel()`` of asyncio's own is not a scope's and is not held back, as AnyIO's
-    shield does not hold it back either. The tests pin both behaviours.
+    the task waits on a future that is already done. AnyIO delivers a scope's
+    cancellation to a task only while the future it waits on is not done (a task whose
+    future is done is about to run, and would lose the cancellation), so the scope goes
+    on trying until the task's next real wait: the semantics of a shielded checkpoint.
+    A ``Task.cancel()`` of asyncio's own is not a scope's and is not held back, as
+    AnyIO's shield does not hold it back either. The tests pin both behaviours.
     """
     library = _current_library()
     if library == "trio":
