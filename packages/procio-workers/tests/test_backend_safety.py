@@ -261,6 +261,52 @@ async def test_a_worker_seen_dead_while_idle_is_not_handed_a_call() -> None:
             os.kill(fork, signal.SIGKILL)
 
 
+@linux_only
+@pytest.mark.parametrize("fork_holds_the_pipes", [False, True], ids=["alone", "fork"])
+async def test_a_call_the_worker_died_before_reading_runs_on_another_worker(
+    fork_holds_the_pipes: bool,
+) -> None:
+    """The CALL went out whole to a worker that was alive, which died before it read it.
+
+    The call never reached that worker: it runs on another one and does not fail, and
+    nothing counts as broken. Stopping the worker makes it certain that it never reads.
+    """
+    import array
+    import fcntl
+    import termios
+
+    def unread(fd: int) -> int:
+        size = array.array("i", [0])
+        fcntl.ioctl(fd, termios.FIONREAD, size)
+        return size[0]
+
+    async with WorkerPool(max_workers=1, idle_poll=0) as pool:
+        first = await pool.run_sync(os.getpid)
+        fork = await pool.run_sync(funcs.fork_lingering, 30) if fork_holds_the_pipes else None
+        (slot,) = pool._slots
+        request_fd = slot.worker._channel.request.fd  # type: ignore[attr-defined]
+        os.kill(first, signal.SIGSTOP)
+        results: list[int] = []
+        try:
+            with anyio.fail_after(10):
+                async with anyio.create_task_group() as tg:
+
+                    async def call() -> None:
+                        results.append(await pool.run_sync(os.getpid))
+
+                    tg.start_soon(call)
+                    while not unread(request_fd):  # noqa: ASYNC110 - nothing to wait on
+                        await anyio.sleep(0.001)
+                    os.kill(first, signal.SIGKILL)
+        finally:
+            if fork is not None:
+                os.kill(fork, signal.SIGKILL)
+        assert len(results) == 1
+        assert results[0] != first
+        figures = pool.statistics()
+        assert (figures.failures, figures.broken) == (0, 0)
+
+
 # -- signals -----------------------------------------------------------------------
 
 

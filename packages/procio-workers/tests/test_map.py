@@ -479,10 +479,10 @@ async def test_an_interrupt_while_a_chunk_is_answered_never_reaches_the_next_map
     real = ProcessWorker._receive
     armed: list[bool] = []
 
-    async def interrupted(self: ProcessWorker) -> Any:
+    async def interrupted(self: ProcessWorker, *args: Any) -> Any:
         if armed and armed.pop():
             raise KeyboardInterrupt
-        return await real(self)
+        return await real(self, *args)
 
     monkeypatch.setattr(ProcessWorker, "_receive", interrupted)
 

@@ -47,7 +47,7 @@ async def test_a_worker_whose_call_was_interrupted_is_never_ready_again(
                 request = backend.prepare_call(pfuncs.sleep_then_return, ("late", 0.3))
                 assert worker.send_nowait(request)
 
-                async def interrupted(self: ProcessWorker) -> Any:
+                async def interrupted(self: ProcessWorker, *args: Any) -> Any:
                     raise KeyboardInterrupt
 
                 with monkeypatch.context() as patch:

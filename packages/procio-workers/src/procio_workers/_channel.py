@@ -19,6 +19,7 @@ had gone out (a worker that refused the first byte never saw the call).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from contextlib import suppress
 from typing import cast
@@ -29,6 +30,16 @@ from procio_process._fdstream import FdHolder
 
 from . import _wire
 from .abc import Buffer
+
+if sys.platform == "linux":
+    import array
+    import fcntl
+    import termios
+
+    #: Linux answers FIONREAD on either end of a pipe: how many bytes wait in it.
+    CAN_COUNT_UNREAD = True
+else:  # pragma: no cover - other systems
+    CAN_COUNT_UNREAD = False
 
 
 class ChannelError(Exception):
@@ -97,6 +108,18 @@ class FrameChannel:
             if fd >= 0:
                 anyio.notify_closing(fd)
 
+    def unread_requests(self) -> int | None:
+        """Return how many bytes sent to the worker it has not read (``None``: unknown)."""
+        fd = self.request.fd
+        if not CAN_COUNT_UNREAD or fd < 0:
+            return None
+        count = array.array("i", [0])
+        try:
+            fcntl.ioctl(fd, termios.FIONREAD, count)
+        except OSError:
+            return None
+        return count[0]
+
     def close(self) -> None:
         """Close both pipes, waking whoever waits on them (idempotent)."""
         try:
@@ -140,8 +163,11 @@ class FrameChannel:
             started = True
             buffers = _wire.skip_written(buffers, written)
 
-    async def receive(self) -> _wire.Frame:
+    async def receive(self, *, wait_first: bool = False) -> _wire.Frame:
         """Return the next frame from the worker, waiting for it if need be.
+
+        *wait_first*: the caller has just found the pipe empty, so wait before reading
+        (a read now would most likely find nothing again, for the cost of a system call).
 
         Raises:
             ChannelError: end of file, a malformed frame, the worker exited, or the
@@ -150,12 +176,16 @@ class FrameChannel:
         reader = self.reader
         response = self.response
         try:
+            read = not wait_first
             while not reader.frames:
-                view = reader.buffer()
-                try:
-                    count = response.readinto(view)
-                finally:
-                    del view
+                count = None
+                if read:
+                    view = reader.buffer()
+                    try:
+                        count = response.readinto(view)
+                    finally:
+                        del view
+                read = True
                 if count is None:
                     # As in send: an exit is seen here or wakes the wait.
                     if self.peer_gone:

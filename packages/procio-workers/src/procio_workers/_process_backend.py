@@ -73,7 +73,7 @@ from anyio import (
 from anyio.abc import Process, TaskGroup
 
 from . import _wire
-from ._channel import ChannelError, FrameChannel
+from ._channel import CAN_COUNT_UNREAD, ChannelError, FrameChannel
 from ._errors import (
     BatchError,
     BrokenWorkerProcess,
@@ -331,6 +331,8 @@ class ProcessWorker(WorkerLifecycle, Worker):
         self._unsent: list[Buffer] = []
         self._unsent_started = False
         self._problem: str | None = None
+        self._call_size = 0  # the size of the CALL send_nowait wrote whole, else 0
+        self._found_empty = False  # reply_nowait found the response pipe empty
         self._answered = 0.0  # time.perf_counter() when the last reply arrived
         # Whether the worker polls for the next call after its answer (with adaptive
         # polling it does so only while calls come back to back, as it sees them).
@@ -393,11 +395,18 @@ class ProcessWorker(WorkerLifecycle, Worker):
         except ChannelError as exc:
             raise await self._break(exc.reason, started=exc.sent) from exc.__cause__
 
-    async def _receive(self) -> _wire.Frame:
+    async def _receive(self, call_size: int = 0, wait_first: bool = False) -> _wire.Frame:
+        """Receive a frame; *call_size*: the size of a CALL just sent whole, if any.
+
+        If the worker is lost before it read any of that CALL, the call never reached
+        it (``started=False``), and the pool may run it on another worker. *wait_first*:
+        the response pipe was just found empty (see ``FrameChannel.receive``).
+        """
         try:
-            return await self._channel.receive()
+            return await self._channel.receive(wait_first=wait_first)
         except ChannelError as exc:
-            raise await self._break(exc.reason) from exc.__cause__
+            started = not call_size or self._channel.unread_requests() != call_size
+            raise await self._break(exc.reason, started=started) from exc.__cause__
 
     async def _kill_and_reap(self) -> None:
         """Kill the worker if it still runs, reap it, and let its output drain a while."""
@@ -508,13 +517,17 @@ class ProcessWorker(WorkerLifecycle, Worker):
         if self._state is not _IDLE:
             self._refuse_call()
         self._state = _BUSY  # the move "call" of WorkerLifecycle, on the fast path
-        if self._exited_now():
+        if self._channel.peer_gone or (not CAN_COUNT_UNREAD and self._exited_now()):
             # It exited while idle: the call never reaches it, so the pool may run it on
-            # another worker. Asked before writing, since a fork of the worker may hold
-            # the request pipe open, and the write would then succeed into the void.
+            # another worker. An exit the event loop has not reported yet is found out
+            # after the write instead (which a fork of the worker holding the request
+            # pipe lets succeed): the CALL is then still unread in the pipe (finish_call).
+            # Where that cannot be counted, the system is asked here, one call each time.
             self._problem = self._GONE_WHILE_IDLE
             return True
         self._problem = None
+        self._call_size = 0
+        self._found_empty = False
         buffers = list(request)
         self._unsent, self._unsent_started = buffers, False
         if len(buffers) != 1 or type(buffers[0]) is not bytes:
@@ -530,6 +543,7 @@ class ProcessWorker(WorkerLifecycle, Worker):
             self._unsent, self._unsent_started = [memoryview(whole)[written:]], True
             return True
         self._unsent = []
+        self._call_size = written
         # A worker that answered moments ago is still polling for this call and will
         # answer within microseconds: reply_nowait polls for the reply briefly, which
         # costs far less than waiting through the event loop. One that went to sleep
@@ -567,11 +581,13 @@ class ProcessWorker(WorkerLifecycle, Worker):
             try:
                 while (count := readinto(view)) is None:
                     if not awake:
+                        self._found_empty = True
                         return PENDING
                     now = time.perf_counter()
                     if not deadline:
                         deadline = now + _REPLY_POLL
                     elif now > deadline:
+                        self._found_empty = True
                         return PENDING
                     _yield_cpu()  # the worker may share this CPU
             except (ClosedResourceError, BrokenResourceError):
@@ -596,7 +612,8 @@ class ProcessWorker(WorkerLifecycle, Worker):
             if self._unsent:
                 await self._send(self._unsent, started=self._unsent_started)
                 self._unsent = []
-            frame = await self._receive()
+            # A reply found not there yet is waited for before the next read.
+            frame = await self._receive(self._call_size, self._found_empty)
             self._answered = time.perf_counter()
             outcome = self._outcome(frame)
             if outcome is not PENDING:
