@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 import pytest
-from procio_workers import WorkerPool
+from procio_workers import PickleSerializer, WorkerPool
 
 if TYPE_CHECKING:
     from tests import procio_map_testfuncs as mfuncs
@@ -77,3 +77,31 @@ async def test_an_error_ends_every_later_loop() -> None:
                 assert results.failed_index == 3
                 assert [v async for v in results] == []
     assert got == [mfuncs.fail_on((x, 3)) for x in range(3)]
+
+
+class _TupleBatches(PickleSerializer):
+    """A serializer subclass: its maps travel as BATCHes of argument tuples."""
+
+
+@pytest.mark.parametrize("serializer", [None, _TupleBatches()], ids=["items", "tuples"])
+async def test_a_call_failing_inside_a_chunk_keeps_the_results_before_it(
+    serializer: PickleSerializer | None,
+) -> None:
+    # One chunk of 40: the worker runs its calls in one go; the 23 results before the
+    # failing call come back, and the error names the failing item.
+    items = [(x, 23) for x in range(40)]
+    async with WorkerPool(max_workers=1, serializer=serializer) as pool:
+        with anyio.fail_after(HANG_GUARD):
+            async with pool.map(mfuncs.fail_on, items, chunksize=40) as results:
+                got: list[int] = []
+
+                async def take_all() -> None:
+                    async for value in results:
+                        got.append(value)
+
+                with pytest.raises(ValueError, match="refusing 23") as caught:
+                    await take_all()
+                assert results.failed_index == 23
+                assert results.completed == 23
+    assert got == [10 * x for x in range(23)]
+    assert "raised by item 23 of the map" in (getattr(caught.value, "__notes__", None) or [])
