@@ -369,6 +369,10 @@ class _MapCore(_Core[T]):
             self._source = iter(items)
             self._async_source = None
         self._plain_source = type(items) in (list, tuple, range)
+        # A list is cut into chunks by slicing, a copy in one C call, at the positions
+        # its own iterator would reach (it too reads by position, and sees items
+        # appended meanwhile).
+        self._list: list[Any] | None = items if type(items) is list else None
         if chunksize is None and self.total is not None:
             # A function mapped before in this pool starts at the size its last map
             # measured, not at 1: a map called again and again (over batches of data,
@@ -512,6 +516,12 @@ class _MapCore(_Core[T]):
     def _take_from_iterator(self, source: Iterator[Any]) -> tuple[int, int, list[Any]] | None:
         if not self._take_start():
             return None
+        if self._list is not None:
+            start = self._taken
+            items = self._list[start : start + self._next_size()]
+            if not items:
+                self._exhausted = True
+            return self._number(items)
         if self._plain_source:
             # A list, tuple or range cannot fail: its items are taken in one C call.
             items = list(islice(source, self._next_size()))
