@@ -105,3 +105,20 @@ async def test_a_call_failing_inside_a_chunk_keeps_the_results_before_it(
                 assert results.completed == 23
     assert got == [10 * x for x in range(23)]
     assert "raised by item 23 of the map" in (getattr(caught.value, "__notes__", None) or [])
+
+
+async def test_a_list_grown_during_its_map_is_read_as_its_iterator_would() -> None:
+    # Chunks of a list are cut by position: items appended before the map reaches the
+    # end are mapped too, in order, as the list's own iterator would give them; none
+    # is taken twice or skipped. (The order window keeps the map from reading more
+    # than a few chunks ahead of the first result, far from the end here.)
+    xs = list(range(60))
+    async with WorkerPool(max_workers=1) as pool:
+        with anyio.fail_after(HANG_GUARD):
+            got: list[int] = []
+            async with pool.map(mfuncs.triple_plus_one, xs, chunksize=3) as results:
+                async for value in results:
+                    if not got:
+                        xs.extend([100, 101])
+                    got.append(value)
+    assert got == [3 * x + 1 for x in [*range(60), 100, 101]]
