@@ -16,6 +16,7 @@ import sys
 import threading
 from collections import deque
 from collections.abc import (
+    AsyncGenerator,
     AsyncIterable,
     AsyncIterator,
     Awaitable,
@@ -244,7 +245,11 @@ class _Core(Generic[T]):
 
     def _stop(self) -> None:
         """Cancel the driver's work: what has not started is dropped."""
+        self._halt_work()
         self._scope.cancel()
+
+    def _halt_work(self) -> None:
+        """Let no further work start (the driver's own rule, if it has one)."""
 
     async def aclose(self) -> None:
         """Stop the work and wait for it to end.
@@ -255,7 +260,10 @@ class _Core(Generic[T]):
         """
         self._closed = self._aclosed = True
         self._ready.clear()
-        self._stop()
+        if self._done.is_set():
+            self._halt_work()  # the driver has ended: no cancel scope to cancel
+        else:
+            self._stop()
         if self._started:
             with CancelScope(shield=True):
                 await self._done.wait()
@@ -361,6 +369,10 @@ class _MapCore(_Core[T]):
             self._source = iter(items)
             self._async_source = None
         self._plain_source = type(items) in (list, tuple, range)
+        # A list is cut into chunks by slicing, a copy in one C call, at the positions
+        # its own iterator would reach (it too reads by position, and sees items
+        # appended meanwhile).
+        self._list: list[Any] | None = items if type(items) is list else None
         if chunksize is None and self.total is not None:
             # A function mapped before in this pool starts at the size its last map
             # measured, not at 1: a map called again and again (over batches of data,
@@ -419,19 +431,28 @@ class _MapCore(_Core[T]):
     # -- the driver ------------------------------------------------------------------
 
     async def _drive(self) -> None:
-        async with anyio.create_task_group() as lanes:
-            if self._async_source is not None:
-                send, self._prefetched = anyio.create_memory_object_stream[Any](SOURCE_READ_AHEAD)
-                lanes.start_soon(self._read_source, send)
+        if self._async_source is None:
+            await self._run_lanes()
+            return
+        async with anyio.create_task_group() as reader:
+            send, self._prefetched = anyio.create_memory_object_stream[Any](SOURCE_READ_AHEAD)
+            reader.start_soon(self._read_source, send)
             try:
-                async with anyio.create_task_group() as workers:
-                    for _ in range(self.lanes):
-                        workers.start_soon(self._lane)
+                await self._run_lanes()
             finally:
-                # Every lane has ended: stop reading an async source.
-                lanes.cancel_scope.cancel()
-                if self._prefetched is not None:
-                    self._prefetched.close()
+                # Every lane has ended: stop reading the async source.
+                reader.cancel_scope.cancel()
+                self._prefetched.close()
+
+    async def _run_lanes(self) -> None:
+        # The driver's own task runs the last lane: one task fewer to start per map.
+        if self.lanes == 1:
+            await self._lane()
+            return
+        async with anyio.create_task_group() as others:
+            for _ in range(self.lanes - 1):
+                others.start_soon(self._lane)
+            await self._lane()
 
     async def _read_source(self, send: MemoryObjectSendStream[Any]) -> None:
         source = self._async_source
@@ -495,6 +516,12 @@ class _MapCore(_Core[T]):
     def _take_from_iterator(self, source: Iterator[Any]) -> tuple[int, int, list[Any]] | None:
         if not self._take_start():
             return None
+        if self._list is not None:
+            start = self._taken
+            items = self._list[start : start + self._next_size()]
+            if not items:
+                self._exhausted = True
+            return self._number(items)
         if self._plain_source:
             # A list, tuple or range cannot fail: its items are taken in one C call.
             items = list(islice(source, self._next_size()))
@@ -671,10 +698,11 @@ class _MapCore(_Core[T]):
             self._accept(self._held.pop(self._due))
             self._due += 1
             moved = True
-        if moved:
-            waiting, self._window_moved = self._window_moved, anyio.Event()
-            waiting.set()
-        return moved and self._window_waiters > 0
+        if not (moved and self._window_waiters):
+            return False
+        waiting, self._window_moved = self._window_moved, anyio.Event()
+        waiting.set()
+        return True
 
     def _check_complete(self) -> None:
         # Every chunk taken from the input was handed over, in order or not: an
@@ -693,9 +721,8 @@ class _MapCore(_Core[T]):
             self._raise = event.error
             self._halt()
 
-    def _stop(self) -> None:
+    def _halt_work(self) -> None:
         self._halt()
-        super()._stop()
 
 
 class _StreamCore(_Core[T]):
@@ -735,6 +762,42 @@ class _StreamCore(_Core[T]):
         return False
 
 
+def _iterate(handle: _Handle[T]) -> AsyncIterator[T]:
+    """An async generator of the results of *handle* (see :meth:`_Handle.__aiter__`)."""
+    agen = _results(handle)
+    # Not under the event loop's async generator hooks, which a generator left at a
+    # ``yield`` would pay for (asyncio schedules a task to close it; Trio warns that it
+    # was not exhausted): there is nothing to clean up at that ``yield``, and without
+    # hooks CPython closes the generator at once when it is dropped. The hooks are
+    # taken by a generator when it is first stepped, so it is stepped here, by a first
+    # ``__anext__`` that is closed without running anything, with none set.
+    hooks = sys.get_asyncgen_hooks()
+    if hooks.firstiter is None and hooks.finalizer is None:
+        return agen
+    sys.set_asyncgen_hooks(firstiter=None, finalizer=None)
+    try:
+        agen.__anext__().close()
+    finally:
+        sys.set_asyncgen_hooks(firstiter=hooks.firstiter, finalizer=hooks.finalizer)
+    return agen
+
+
+async def _results(handle: _Handle[T]) -> AsyncGenerator[T, None]:
+    # It holds the results object while it runs, as ``async for`` over that object
+    # would: ``async for x in pool.map(...)`` keeps the work going. Left with
+    # ``break``, the generator is closed and dropped at once (no hooks), and so is the
+    # results object with it, whose finalizer stops the work.
+    core = handle._core
+    ready = handle._ready
+    while True:
+        while ready:
+            yield ready.popleft()
+        try:
+            await core._fill()
+        except StopAsyncIteration:
+            return
+
+
 class _Handle(Generic[T]):
     """The caller's side of a map or a stream: iteration, closing, the finalizer."""
 
@@ -753,8 +816,13 @@ class _Handle(Generic[T]):
     ) -> None:
         await self._core.aclose()
 
-    def __aiter__(self) -> Self:
-        return self
+    def __aiter__(self) -> AsyncIterator[T]:
+        # ``async for`` steps an async generator's own iterator, in C, for less than
+        # what a call of the ``async def __anext__`` below costs (a coroutine made and
+        # run per item): the generator hands out the same results, from the same
+        # buffer, with the same checkpoint per refill. Calling ``__anext__`` on this
+        # object stays possible, and the two may be mixed.
+        return _iterate(self)
 
     async def __anext__(self) -> T:
         # The path of every item: a result at hand is handed out with no suspension and

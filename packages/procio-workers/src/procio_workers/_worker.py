@@ -15,7 +15,7 @@ import signal
 import sys
 import time
 import types
-from itertools import islice
+from itertools import islice, starmap
 
 # typing.TYPE_CHECKING without importing typing, which would cost every worker's start
 # some milliseconds for names used in annotations only (type checkers treat a module
@@ -111,6 +111,10 @@ STREAM_CHECK_SECONDS = 1e-3
 #: A stream's items wait to go out together at most this long after the first of them
 #: was produced (checked between items); an item that took this long goes out at once.
 STREAM_LINGER_SECONDS = 1e-3
+#: Whether ``list.extend`` keeps the items it appended before its iterator raised:
+#: CPython's does, so a BATCH runs its calls in C (``map``) and still knows how many
+#: returned before the one that raised. Elsewhere, one call at a time.
+_EXTEND_KEEPS_PARTIAL = sys.implementation.name == "cpython"
 
 
 class _ParentMain(types.ModuleType):
@@ -569,7 +573,11 @@ def _run_batch(link: _Link, codec: Codec, frame: Frame, limit: int) -> None:
     results: list[object] = []
     append = results.append
     try:
-        if one:
+        if _EXTEND_KEEPS_PARTIAL:
+            # Raised by a call, the results before it are in the list: its length is
+            # the index of the call that raised, as with the loops below.
+            results.extend(map(func, calls) if one else starmap(func, calls))
+        elif one:
             for item in calls:
                 append(func(item))
         else:
