@@ -769,14 +769,16 @@ def _iterate(handle: _Handle[T]) -> AsyncIterator[T]:
     # ``yield`` would pay for (asyncio schedules a task to close it; Trio warns that it
     # was not exhausted): there is nothing to clean up at that ``yield``, and without
     # hooks CPython closes the generator at once when it is dropped. The hooks are
-    # taken by a generator when it is first stepped, so it is stepped here, by a first
-    # ``__anext__`` that is closed without running anything, with none set.
+    # taken by a generator when it is first stepped, so it is stepped here, with none
+    # set, to its first ``yield``, which gives nothing to the caller. (Closing or
+    # dropping a first, unstarted ``__anext__`` instead does not work everywhere: it
+    # ends the generator on 3.13, and warns of a never-awaited ``asend`` before it.)
     hooks = sys.get_asyncgen_hooks()
-    if hooks.firstiter is None and hooks.finalizer is None:
-        return agen
     sys.set_asyncgen_hooks(firstiter=None, finalizer=None)
     try:
-        agen.__anext__().close()
+        agen.__anext__().send(None)
+    except StopIteration:
+        pass  # at the priming yield, as expected
     finally:
         sys.set_asyncgen_hooks(firstiter=hooks.firstiter, finalizer=hooks.finalizer)
     return agen
@@ -789,6 +791,7 @@ async def _results(handle: _Handle[T]) -> AsyncGenerator[T, None]:
     # results object with it, whose finalizer stops the work.
     core = handle._core
     ready = handle._ready
+    yield None  # type: ignore[misc]  # the priming step of _iterate, never seen
     while True:
         while ready:
             yield ready.popleft()
