@@ -497,14 +497,28 @@ PARENT_THAT_FORKS_AND_DIES = """
 import multiprocessing
 import os
 import signal
+import sys
 import time
 
 import anyio
-from procio_workers import to_process
+from procio_workers import WorkerPool
 
 
 def linger(seconds):
     time.sleep(seconds)
+
+
+def work_then_mark(path):
+    # Runs while the parent dies; the mark shows it ran to its end.
+    time.sleep(1.0)
+    with open(path, "w") as file:
+        file.write("done")
+    return os.getpid()
+
+
+def take_sigint_myself():
+    signal.signal(signal.SIGINT, lambda signum, frame: None)
+    return os.getpid()
 
 
 async def main():
@@ -512,17 +526,28 @@ async def main():
         # Workers inherit this environment: without pidfd_open, they fall back to
         # checking their parent pid.
         os.environ["PYTHONPATH"] = os.path.dirname(os.path.abspath(__file__))
-    worker = await to_process.run_sync(os.getpid)
-    # A fork of this process holds the parent's ends of the worker's pipes: the worker
-    # sees no end of file when this process dies.
-    fork = multiprocessing.get_context("fork").Process(target=linger, args=(60,))
-    fork.start()
-    # Whether the worker holds a pidfd (of this process) to watch it through.
-    links = [os.readlink(f"/proc/{worker}/fd/{fd}") for fd in os.listdir(f"/proc/{worker}/fd")]
-    print(worker, fork.pid, int(any("pidfd" in link for link in links)), flush=True)
-    if ENDING == "killed":
-        os.kill(os.getpid(), signal.SIGKILL)
-    os._exit(0)
+    async with WorkerPool(1, idle_poll=IDLE_POLL) as pool:
+        worker = await pool.run_sync(os.getpid)
+        if STATE == "own-sigint":
+            await pool.run_sync(take_sigint_myself)
+        async with anyio.create_task_group() as tg:
+            if STATE == "busy":
+                tg.start_soon(pool.run_sync, work_then_mark, sys.argv[1])
+                await anyio.sleep(0.3)  # the call is under way
+            # A fork of this process holds the parent's ends of the worker's pipes: the
+            # worker sees no end of file when this process dies.
+            fork = multiprocessing.get_context("fork").Process(target=linger, args=(60,))
+            fork.start()
+            # Calls far apart: an idle worker sleeps in a read by now, not polling.
+            await anyio.sleep(0.1)
+            # Whether the worker holds a pidfd (of this process) to watch it through.
+            links = [
+                os.readlink(f"/proc/{worker}/fd/{fd}") for fd in os.listdir(f"/proc/{worker}/fd")
+            ]
+            print(worker, fork.pid, int(any("pidfd" in link for link in links)), flush=True)
+            if ENDING == "killed":
+                os.kill(os.getpid(), signal.SIGKILL)
+            os._exit(0)
 
 
 if __name__ == "__main__":
@@ -540,28 +565,30 @@ def _first_line_of(command: list[str]) -> str:
     return line
 
 
-@pytest.mark.skipif(
-    sys.platform != "linux" or not hasattr(os, "pidfd_open"), reason="Linux with pidfd_open"
-)
-@pytest.mark.parametrize(
-    ("ending", "watch"), [("exits", "pidfd"), ("killed", "pidfd"), ("killed", "getppid")]
-)
-async def test_an_idle_worker_does_not_outlive_a_parent_that_forked(
-    anyio_backend: Any, tmp_path: Any, ending: str, watch: str
-) -> None:
+async def _parent_forks_and_dies(
+    anyio_backend: Any, tmp_path: Any, *, ending: str, watch: str, state: str, idle_poll: object
+) -> tuple[int, int, Any]:
+    """Run a parent that forks and dies with its worker in *state*; see the script."""
     script = tmp_path / "parent.py"
     script.write_text(
         PARENT_THAT_FORKS_AND_DIES.replace("BACKEND", repr(anyio_backend[0]))
         .replace("ENDING", repr(ending))
-        .replace("WATCH", repr(watch)),
+        .replace("WATCH", repr(watch))
+        .replace("STATE", repr(state))
+        .replace("IDLE_POLL", repr(idle_poll)),
         encoding="utf-8",
     )
     (tmp_path / "sitecustomize.py").write_text("import os\ndel os.pidfd_open\n")
-    line = await anyio.to_thread.run_sync(_first_line_of, [sys.executable, str(script)])
+    mark = tmp_path / "mark"
+    line = await anyio.to_thread.run_sync(_first_line_of, [sys.executable, str(script), str(mark)])
     worker, fork, has_pidfd = (int(number) for number in line.split())
+    # The worker watched its parent the way this case means to test.
+    assert has_pidfd == (watch == "pidfd")
+    return worker, fork, mark
+
+
+async def _wait_gone(worker: int, fork: int) -> None:
     try:
-        # The worker watched its parent the way this case means to test.
-        assert has_pidfd == (watch == "pidfd")
         with fail_after(10):
             while pid_alive(worker):  # noqa: ASYNC110 - not our child: no event to wait on
                 await anyio.sleep(0.02)
@@ -570,4 +597,51 @@ async def test_an_idle_worker_does_not_outlive_a_parent_that_forked(
         for pid in (worker, fork):
             with suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+LINUX_PIDFD = pytest.mark.skipif(
+    sys.platform != "linux" or not hasattr(os, "pidfd_open"), reason="Linux with pidfd_open"
+)
+
+
+@LINUX_PIDFD
+@pytest.mark.parametrize(
+    ("ending", "watch"), [("exits", "pidfd"), ("killed", "pidfd"), ("killed", "getppid")]
+)
+# The default polls after the first call, then sleeps; 0 sleeps at once.
+@pytest.mark.parametrize("idle_poll", ["adaptive", 0])
+async def test_an_idle_worker_does_not_outlive_a_parent_that_forked(
+    anyio_backend: Any, tmp_path: Any, ending: str, watch: str, idle_poll: object
+) -> None:
+    worker, fork, _ = await _parent_forks_and_dies(
+        anyio_backend, tmp_path, ending=ending, watch=watch, state="idle", idle_poll=idle_poll
+    )
+    await _wait_gone(worker, fork)
     tally("workers that ended with their parent although a fork of it lived on")
+
+
+@LINUX_PIDFD
+@pytest.mark.parametrize("watch", ["pidfd", "getppid"])
+async def test_a_busy_worker_finishes_its_call_then_ends_with_a_parent_that_forked(
+    anyio_backend: Any, tmp_path: Any, watch: str
+) -> None:
+    # The parent's exit is seen while the function runs; the function is not cut short.
+    worker, fork, mark = await _parent_forks_and_dies(
+        anyio_backend, tmp_path, ending="killed", watch=watch, state="busy", idle_poll="adaptive"
+    )
+    await _wait_gone(worker, fork)
+    assert mark.read_text() == "done", "the call under way should have run to its end"
+    tally("workers that finished their call, then ended with their parent")
+
+
+@LINUX_PIDFD
+async def test_an_idle_worker_whose_function_took_sigint_still_ends_with_its_parent(
+    anyio_backend: Any, tmp_path: Any
+) -> None:
+    # A handler of the function's own on SIGINT lets an interrupted read resume: the
+    # worker must not then sleep on in it.
+    worker, fork, _ = await _parent_forks_and_dies(
+        anyio_backend, tmp_path, ending="killed", watch="pidfd", state="own-sigint", idle_poll=0
+    )
+    await _wait_gone(worker, fork)
+    tally("workers with a SIGINT handler of their own that ended with their parent")
