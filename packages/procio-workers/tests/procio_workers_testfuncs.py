@@ -190,6 +190,16 @@ def pid_gone(pid: int) -> bool:
     return entry is None or entry[1] == "Z"
 
 
+def pid_stopped(pid: int) -> bool:
+    """Whether the main thread of *pid* is stopped (by SIGSTOP), not merely signalled.
+
+    A worker asleep in a blocking read of its request pipe takes a call that arrives
+    before the stop lands: only once stopped does it read nothing more.
+    """
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        return stat.read().rpartition(")")[2].split()[0] in ("T", "t")
+
+
 def pid_exists(pid: int) -> bool:
     """Whether *pid* exists at all, as a live process or a zombie nobody reaped."""
     return os.path.exists(f"/proc/{pid}")

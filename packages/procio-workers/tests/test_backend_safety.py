@@ -269,7 +269,8 @@ async def test_a_call_the_worker_died_before_reading_runs_on_another_worker(
     """The CALL went out whole to a worker that was alive, which died before it read it.
 
     The call never reached that worker: it runs on another one and does not fail, and
-    nothing counts as broken. Stopping the worker makes it certain that it never reads.
+    nothing counts as broken. Stopping the worker makes it certain that it never reads,
+    once it is stopped: asleep in a read, it would still take a call that came before.
     """
     import array
     import fcntl
@@ -289,6 +290,8 @@ async def test_a_call_the_worker_died_before_reading_runs_on_another_worker(
         results: list[int] = []
         try:
             with anyio.fail_after(10):
+                while not funcs.pid_stopped(first):  # noqa: ASYNC110 - no event for that
+                    await anyio.sleep(0.001)
                 async with anyio.create_task_group() as tg:
 
                     async def call() -> None:

@@ -9,12 +9,18 @@ import signal
 import sys
 import termios
 import threading
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.lowlevel
 import pytest
 from procio_workers import SerializationError, WorkerPool
 from procio_workers._process_backend import ProcessWorker
+
+if TYPE_CHECKING:
+    from tests import procio_workers_testfuncs as funcs
+else:
+    import procio_workers_testfuncs as funcs
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="FIONREAD on a pipe: Linux")
 
@@ -43,6 +49,10 @@ async def test_other_tasks_run_while_the_call_is_with_the_worker() -> None:
             await anyio.sleep(0.05)  # the worker sleeps (no polling) and the parent knows
             os.kill(pid, signal.SIGSTOP)
             try:
+                # Asleep in a read, the worker would still take a call sent before the
+                # stop lands.
+                while not funcs.pid_stopped(pid):  # noqa: ASYNC110 - no event for that
+                    await anyio.sleep(0.001)
 
                 async def sibling() -> None:
                     seen.append(_waiting_bytes(worker._channel.request.fd))
