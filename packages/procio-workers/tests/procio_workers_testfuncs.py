@@ -132,6 +132,17 @@ def open_fds() -> set[int]:
     return {int(name) for name in os.listdir("/proc/self/fd")}
 
 
+def proc_stat(pid: int) -> tuple[str, int]:
+    """The state letter of *pid*'s main thread and its parent pid, from /proc.
+
+    Raises OSError once the process is gone.
+    """
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        stat = f.read()
+    state, ppid = stat[stat.rfind(b")") + 2 :].split(b" ", 2)[:2]
+    return state.decode(), int(ppid)
+
+
 def _process_table() -> dict[int, tuple[int, str]]:
     """Map every pid to (parent pid, state letter), from /proc."""
     table: dict[int, tuple[int, str]] = {}
@@ -139,12 +150,10 @@ def _process_table() -> dict[int, tuple[int, str]]:
         if not entry.isdigit():
             continue
         try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
+            state, ppid = proc_stat(int(entry))
         except OSError:
             continue  # exited while we looked
-        state, ppid = stat[stat.rfind(b")") + 2 :].split(b" ", 2)[:2]
-        table[int(entry)] = (int(ppid), state.decode())
+        table[int(entry)] = (ppid, state)
     return table
 
 
@@ -196,8 +205,7 @@ def pid_stopped(pid: int) -> bool:
     A worker asleep in a blocking read of its request pipe takes a call that arrives
     before the stop lands: only once stopped does it read nothing more.
     """
-    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-        return stat.read().rpartition(")")[2].split()[0] in ("T", "t")
+    return proc_stat(pid)[0] in ("T", "t")
 
 
 def pid_exists(pid: int) -> bool:

@@ -201,9 +201,7 @@ async def test_bad_settings_are_refused(kwargs: dict[str, int], message: str) ->
 
 def _sleep_state(pid: int) -> tuple[str, int]:
     """Return the main thread's scheduling state and its count of context switches."""
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        stat = f.read()
-    state = stat[stat.rfind(b")") + 2 :].split(b" ", 1)[0].decode()
+    state = funcs.proc_stat(pid)[0]
     switches = 0
     with open(f"/proc/{pid}/status", encoding="ascii") as f:
         for line in f:

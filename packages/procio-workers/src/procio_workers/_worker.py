@@ -437,7 +437,7 @@ class _Link:
             if sleep and whole and not spin:
                 count = self._sleep_read()
             else:
-                if self.blocking:
+                if self.blocking:  # tested here first: this loop spins, a call costs
                     self.nonblocking()
                 try:
                     count = os.readv(REQUEST_FD, [self.inbox_view if whole else reader.buffer()])
