@@ -149,6 +149,37 @@ async def test_statistics_count_calls_failures_and_busy_workers(tmp_path: Path) 
     assert pool.statistics().workers == 0
 
 
+async def test_a_cancelled_call_returns_once_its_killed_worker_is_reaped(
+    tmp_path: Path,
+) -> None:
+    # A cancelled call kills its worker. A SIGKILL takes effect when the system gets to
+    # it, and until then the process may still run the call's code: the call returns
+    # only once the worker is gone and reaped (as AnyIO's does), and no figure of the
+    # pool counts it as gone before.
+    running = tmp_path / "running"
+    seen: list[tuple[PoolStatistics, bool]] = []
+    pid = 0
+
+    async def call_then_look(scope: anyio.CancelScope) -> None:
+        with scope:
+            await pool.run_sync(pfuncs.announce_then_sleep, str(running), 30, cancellable=True)
+        seen.append((pool.statistics(), funcs.pid_exists(pid)))
+
+    async with WorkerPool(max_workers=1) as pool:
+        with anyio.fail_after(30):
+            scope = anyio.CancelScope()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(call_then_look, scope)
+                while not running.exists() or not running.read_text():  # noqa: ASYNC110
+                    await anyio.sleep(0.01)
+                pid = int(running.read_text())
+                scope.cancel()
+            ((figures, exists),) = seen
+            assert not exists, "the cancelled call returned while its worker was not reaped"
+            assert (figures.workers, figures.busy, figures.idle) == (0, 0, 0)
+            assert await pool.run_sync(funcs.echo, "next") == "next"
+
+
 async def test_a_closed_pool_refuses_calls() -> None:
     async with WorkerPool(max_workers=1) as pool:
         pass

@@ -154,8 +154,8 @@ async def test_a_cancelled_cancellable_stream_kills_its_worker() -> None:
                     scope.cancel()
                     await items.__anext__()
             assert scope.cancelled_caught
-            while not funcs.pid_gone(victim):  # noqa: ASYNC110 - a pid has no event
-                await anyio.sleep(0.01)
+            # Leaving the block returned once the killed worker was reaped.
+            assert not funcs.pid_exists(victim)
             assert pool.statistics().busy == 0
             assert await pool.run_sync(mfuncs.pid) != victim
             assert [i async for i in pool.stream(mfuncs.count_up, 4)] == [0, 1, 2, 3]

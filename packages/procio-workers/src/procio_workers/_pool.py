@@ -61,8 +61,14 @@ class PoolStatistics:
     """Figures of a :class:`WorkerPool` at one moment.
 
     Attributes:
-        workers: workers alive now (busy or idle).
-        busy: workers running a call now.
+        workers: workers alive now (busy or idle). A worker killed during a call
+            counts until the pool has reaped it, so this can briefly exceed
+            ``max_workers`` while a new worker takes the killed one's place.
+        busy: workers running a call now, and workers killed during a call (it was
+            cancelled with ``cancellable=True``, or interrupted) that the pool has not
+            reaped yet: a SIGKILL takes effect when the system gets to it, and until
+            then such a process may still run the call's code. ``busy == 0`` means
+            that no process of the pool runs a call.
         idle: workers waiting for a call now.
         started: workers started since the pool opened.
         calls: calls finished, whether they returned or raised.
@@ -80,7 +86,7 @@ class PoolStatistics:
 
 
 class _Slot:
-    __slots__ = ("closed_by_pool", "idle_since", "reusable", "tasks", "worker")
+    __slots__ = ("closed_by_pool", "idle_since", "reaped", "reusable", "tasks", "worker")
 
     def __init__(self, worker: Worker, *, reusable: bool) -> None:
         self.worker = worker
@@ -89,6 +95,8 @@ class _Slot:
         self.idle_since = 0.0
         # Set when the pool killed the worker because it closed under a running call.
         self.closed_by_pool = False
+        # Made when a call's worker is killed; set once the pool has reaped it.
+        self.reaped: anyio.Event | None = None
 
 
 def _check_int(name: str, value: object, *, minimum: int, optional: bool = False) -> None:
@@ -240,6 +248,8 @@ class WorkerPool:
         self._limiter: CapacityLimiter | None = CapacityLimiter(self.max_workers)
         self._slots: set[_Slot] = set()
         self._retiring: set[_Slot] = set()  # dropped, still being closed
+        # Killed during a call and not reaped yet: counted busy (see PoolStatistics).
+        self._killed: set[_Slot] = set()
         self._idle: list[_Slot] = []  # most recently used last
         self._idle_changed = anyio.Event()
         self._timer_waits_for_idle = True
@@ -344,9 +354,11 @@ class WorkerPool:
             scope.cancel()
         busy = self._slots.difference(self._idle)
         slots = self._slots | self._retiring
+        killed = list(self._killed)
         self._slots.clear()
         self._idle.clear()
         self._retiring.clear()
+        self._killed.clear()
         for slot in busy:
             # Only a call that outlived the pool's block, or one running while another
             # task closes the pool, can still be running here.
@@ -356,6 +368,9 @@ class WorkerPool:
             async with anyio.create_task_group() as tg:
                 for slot in slots:
                     tg.start_soon(slot.worker.aclose)
+            for slot in killed:
+                if slot.reaped is not None:
+                    slot.reaped.set()
             # A call starting a worker was cancelled above: it closes that worker itself.
             while self._starting:
                 # One event for every task closing the pool at the same time.
@@ -371,6 +386,22 @@ class WorkerPool:
         # or not, and a worker whose closing was cut short must be closed again by
         # _close_workers.
         self._retiring.discard(slot)
+        self._killed.discard(slot)
+        if slot.reaped is not None:
+            slot.reaped.set()
+
+    async def _reaped(self, slot: _Slot) -> None:
+        """Wait until *slot*'s worker, killed during a call, has exited and been reaped.
+
+        A SIGKILL takes effect when the system gets to it: until then the process may
+        still run the call's code. A call (or a map, or a stream) that killed its worker
+        returns only after this, as AnyIO's ``to_process.run_sync`` waits for its
+        killed worker, so that nothing of it runs any more once it has returned.
+        """
+        event = slot.reaped
+        if event is not None and slot in self._killed:
+            with CancelScope(shield=True):
+                await event.wait()
 
     async def _prestart_one(self, failures: list[Exception]) -> None:
         try:
@@ -391,9 +422,10 @@ class WorkerPool:
     def statistics(self) -> PoolStatistics:
         """Return the pool's figures now."""
         idle = len(self._idle)
+        workers = len(self._slots) + len(self._killed)
         return PoolStatistics(
-            workers=len(self._slots),
-            busy=len(self._slots) - idle,
+            workers=workers,
+            busy=workers - idle,
             idle=idle,
             started=self._started,
             calls=self._calls,
@@ -426,7 +458,8 @@ class WorkerPool:
                 importable in the worker.
             args: its positional arguments.
             cancellable: if the caller is cancelled while the call runs, kill the
-                worker and raise the cancellation at once; by default the call is
+                worker and raise the cancellation once it has exited and been
+                reaped (nothing of the call runs after that); by default the call is
                 shielded and runs to completion.
 
         Raises:
@@ -619,6 +652,7 @@ class WorkerPool:
                     self._release(slot)
                     raise
                 error = self._failed(slot, exc)
+                await self._reaped(slot)
                 if error is exc:
                     raise
                 raise error from exc
@@ -783,6 +817,7 @@ class WorkerPool:
                         result = await worker.call(request)
         except BaseException as exc:
             error = self._failed(slot, exc)
+            await self._reaped(slot)
             if error is exc:
                 raise
             raise error from exc
@@ -795,6 +830,7 @@ class WorkerPool:
                 results = await slot.worker.call_batch(request)
         except BaseException as exc:
             error = self._failed(slot, exc)
+            await self._reaped(slot)
             if error is exc:
                 raise
             raise error from exc
@@ -854,6 +890,10 @@ class WorkerPool:
         # answer) that landed while the call ran: the worker may still be running it,
         # and would hand its result to the next call. It goes.
         worker.kill()
+        # Reaped in the background (_finish), or by the pool's closing, which counts none.
+        if not slot.closed_by_pool and self._task_group is not None:
+            slot.reaped = anyio.Event()
+            self._killed.add(slot)
         self._drop(slot, "killed: its call was cancelled or interrupted")
         return exc
 
@@ -959,6 +999,7 @@ class _ChunkRunner:
         )
         self._dropping = False  # a CLOSE went out for the chunk sent last
         self._began = 0.0  # when the chunk answered next began to run
+        self._killed: list[_Slot] = []  # workers killed under this lane, to be reaped
         #: The tag of the chunk whose answer :meth:`result` awaits (or last awaited).
         self.current: Any = None
 
@@ -1129,8 +1170,17 @@ class _ChunkRunner:
         """Drop a queued chunk (or wait for it, if begun), and hand the worker back.
 
         Its results are not reported. With ``cancellable=True`` a cancellation kills the
-        worker instead of waiting.
+        worker instead of waiting. Returns once every worker killed under this lane has
+        been reaped: nothing of the lane runs after that.
         """
+        try:
+            await self._close_held()
+        finally:
+            killed, self._killed = self._killed, []
+            for slot in killed:
+                await self._pool._reaped(slot)
+
+    async def _close_held(self) -> None:
         slot = self._slot
         if slot is None or not self._sent:
             self.hand_back()
@@ -1196,6 +1246,8 @@ class _ChunkRunner:
             slot.tasks += self._ran
             self._ran = 0
             error = self._pool._failed(slot, exc)
+            if slot.reaped is not None:
+                self._killed.append(slot)
             if error is not exc:
                 self._release_token()
                 raise error from exc

@@ -57,8 +57,9 @@ async def run_sync(
             ``cloudpickle`` extra installed).
         args: its positional arguments, which must be picklable.
         cancellable: if the caller is cancelled while the call runs, kill the worker
-            and raise the cancellation at once; by default the call is shielded and
-            runs to completion. A call cancelled before it starts reserves no worker.
+            and raise the cancellation once it has exited and been reaped (nothing
+            of the call runs after that); by default the call is shielded and runs
+            to completion. A call cancelled before it starts reserves no worker.
         limiter: the capacity limiter that bounds how many workers run at once
             (default: :func:`current_default_process_limiter`).
         popen_kwargs: any :class:`subprocess.Popen` keyword argument: the call then
