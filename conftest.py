@@ -9,12 +9,27 @@ event loops.
 from __future__ import annotations
 
 import os
+import random
 import sys
 from typing import Any
 
 import pytest
 
 _BACKENDS = ("asyncio", "uvloop", "trio")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # One seed of the reliability suite for the whole run. `hatch test` runs the tests
+    # in several processes (pytest-xdist), which inherit this process's environment:
+    # each draws its scenarios from the same seed, and the header below names it.
+    os.environ.setdefault("PROCIO_RELIABILITY_SEED", str(random.SystemRandom().randrange(2**32)))
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    seed = os.environ["PROCIO_RELIABILITY_SEED"]
+    scale = os.environ.get("PROCIO_RELIABILITY_SCALE") or "1"
+    replay = f"replay with PROCIO_RELIABILITY_SEED={seed}"
+    return f"procio reliability: seed {seed} ({replay}), scale {scale}"
 
 
 def _chosen_backends() -> set[str]:

@@ -64,9 +64,15 @@ def replay_hint() -> str:
 
 
 def write_report() -> None:
-    """Write the tally to the file named by ``PROCIO_RELIABILITY_REPORT``, if any."""
+    """Write the tally to the file named by ``PROCIO_RELIABILITY_REPORT``, if any.
+
+    In a parallel run each process writes its own share, to that name followed by
+    ``.`` and the process's name (``gw0``...); ``soak.py`` runs the suite in one process.
+    """
     if _REPORT:
-        with open(_REPORT, "w", encoding="utf-8") as report:
+        worker = os.environ.get("PYTEST_XDIST_WORKER")
+        path = f"{_REPORT}.{worker}" if worker else _REPORT
+        with open(path, "w", encoding="utf-8") as report:
             json.dump({"seed": SEED, "scale": SCALE, "counts": dict(TALLY)}, report)
 
 

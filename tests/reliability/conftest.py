@@ -1,4 +1,7 @@
-"""Hooks of the reliability suite: the seed in the header, the tally written at the end.
+"""Hooks of the reliability suite: the tally written at the end.
+
+The session's seed is chosen, and named in pytest's header, by the repository's root
+``conftest.py``, so that every process of a parallel run shares it.
 
 Functions that run in a worker must be importable there by module name, so they live in
 ``procio_reliability_funcs`` and this folder goes on ``sys.path`` (the worker gets the
@@ -12,15 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from ._support import SCALE, replay_hint, write_report
+from ._support import write_report
 
 HERE = str(Path(__file__).resolve().parent)
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
-
-
-def pytest_report_header(config: pytest.Config) -> str:
-    return f"procio reliability: {replay_hint()}, scale {SCALE}"
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
