@@ -77,6 +77,8 @@ async def test_a_keyboard_interrupt_while_waiting_does_not_shift_results(
         with pytest.raises(KeyboardInterrupt):
             await pool.run_sync(pfuncs.sleep_then_return, "first", 0.5)
         assert interrupted == [first_pid]
+        # The interrupted call returned once its killed worker was reaped.
+        assert not funcs.pid_exists(first_pid)
         # Each later call gets its own result, never the one before it.
         assert await pool.run_sync(funcs.echo, "second") == "second"
         assert await pool.run_sync(funcs.echo, "third") == "third"
