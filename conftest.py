@@ -18,11 +18,13 @@ import pytest
 _BACKENDS = ("asyncio", "uvloop", "trio")
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    # One seed of the reliability suite for the whole run. `hatch test` runs the tests
-    # in several processes (pytest-xdist), which inherit this process's environment:
-    # each draws its scenarios from the same seed, and the header below names it.
-    os.environ.setdefault("PROCIO_RELIABILITY_SEED", str(random.SystemRandom().randrange(2**32)))
+# One seed of the reliability suite for the whole run, drawn as this file is imported:
+# pytest imports it before any conftest.py below it (the reliability suite's reads the
+# seed as it loads). `hatch test` runs the tests in several processes (pytest-xdist),
+# which inherit this process's environment: each draws its scenarios from the same
+# seed, and the header below names it.
+if not os.environ.get("PROCIO_RELIABILITY_SEED"):
+    os.environ["PROCIO_RELIABILITY_SEED"] = str(random.SystemRandom().randrange(2**32))
 
 
 def pytest_report_header(config: pytest.Config) -> str:

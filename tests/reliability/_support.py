@@ -23,7 +23,9 @@ from typing import Any
 import psutil  # type: ignore[import-untyped, unused-ignore]  # no types without types-psutil
 import pytest
 
-SEED = int(os.environ.get("PROCIO_RELIABILITY_SEED") or random.SystemRandom().randrange(2**32))
+# Drawn once for the whole run by the root conftest.py (or given), never here: a process
+# of a parallel run that drew its own would replay nothing the header names.
+SEED = int(os.environ["PROCIO_RELIABILITY_SEED"])
 SCALE = float(os.environ.get("PROCIO_RELIABILITY_SCALE") or 1.0)
 _REPORT = os.environ.get("PROCIO_RELIABILITY_REPORT")
 
