@@ -16,6 +16,7 @@ from procio_workers import (
     PickleSerializer,
     ProcessBackend,
     SerializationError,
+    WorkerPool,
     _wire,
     testing,
 )
@@ -104,6 +105,26 @@ class _InProcessBackend(WorkerBackend):
 async def test_the_kit_catches_a_backend_that_swallows_errors() -> None:
     with pytest.raises(AssertionError, match="must reach the caller"):
         await testing.check_backend(_InProcessBackend)
+
+
+class _RecordingBackend(WorkerBackend):
+    def __init__(self) -> None:
+        self.starts: list[dict[str, Any]] = []
+
+    async def start_worker(self, options: Mapping[str, Any]) -> Worker:
+        self.starts.append(dict(options))
+        return _ErrorSwallowingWorker()
+
+
+async def test_a_backend_without_prestart_worker_prestarts_with_start_worker() -> None:
+    # prestart_worker is optional: a backend written before it existed still gets its
+    # prestarted workers, started as ordinary reusable ones, and no other start.
+    backend = _RecordingBackend()
+    async with WorkerPool(max_workers=3, prestart=2, backend=backend) as pool:
+        assert backend.starts == [{}, {}]
+        assert pool.statistics().idle == 2
+        assert await pool.run_sync(abs, -3) == 3
+    assert backend.starts == [{}, {}]
 
 
 class _Delegating(Worker):

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
@@ -343,3 +343,194 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+MAIN_AHEAD = """
+import json
+import os
+import sys
+
+import anyio
+from procio_workers import WorkerPool
+
+if __name__ != "__main__":
+    # Run in a worker, as __mp_main__: every run is noted.
+    with open(os.environ["MAIN_RUNS"], "a") as runs:
+        runs.write(f"{os.getpid()}\\n")
+    if os.environ.get("MAIN_FAILS"):
+        raise LookupError("the main module failed in the worker")
+
+
+def from_main():
+    return os.getpid()
+
+
+def runs():
+    with open(os.environ["MAIN_RUNS"]) as noted:
+        return [int(line) for line in noted.read().split()]
+
+
+async def outcome(pool, func):
+    try:
+        return ["ok", await pool.run_sync(func)]
+    except Exception as exc:
+        return ["error", type(exc).__name__, str(exc)]
+
+
+async def main():
+    async with WorkerPool(max_workers=1, prestart=int(sys.argv[1])) as pool:
+        # os.getpid needs nothing of this module: a worker that runs it lazily has not
+        # run it once this call returns.
+        pid = await pool.run_sync(os.getpid)
+        before = runs()
+        first = await outcome(pool, from_main)
+        second = await outcome(pool, from_main)
+        print(json.dumps([pid, before, first, second, runs()]))
+
+
+if __name__ == "__main__":
+    if sys.argv[2] == "uvloop":
+        import uvloop
+
+        anyio.run(main, backend_options={"loop_factory": uvloop.new_event_loop})
+    else:
+        anyio.run(main, backend=sys.argv[2])
+"""
+
+
+def _run_main_ahead(
+    tmp_path: Path, backend: tuple[str, dict[str, object]], prestart: int, *, fails: bool
+) -> list[Any]:
+    import json
+
+    loop = "uvloop" if "loop_factory" in backend[1] else backend[0]
+    script = tmp_path / "ahead.py"
+    script.write_text(MAIN_AHEAD)
+    runs = tmp_path / "runs"
+    runs.write_text("")
+    env = dict(os.environ, MAIN_RUNS=str(runs))
+    env.pop("MAIN_FAILS", None)
+    if fails:
+        env["MAIN_FAILS"] = "1"
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(HERE), *sys.path])
+    completed = subprocess.run(
+        [sys.executable, str(script), str(prestart), loop],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr.decode()
+    result: list[Any] = json.loads(completed.stdout)
+    return result
+
+
+async def test_a_prestarted_worker_runs_the_parents_main_before_its_first_call(
+    tmp_path: Path, anyio_backend: tuple[str, dict[str, object]]
+) -> None:
+    # Started ahead of need, a worker runs the parent's main module at once (as AnyIO's
+    # workers do), not on the first call that needs it: that call then finds it ready.
+    pid, before, first, second, after = await anyio.to_thread.run_sync(
+        lambda: _run_main_ahead(tmp_path, anyio_backend, 1, fails=False)
+    )
+    assert before == [pid], "the prestarted worker had not run the main module"
+    assert first == second == ["ok", pid]
+    assert after == [pid]  # once only
+
+
+async def test_a_worker_started_for_a_call_runs_the_parents_main_only_when_needed(
+    tmp_path: Path, anyio_backend: tuple[str, dict[str, object]]
+) -> None:
+    # Started for a call, a worker runs the main module only when a call needs one of
+    # its names: a call of anything else does not pay for its imports.
+    pid, before, first, second, after = await anyio.to_thread.run_sync(
+        lambda: _run_main_ahead(tmp_path, anyio_backend, 0, fails=False)
+    )
+    assert before == []
+    assert first == second == ["ok", pid]
+    assert after == [pid]
+
+
+@pytest.mark.parametrize("prestart", [0, 1], ids=["started-for-a-call", "prestarted"])
+async def test_a_main_module_that_fails_in_the_worker_fails_the_call_that_needs_it(
+    tmp_path: Path, anyio_backend: tuple[str, dict[str, object]], prestart: int
+) -> None:
+    # Run ahead or when needed, a main module that raises is reported by the first call
+    # that needs it, with its own exception; later calls find the module without the
+    # name (it ran once), and the worker goes on serving.
+    pid, before, first, second, after = await anyio.to_thread.run_sync(
+        lambda: _run_main_ahead(tmp_path, anyio_backend, prestart, fails=True)
+    )
+    assert before == ([pid] if prestart else [])
+    assert first == [
+        "error",
+        "SerializationError",
+        "the call's arguments could not be rebuilt in the worker: "
+        "builtins.LookupError: the main module failed in the worker",
+    ]
+    assert second[:2] == ["error", "SerializationError"]
+    assert "AttributeError: Can't get attribute 'from_main'" in str(second[2])
+    assert after == [pid]
+
+
+STUCK_MAIN = """
+import os
+import sys
+
+import anyio
+from procio_workers import WorkerPool
+
+if __name__ != "__main__":
+    with open(os.environ["MAIN_RUNS"], "a") as runs:
+        runs.write(f"{os.getpid()}\\n")
+    import time
+    time.sleep(3600)  # a main module that never finishes its import
+
+
+def gone(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+async def main():
+    async with WorkerPool(max_workers=1, prestart=1) as pool:
+        while not open(os.environ["MAIN_RUNS"]).read():
+            await anyio.sleep(0.01)
+        stuck = int(open(os.environ["MAIN_RUNS"]).read())
+        if sys.argv[1] == "cancel":
+            # The call waits behind the main module; cancelled, it kills the worker.
+            with anyio.move_on_after(0.2):
+                await pool.run_sync(os.getpid, cancellable=True)
+            print(gone(stuck), pool.statistics().workers)
+    print(gone(stuck))
+
+
+if __name__ == "__main__":
+    anyio.run(main)
+"""
+
+
+@pytest.mark.parametrize("how", ["close", "cancel"])
+async def test_a_prestarted_worker_stuck_in_the_main_module_is_still_ended(
+    tmp_path: Path, how: str
+) -> None:
+    # A main module whose import never ends holds its prestarted worker: a cancellable
+    # call cancelled meanwhile kills it, and the pool's closing ends it; nothing is left.
+    script = tmp_path / "stuck.py"
+    script.write_text(STUCK_MAIN)
+    runs = tmp_path / "runs"
+    runs.write_text("")
+    env = dict(os.environ, MAIN_RUNS=str(runs))
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), *sys.path])
+    with anyio.fail_after(60):  # against a hang only: it takes about 2 s
+        completed = await anyio.run_process(
+            [sys.executable, str(script), how], env=env, cwd=tmp_path, check=False
+        )
+    assert completed.returncode == 0, completed.stderr.decode()
+    expected = ["True", "0", "True"] if how == "cancel" else ["True"]
+    assert completed.stdout.decode().split() == expected
+    assert not _alive(int(runs.read_text()))

@@ -405,7 +405,7 @@ class WorkerPool:
 
     async def _prestart_one(self, failures: list[Exception]) -> None:
         try:
-            slot = await self._start(reusable=True, options={})
+            slot = await self._start(reusable=True, options={}, ahead=True)
         except Exception as exc:
             failures.append(exc)
             return
@@ -751,7 +751,9 @@ class WorkerPool:
             self._drop(slot, "found dead while idle", logging.INFO)
         return await self._start(reusable=True, options={})
 
-    async def _start(self, *, reusable: bool, options: Mapping[str, Any]) -> _Slot:
+    async def _start(
+        self, *, reusable: bool, options: Mapping[str, Any], ahead: bool = False
+    ) -> _Slot:
         self._check_open()
         # Closing the pool cancels this scope: a start must not hold up the close, nor
         # hand a worker to a closed pool.
@@ -760,7 +762,10 @@ class WorkerPool:
         worker: Worker | None = None
         try:
             with scope:
-                worker = await self.backend.start_worker(options)
+                if ahead:
+                    worker = await self.backend.prestart_worker()
+                else:
+                    worker = await self.backend.start_worker(options)
                 self._started += 1
                 logger.debug("worker %s started", worker.pid)
                 if self.initializer is not None:

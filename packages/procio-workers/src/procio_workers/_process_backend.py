@@ -1079,20 +1079,38 @@ class ProcessBackend(WorkerBackend):
         except _wire.ProtocolError as exc:  # too many out-of-band buffers
             raise SerializationError(f"the call cannot be sent to a worker: {exc}") from exc
 
-    def _init_message(self) -> _wire.Init:
+    def _init_message(self, *, main_ahead: bool) -> _wire.Init:
         return {
             "protocol": _wire.PROTOCOL_VERSION,
             # Relative entries (and "" for the current directory) are the parent's:
             # a worker may start elsewhere (cwd=...).
             "sys_path": [os.path.abspath(entry) for entry in sys.path],
             "main": main_module_spec(),
+            "main_ahead": main_ahead,
             "codec": self.serializer.worker_codec,
             "max_frame_length": self.max_frame_length,
             "idle_poll": {"seconds": self._idle_poll_seconds, "adaptive": self._idle_poll_adaptive},
         }
 
     async def start_worker(self, options: Mapping[str, Any]) -> Worker:
-        """Start a worker process, complete its handshake and return it."""
+        """Start a worker process, complete its handshake and return it.
+
+        It runs the parent's ``__main__`` module only once a call needs one of its
+        names: a call of anything else does not wait for that module's imports.
+        """
+        return await self._start_worker(options, main_ahead=False)
+
+    async def prestart_worker(self) -> Worker:
+        """Start a worker ahead of need: it runs the parent's ``__main__`` module at once.
+
+        It does so after its handshake, so this returns as soon as :meth:`start_worker`
+        would; a call sent meanwhile is served once the module has run. An exception
+        the module raises is kept by the worker, and fails the first call that needs
+        the module, as it would have had the module run then.
+        """
+        return await self._start_worker({}, main_ahead=True)
+
+    async def _start_worker(self, options: Mapping[str, Any], *, main_ahead: bool) -> Worker:
         if self._task_group is None:
             raise RuntimeError("the backend is not open; use it as an async context manager")
         if not POSIX:
@@ -1146,7 +1164,7 @@ class ProcessBackend(WorkerBackend):
             self, process, request_write, response_read, {1: stdout_read, 2: stderr_read}
         )
         self._task_group.start_soon(worker.forward_output)
-        init = self._init_message()
+        init = self._init_message(main_ahead=main_ahead)
         try:
             with anyio.fail_after(self.start_timeout):
                 await worker.handshake(init)

@@ -153,6 +153,7 @@ if TYPE_CHECKING:
         max_frame_length: int
         sys_path: list[str]
         main: MainSpec | None
+        main_ahead: bool
         idle_poll: IdlePoll
 
     class _ReadyRequired(TypedDict):

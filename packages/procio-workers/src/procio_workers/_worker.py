@@ -96,7 +96,16 @@ IDLE_POLL: tuple[float, bool] = (0.0, False)
 
 #: The codecs built into this program; HELLO lists those that can be loaded here.
 CODECS = ["pickle", "cloudpickle"]
-FEATURES = ["out-of-band", "lazy-main", "traceback", "batch", "stream", "pipeline", "items"]
+FEATURES = [
+    "out-of-band",
+    "lazy-main",
+    "main-ahead",
+    "traceback",
+    "batch",
+    "stream",
+    "pipeline",
+    "items",
+]
 
 #: The protocol version INIT chose (1: single calls only; 2: batches and streams too).
 PROTOCOL = 0
@@ -122,23 +131,52 @@ class _ParentMain(types.ModuleType):
     """The parent's ``__main__``, executed as ``__mp_main__`` on first use only.
 
     Most calls never touch the parent's main module, so running it (and whatever it
-    imports) is put off until an unpickled reference asks for one of its names.
+    imports) is put off until an unpickled reference asks for one of its names. A
+    worker started ahead of need (INIT's ``main_ahead``) runs it at once instead, with
+    :meth:`_procio_run_ahead`, while nothing waits for it.
     """
 
     def __init__(self, spec: MainSpec) -> None:
         super().__init__("__mp_main__")
         self.__dict__["_procio_spec"] = spec
         self.__dict__["_procio_loaded"] = False
+        # What running it ahead raised, kept for the first use, which raises it then.
+        self.__dict__["_procio_error"] = None
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") or self.__dict__["_procio_loaded"]:
+        namespace = self.__dict__
+        if name.startswith("__"):
             raise AttributeError(name)
-        self.__dict__["_procio_loaded"] = True
+        if namespace["_procio_loaded"]:
+            error = namespace["_procio_error"]
+            if error is None:
+                raise AttributeError(name)
+            namespace["_procio_error"] = None
+            try:
+                raise error
+            finally:
+                del error
+        namespace["_procio_loaded"] = True
         self._procio_run()
         try:
-            return self.__dict__[name]
+            return namespace[name]
         except KeyError:
             raise AttributeError(f"the parent's main module has no attribute {name!r}") from None
+
+    def _procio_run_ahead(self) -> None:
+        """Run the module now, keeping what it raises for the first use of it."""
+        namespace = self.__dict__
+        if namespace["_procio_loaded"]:
+            return
+        namespace["_procio_loaded"] = True
+        try:
+            self._procio_run()
+        except BaseException as exc:
+            # A SystemExit or a KeyboardInterrupt of the module's own is kept too: run
+            # when first needed, it would have failed that call, not ended the worker.
+            namespace["_procio_error"] = exc
+        finally:
+            _flush_std()
 
     def _procio_run(self) -> None:
         spec: MainSpec = self.__dict__["_procio_spec"]
@@ -1005,6 +1043,12 @@ def main(argv: list[str]) -> int:
             return 1
         ready: Ready = {"ok": True}
         link.send(wire.READY, [wire.encode_control(ready)])
+        main_module = sys.modules["__mp_main__"]
+        if init.get("main_ahead") is True and isinstance(main_module, _ParentMain):
+            # Started ahead of need: the parent's main module runs now, before any
+            # call is read, and a first call of one of its functions finds it ready.
+            main_module._procio_run_ahead()
+        del main_module
         return _serve(link, codec, reader)
     except wire.ProtocolError as exc:
         print(f"procio worker: protocol error: {exc}", file=sys.__stderr__)

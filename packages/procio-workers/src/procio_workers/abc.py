@@ -386,3 +386,13 @@ class WorkerBackend(ABC):
                 reusable workers. A backend that cannot honour them raises
                 :exc:`TypeError`.
         """
+
+    async def prestart_worker(self) -> Worker:
+        """Start one ordinary worker ahead of need (``WorkerPool(prestart=...)``).
+
+        No call waits for it, so a backend may make it ready for calls to come: procio's
+        process backend has it run the parent's ``__main__`` module at once, where a
+        worker started for a call runs that module only once a call needs it. The
+        default is :meth:`start_worker` with no options.
+        """
+        return await self.start_worker({})
