@@ -32,7 +32,8 @@ KEY_LINES = [
     r"   \+ *\d+\.\d\d s  line: 'cut inside a character: caf\ufffd'",
     r"3\. Python functions in worker processes",
     # Eight calls spread over all four workers of the pool.
-    r"   a WorkerPool of 4 ran 8 calls of 0\.2 s each in \d+\.\d s, on 4 worker processes",
+    r"   a WorkerPool of 4, prestarted as the tour began, ran 8 calls of 0\.2 s each in "
+    r"\d+\.\d s, on 4 worker processes",
     # The map delivered every one of its results, in the order of its input.
     r"   pool\.map over 2000 small items: 2000/2000 results, in input order; "
     r"automatic chunks of up to [1-9]\d* items$",

@@ -199,8 +199,14 @@ class Demo:
 
     async def run(self) -> None:
         """Run every part in turn."""
-        for part in (self.commands, self.lines, self.workers):
-            await part()
+        # Prestarted, the pool's workers start now and load this module (whose
+        # functions they will run) while the first parts of the tour go on.
+        async with WorkerPool(max_workers=POOL_WORKERS, prestart=POOL_WORKERS) as pool:
+            await self.commands()
+            self.say()
+            await self.lines()
+            self.say()
+            await self.workers(pool)
             self.say()
         self.say(f"More, and how fast each of these is beside AnyIO: {DOCS}")
 
@@ -263,45 +269,44 @@ class Demo:
 
     # -- workers ----------------------------------------------------------------------
 
-    async def workers(self) -> None:
+    async def workers(self, pool: WorkerPool) -> None:
         """Functions in worker processes: fan-out, output, a crash, a remote error."""
         self.say("3. Python functions in worker processes")
         worker_pid = await to_process.run_sync(os.getpid)
         self.say(f"   to_process.run_sync(os.getpid) -> {worker_pid} (this process: {os.getpid()})")
 
-        async with WorkerPool(max_workers=POOL_WORKERS) as pool:
-            pids: list[int] = []
+        pids: list[int] = []
 
-            async def one() -> None:
-                pids.append(await pool.run_sync(_nap, NAP))
+        async def one() -> None:
+            pids.append(await pool.run_sync(_nap, NAP))
 
-            start = time.perf_counter()
-            async with (
-                progress(self.out, "fanning out", FAN_OUT) as bar,
-                anyio.create_task_group() as tg,
-            ):
-                for _ in range(FAN_OUT):
-                    tg.start_soon(one)
-                while len(pids) < FAN_OUT:
-                    await anyio.sleep(0.05)
-                    bar.done = len(pids)
-            elapsed = time.perf_counter() - start
-            self.say(
-                f"   a WorkerPool of {POOL_WORKERS} ran {FAN_OUT} calls of {NAP} s each in "
-                f"{elapsed:.1f} s, on {len(set(pids))} worker processes"
-            )
+        start = time.perf_counter()
+        async with (
+            progress(self.out, "fanning out", FAN_OUT) as bar,
+            anyio.create_task_group() as tg,
+        ):
+            for _ in range(FAN_OUT):
+                tg.start_soon(one)
+            while len(pids) < FAN_OUT:
+                await anyio.sleep(0.05)
+                bar.done = len(pids)
+        elapsed = time.perf_counter() - start
+        self.say(
+            f"   a WorkerPool of {POOL_WORKERS}, prestarted as the tour began, ran {FAN_OUT} "
+            f"calls of {NAP} s each in {elapsed:.1f} s, on {len(set(pids))} worker processes"
+        )
 
-            await self.many_tasks(pool)
+        await self.many_tasks(pool)
 
-            self.say("   print() in a worker shows up here:")
-            await pool.run_sync(_greet, "world")
+        self.say("   print() in a worker shows up here:")
+        await pool.run_sync(_greet, "world")
 
-            try:
-                await pool.run_sync(_crash)
-            except BrokenWorkerProcess as broken:
-                self.say(f"   a worker killed mid-call -> BrokenWorkerProcess: {broken}")
-            after = await pool.run_sync(os.getpid)
-            self.say(f"   the pool goes on: the next call ran in worker {after}")
+        try:
+            await pool.run_sync(_crash)
+        except BrokenWorkerProcess as broken:
+            self.say(f"   a worker killed mid-call -> BrokenWorkerProcess: {broken}")
+        after = await pool.run_sync(os.getpid)
+        self.say(f"   the pool goes on: the next call ran in worker {after}")
 
         try:
             await to_process.run_sync(json.loads, '{"x": }')
