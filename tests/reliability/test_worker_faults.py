@@ -504,6 +504,13 @@ import anyio
 from procio_workers import WorkerPool
 
 
+if __name__ == "__mp_main__" and os.environ.get("MAIN_AHEAD_MARK"):
+    # A prestarted worker runs this module as it starts: the parent dies meanwhile.
+    time.sleep(1.0)
+    with open(os.environ["MAIN_AHEAD_MARK"], "w") as file:
+        file.write("done")
+
+
 def linger(seconds):
     time.sleep(seconds)
 
@@ -526,8 +533,16 @@ async def main():
         # Workers inherit this environment: without pidfd_open, they fall back to
         # checking their parent pid.
         os.environ["PYTHONPATH"] = os.path.dirname(os.path.abspath(__file__))
-    async with WorkerPool(1, idle_poll=IDLE_POLL) as pool:
-        worker = await pool.run_sync(os.getpid)
+    if STATE == "main-ahead":
+        os.environ["MAIN_AHEAD_MARK"] = sys.argv[1]
+    async with WorkerPool(1, idle_poll=IDLE_POLL, prestart=int(STATE == "main-ahead")) as pool:
+        if STATE == "main-ahead":
+            # No call: it would wait for the main module. The one child is the worker.
+            me = os.getpid()
+            with open(f"/proc/{me}/task/{me}/children") as children:
+                (worker,) = map(int, children.read().split())
+        else:
+            worker = await pool.run_sync(os.getpid)
         if STATE == "own-sigint":
             await pool.run_sync(take_sigint_myself)
         async with anyio.create_task_group() as tg:
@@ -632,6 +647,21 @@ async def test_a_busy_worker_finishes_its_call_then_ends_with_a_parent_that_fork
     await _wait_gone(worker, fork)
     assert mark.read_text() == "done", "the call under way should have run to its end"
     tally("workers that finished their call, then ended with their parent")
+
+
+@LINUX_PIDFD
+@pytest.mark.parametrize("watch", ["pidfd", "getppid"])
+async def test_a_prestarted_worker_runs_the_main_module_to_its_end_then_ends_with_its_parent(
+    anyio_backend: Any, tmp_path: Any, watch: str
+) -> None:
+    # The parent's exit is seen while the worker runs the parent's main module, ahead
+    # of any call: that run is not cut short, and the worker ends once it is over.
+    worker, fork, mark = await _parent_forks_and_dies(
+        anyio_backend, tmp_path, ending="killed", watch=watch, state="main-ahead", idle_poll=0
+    )
+    await _wait_gone(worker, fork)
+    assert mark.read_text() == "done", "the main module should have run to its end"
+    tally("prestarted workers that ran the main module, then ended with their parent")
 
 
 @LINUX_PIDFD
