@@ -637,31 +637,30 @@ async def test_an_idle_worker_does_not_outlive_a_parent_that_forked(
 
 @LINUX_PIDFD
 @pytest.mark.parametrize("watch", ["pidfd", "getppid"])
-async def test_a_busy_worker_finishes_its_call_then_ends_with_a_parent_that_forked(
-    anyio_backend: Any, tmp_path: Any, watch: str
+@pytest.mark.parametrize(
+    ("state", "idle_poll", "what"),
+    [
+        ("busy", "adaptive", "workers that finished their call, then ended with their parent"),
+        (
+            "main-ahead",
+            0,
+            "prestarted workers that ran the main module, then ended with their parent",
+        ),
+    ],
+    ids=["call", "main-module"],
+)
+async def test_a_busy_worker_finishes_its_work_then_ends_with_a_parent_that_forked(
+    anyio_backend: Any, tmp_path: Any, watch: str, state: str, idle_poll: object, what: str
 ) -> None:
-    # The parent's exit is seen while the function runs; the function is not cut short.
+    # The parent's exit is seen while the worker runs a call, or (prestarted) the
+    # parent's main module ahead of any call: that work is not cut short, and the
+    # worker ends once it is over.
     worker, fork, mark = await _parent_forks_and_dies(
-        anyio_backend, tmp_path, ending="killed", watch=watch, state="busy", idle_poll="adaptive"
+        anyio_backend, tmp_path, ending="killed", watch=watch, state=state, idle_poll=idle_poll
     )
     await _wait_gone(worker, fork)
-    assert mark.read_text() == "done", "the call under way should have run to its end"
-    tally("workers that finished their call, then ended with their parent")
-
-
-@LINUX_PIDFD
-@pytest.mark.parametrize("watch", ["pidfd", "getppid"])
-async def test_a_prestarted_worker_runs_the_main_module_to_its_end_then_ends_with_its_parent(
-    anyio_backend: Any, tmp_path: Any, watch: str
-) -> None:
-    # The parent's exit is seen while the worker runs the parent's main module, ahead
-    # of any call: that run is not cut short, and the worker ends once it is over.
-    worker, fork, mark = await _parent_forks_and_dies(
-        anyio_backend, tmp_path, ending="killed", watch=watch, state="main-ahead", idle_poll=0
-    )
-    await _wait_gone(worker, fork)
-    assert mark.read_text() == "done", "the main module should have run to its end"
-    tally("prestarted workers that ran the main module, then ended with their parent")
+    assert mark.read_text() == "done", "the work under way should have run to its end"
+    tally(what)
 
 
 @LINUX_PIDFD

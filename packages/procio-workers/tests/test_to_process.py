@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -104,8 +105,10 @@ async def test_cloudpickle_lets_lambdas_and_closures_through() -> None:
         assert double(21) == 42
 
 
-def _run_script(tmp_path: Path, *args: str, module: str | None = None) -> str:
-    env = dict(os.environ)
+def _run_script(
+    tmp_path: Path, *args: str, module: str | None = None, extra_env: dict[str, str] | None = None
+) -> str:
+    env = dict(os.environ, **(extra_env or {}))
     env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(HERE), *sys.path])
     command = [sys.executable, *(["-m", module] if module else []), *args]
     completed = subprocess.run(
@@ -401,28 +404,14 @@ if __name__ == "__main__":
 def _run_main_ahead(
     tmp_path: Path, backend: tuple[str, dict[str, object]], prestart: int, *, fails: bool
 ) -> list[Any]:
-    import json
-
     loop = "uvloop" if "loop_factory" in backend[1] else backend[0]
     script = tmp_path / "ahead.py"
     script.write_text(MAIN_AHEAD)
     runs = tmp_path / "runs"
     runs.write_text("")
-    env = dict(os.environ, MAIN_RUNS=str(runs))
-    env.pop("MAIN_FAILS", None)
-    if fails:
-        env["MAIN_FAILS"] = "1"
-    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(HERE), *sys.path])
-    completed = subprocess.run(
-        [sys.executable, str(script), str(prestart), loop],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        timeout=60,
-        check=False,
-    )
-    assert completed.returncode == 0, completed.stderr.decode()
-    result: list[Any] = json.loads(completed.stdout)
+    extra_env = {"MAIN_RUNS": str(runs), "MAIN_FAILS": "1" if fails else ""}
+    out = _run_script(tmp_path, str(script), str(prestart), loop, extra_env=extra_env)
+    result: list[Any] = json.loads(out)
     return result
 
 
