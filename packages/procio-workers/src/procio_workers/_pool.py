@@ -156,7 +156,10 @@ class WorkerPool:
         initializer: a function every new worker runs once before its first call.
         initargs: the positional arguments of *initializer*.
         max_tasks_per_worker: retire a worker after this many calls (``None``: never).
-        prestart: how many workers to start when the pool opens.
+        prestart: how many workers to start when the pool opens. With the process
+            backend, these run the parent's ``__main__`` module as soon as they have
+            started (see :meth:`~procio_workers.abc.WorkerBackend.prestart_worker`);
+            a worker started for a call runs it only once a call needs it.
         python: the interpreter that runs the workers (default: this one).
         serializer: a :class:`~procio_workers.abc.Serializer`, or the name of one
             (``"pickle"``, the default, ``"cloudpickle"``, or an entry point).
