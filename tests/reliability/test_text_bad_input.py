@@ -227,6 +227,9 @@ def test_undecodable_bytes_raise_a_typed_error_after_the_good_lines(
     encoding=st.sampled_from(["utf-8", "utf-16-le", "utf-16", "shift_jis"]),
     errors=st.sampled_from(["strict", *LENIENT]),
 )
+# Found by a soak: surrogateescape escapes a lone high surrogate (0x80 0xd8), then gives
+# up on the odd ASCII byte after it; the escapes come out before the error.
+@example(data=b"\n\x00\x00\x00\x80\xd80", cuts=[], encoding="utf-16-le", errors="surrogateescape")
 def test_text_receive_stream_decodes_like_bytes_decode(
     data: bytes, cuts: list[int], encoding: str, errors: str
 ) -> None:
@@ -245,8 +248,10 @@ def test_text_receive_stream_decodes_like_bytes_decode(
     except UnicodeDecodeError as failure:
         with pytest.raises(UnicodeDecodeError):
             run_now(drain())
-        # Everything before the bad bytes came out first; then the stream is broken.
-        assert "".join(received) == codecs.decode(data[: failure.start], encoding)
+        # Everything before the bad bytes came out first, as the error handler made it
+        # (a lenient one may have handled bad bytes before those it gave up on); then
+        # the stream is broken.
+        assert "".join(received) == codecs.decode(data[: failure.start], encoding, errors)
         with pytest.raises(BrokenResourceError):
             run_now(stream.receive())
         tally("undecodable inputs refused")

@@ -393,6 +393,36 @@ async def test_characters_completed_before_the_bad_bytes_come_out(
         await stream.receive()
 
 
+@pytest.mark.parametrize("one_chunk", [True, False], ids=["one-chunk", "byte-by-byte"])
+@pytest.mark.parametrize(
+    ("data", "before"),
+    [
+        # At the end of the input: a lone high surrogate (0x80 0xd8), which
+        # surrogateescape turns into two escapes, then an odd byte, ASCII, which it
+        # cannot escape.
+        (b"\n\x00\x00\x00\x80\xd80", "\n\x00\udc80\udcd8"),
+        # Within the input: the same escaped surrogate, then one whose low byte (0x00)
+        # cannot be escaped.
+        (b"a\x00\x80\xd8\x00\xd8\x00\x00z\x00", "a\udc80\udcd8"),
+    ],
+    ids=["at-the-end", "within"],
+)
+async def test_what_a_lenient_handler_produced_before_it_gave_up_comes_out(
+    data: bytes, before: str, one_chunk: bool
+) -> None:
+    # The error handler handles some bad bytes, then gives up on later ones: what it
+    # produced before giving up is text before the error, as bytes.decode has it.
+    with pytest.raises(UnicodeDecodeError) as whole:
+        data.decode("utf-16-le", "surrogateescape")
+    assert data[: whole.value.start].decode("utf-16-le", "surrogateescape") == before
+    chunks = [data] if one_chunk else [data[i : i + 1] for i in range(len(data))]
+    stream = TextReceiveStream(feed(chunks), encoding="utf-16-le", errors="surrogateescape")
+    received, _ = await receive_until(stream, UnicodeDecodeError)
+    assert "".join(received) == before
+    with pytest.raises(BrokenResourceError):
+        await stream.receive()
+
+
 async def test_text_stream_is_broken_after_a_decoding_error() -> None:
     left, right = _byte_pair()
     async with TextStream(left) as stream, right:

@@ -152,15 +152,25 @@ class _Decoder:
         # then the new chunk) and where the bad ones start; everything before that is
         # valid. Decode those bytes again from an empty buffer and the codec's other
         # state (a byte order, a shift state) as it was before the chunk.
+        #
+        # Decoded as final: nothing is decoded after the error, so what the codec would
+        # hold back at the end of those bytes (the start of a sequence that the bad
+        # bytes cut) is handled by ``errors`` there, as ``bytes.decode`` handles it up to
+        # the bad bytes. A lenient handler may have turned such bytes into text before
+        # it gave up on later ones.
         data = error.object
         if error.start <= 0 or not isinstance(data, (bytes, bytearray)):
             return ""
         decoder = self._decoder
-        try:
-            decoder.setstate((b"", decoder.getstate()[1] if flag is None else flag))
-            return decoder.decode(data[: error.start])
-        except UnicodeError:  # a codec that reports errors some other way
-            return ""
+        before = data[: error.start]
+        state = decoder.getstate()[1] if flag is None else flag
+        for final in (True, False):
+            try:
+                decoder.setstate((b"", state))
+                return decoder.decode(before, final)
+            except UnicodeError:  # strict on a cut sequence, or errors reported otherwise
+                continue
+        return ""
 
     def fail(self) -> NoReturn:
         """Raise :attr:`error` the first time, then :exc:`~anyio.BrokenResourceError`."""
