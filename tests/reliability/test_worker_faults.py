@@ -556,9 +556,12 @@ async def main():
             # Calls far apart: an idle worker sleeps in a read by now, not polling.
             await anyio.sleep(0.1)
             # Whether the worker holds a pidfd (of this process) to watch it through.
-            links = [
-                os.readlink(f"/proc/{worker}/fd/{fd}") for fd in os.listdir(f"/proc/{worker}/fd")
-            ]
+            links = []
+            for fd in os.listdir(f"/proc/{worker}/fd"):
+                try:
+                    links.append(os.readlink(f"/proc/{worker}/fd/{fd}"))
+                except FileNotFoundError:
+                    pass  # closed meanwhile: the worker may be importing modules
             print(worker, fork.pid, int(any("pidfd" in link for link in links)), flush=True)
             if ENDING == "killed":
                 os.kill(os.getpid(), signal.SIGKILL)
