@@ -335,6 +335,27 @@ async def test_a_plain_break_stops_the_map_in_the_background(tmp_path: Path) -> 
         assert pool.statistics().broken == 0
 
 
+async def test_a_plain_break_starts_no_chunk_once_no_worker_is_busy(tmp_path: Path) -> None:
+    # Item 0 runs while the lanes fill the ordered window and wait, holding no worker.
+    # Its result moves the window and wakes them; the caller breaks at once. A lane
+    # woken before the break must not start a chunk after it: from the moment no worker
+    # is busy, nothing of the map runs. (On Trio the caller runs before the lanes about
+    # half of the time, so several rounds are tried.)
+    async with WorkerPool(max_workers=2, prestart=2) as pool:
+        for round_ in range(8):
+            folder = tmp_path / f"round{round_}"
+            folder.mkdir()
+            items = [(str(folder), i, 0.3 if i == 0 else 0.0) for i in range(40)]
+            with anyio.fail_after(HANG_GUARD):
+                async for y in pool.map(mfuncs.slow_recorded, items, chunksize=1):
+                    assert y == 0
+                    break
+                await wait_until_idle(pool)
+                started = names(folder, "started")
+                await anyio.sleep(0.3)
+            assert names(folder, "started") == started, f"round {round_}"
+
+
 @pytest.mark.procio_leak_check
 async def test_a_plain_break_kills_a_cancellable_maps_running_item(tmp_path: Path) -> None:
     # Item 1 runs for 30 s on one worker; item 0 answers once item 1 has started.

@@ -277,6 +277,10 @@ class _Core(Generic[T]):
             self._send.close()
         elif not self._done.is_set() and threading.get_ident() == self._thread:
             with suppress(Exception):  # the event loop may already be gone
+                # No new chunk either: a lane woken before this (its wait for the
+                # window or the input already over) would not see the cancellation
+                # before it takes a worker and sends one.
+                self._halt_work()
                 self._scope.cancel()
 
     # -- the driver ----------------------------------------------------------------
