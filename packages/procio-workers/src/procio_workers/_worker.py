@@ -206,12 +206,13 @@ class _ParentMain(types.ModuleType):
             RUNNING_PARENT_MAIN = False
 
 
-def _install_main(spec: MainSpec | None) -> None:
+def _install_main(spec: MainSpec | None) -> types.ModuleType:
     if isinstance(spec, dict) and (spec.get("module") or spec.get("path")):
         main: types.ModuleType = _ParentMain(spec)
     else:
         main = types.ModuleType("__mp_main__")
     sys.modules["__main__"] = sys.modules["__mp_main__"] = main
+    return main
 
 
 def _available_codecs() -> list[str]:
@@ -1029,7 +1030,7 @@ def main(argv: list[str]) -> int:
         global IDLE_POLL
         IDLE_POLL = (link.spin, link.adaptive)
         sys.path[:] = init.get("sys_path", sys.path)
-        _install_main(init.get("main"))
+        main_module = _install_main(init.get("main"))
         codec_name = init.get("codec", "pickle")
         try:
             codec = (
@@ -1043,12 +1044,10 @@ def main(argv: list[str]) -> int:
             return 1
         ready: Ready = {"ok": True}
         link.send(wire.READY, [wire.encode_control(ready)])
-        main_module = sys.modules["__mp_main__"]
         if init.get("main_ahead") is True and isinstance(main_module, _ParentMain):
             # Started ahead of need: the parent's main module runs now, before any
             # call is read, and a first call of one of its functions finds it ready.
             main_module._procio_run_ahead()
-        del main_module
         return _serve(link, codec, reader)
     except wire.ProtocolError as exc:
         print(f"procio worker: protocol error: {exc}", file=sys.__stderr__)
