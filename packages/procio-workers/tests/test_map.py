@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 from collections import Counter
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -317,19 +317,29 @@ async def test_leaving_the_block_stops_the_map_and_keeps_the_workers(
         assert await pool.run_sync(funcs.echo, "again") == "again"
 
 
+async def break_at_item_0(
+    pool: WorkerPool, folder: Path, seconds: Callable[[int], float], settle: float
+) -> tuple[set[int], set[int]]:
+    """Map ``slow_recorded`` over 40 items, leave a plain ``async for`` at item 0's
+    result, wait until no worker is busy, and return the items started by then and
+    *settle* seconds later."""
+    items = [(str(folder), i, seconds(i)) for i in range(40)]
+    with anyio.fail_after(HANG_GUARD):
+        async for y in pool.map(mfuncs.slow_recorded, items, chunksize=1):
+            assert y == 0
+            break
+        await wait_until_idle(pool)
+        started = names(folder, "started")
+        await anyio.sleep(settle)
+    return started, names(folder, "started")
+
+
 @pytest.mark.procio_leak_check
 async def test_a_plain_break_stops_the_map_in_the_background(tmp_path: Path) -> None:
-    items = [(str(tmp_path), i, 0.1) for i in range(40)]
     async with WorkerPool(max_workers=2, prestart=2) as pool:
-        with anyio.fail_after(HANG_GUARD):
-            async for y in pool.map(mfuncs.slow_recorded, items, chunksize=1):
-                assert y == 0
-                break
-            await wait_until_idle(pool)
-            started = names(tmp_path, "started")
-            await anyio.sleep(0.4)
-            assert names(tmp_path, "started") == started
-        assert len(started) < len(items)
+        started, later = await break_at_item_0(pool, tmp_path, lambda i: 0.1, 0.4)
+        assert later == started
+        assert len(started) < 40
         # Running items finished: no worker was killed or replaced.
         assert pool.statistics().started == 2
         assert pool.statistics().broken == 0
@@ -345,15 +355,10 @@ async def test_a_plain_break_starts_no_chunk_once_no_worker_is_busy(tmp_path: Pa
         for round_ in range(8):
             folder = tmp_path / f"round{round_}"
             folder.mkdir()
-            items = [(str(folder), i, 0.3 if i == 0 else 0.0) for i in range(40)]
-            with anyio.fail_after(HANG_GUARD):
-                async for y in pool.map(mfuncs.slow_recorded, items, chunksize=1):
-                    assert y == 0
-                    break
-                await wait_until_idle(pool)
-                started = names(folder, "started")
-                await anyio.sleep(0.3)
-            assert names(folder, "started") == started, f"round {round_}"
+            started, later = await break_at_item_0(
+                pool, folder, lambda i: 0.3 if i == 0 else 0.0, 0.3
+            )
+            assert later == started, f"round {round_}"
 
 
 @pytest.mark.procio_leak_check
