@@ -79,12 +79,31 @@ async def test_each_worker_talks_over_pipes_only_it_and_the_parent_hold(
     # Children this process had already (a tracker an earlier test's library left) are
     # none of the pool's.
     earlier = {p.pid for p in descendants(recursive=False)}
-    async with WorkerPool(max_workers=3, prestart=3):
+    async with WorkerPool(max_workers=3, prestart=3) as pool:
+        # A prestarted worker runs the parent's main module ahead of its first call, and
+        # the imports that does hold a source file open for a moment. That file is no
+        # leak, so the descriptors are read only once every worker has answered a call
+        # (a call waits for that run): three at a time, each holding its worker, until
+        # all three pids have answered.
+        workers = {p.pid for p in descendants(recursive=False)} - earlier
+        assert len(workers) == 3
+        answered: set[int] = set()
+        with fail_after(60):
+            while answered != workers:
+                async with anyio.create_task_group() as tg:
+                    for _ in range(3):
+
+                        async def one() -> None:
+                            answered.add(await pool.run_sync(funcs.sleep, 0.05))
+
+                        tg.start_soon(one)
+                assert answered <= workers, (answered, workers)
         # An unrelated child started while the workers run must inherit none of it.
         bystander = await open_process(["sleep", "30"])
         try:
-            workers = {p.pid for p in descendants(recursive=False)} - {bystander.pid} - earlier
-            assert len(workers) == 3
+            assert {p.pid for p in descendants(recursive=False)} - {bystander.pid} - earlier == (
+                workers
+            )
             owners = holders()
             for worker in workers:
                 fds = descriptors(worker)
