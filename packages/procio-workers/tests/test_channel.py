@@ -6,6 +6,7 @@ other end and writes the worker's frames into the response pipe.
 
 from __future__ import annotations
 
+import fcntl
 import gc
 import os
 import signal
@@ -284,6 +285,155 @@ def test_a_channel_dropped_without_closing_closes_its_descriptors() -> None:
     pipes.close_worker_writes()
     del pipes
     gc.collect()
+    guard.check()
+
+
+# -- the response pipe, kept registered with an asyncio loop between waits -------------
+
+
+async def _receive_after_a_wait(pipes: _Pipes, kind: int = _wire.RESULT) -> None:
+    """Receive one frame that arrives only once the receive waits for it."""
+    async with anyio.create_task_group() as tg:
+        got: list[int] = []
+
+        async def receive() -> None:
+            got.append((await pipes.channel.receive()).kind)
+
+        tg.start_soon(receive)
+        await anyio.wait_all_tasks_blocked()
+        os.write(pipes.worker_writes, _frame(kind, [b"x"]))
+    assert got == [kind]
+
+
+def _pipe_at(number: int) -> int:
+    """Make a pipe whose read end is fd *number* (free now); return its write end."""
+    read, write = os.pipe()
+    if write == number:
+        moved = fcntl.fcntl(write, fcntl.F_DUPFD_CLOEXEC, number + 1)
+        os.close(write)
+        write = moved
+    if read != number:
+        os.dup2(read, number)
+        os.close(read)
+    return write
+
+
+async def _readable_through_anyio(fd: int) -> None:
+    """A pipe whose read end is *fd* is waited on by AnyIO, as any library would."""
+    with anyio.fail_after(5):
+        await anyio.wait_readable(fd)
+
+
+async def test_a_closed_channel_leaves_nothing_registered_for_its_fd_number(
+    pipes: _Pipes,
+) -> None:
+    with anyio.fail_after(10):
+        for _ in range(3):  # waits that leave the fd registered between them
+            await _receive_after_a_wait(pipes)
+    number = pipes.channel.response.fd
+    pipes.channel.close()
+    # A new pipe given the same number: the loop must treat it as a new fd, and a
+    # stale registration of the old one (with its callback) would break the wait.
+    write = _pipe_at(number)
+    try:
+        os.write(write, b"!")
+        await _readable_through_anyio(number)
+        assert os.read(number, 10) == b"!"
+    finally:
+        os.close(write)
+        os.close(number)
+
+
+async def test_a_channel_dropped_after_a_wait_frees_its_fd_number() -> None:
+    guard = funcs.LeakGuard()
+    pipes = _Pipes()
+    with anyio.fail_after(10):
+        await _receive_after_a_wait(pipes)
+    number = pipes.channel.response.fd
+    pipes.close_worker_reads()
+    pipes.close_worker_writes()
+    del pipes
+    gc.collect()
+    guard.check()  # the loop's registration kept neither the holder nor its fd alive
+    write = _pipe_at(number)
+    try:
+        os.write(write, b"!")
+        await _readable_through_anyio(number)
+    finally:
+        os.close(write)
+        os.close(number)
+
+
+async def test_a_second_waiter_is_refused_and_the_first_still_gets_its_frame(
+    pipes: _Pipes,
+) -> None:
+    with anyio.fail_after(10):
+        await _receive_after_a_wait(pipes)  # registered from here on (on asyncio)
+        async with anyio.create_task_group() as tg:
+            got: list[int] = []
+
+            async def receive() -> None:
+                got.append((await pipes.channel.receive()).kind)
+
+            tg.start_soon(receive)
+            await anyio.wait_all_tasks_blocked()
+            with pytest.raises(anyio.BusyResourceError):
+                await pipes.channel.response.wait_readable()
+            os.write(pipes.worker_writes, _frame(_wire.END, []))
+    assert got == [_wire.END]
+
+
+async def test_bytes_nobody_waits_for_do_not_keep_the_loop_busy(
+    pipes: _Pipes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from procio_workers import _channel
+
+    calls = 0
+    original = _channel._pipe_readable
+
+    def counted(ref: object) -> None:
+        nonlocal calls
+        calls += 1
+        original(ref)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_channel, "_pipe_readable", counted)
+    with anyio.fail_after(10):
+        await _receive_after_a_wait(pipes)
+        with anyio.move_on_after(0.05):  # a wait given up: the fd stays registered
+            await pipes.channel.receive()
+        calls = 0
+        # Bytes arrive with no task waiting for them; the loop goes round many times.
+        os.write(pipes.worker_writes, _frame(_wire.END, []))
+        for _ in range(50):
+            await anyio.lowlevel.checkpoint()
+        await anyio.sleep(0.01)
+        for _ in range(50):
+            await anyio.lowlevel.checkpoint()
+        # At most once: the first time finds nobody waiting and lets go of the fd.
+        assert calls <= 1
+        assert (await pipes.channel.receive()).kind == _wire.END
+        await _receive_after_a_wait(pipes)  # and a later wait registers it again
+
+
+def test_the_response_pipe_follows_the_caller_from_one_event_loop_to_the_next(
+    anyio_backend_name: str, anyio_backend_options: dict[str, object]
+) -> None:
+    guard = funcs.LeakGuard()
+    made = _Pipes()
+
+    async def receive() -> None:
+        with anyio.fail_after(10):
+            await _receive_after_a_wait(made)
+
+    try:
+        for _ in range(3):  # each run a new loop; the last one was closed
+            anyio.run(
+                receive,
+                backend=anyio_backend_name,
+                backend_options=anyio_backend_options,
+            )
+    finally:
+        made.close()
     guard.check()
 
 

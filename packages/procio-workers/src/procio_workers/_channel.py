@@ -19,16 +19,19 @@ had gone out (a worker that refused the first byte never saw the call).
 
 from __future__ import annotations
 
+import asyncio
 import sys
+import weakref
 from collections.abc import Callable
 from contextlib import suppress
 from typing import cast
 
 import anyio
-from anyio import BrokenResourceError, ClosedResourceError
+from anyio import BrokenResourceError, BusyResourceError, ClosedResourceError
 from procio_process._fdstream import FdHolder
 
 from . import _wire
+from ._hosting import _current_library
 from .abc import Buffer
 
 if sys.platform == "linux":
@@ -54,6 +57,112 @@ class ChannelError(Exception):
         super().__init__(reason)
         self.reason = reason
         self.sent = sent
+
+
+class _ResponsePipe(FdHolder):
+    """The response pipe's holder: on an asyncio loop, it stays registered between waits.
+
+    A wait through ``anyio.wait_readable`` registers the fd with the event loop's
+    selector and removes it once woken: two ``epoll_ctl`` calls for every reply that is
+    waited for, which is most of them when calls come apart. This holder registers the
+    fd once, on the first wait, and keeps it registered while the pipe stays empty.
+    Level-triggered readiness makes that safe: the callback runs only while unread
+    bytes wait, and if it finds no task waiting (the reply was read without a wait) it
+    takes the fd off the loop, to register it again on the next wait.
+
+    The loop's callback holds the holder through a weak reference, so an abandoned
+    holder still closes its fd, and :meth:`close` (or the collection of the holder)
+    takes the fd off the loop before the fd is closed: a later fd of the same number
+    must not meet a stale registration. On Trio (or an asyncio loop without
+    ``add_reader``) the waits go through AnyIO, as for any :class:`FdHolder`.
+    """
+
+    __slots__ = ("_loop", "_waiter")
+
+    def __init__(self, fd: int) -> None:
+        super().__init__(fd)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._waiter: asyncio.Future[None] | None = None
+
+    def __del__(self) -> None:
+        loop = getattr(self, "_loop", None)
+        fd = getattr(self, "fd", -1)
+        if loop is not None and fd >= 0:
+            self._loop = None
+            with suppress(Exception):  # a loop closed meanwhile has nothing to remove
+                loop.remove_reader(fd)
+        super().__del__()
+
+    async def wait_readable(self) -> None:
+        fd = self.fd
+        if fd < 0:
+            raise ClosedResourceError
+        loop = asyncio._get_running_loop()
+        if loop is None:  # Trio
+            await super().wait_readable()
+            return
+        if loop is not self._loop:
+            self._unregister()
+            # Trio in guest mode runs on an asyncio loop, but its tasks cannot await
+            # an asyncio future.
+            if _current_library() not in (None, "asyncio"):
+                await super().wait_readable()
+                return
+            try:
+                loop.add_reader(fd, _pipe_readable, weakref.ref(self))
+            except NotImplementedError:  # pragma: no cover - a loop without add_reader
+                await super().wait_readable()
+                return
+            self._loop = loop
+        if self._waiter is not None:
+            raise BusyResourceError("reading from")
+        self._waiter = waiter = loop.create_future()
+        try:
+            await waiter
+        finally:
+            if self._waiter is waiter:
+                self._waiter = None
+
+    def _readable(self) -> None:
+        waiter = self._waiter
+        if waiter is None:
+            # Nobody waits: the bytes will be read without a wait, or by the next one.
+            # Left registered, a level-triggered fd would run this on every loop pass.
+            self._unregister()
+            return
+        self._waiter = None
+        if not waiter.done():
+            waiter.set_result(None)
+
+    def _unregister(self) -> None:
+        loop, self._loop = self._loop, None
+        if loop is not None and self.fd >= 0:
+            with suppress(Exception):  # a loop closed meanwhile has nothing to remove
+                loop.remove_reader(self.fd)
+
+    def notify_closing(self) -> None:
+        """Wake a task waiting on the fd with :exc:`ClosedResourceError`."""
+        self._wake_closed()
+        if self._waiters:  # a wait that went through AnyIO
+            with suppress(RuntimeError):  # no event loop here: nobody waits
+                anyio.notify_closing(self.fd)
+
+    def _wake_closed(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(ClosedResourceError())
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            self._unregister()  # before the fd is closed, and its number reused
+            self._wake_closed()
+        super().close()  # wakes a wait that went through AnyIO
+
+
+def _pipe_readable(ref: weakref.ReferenceType[_ResponsePipe]) -> None:
+    holder = ref()
+    if holder is not None:
+        holder._readable()
 
 
 def _describe(exc: BaseException) -> str:
@@ -88,7 +197,7 @@ class FrameChannel:
         exited: Callable[[], bool],
     ) -> None:
         self.request = FdHolder(request_fd)
-        self.response = FdHolder(response_fd)
+        self.response = _ResponsePipe(response_fd)
         self.reader = _wire.FrameReader(max_frame_length)
         self.peer_gone = False
         self._exited = exited
@@ -103,10 +212,11 @@ class FrameChannel:
         file or broken pipe ever comes: this is what ends the wait.
         """
         self.peer_gone = True
-        for holder in (self.response, self.request):
-            fd = holder.fd
-            if fd >= 0:
-                anyio.notify_closing(fd)
+        if self.response.fd >= 0:
+            self.response.notify_closing()
+        fd = self.request.fd
+        if fd >= 0:
+            anyio.notify_closing(fd)
 
     def unread_requests(self) -> int | None:
         """Return how many bytes sent to the worker it has not read (``None``: unknown)."""
