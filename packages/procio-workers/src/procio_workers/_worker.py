@@ -245,10 +245,18 @@ def _describe(exc: BaseException, stage: Stage) -> ErrorHeader:
 
 
 def _flush_std() -> None:
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            if stream is not None:
-                stream.flush()
+    # Unrolled: it runs after every call, and a loop over the two costs more than both
+    # flushes of streams that hold nothing.
+    stream = sys.stdout
+    if stream is not None:
+        try:  # noqa: SIM105 - contextlib is not imported in the worker for this
+            stream.flush()
+        except Exception:
+            pass
+    stream = sys.stderr
+    if stream is not None:
+        try:  # noqa: SIM105 - contextlib is not imported in the worker for this
+            stream.flush()
         except Exception:
             pass
 
@@ -434,19 +442,26 @@ class _Link:
         """Write one whole frame."""
         self.send_buffers(wire.encode_frame(kind, segments))
 
+    def send_bytes(self, whole: bytes) -> None:
+        """Write encoded frames, joined in one bytes object, whole.
+
+        The usual small reply, in one write (a pipe with room takes it whole).
+        """
+        try:
+            written = os.write(RESPONSE_FD, whole)
+        except BlockingIOError:
+            written = 0
+        if written == len(whole):
+            self.answered = time.perf_counter()
+            return
+        self.send_buffers([memoryview(whole)[written:]])
+
     def send_buffers(self, buffers: list[Buffer]) -> None:
         """Write encoded frames whole."""
         whole = buffers[0]
         if len(buffers) == 1 and type(whole) is bytes:
-            # The usual small reply, in one write (a pipe with room takes it whole).
-            try:
-                written = os.write(RESPONSE_FD, whole)
-            except BlockingIOError:
-                written = 0
-            if written == len(whole):
-                self.answered = time.perf_counter()
-                return
-            buffers = [memoryview(whole)[written:]]
+            self.send_bytes(whole)
+            return
         while buffers:
             try:
                 written = os.writev(RESPONSE_FD, buffers)
@@ -465,14 +480,16 @@ class _Link:
         spin = self.spin > 0 and _sched_yield is not None
         if self.adaptive and not self.back_to_back:
             spin = False  # calls come apart: sleep at once, polling would burn CPU
+        # Whether part of a frame is in the reader: read once, and again only once the
+        # reader has taken more bytes (a property costs a call each time).
+        whole = not reader.mid_frame
         # With a thread watching the parent, a wait at a frame's start is a blocking read.
-        sleep = self.watched and not reader.mid_frame
-        if not spin and not reader.mid_frame and not sleep:
+        sleep = self.watched and whole
+        if not spin and whole and not sleep:
             # No polling: the next call is most likely not there yet, and trying to read
             # it first would cost one more system call for nothing.
             self._wait(self.incoming)
         while True:
-            whole = not reader.mid_frame
             if sleep and whole and not spin:
                 count = self._sleep_read()
             else:
@@ -517,6 +534,7 @@ class _Link:
             if reader.frames:
                 self.back_to_back = time.perf_counter() - self.answered < self.spin
                 return reader.frames.popleft()
+            whole = not reader.mid_frame
 
     def _sleep_read(self) -> int:
         """Sleep in a blocking read of the next request into the inbox; return its size.
@@ -831,6 +849,12 @@ def _run_stream(link: _Link, codec: Codec, frame: Frame, reader: FrameReader) ->
 
 def _serve(link: _Link, codec: Codec, reader: FrameReader) -> int:
     limit = reader.max_frame_length
+    # A result of one bytes segment up to this size goes out as header plus pickle in
+    # one bytes object, as wire.encode_frame would make it, without the calls there.
+    small = min(limit, wire.COALESCE_LIMIT)
+    one_segment = wire.ONE_SEGMENT.pack
+    send_bytes = link.send_bytes
+    RESULT = wire.RESULT  # noqa: N806 - a constant, bound locally
     while True:
         frame = link.receive(reader)
         if frame is None:
@@ -888,9 +912,11 @@ def _serve(link: _Link, codec: Codec, reader: FrameReader) -> int:
             _send_error(link, codec, exc, "result", limit)
             continue
         del result
-        del only
-        link.send(wire.RESULT, segments)
-        del segments
+        if size <= small and type(only) is bytes:
+            send_bytes(one_segment(RESULT, 0, 1, size) + only)
+        else:
+            link.send(RESULT, segments)
+        del only, segments
 
 
 def _serve_other(link: _Link, codec: Codec, frame: Frame, reader: FrameReader) -> bool:
