@@ -245,18 +245,10 @@ def _describe(exc: BaseException, stage: Stage) -> ErrorHeader:
 
 
 def _flush_std() -> None:
-    # Unrolled: it runs after every call, and a loop over the two costs more than both
-    # flushes of streams that hold nothing.
-    stream = sys.stdout
-    if stream is not None:
-        try:  # noqa: SIM105 - contextlib is not imported in the worker for this
-            stream.flush()
-        except Exception:
-            pass
-    stream = sys.stderr
-    if stream is not None:
-        try:  # noqa: SIM105 - contextlib is not imported in the worker for this
-            stream.flush()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
         except Exception:
             pass
 
@@ -442,26 +434,19 @@ class _Link:
         """Write one whole frame."""
         self.send_buffers(wire.encode_frame(kind, segments))
 
-    def send_bytes(self, whole: bytes) -> None:
-        """Write encoded frames, joined in one bytes object, whole.
-
-        The usual small reply, in one write (a pipe with room takes it whole).
-        """
-        try:
-            written = os.write(RESPONSE_FD, whole)
-        except BlockingIOError:
-            written = 0
-        if written == len(whole):
-            self.answered = time.perf_counter()
-            return
-        self.send_buffers([memoryview(whole)[written:]])
-
     def send_buffers(self, buffers: list[Buffer]) -> None:
         """Write encoded frames whole."""
         whole = buffers[0]
         if len(buffers) == 1 and type(whole) is bytes:
-            self.send_bytes(whole)
-            return
+            # The usual small reply, in one write (a pipe with room takes it whole).
+            try:
+                written = os.write(RESPONSE_FD, whole)
+            except BlockingIOError:
+                written = 0
+            if written == len(whole):
+                self.answered = time.perf_counter()
+                return
+            buffers = [memoryview(whole)[written:]]
         while buffers:
             try:
                 written = os.writev(RESPONSE_FD, buffers)
@@ -849,12 +834,6 @@ def _run_stream(link: _Link, codec: Codec, frame: Frame, reader: FrameReader) ->
 
 def _serve(link: _Link, codec: Codec, reader: FrameReader) -> int:
     limit = reader.max_frame_length
-    # A result of one bytes segment up to this size goes out as header plus pickle in
-    # one bytes object, as wire.encode_frame would make it, without the calls there.
-    small = min(limit, wire.COALESCE_LIMIT)
-    one_segment = wire.ONE_SEGMENT.pack
-    send_bytes = link.send_bytes
-    RESULT = wire.RESULT  # noqa: N806 - a constant, bound locally
     while True:
         frame = link.receive(reader)
         if frame is None:
@@ -912,11 +891,9 @@ def _serve(link: _Link, codec: Codec, reader: FrameReader) -> int:
             _send_error(link, codec, exc, "result", limit)
             continue
         del result
-        if size <= small and type(only) is bytes:
-            send_bytes(one_segment(RESULT, 0, 1, size) + only)
-        else:
-            link.send(RESULT, segments)
-        del only, segments
+        del only
+        link.send(wire.RESULT, segments)
+        del segments
 
 
 def _serve_other(link: _Link, codec: Codec, frame: Frame, reader: FrameReader) -> bool:
