@@ -305,6 +305,22 @@ async def _receive_after_a_wait(pipes: _Pipes, kind: int = _wire.RESULT) -> None
     assert got == [kind]
 
 
+async def _check_fd_number_is_free_for_the_loop(number: int) -> None:
+    """Give a new pipe's read end fd *number*, and wait on it through AnyIO.
+
+    The loop must treat it as a new fd: a stale registration of an old fd of that
+    number (with its callback) would break the wait.
+    """
+    write = _pipe_at(number)
+    try:
+        os.write(write, b"!")
+        await _readable_through_anyio(number)
+        assert os.read(number, 10) == b"!"
+    finally:
+        os.close(write)
+        os.close(number)
+
+
 def _pipe_at(number: int) -> int:
     """Make a pipe whose read end is fd *number* (free now); return its write end."""
     read, write = os.pipe()
@@ -332,16 +348,7 @@ async def test_a_closed_channel_leaves_nothing_registered_for_its_fd_number(
             await _receive_after_a_wait(pipes)
     number = pipes.channel.response.fd
     pipes.channel.close()
-    # A new pipe given the same number: the loop must treat it as a new fd, and a
-    # stale registration of the old one (with its callback) would break the wait.
-    write = _pipe_at(number)
-    try:
-        os.write(write, b"!")
-        await _readable_through_anyio(number)
-        assert os.read(number, 10) == b"!"
-    finally:
-        os.close(write)
-        os.close(number)
+    await _check_fd_number_is_free_for_the_loop(number)
 
 
 async def test_a_channel_dropped_after_a_wait_frees_its_fd_number() -> None:
@@ -355,13 +362,7 @@ async def test_a_channel_dropped_after_a_wait_frees_its_fd_number() -> None:
     del pipes
     gc.collect()
     guard.check()  # the loop's registration kept neither the holder nor its fd alive
-    write = _pipe_at(number)
-    try:
-        os.write(write, b"!")
-        await _readable_through_anyio(number)
-    finally:
-        os.close(write)
-        os.close(number)
+    await _check_fd_number_is_free_for_the_loop(number)
 
 
 async def test_a_second_waiter_is_refused_and_the_first_still_gets_its_frame(

@@ -85,12 +85,8 @@ class _ResponsePipe(FdHolder):
         self._waiter: asyncio.Future[None] | None = None
 
     def __del__(self) -> None:
-        loop = getattr(self, "_loop", None)
-        fd = getattr(self, "fd", -1)
-        if loop is not None and fd >= 0:
-            self._loop = None
-            with suppress(Exception):  # a loop closed meanwhile has nothing to remove
-                loop.remove_reader(fd)
+        if getattr(self, "_loop", None) is not None:  # (unset if __init__ failed)
+            self._unregister()
         super().__del__()
 
     async def wait_readable(self) -> None:
