@@ -134,12 +134,20 @@ PLAIN_VALUES = [
     (copy.copy, (1, "a", b"b", None)),
     (pow, [2, 10]),
     (len, ()),
+    # Longer than the scan looks into before pickling: pickled first, and the pickle
+    # kept if it is under the threshold, up to a frame, or pickled again past a frame.
+    list(range(100)),
+    (sum, (list(range(9000)),)),
+    (sum, (list(range(30000)),)),
+    tuple(str(i) * 40 for i in range(2000)),
+    [(i, "x", None) for i in range(5000)],
 ]
 
 
 def _value_id(value: object) -> str:
     """A test id that is the same in every run (a function's repr holds its address)."""
-    return re.sub(r" at 0x[0-9a-f]+", "", repr(value))
+    text = re.sub(r" at 0x[0-9a-f]+", "", repr(value))
+    return text if len(text) <= 60 else f"{text[:40]}...({len(text)} characters)"
 
 
 @pytest.mark.parametrize("value", PLAIN_VALUES, ids=_value_id)
@@ -159,10 +167,23 @@ def test_buffers_beyond_the_quick_scan_still_travel_out_of_band() -> None:
     many = (*range(20), big)  # longer than the quick scan looks into
     result, out_of_band = _round_trip((len, many), depth=2)
     assert (result, out_of_band) == ((len, many), 1)
+    # Under a frame, over one, and with the buffer first (the pickle then stops early).
+    for value in ([*range(10_000), big], [*range(30_000), big], [big, *range(30_000)]):
+        result, out_of_band = _round_trip(value)
+        assert (result, out_of_band) == (value, 1)
+    array = bytearray(big)
+    result, out_of_band = _round_trip([*range(30), array])
+    assert (result, out_of_band) == ([*range(30), array], 1)
+    assert type(result[-1]) is bytearray  # type: ignore[index]
     view = memoryview(bytearray(b"v" * BIG))
     result, out_of_band = _round_trip((len, (view,)), depth=2)
     assert out_of_band == 1
     assert bytes(result[1][0]) == bytes(view)  # type: ignore[index]
+    # A memoryview in a long list: the plain pickler refuses it, the general one sends it.
+    small_view = memoryview(b"tiny")
+    result, out_of_band = _round_trip([*range(30), small_view])
+    assert out_of_band == 1
+    assert bytes(result[-1]) == b"tiny"  # type: ignore[index]
 
 
 def test_a_one_segment_frame_is_one_buffer_that_decodes_however_it_is_split() -> None:

@@ -565,15 +565,24 @@ _PLAIN_TYPES = frozenset(
 #: How deeply nested tuples and lists may be for :func:`_plain` to look into them.
 _PLAIN_NESTING = 3
 
+#: Tuples and lists longer than this are not scanned before a first try at pickling (see
+#: :meth:`PickleCodec.dumps`): a scan in Python costs more per item than the C pickler.
+_SCAN_LIMIT = 16
 
-def _plain(value: object, depth: int, nesting: int = 0) -> bool:
+#: The C pickler hands its stream to its file at the end of ``dump``, and before that
+#: only in frames of at least this many bytes, or to pass on a bytes-like object as big.
+_FRAME_BYTES = 64 * 1024
+
+
+def _plain(value: object, depth: int, nesting: int = 0, whole: bool = True) -> bool | None:
     """Whether *value* needs neither lifting nor the out-of-band pickler (a cheap scan).
 
     *depth* is what :func:`_lift` would be given for *value*: a large ``bytes`` it
     reaches (depth 0 or more) is lifted, one inside a container it does not open
     (negative depth) is pickled in the stream either way, so it is plain there. A large
     ``bytearray`` never is (the out-of-band pickler sends it as a buffer). Containers
-    nested deeper than a few levels take the general path.
+    nested deeper than a few levels take the general path. Unless *whole*, a tuple or
+    list longer than ``_SCAN_LIMIT`` is not looked into: the answer is then ``None``.
     """
     kind = type(value)
     if kind in _PLAIN_TYPES:
@@ -584,6 +593,12 @@ def _plain(value: object, depth: int, nesting: int = 0) -> bool:
         return len(value) < OUT_OF_BAND_THRESHOLD  # type: ignore[arg-type]
     if (kind is not tuple and kind is not list) or nesting > _PLAIN_NESTING:
         return False
+    if len(value) > _SCAN_LIMIT:  # type: ignore[arg-type]
+        if not whole:
+            return None
+        # Items of plain types only (a list of numbers, of strings): one pass in C.
+        if _PLAIN_TYPES.issuperset(map(type, value)):  # type: ignore[call-overload]
+            return True
     # A loop with the common cases inline, not all() over a generator: this runs on
     # every call, and over every item of a map's chunk (tuples of plain arguments).
     for item in value:  # type: ignore[attr-defined]
@@ -596,9 +611,43 @@ def _plain(value: object, depth: int, nesting: int = 0) -> bool:
                     break
             else:
                 continue
-        if not _plain(item, depth - 1, nesting + 1):
-            return False
+        plain = _plain(item, depth - 1, nesting + 1, whole)
+        if not plain:
+            return plain
     return True
+
+
+class _OverOneFrameError(Exception):
+    """Stops :func:`_pickle_within_a_frame`: the pickle has grown past one frame."""
+
+
+class _OneWrite:
+    """A file for the C pickler that takes one write of less than a frame, and no more."""
+
+    __slots__ = ("data",)
+
+    def __init__(self) -> None:
+        self.data: bytes | None = None
+
+    def write(self, data: bytes) -> None:
+        if self.data is not None or len(data) >= _FRAME_BYTES:
+            raise _OverOneFrameError
+        self.data = data
+
+
+def _pickle_within_a_frame(value: object) -> bytes | None:
+    """Pickle *value* with the plain pickler if it fits in one frame, else ``None``.
+
+    ``None`` as well for what the plain pickler refuses (a memoryview, a function it
+    cannot name...): the general path deals with it. The work thrown away is bounded
+    by one frame's worth of pickling, whatever the size of *value*.
+    """
+    sink = _OneWrite()
+    try:
+        pickle.Pickler(sink, protocol=5).dump(value)  # type: ignore[arg-type]
+    except Exception:
+        return None
+    return sink.data
 
 
 def _restore(value: Any, path: Path) -> object:
@@ -649,8 +698,22 @@ class PickleCodec:
 
     def dumps(self, value: object, depth: int = 1) -> list[Segment]:
         """Serialize *value* into a pickle stream and its out-of-band buffers."""
-        if self._standard and _plain(value, depth):
-            return [pickle.dumps((value, []), protocol=5)]
+        if self._standard:
+            plain = _plain(value, depth, whole=False)
+            if plain:
+                return [pickle.dumps((value, []), protocol=5)]
+            if plain is None:
+                # A long tuple or list (a map's results, a call's list of numbers): the
+                # pickle comes first, for a scan in Python costs more than the pickling.
+                # A pickle under the threshold holds no buffer worth sending out of
+                # band. A bigger one is kept, or made, if the whole scan then finds
+                # nothing to lift. Anything else is pickled again below (a __reduce__
+                # may then run twice).
+                data = _pickle_within_a_frame((value, []))
+                if data is not None and len(data) < OUT_OF_BAND_THRESHOLD:
+                    return [data]
+                if _plain(value, depth):
+                    return [data or pickle.dumps((value, []), protocol=5)]
         lifted: list[Path] = []
         value = _lift(value, depth, (), lifted)
         segments: list[Segment] = []
