@@ -151,7 +151,7 @@ async def test_the_worker_refuses_a_wrong_protocol_version(
     worker = await RawWorker.start()
     hello = await worker.read_frame()
     assert hello is not None
-    assert json.loads(hello.segments[0])["protocol"] == _wire.PROTOCOL_VERSION
+    assert json.loads(bytes(hello.segments[0]))["protocol"] == _wire.PROTOCOL_VERSION
     worker.send_frame(_wire.INIT, [json.dumps({"protocol": version}).encode()])
     status, stderr = await worker.finish()
     assert worker.frames_after == []  # no READY
@@ -258,7 +258,7 @@ async def test_the_worker_answers_or_refuses_garbage_calls(
         # Anything it says is an answer to a call; garbage arguments get an ERROR.
         assert frame.kind in (_wire.ERROR, _wire.RESULT)
         if frame.kind == _wire.ERROR:
-            assert json.loads(frame.segments[0])["stage"] == "arguments"
+            assert json.loads(bytes(frame.segments[0]))["stage"] == "arguments"
     assert status in (0, _wire.EXIT_PROTOCOL_ERROR), stderr
     assert b"Traceback" not in stderr, stderr
     guard.check()

@@ -37,3 +37,22 @@ def count_failed_reads() -> None:
 def failed_reads() -> int:
     """Return the reads of the request pipe that found nothing since count_failed_reads()."""
     return int(os.readv.procio_counter[0])  # type: ignore[attr-defined]
+
+
+def flip_first(values: list[Any]) -> list[Any]:
+    """Flip the first byte of each bytearray and memoryview; return their type names, then them.
+
+    Writing into a buffer that arrived read-only raises: they must arrive writable.
+    """
+    kinds = []
+    for value in values:
+        kinds.append(type(value).__name__)
+        if isinstance(value, (bytearray, memoryview)):
+            view = memoryview(value).cast("B")
+            view[0] ^= 0xFF
+    return [kinds, *values]
+
+
+def reads_bytes_in_place() -> bool:
+    """Whether this worker has read a large segment into a fresh bytes object."""
+    return sys.modules["_procio_wire"]._storage is not None

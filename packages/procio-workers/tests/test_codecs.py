@@ -467,3 +467,42 @@ def test_a_class_of_the_main_module_travels_through_the_example_codec(
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["2", "3", "65536"]
+
+
+@pytest.mark.anyio
+async def test_a_codec_of_another_package_receives_bytearrays_however_large(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The worker reads large bytes in place only for its own codecs: the segments it
+    # hands any other codec are bytearrays, as documented.
+    (tmp_path / "recording_codec.py").write_text(
+        textwrap.dedent(
+            """
+            from procio_workers.codecs import PickleCodec
+
+            SEEN = []
+
+            class RecordingCodec(PickleCodec):
+                def loads(self, segments):
+                    SEEN.append([type(segment).__name__ for segment in segments])
+                    return super().loads(segments)
+
+            def seen():
+                return SEEN
+            """
+        ),
+        encoding="utf-8",
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    recording: Any = importlib.import_module("recording_codec")
+
+    class RecordingSerializer(procio_workers.PickleSerializer):
+        worker_codec = "recording_codec:RecordingCodec"
+
+    big = bytes(range(256)) * (2 << 12)  # 2 MiB
+    with anyio.fail_after(60):
+        async with WorkerPool(max_workers=1, serializer=RecordingSerializer()) as pool:
+            assert await pool.run_sync(funcs.echo, big) == big
+            seen = await pool.run_sync(recording.seen)
+    assert ["bytearray", "bytearray"] in seen
+    assert all(kinds == ["bytearray"] * len(kinds) for kinds in seen), seen

@@ -125,12 +125,12 @@ async def test_the_worker_refuses_a_batch_after_agreeing_on_version_1() -> None:
         reader = _wire.FrameReader()
         hello = _wire.read_frame_blocking(response_read, reader)
         assert hello is not None
-        assert json.loads(hello.segments[0])["protocols"] == [1, 2]
+        assert json.loads(bytes(hello.segments[0]))["protocols"] == [1, 2]
         init = {"protocol": 1, "sys_path": sys.path, "main": None, "codec": "pickle"}
         _wire.write_frame_blocking(request_write, _wire.INIT, [json.dumps(init).encode()])
         ready = _wire.read_frame_blocking(response_read, reader)
         assert ready is not None
-        assert json.loads(ready.segments[0]) == {"ok": True}
+        assert json.loads(bytes(ready.segments[0])) == {"ok": True}
         _wire.write_frame_blocking(request_write, _wire.BATCH, [b"not even read"])
         with fail_after(10):
             status = await process.wait()

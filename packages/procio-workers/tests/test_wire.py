@@ -7,11 +7,16 @@ import pickle
 import re
 import struct
 import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from procio_workers import _wire
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
 
 
 def _frame_bytes(kind: int, segments: list[bytes]) -> bytes:
@@ -276,3 +281,96 @@ def test_a_large_segment_buffer_is_reused_only_once_nobody_holds_it() -> None:
     assert bytes(third) == b"x" * size
     assert bytes(held) == b"x" * size
     assert third is not held
+
+
+# --- large out-of-band segments read in place ---------------------------------------
+
+MIB = 1 << 20
+IN_PLACE = _wire._bytes_storage() is not None
+
+
+def _through_reader(segments: Sequence[Buffer], chunk: int = 70_000) -> _wire.Frame:
+    """Read one RESULT frame of *segments* as a receiver does: into the reader's views."""
+    stream = memoryview(b"".join(bytes(b) for b in _wire.encode_frame(_wire.RESULT, segments)))
+    reader = _wire.FrameReader()
+    while stream:
+        target = reader.buffer()
+        count = min(chunk, target.nbytes, stream.nbytes)
+        target[:count] = stream[:count]
+        reader.commit(count)
+        stream = stream[count:]
+    (frame,) = reader.frames
+    return frame
+
+
+def test_large_bytes_are_handed_out_as_the_object_they_were_read_into() -> None:
+    big = bytes(range(256)) * (2 * MIB // 256) + b"tail"
+    codec = _wire.PickleCodec()
+    frame = _through_reader(codec.dumps((len, (big, b"small")), 2))
+    buffer = frame.segments[1]
+    loaded: Any = codec.loads([memoryview(s) for s in frame.segments])
+    func, (value, small) = loaded
+    assert (func, type(value), value, small) == (len, bytes, big, b"small")
+    if IN_PLACE:
+        owner: Any = memoryview(buffer).obj
+        assert value is owner.bytes_owner
+        del owner
+    del frame, buffer, func, loaded
+    # Nothing else holds it: no cycle, no cache keeps a received payload alive.
+    alone = bytearray(1)  # held by one name, as *value* should be now
+    assert sys.getrefcount(value) == sys.getrefcount(alone)
+
+
+def test_large_bytearrays_and_memoryviews_arrive_writable_and_intact() -> None:
+    array = bytearray(b"a" * (2 * MIB))
+    view = memoryview(bytearray(range(256)) * (2 * MIB // 256)).cast("i", [2, MIB // 4])
+    codec = _wire.PickleCodec()
+    frame = _through_reader(codec.dumps([array, view, bytes(array)], 1))
+    loaded: Any = codec.loads(frame.segments)
+    got_array, got_view, got_bytes = loaded
+    assert type(got_array) is bytearray
+    assert got_array == array
+    got_array[0] = ord("b")  # writable, and its own: the bytes beside it do not change
+    assert (got_bytes, type(got_bytes)) == (bytes(array), bytes)
+    assert (got_view.format, got_view.shape, got_view.readonly) == ("i", (2, MIB // 4), False)
+    assert got_view.tobytes() == view.tobytes()
+    got_view[1, 0] = 7
+    assert got_view[1, 0] == 7
+
+
+def test_without_in_place_bytes_large_segments_are_bytearrays(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_wire, "_storage", None)
+    monkeypatch.setattr(_wire, "_storage_tried", True)
+    big = b"z" * (2 * MIB)
+    codec = _wire.PickleCodec()
+    frame = _through_reader(codec.dumps([big, bytearray(big)], 1))
+    assert [type(s) for s in frame.segments[1:]] == [bytearray, bytearray]
+    value: Any = codec.loads(frame.segments)
+    assert value == [big, bytearray(big)]
+    assert [type(v) for v in value] == [bytes, bytearray]
+
+
+def test_a_reader_told_not_to_gives_bytearrays_to_a_codec_of_its_own() -> None:
+    segments = _wire.PickleCodec().dumps([b"q" * (2 * MIB)], 1)
+    stream = b"".join(bytes(b) for b in _wire.encode_frame(_wire.RESULT, segments))
+    reader = _wire.FrameReader()
+    reader.bytes_in_place = False
+    reader.feed(stream)
+    assert [type(s) for s in reader.frames[0].segments] == [bytearray, bytearray]
+
+
+def test_bytes_storage_that_fails_its_probe_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A layout other than expected: writes through the view do not reach the object.
+    def make(self: object, length: int) -> tuple[bytes, memoryview]:
+        return bytes(length), memoryview(bytearray(length))
+
+    monkeypatch.setattr(_wire._BytesStorage, "make", make)
+    monkeypatch.setattr(_wire, "_storage", None)
+    monkeypatch.setattr(_wire, "_storage_tried", False)
+    assert _wire._bytes_storage() is None
+    big = bytes(range(256)) * (2 * MIB // 256)
+    frame = _through_reader(_wire.PickleCodec().dumps(big, 1))
+    assert type(frame.segments[1]) is bytearray
+    assert _wire.PickleCodec().loads(frame.segments) == big

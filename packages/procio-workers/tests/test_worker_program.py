@@ -28,7 +28,7 @@ _NO_SITE_PACKAGES = (
 
 def _hello(command: list[str]) -> dict[str, object]:
     with _session(command, 10.0) as session:
-        hello = json.loads(session.expect(_wire.HELLO).segments[0])
+        hello = json.loads(bytes(session.expect(_wire.HELLO).segments[0]))
         session.close()
     assert isinstance(hello, dict)
     return hello

@@ -178,3 +178,26 @@ def test_a_message_a_worker_never_receives_ends_it(kind: int) -> None:
         assert session.process.stderr is not None
         stderr = session.process.stderr.read()
     assert f"unexpected {_wire.KIND_NAMES[kind]} message".encode() in stderr
+
+
+@pytest.mark.anyio
+async def test_large_buffers_cross_both_ways_with_their_types_and_writable() -> None:
+    size = 3 << 20
+    data = bytes(range(256)) * (size // 256)
+    values = [data, bytearray(data), memoryview(bytearray(data)).cast("I")]
+    with anyio.fail_after(TIMEOUT):
+        async with WorkerPool(max_workers=1) as pool:
+            kinds, back_bytes, back_array, back_view = await pool.run_sync(
+                rfuncs.flip_first, values
+            )
+            in_place = await pool.run_sync(rfuncs.reads_bytes_in_place)
+    assert kinds == ["bytes", "bytearray", "memoryview"]
+    assert (type(back_bytes), back_bytes) == (bytes, data)
+    flipped = bytes([data[0] ^ 0xFF]) + data[1:]
+    assert (type(back_array), back_array) == (bytearray, bytearray(flipped))
+    assert (back_view.format, back_view.readonly) == ("I", False)
+    assert back_view.tobytes() == flipped
+    memoryview(back_view).cast("B")[0] = 0  # writable in the parent too
+    assert values[1] == bytearray(data)  # what was sent is untouched
+    # On CPython a worker on a built-in codec reads large bytes in place.
+    assert in_place == (_wire._bytes_storage() is not None)

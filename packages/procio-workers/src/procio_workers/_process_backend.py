@@ -188,7 +188,7 @@ def _inheritable_fds() -> list[int]:
 
 
 def _rebuild_error(
-    serializer: Serializer, segments: list[bytearray]
+    serializer: Serializer, segments: list[bytearray | memoryview]
 ) -> tuple[BaseException, int | None]:
     """Rebuild the exception an ERROR reports, and the item position it names, if any.
 

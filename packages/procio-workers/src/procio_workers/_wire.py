@@ -96,6 +96,62 @@ _KEEP_LIMIT = 64 << 20
 # CPython only: other implementations have no reference counts to look at.
 _getrefcount = getattr(sys, "getrefcount", None)
 
+
+class _BytesStorage:
+    """Fresh ``bytes`` objects read into in place (CPython): no copy to make them.
+
+    A large out-of-band buffer is usually a ``bytes`` argument or result, which the
+    receiving side must hand over as a fresh ``bytes``. Read into a ``bytearray``, it
+    would then be copied once more, which costs as much as the read itself. So such a
+    segment is read into a new ``bytes`` object, made uninitialized and not yet seen
+    by anyone, through a writable view of its storage: what CPython's own ``os.read``
+    does. The view is exported by a ``ctypes`` array that holds the ``bytes`` object,
+    so a consumer that keeps the buffer (a NumPy array, a ``bytearray`` copy) keeps
+    the memory alive, and :func:`_restore` hands out the ``bytes`` object itself.
+
+    ``ctypes`` is imported on the first large segment only (its array types, one per
+    length, are collected once unused); where any of this is missing, segments are
+    ``bytearray`` objects.
+    """
+
+    def __init__(self) -> None:
+        import ctypes
+
+        new = ctypes.pythonapi.PyBytes_FromStringAndSize
+        new.restype = ctypes.py_object
+        new.argtypes = (ctypes.c_void_p, ctypes.c_ssize_t)
+        self._new = new
+        self._char = ctypes.c_char
+        self._offset = bytes.__basicsize__ - 1  # where a bytes object's characters start
+        # Proven once on a small object: the characters are where they are expected.
+        probe, view = self.make(16)
+        view[:] = b"procio-bytes-ok!"
+        if probe != b"procio-bytes-ok!":
+            raise RuntimeError("bytes storage is not laid out as expected")
+
+    def make(self, length: int) -> tuple[bytes, memoryview]:
+        """Return a new ``bytes`` of *length* (contents undefined) and a writable view."""
+        owner: bytes = self._new(None, length)
+        array = (self._char * length).from_address(id(owner) + self._offset)
+        array.bytes_owner = owner  # type: ignore[attr-defined]
+        return owner, memoryview(array).cast("B")
+
+
+_storage: _BytesStorage | None = None
+_storage_tried = sys.implementation.name != "cpython"
+
+
+def _bytes_storage() -> _BytesStorage | None:
+    global _storage, _storage_tried  # made once, on first need
+    if not _storage_tried:
+        _storage_tried = True
+        try:
+            _storage = _BytesStorage()
+        except Exception:  # no ctypes, or not this CPython's layout: bytearrays then
+            _storage = None
+    return _storage
+
+
 #: Frames up to this size are written as one buffer (see :func:`encode_frame`).
 COALESCE_LIMIT = 64 * 1024
 
@@ -187,7 +243,7 @@ def encode_control(message: Hello | Init | Ready | ErrorHeader) -> bytes:
     return json.dumps(message).encode()
 
 
-def decode_control(kind: int, segments: Sequence[bytes | bytearray]) -> dict[str, Any]:
+def decode_control(kind: int, segments: Sequence[bytes | bytearray | memoryview]) -> dict[str, Any]:
     """Decode the JSON object of a control message of *kind*, as yet unchecked.
 
     Raises:
@@ -197,7 +253,7 @@ def decode_control(kind: int, segments: Sequence[bytes | bytearray]) -> dict[str
     if len(segments) != 1:
         raise ProtocolError(f"{name} must have one segment, not {len(segments)}")
     try:
-        message = json.loads(segments[0])
+        message = json.loads(bytes(segments[0]))
     except ValueError as exc:
         raise ProtocolError(f"{name} is not JSON: {exc}") from None
     if not isinstance(message, dict):
@@ -235,7 +291,7 @@ class Frame:
 
     __slots__ = ("kind", "segments")
 
-    def __init__(self, kind: int, segments: list[bytearray]) -> None:
+    def __init__(self, kind: int, segments: list[bytearray | memoryview]) -> None:
         self.kind = kind
         self.segments = segments
 
@@ -326,10 +382,13 @@ class FrameReader:
         self._kind = -1  # -1: waiting for a header
         self._count = 0
         self._lengths: list[int] = []
-        self._segments: list[bytearray] = []
+        self._segments: list[bytearray | memoryview] = []
         self._filled = 0  # bytes already in the segment being filled
         self._direct = False
         self._kept: list[bytearray] = []
+        #: Whether large out-of-band segments may be read into fresh ``bytes`` objects
+        #: (see :class:`_BytesStorage`); else every segment is a ``bytearray``.
+        self.bytes_in_place = True
 
     @property
     def mid_frame(self) -> bool:
@@ -420,15 +479,21 @@ class FrameReader:
             if not self._fill_segments():
                 return
 
-    def _allocate(self, length: int) -> bytearray:
-        """Return a buffer for a segment, reusing a large one nobody holds any more.
+    def _allocate(self, length: int, index: int) -> bytearray | memoryview:
+        """Return a buffer for segment *index*: a fresh one, or a large one reused.
 
-        Touching freshly mapped memory costs about as much as copying it, so a large
-        buffer whose only owner is this reader (its consumer copied it into ``bytes``
-        and let it go) is filled again instead of allocating a new one.
+        A large out-of-band buffer (any segment after the first) is read into a fresh
+        ``bytes`` object where that can be done (see :class:`_BytesStorage`). Else,
+        since touching freshly mapped memory costs about as much as copying it, a
+        large buffer whose only owner is this reader (its consumer copied it and let it
+        go) is filled again instead of allocating a new one.
         """
         if length < _REUSE_MIN or _getrefcount is None:
             return bytearray(length)
+        if index and self.bytes_in_place:
+            storage = _bytes_storage()
+            if storage is not None:
+                return storage.make(length)[1]
         for buffer in self._kept:
             # References: the list, this loop's variable and getrefcount's argument.
             if len(buffer) == length and _getrefcount(buffer) <= 3:
@@ -461,7 +526,7 @@ class FrameReader:
         total = sum(lengths)
         if total > self.max_frame_length or table_end + total > self._end:
             return False
-        segments = []
+        segments: list[bytearray | memoryview] = []
         position = table_end
         for length in lengths:
             segments.append(scratch[position : position + length])
@@ -475,7 +540,8 @@ class FrameReader:
         segments = self._segments
         while len(segments) < self._count or (segments and self._filled < len(segments[-1])):
             if not self._segments or self._filled == len(self._segments[-1]):
-                self._segments.append(self._allocate(self._lengths[len(self._segments)]))
+                index = len(self._segments)
+                self._segments.append(self._allocate(self._lengths[index], index))
                 self._filled = 0
                 if not self._lengths[len(self._segments) - 1]:
                     continue
@@ -644,7 +710,7 @@ def _pickle_within_a_frame(value: object) -> bytes | None:
     """
     sink = _OneWrite()
     try:
-        pickle.Pickler(sink, protocol=5).dump(value)  # type: ignore[arg-type]
+        pickle.Pickler(sink, protocol=5).dump(value)
     except Exception:
         return None
     return sink.data
@@ -652,8 +718,14 @@ def _pickle_within_a_frame(value: object) -> bytes | None:
 
 def _restore(value: Any, path: Path) -> object:
     if len(path) == 1:
-        # The receiving side passes memoryviews of bytearrays: ``.obj`` is the array.
-        return value.obj if path[0] else bytes(value)
+        # The receiving side passes memoryviews of its segments: a bytearray, or the
+        # view of a fresh bytes object (see _BytesStorage), which is then the value.
+        # The other type, or a buffer of some other owner, is copied.
+        owner = value.obj
+        if path[0]:
+            return owner if type(owner) is bytearray else bytearray(value)
+        made = getattr(owner, "bytes_owner", None)
+        return made if type(made) is bytes and len(made) == value.nbytes else bytes(value)
     head, rest = path[0], path[1:]
     if type(value) is list:
         value[head] = _restore(value[head], rest)

@@ -1045,6 +1045,9 @@ def main(argv: list[str]) -> int:
             refusal: Ready = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
             link.send(wire.READY, [wire.encode_control(refusal)])
             return 1
+        # A codec of the worker's own reads its large out-of-band segments as bytes
+        # objects made in place; another one gets bytearrays, as documented.
+        reader.bytes_in_place = codec_name in CODECS
         ready: Ready = {"ok": True}
         link.send(wire.READY, [wire.encode_control(ready)])
         if init.get("main_ahead") is True and isinstance(main_module, _ParentMain):

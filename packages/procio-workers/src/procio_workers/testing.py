@@ -773,7 +773,7 @@ def _check_worker_command(command: Sequence[str], serializer: Serializer, timeou
         assert value == 5, f"add(2, 3) came back as {value!r}"
         session.send(_wire.CALL, serializer.dump_call(int, ("x",)))
         error = session.expect(_wire.ERROR)
-        meta = json.loads(error.segments[0])
+        meta = json.loads(bytes(error.segments[0]))
         assert meta.get("type", "").endswith("ValueError"), f"ERROR says {meta}"
         assert meta.get("stage") == "call", f"ERROR says {meta}"
         session.send(_wire.SHUTDOWN, [])
@@ -815,7 +815,7 @@ def _expect_error(session: _Session, stage: str, what: str) -> dict[str, Any]:
     assert frame is not None, f"the worker closed the protocol after {what}"
     kind = _wire.KIND_NAMES.get(frame.kind, frame.kind)
     assert frame.kind == _wire.ERROR, f"{what} was answered with {kind}, not ERROR"
-    meta = json.loads(frame.segments[0])
+    meta = json.loads(bytes(frame.segments[0]))
     assert isinstance(meta, dict), f"the ERROR for {what} is not a JSON object"
     assert meta.get("stage") == stage, f"the ERROR for {what} has stage {meta.get('stage')!r}"
     for key in ("type", "message", "traceback"):
@@ -868,7 +868,7 @@ def _collect(session: _Session, serializer: Serializer, what: str) -> tuple[list
             assert not frame.segments, f"the END of {what} has segments"
             return items, None
         elif frame.kind == _wire.ERROR:
-            return items, json.loads(frame.segments[0])
+            return items, json.loads(bytes(frame.segments[0]))
         else:
             kind = _wire.KIND_NAMES.get(frame.kind, frame.kind)
             raise AssertionError(f"{what} was answered with {kind}")
