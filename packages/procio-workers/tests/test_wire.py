@@ -374,3 +374,33 @@ def test_bytes_storage_that_fails_its_probe_is_not_used(monkeypatch: pytest.Monk
     frame = _through_reader(_wire.PickleCodec().dumps(big, 1))
     assert type(frame.segments[1]) is bytearray
     assert _wire.PickleCodec().loads(frame.segments) == big
+
+
+@pytest.mark.skipif(not IN_PLACE, reason="bytes are read in place on CPython only")
+def test_huge_pages_are_offered_only_inside_a_large_object(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    storage = _wire._bytes_storage()
+    assert storage is not None
+    advised: list[tuple[int, int, int]] = []
+
+    def madvise(first: int, length: int, advice: int) -> int:
+        advised.append((first, length, advice))
+        return 0
+
+    monkeypatch.setattr(storage, "_madvise", madvise)
+    monkeypatch.setattr(storage, "_advice", 14, raising=False)
+    storage.make(_wire._HUGE_PAGES_MIN - 1)
+    assert advised == []  # too small to be worth it
+    size = _wire._HUGE_PAGES_MIN + 3 * MIB
+    big, view = storage.make(size)
+    ((first, length, advice),) = advised
+    start = id(big) + bytes.__basicsize__ - 1
+    assert first % _wire._HUGE_PAGE == 0
+    assert length % _wire._HUGE_PAGE == 0
+    assert length > 0
+    assert start <= first
+    assert first + length <= start + size
+    assert advice == 14
+    view[:3] = b"end"
+    assert big[:3] == b"end"

@@ -112,10 +112,16 @@ class _BytesStorage:
     ``ctypes`` is imported on the first large segment only (its array types, one per
     length, are collected once unused); where any of this is missing, segments are
     ``bytearray`` objects.
+
+    On Linux the storage of an object of ``_HUGE_PAGES_MIN`` bytes or more is offered
+    transparent huge pages (``madvise``, as NumPy does for its large arrays): the read
+    that first touches it then takes a page fault per 2 MiB, not per 4 KiB. Where the
+    system refuses, nothing changes.
     """
 
     def __init__(self) -> None:
         import ctypes
+        import mmap
 
         new = ctypes.pythonapi.PyBytes_FromStringAndSize
         new.restype = ctypes.py_object
@@ -123,6 +129,17 @@ class _BytesStorage:
         self._new = new
         self._char = ctypes.c_char
         self._offset = bytes.__basicsize__ - 1  # where a bytes object's characters start
+        self._madvise: Any = None
+        advice = getattr(mmap, "MADV_HUGEPAGE", None)
+        if advice is not None and sys.platform.startswith("linux"):
+            try:
+                madvise = ctypes.CDLL(None, use_errno=True).madvise
+            except (OSError, AttributeError):
+                pass
+            else:
+                madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+                madvise.restype = ctypes.c_int
+                self._madvise, self._advice = madvise, advice
         # Proven once on a small object: the characters are where they are expected.
         probe, view = self.make(16)
         view[:] = b"procio-bytes-ok!"
@@ -132,10 +149,21 @@ class _BytesStorage:
     def make(self, length: int) -> tuple[bytes, memoryview]:
         """Return a new ``bytes`` of *length* (contents undefined) and a writable view."""
         owner: bytes = self._new(None, length)
-        array = (self._char * length).from_address(id(owner) + self._offset)
+        start = id(owner) + self._offset
+        if self._madvise is not None and length >= _HUGE_PAGES_MIN:
+            # Only whole huge pages inside the object: the advice covers nothing else.
+            first = -(-start // _HUGE_PAGE) * _HUGE_PAGE
+            last = (start + length) // _HUGE_PAGE * _HUGE_PAGE
+            if last > first:
+                self._madvise(first, last - first, self._advice)  # a refusal changes nothing
+        array = (self._char * length).from_address(start)
         array.bytes_owner = owner  # type: ignore[attr-defined]
         return owner, memoryview(array).cast("B")
 
+
+#: Objects this large get huge pages offered (see :class:`_BytesStorage`), 2 MiB each.
+_HUGE_PAGES_MIN = 4 << 20
+_HUGE_PAGE = 2 << 20
 
 _storage: _BytesStorage | None = None
 _storage_tried = sys.implementation.name != "cpython"
