@@ -47,6 +47,17 @@ def test_frames_decode_the_same_however_the_stream_is_split(
     assert decoded == frames
 
 
+def _read_in_views(reader: _wire.FrameReader, stream: bytes, chunk: int) -> None:
+    """Hand *stream* to *reader* as a receiver does: into its views, *chunk* at most at a time."""
+    view = memoryview(stream)
+    while view:
+        target = reader.buffer()
+        count = min(chunk, target.nbytes, view.nbytes)
+        target[:count] = view[:count]
+        reader.commit(count)
+        view = view[count:]
+
+
 @settings(max_examples=50, deadline=None)
 @given(size=st.integers(0, 300_000), chunk=st.integers(1, 70_000))
 def test_large_segments_read_straight_into_their_buffer_decode_intact(
@@ -55,13 +66,7 @@ def test_large_segments_read_straight_into_their_buffer_decode_intact(
     payload = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
     stream = _frame_bytes(_wire.RESULT, [b"head", payload]) + _frame_bytes(_wire.SHUTDOWN, [])
     reader = _wire.FrameReader()
-    view = memoryview(stream)
-    while view:
-        target = reader.buffer()
-        count = min(chunk, target.nbytes, view.nbytes)
-        target[:count] = view[:count]
-        reader.commit(count)
-        view = view[count:]
+    _read_in_views(reader, stream, chunk)
     assert [f.kind for f in reader.frames] == [_wire.RESULT, _wire.SHUTDOWN]
     assert bytes(reader.frames[0].segments[1]) == payload
 
@@ -291,14 +296,9 @@ IN_PLACE = _wire._bytes_storage() is not None
 
 def _through_reader(segments: Sequence[Buffer], chunk: int = 70_000) -> _wire.Frame:
     """Read one RESULT frame of *segments* as a receiver does: into the reader's views."""
-    stream = memoryview(b"".join(bytes(b) for b in _wire.encode_frame(_wire.RESULT, segments)))
+    stream = b"".join(bytes(b) for b in _wire.encode_frame(_wire.RESULT, segments))
     reader = _wire.FrameReader()
-    while stream:
-        target = reader.buffer()
-        count = min(chunk, target.nbytes, stream.nbytes)
-        target[:count] = stream[:count]
-        reader.commit(count)
-        stream = stream[count:]
+    _read_in_views(reader, stream, chunk)
     (frame,) = reader.frames
     return frame
 
