@@ -389,7 +389,7 @@ def test_huge_pages_are_offered_only_inside_a_large_object(
         return 0
 
     monkeypatch.setattr(storage, "_madvise", madvise)
-    monkeypatch.setattr(storage, "_advice", 14, raising=False)
+    monkeypatch.setattr(storage, "_advice", 14)
     storage.make(_wire._HUGE_PAGES_MIN - 1)
     assert advised == []  # too small to be worth it
     size = _wire._HUGE_PAGES_MIN + 3 * MIB

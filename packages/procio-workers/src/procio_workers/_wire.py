@@ -129,7 +129,8 @@ class _BytesStorage:
         self._new = new
         self._char = ctypes.c_char
         self._offset = bytes.__basicsize__ - 1  # where a bytes object's characters start
-        self._madvise: Any = None
+        self._madvise: Any = None  # libc's madvise, where huge pages can be offered
+        self._advice = 0
         advice = getattr(mmap, "MADV_HUGEPAGE", None)
         if advice is not None and sys.platform.startswith("linux"):
             try:
