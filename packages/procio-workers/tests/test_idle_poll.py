@@ -80,6 +80,53 @@ async def test_adaptive_polls_when_calls_come_back_to_back() -> None:
 
 
 @pytest.mark.anyio
+async def test_adaptive_sleeps_after_a_lone_quick_call() -> None:
+    # After a pause, a caller that was woken late catches up with two calls in quick
+    # succession: one quick gap is no run of back-to-back calls, and polling after the
+    # second answer would burn the CPU until the next pause ends. The worker sleeps.
+    with anyio.fail_after(30):
+        async with WorkerPool(1) as pool:
+            assert await pool.run_sync(pfuncs.identity, -1) == -1  # starts the worker
+            await anyio.sleep(APART)
+            await pool.run_sync(pfuncs.count_polls)
+            # Several times over: any one quick enough catch-up would show polling.
+            for i in range(12):
+                await anyio.sleep(APART)
+                assert await pool.run_sync(pfuncs.identity, i) == i
+                assert await pool.run_sync(pfuncs.identity, -i) == -i  # at once
+            await anyio.sleep(APART)
+            assert await pool.run_sync(pfuncs.polls) == 0
+
+
+@pytest.mark.anyio
+async def test_the_parent_polls_for_a_reply_only_when_the_worker_polls(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The parent polls for a reply only if it takes the worker to be awake, polling for
+    # the call: it mirrors the worker's rule. Three calls in a row after a pause: the
+    # worker sleeps after the second answer (one quick gap is not enough), so the
+    # parent must not poll for the third reply, which comes only once the worker wakes.
+    import procio_workers._process_backend as backend_module
+
+    yields = [0]
+    original = backend_module._yield_cpu
+
+    def counting() -> None:
+        yields[0] += 1
+        original()
+
+    with anyio.fail_after(30):
+        async with WorkerPool(1) as pool:
+            assert await pool.run_sync(pfuncs.identity, -1) == -1
+            monkeypatch.setattr(backend_module, "_yield_cpu", counting)
+            for i in range(5):
+                await anyio.sleep(APART)
+                for j in range(3):
+                    assert await pool.run_sync(pfuncs.identity, (i, j)) == (i, j)
+            assert yields[0] == 0
+
+
+@pytest.mark.anyio
 async def test_fixed_polling_polls_even_when_calls_come_apart() -> None:
     with anyio.fail_after(30):
         async with WorkerPool(1, idle_poll=0.02) as pool:
