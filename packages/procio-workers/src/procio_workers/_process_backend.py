@@ -335,8 +335,10 @@ class ProcessWorker(WorkerLifecycle, Worker):
         self._found_empty = False  # reply_nowait found the response pipe empty
         self._answered = 0.0  # time.perf_counter() when the last reply arrived
         # Whether the worker polls for the next call after its answer (with adaptive
-        # polling it does so only while calls come back to back, as it sees them).
+        # polling it does so only while calls come back to back, as it sees them: the
+        # last two each within its polling time of the answer before; see _worker).
         self._spinning = backend._idle_poll_seconds > 0
+        self._quick = True  # whether the last call came that soon after the reply before
         self._awake = False  # whether the worker was taken to be polling for this call
 
     @property
@@ -552,7 +554,9 @@ class ProcessWorker(WorkerLifecycle, Worker):
         gap = time.perf_counter() - self._answered
         self._awake = self._spinning and gap < backend._worker_awake
         if backend._idle_poll_adaptive:
-            self._spinning = gap < backend._idle_poll_seconds
+            quick = gap < backend._idle_poll_seconds
+            self._spinning = quick and self._quick
+            self._quick = quick
         return True
 
     def _refuse_call(self) -> None:
@@ -945,9 +949,10 @@ class ProcessBackend(WorkerBackend):
         start_timeout: seconds a worker has to complete its handshake.
         idle_poll: how a worker waits for its next call after answering one.
             ``"adaptive"`` (the default) polls for 200 µs, but only while calls come
-            back to back (the call just answered came within 200 µs of the answer
-            before it): back-to-back calls then find the worker awake, and a worker
-            called now and then sleeps at once, costing no CPU. A number of seconds
+            back to back (the call just answered and the one before it each came
+            within 200 µs of the answer before them): back-to-back calls then find the
+            worker awake, and a worker called now and then sleeps at once, costing no
+            CPU. A number of seconds
             (at most 1) polls that long after every answer; ``0`` never polls, the
             choice for battery power, CPU quotas and shared hosts.
 

@@ -400,10 +400,14 @@ class _Link:
             else:
                 self.watched = True
         # Idle polling: how long to poll for the next call after an answer, and whether
-        # to do so only when calls come back to back (the last came within that time).
+        # to do so only when calls come back to back: the last two each came within that
+        # time of the answer before. One quick call after a pause (a caller woken late,
+        # catching up) is no run of calls, and polling after it would burn the CPU until
+        # the next pause ends.
         self.spin = SPIN_SECONDS
         self.adaptive = ADAPTIVE
         self.back_to_back = True
+        self.quick = True  # whether the last call came within self.spin of the answer
         self.answered = 0.0  # time.perf_counter() when the last answer went out
         # A request is read here first while the frame reader holds no part of a frame:
         # a whole CALL of one segment, the usual request, is then taken from it directly.
@@ -459,7 +463,7 @@ class _Link:
     def receive(self, reader: FrameReader) -> Frame | None:
         """Return the next frame (``None`` at EOF), polling briefly before sleeping on it."""
         if reader.frames:
-            self.back_to_back = True
+            self.back_to_back = self.quick = True
             return reader.frames.popleft()
         deadline = 0.0
         spin = self.spin > 0 and _sched_yield is not None
@@ -511,13 +515,17 @@ class _Link:
                         and length == count - wire.ONE_SEGMENT.size
                         and length <= reader.max_frame_length
                     ):
-                        self.back_to_back = time.perf_counter() - self.answered < self.spin
+                        quick = time.perf_counter() - self.answered < self.spin
+                        self.back_to_back = quick and self.quick
+                        self.quick = quick
                         return wire.Frame(kind, [inbox[wire.ONE_SEGMENT.size : count]])
                 reader.feed(self.inbox_view[:count])
             else:
                 reader.commit(count)
             if reader.frames:
-                self.back_to_back = time.perf_counter() - self.answered < self.spin
+                quick = time.perf_counter() - self.answered < self.spin
+                self.back_to_back = quick and self.quick
+                self.quick = quick
                 return reader.frames.popleft()
             whole = not reader.mid_frame
 
