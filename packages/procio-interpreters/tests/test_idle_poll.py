@@ -84,3 +84,59 @@ async def test_a_guest_polling_for_a_long_while_still_stops_when_the_pool_closes
         ):
             for i in range(8):
                 group.start_soon(pool.run_sync, funcs.identity, i)
+
+
+# Far longer than the 200 us window: a call this late always finds the guest asleep.
+APART = 0.05
+
+
+async def test_an_adaptive_guest_sleeps_after_a_lone_quick_call() -> None:
+    # After a pause, a caller woken late catches up with two calls in quick succession:
+    # one quick gap is no run of back-to-back calls, and the guest must not poll after
+    # the second answer (as ProcessBackend's workers do not).
+    with anyio.fail_after(TIMEOUT):
+        async with WorkerPool(backend=InterpreterBackend(), max_workers=1) as pool:
+            assert await pool.run_sync(funcs.identity, -1) == -1
+            await anyio.sleep(APART)
+            await pool.run_sync(funcs.count_polls)
+            for i in range(12):
+                await anyio.sleep(APART)
+                assert await pool.run_sync(funcs.identity, i) == i
+                assert await pool.run_sync(funcs.identity, -i) == -i  # at once
+            await anyio.sleep(APART)
+            assert await pool.run_sync(funcs.polls) == 0
+
+
+async def test_an_adaptive_guest_polls_when_calls_come_back_to_back() -> None:
+    with anyio.fail_after(TIMEOUT):
+        async with WorkerPool(backend=InterpreterBackend(), max_workers=1) as pool:
+            await pool.run_sync(funcs.count_polls)
+            for i in range(300):
+                assert await pool.run_sync(funcs.identity, i) == i
+            assert await pool.run_sync(funcs.polls) > 0
+
+
+async def test_the_parent_polls_for_a_reply_only_when_the_guest_polls(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Three calls at once after a pause: the guest sleeps after the second answer (one
+    # quick gap is not enough), so the parent must not poll for the third reply.
+    import procio_interpreters._worker as worker_module
+
+    polled = [0]
+    original = worker_module._receive
+
+    async def counting(sock: object, poll: float = 0.0) -> bytes:
+        if poll > 0:
+            polled[0] += 1
+        return await original(sock, poll)  # type: ignore[arg-type]
+
+    with anyio.fail_after(TIMEOUT):
+        async with WorkerPool(backend=InterpreterBackend(), max_workers=1) as pool:
+            assert await pool.run_sync(funcs.identity, -1) == -1
+            monkeypatch.setattr(worker_module, "_receive", counting)
+            for i in range(5):
+                await anyio.sleep(APART)
+                for j in range(3):
+                    assert await pool.run_sync(funcs.identity, (i, j)) == (i, j)
+            assert polled[0] == 0

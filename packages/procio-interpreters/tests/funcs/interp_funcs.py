@@ -177,3 +177,38 @@ def scribble(blob: Blob) -> int:
 
 def loaded_modules() -> tuple[str, ...]:
     return tuple(sorted(sys.modules))
+
+
+class _CountingOs:
+    """The guest loop's ``os``, counting the reads that found no call waiting (polls)."""
+
+    def __init__(self, real: object) -> None:
+        self.real = real
+        self.polls = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.real, name)
+
+    def read(self, fd: int, size: int) -> bytes:
+        try:
+            data: bytes = self.real.read(fd, size)  # type: ignore[attr-defined]
+        except BlockingIOError:
+            self.polls += 1
+            raise
+        return data
+
+
+def count_polls() -> None:
+    """From now on, count how often this interpreter's guest loop polls for a call."""
+    guest = sys.modules["_procio_interpreters_guest"]
+    if isinstance(guest.os, _CountingOs):
+        guest.os.polls = 0
+    else:
+        guest.os = _CountingOs(guest.os)
+
+
+def polls() -> int:
+    """How often the guest loop polled for a call since :func:`count_polls`."""
+    counting = sys.modules["_procio_interpreters_guest"].os
+    assert isinstance(counting, _CountingOs)
+    return counting.polls
