@@ -189,6 +189,11 @@ class _Guest:
         self.fd = fd
         self.spin, self.adaptive = idle_poll
         self.polling = self.spin > 0
+        # Adaptive: poll after an answer only while calls come back to back, that is,
+        # the call just answered and the one before it each came within self.spin of
+        # the answer before them. One quick call after a pause (a caller woken late,
+        # catching up) is no run of calls.
+        self.quick = True  # whether the last call came within self.spin of the answer
         self.identity = identity
         self.queue = queue
         self.functions: dict[object, Any] = {}
@@ -310,7 +315,9 @@ class _Guest:
             except OSError:
                 return
             if self.adaptive:
-                self.polling = time.perf_counter() - answered < self.spin
+                quick = time.perf_counter() - answered < self.spin
+                self.polling = quick and self.quick
+                self.quick = quick
             if wake != WAKE_CALL:
                 return
             try:

@@ -270,6 +270,7 @@ class InterpreterWorker(Worker):
         # Whether the guest polls after its next answer, as it decides it (see
         # _guest._Guest.serve), and when it last answered.
         self._spinning = host.idle_poll[0] > 0
+        self._quick = True  # whether the last call came within the window of the answer
         self._answered = 0.0
 
     @property
@@ -318,7 +319,9 @@ class InterpreterWorker(Worker):
         gap = time.perf_counter() - self._answered
         awake = self._spinning and gap < spin * _AWAKE_SHARE
         if adaptive:
-            self._spinning = gap < spin
+            quick = gap < spin
+            self._spinning = quick and self._quick
+            self._quick = quick
         try:
             wake = await _receive(host.parent, _REPLY_POLL if awake else 0.0)
         except BaseException:
