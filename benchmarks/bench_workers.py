@@ -22,8 +22,8 @@ Figures:
   direction's size. The floor sends the raw bytes through two blocking pipes grown to
   1 MiB (as procio's are), each side reading into fresh memory offered huge pages (as
   procio offers them): a fresh object on both sides, as every contender must build,
-  and no copy but the kernel's. The
-  pickle ping-pong of the round trip is shown beside it.
+  and no copy but the kernel's. The pickle ping-pong of the round trip is shown beside
+  it.
 - ``sporadic-cpu``: one call every 2 ms (a worker that has gone back to sleep between
   calls): parent-plus-worker CPU per call, and each side alone. ``SPORADIC_SETTINGS``
   lists the procio settings to measure; a polling knob, once procio has one, is one
@@ -275,6 +275,29 @@ class ExecutorContender(Contender):
         self._executor.shutdown()
 
 
+class PipeChild(Contender):
+    """A floor run as a plain Python child that talks over its stdin and stdout pipes."""
+
+    def _spawn(self, program: str, *args: str) -> None:
+        self._child = subprocess.Popen(
+            [sys.executable, "-c", program, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
+        assert self._child.stdin is not None
+        assert self._child.stdout is not None
+        self._w, self._r = self._child.stdin.fileno(), self._child.stdout.fileno()
+
+    def _write_all(self, data: memoryview) -> None:
+        while data:
+            data = data[os.write(self._w, data) :]
+
+    def close(self) -> None:
+        assert self._child.stdin is not None
+        assert self._child.stdout is not None
+        self._child.stdin.close()
+        self._child.wait()
+        self._child.stdout.close()
+
+
 PING_PONG_CHILD = r"""
 import os, pickle, select, struct, sys, time
 busy = sys.argv[1] == "busy"
@@ -309,7 +332,7 @@ while True:
 """
 
 
-class PingPong(Contender):
+class PingPong(PipeChild):
     """The floor: two plain processes and two pipes, blocking or busy-polling."""
 
     def __init__(self, busy: bool) -> None:
@@ -318,14 +341,7 @@ class PingPong(Contender):
         self._busy = busy
 
     def _start(self) -> None:
-        self._child = subprocess.Popen(
-            [sys.executable, "-c", PING_PONG_CHILD, "busy" if self._busy else "block"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-        )
-        assert self._child.stdin is not None
-        assert self._child.stdout is not None
-        self._w, self._r = self._child.stdin.fileno(), self._child.stdout.fileno()
+        self._spawn(PING_PONG_CHILD, "busy" if self._busy else "block")
         if self._busy:
             os.set_blocking(self._r, False)
 
@@ -344,19 +360,9 @@ class PingPong(Contender):
 
     def call(self, x: object) -> object:
         request = pickle.dumps((func, (x,)), 5)
-        message = struct.pack(">I", len(request)) + request
-        view = memoryview(message)
-        while view:
-            view = view[os.write(self._w, view) :]
+        self._write_all(memoryview(struct.pack(">I", len(request)) + request))
         (size,) = struct.unpack(">I", self._read_exact(4))
         return pickle.loads(self._read_exact(size))
-
-    def close(self) -> None:
-        assert self._child.stdin is not None
-        assert self._child.stdout is not None
-        self._child.stdin.close()
-        self._child.wait()
-        self._child.stdout.close()
 
 
 ECHO_CHILD = r"""
@@ -389,7 +395,7 @@ while True:
 """
 
 
-class EchoFloor(Contender):
+class EchoFloor(PipeChild):
     """The echo floor: raw bytes through two pipes, no serializer, no copy but the kernel's.
 
     Both sides block, with the pipes grown to 1 MiB as procio grows its own. Each side
@@ -408,24 +414,15 @@ class EchoFloor(Contender):
         self.clock = Clock(frozenset({self._child.pid}))
 
     def _start(self) -> None:
-        self._child = subprocess.Popen(
-            [sys.executable, "-c", ECHO_CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE
-        )
-        assert self._child.stdin is not None
-        assert self._child.stdout is not None
-        self._w, self._r = self._child.stdin.fileno(), self._child.stdout.fileno()
+        self._spawn(ECHO_CHILD)
         for fd in (self._w, self._r):
             with contextlib.suppress(AttributeError, OSError):
                 fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, 1 << 20)
 
     def call(self, x: object) -> object:
         data = memoryview(x)  # type: ignore[arg-type]
-        view = memoryview(struct.pack(">I", data.nbytes))
-        while view:
-            view = view[os.write(self._w, view) :]
-        view = data
-        while view:
-            view = view[os.write(self._w, view) :]
+        self._write_all(memoryview(struct.pack(">I", data.nbytes)))
+        self._write_all(data)
         size = data.nbytes
         fresh = mmap.mmap(-1, max(size, 1))
         if hasattr(mmap, "MADV_HUGEPAGE"):
@@ -437,13 +434,6 @@ class EchoFloor(Contender):
                 raise EOFError("the echo child has gone")
             got += count
         return back
-
-    def close(self) -> None:
-        assert self._child.stdin is not None
-        assert self._child.stdout is not None
-        self._child.stdin.close()
-        self._child.wait()
-        self._child.stdout.close()
 
 
 # -- sampling ---------------------------------------------------------------------------

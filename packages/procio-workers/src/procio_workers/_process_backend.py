@@ -952,9 +952,9 @@ class ProcessBackend(WorkerBackend):
             back to back (the call just answered and the one before it each came
             within 200 µs of the answer before them): back-to-back calls then find the
             worker awake, and a worker called now and then sleeps at once, costing no
-            CPU. A number of seconds
-            (at most 1) polls that long after every answer; ``0`` never polls, the
-            choice for battery power, CPU quotas and shared hosts.
+            CPU. A number of seconds (at most 1) polls that long after every answer;
+            ``0`` never polls, the choice for battery power, CPU quotas and shared
+            hosts.
 
     Raises:
         TypeError: an argument of the wrong type.
