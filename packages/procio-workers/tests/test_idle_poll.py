@@ -52,18 +52,24 @@ async def test_idle_poll_zero_never_polls_even_back_to_back() -> None:
             assert await pool.run_sync(pfuncs.polls) == 0
 
 
+@pytest.mark.parametrize("calls_per_pause", [1, 2])
 @pytest.mark.anyio
-async def test_adaptive_sleeps_at_once_when_calls_come_apart() -> None:
+async def test_adaptive_sleeps_at_once_when_calls_come_apart(calls_per_pause: int) -> None:
+    # Each call comes long after the last answer, and the worker answers it and then
+    # sleeps without polling. With two calls per pause, a caller that was woken late
+    # catches up with two calls in quick succession: one quick gap is no run of
+    # back-to-back calls either, and polling after the second answer would burn the CPU
+    # until the next pause ends.
     with anyio.fail_after(30):
         async with WorkerPool(1) as pool:
             assert await pool.run_sync(pfuncs.identity, -1) == -1  # starts the worker
             await anyio.sleep(APART)
-            # This call comes long after the last answer: the worker answers it and then
-            # sleeps without polling.
             await pool.run_sync(pfuncs.count_polls)
-            for i in range(5):
+            # Several times over: any one quick enough catch-up would show polling.
+            for i in range(12):
                 await anyio.sleep(APART)
-                assert await pool.run_sync(pfuncs.identity, i) == i
+                for j in range(calls_per_pause):  # the second one at once
+                    assert await pool.run_sync(pfuncs.identity, (i, j)) == (i, j)
             await anyio.sleep(APART)
             assert await pool.run_sync(pfuncs.polls) == 0
 
@@ -77,25 +83,6 @@ async def test_adaptive_polls_when_calls_come_back_to_back() -> None:
                 assert await pool.run_sync(pfuncs.identity, i) == i
             # Some of 300 back-to-back calls came within 200 µs of the answer before.
             assert await pool.run_sync(pfuncs.polls) > 0
-
-
-@pytest.mark.anyio
-async def test_adaptive_sleeps_after_a_lone_quick_call() -> None:
-    # After a pause, a caller that was woken late catches up with two calls in quick
-    # succession: one quick gap is no run of back-to-back calls, and polling after the
-    # second answer would burn the CPU until the next pause ends. The worker sleeps.
-    with anyio.fail_after(30):
-        async with WorkerPool(1) as pool:
-            assert await pool.run_sync(pfuncs.identity, -1) == -1  # starts the worker
-            await anyio.sleep(APART)
-            await pool.run_sync(pfuncs.count_polls)
-            # Several times over: any one quick enough catch-up would show polling.
-            for i in range(12):
-                await anyio.sleep(APART)
-                assert await pool.run_sync(pfuncs.identity, i) == i
-                assert await pool.run_sync(pfuncs.identity, -i) == -i  # at once
-            await anyio.sleep(APART)
-            assert await pool.run_sync(pfuncs.polls) == 0
 
 
 @pytest.mark.anyio
