@@ -60,6 +60,13 @@ def slow_recorded(item: tuple[str, int, float]) -> int:
     return index
 
 
+def recorded_failure(item: tuple[str, int]) -> int:
+    """Create ``started.<index>`` in the folder, then raise ValueError."""
+    folder, index = item
+    Path(folder, f"started.{index}").touch()
+    raise ValueError(f"item {index} fails")
+
+
 def announce_pid_then_sleep(item: tuple[str, float]) -> int:
     """Write this pid into the file *path* (atomically), then sleep."""
     path, seconds = item

@@ -636,6 +636,46 @@ async def test_an_argument_that_cannot_be_pickled_names_its_item(
     assert pool.statistics().started == figures.started, "a worker was replaced"
 
 
+@pytest.mark.parametrize("ordered", [True, False])
+async def test_no_chunk_starts_on_a_worker_started_after_the_map_failed(
+    tmp_path: Path, ordered: bool
+) -> None:
+    # Both lanes start a worker for their first chunk, and every item fails. The second
+    # start is held until the caller has seen the first failure (which stops the map)
+    # and ends with no checkpoint after that stop, as a start that completes in the
+    # same pass of the event loop does. The lane must then hand that worker back
+    # without sending its chunk: only the item that failed ever ran.
+    gate = anyio.Event()
+    acquired = 0
+    async with WorkerPool(max_workers=2) as pool:
+        real_acquire = pool._acquire
+
+        async def acquire(options: Any) -> Any:
+            nonlocal acquired
+            acquired += 1
+            held = acquired == 2
+            slot = await real_acquire(options)
+            if held:
+                with anyio.CancelScope(shield=True):
+                    await gate.wait()
+            return slot
+
+        pool._acquire = acquire  # type: ignore[method-assign]
+        items = [(str(tmp_path), i) for i in range(2)]
+        results = pool.map(mfuncs.recorded_failure, items, chunksize=1, ordered=ordered)
+        with anyio.fail_after(HANG_GUARD):
+            with pytest.raises(ValueError, match="fails"):
+                async for _ in results:
+                    raise AssertionError("a failing item gave a result")
+            assert acquired == 2, "the second lane did not ask for a worker"
+            gate.set()
+            await results.aclose()  # returns once nothing of the map runs
+        assert len(names(tmp_path, "started")) == 1, "a chunk began after the map failed"
+        figures = pool.statistics()
+        assert figures.busy == 0
+        assert figures.broken == 0
+
+
 async def test_a_result_that_cannot_be_pickled_keeps_the_worker(pool: WorkerPool) -> None:
     got: list[object] = []
     results = pool.map(mfuncs.lock_result_on, [(i, 3) for i in range(10)], chunksize=1)
