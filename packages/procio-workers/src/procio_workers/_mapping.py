@@ -56,6 +56,8 @@ if TYPE_CHECKING:
 
         def can_queue(self) -> bool: ...
 
+        async def ready(self) -> None: ...
+
         async def submit(self, tag: Any, items: list[Any]) -> None: ...
 
         def queue(self, tag: Any, items: list[Any]) -> bool: ...
@@ -395,6 +397,7 @@ class _MapCore(_Core[T]):
         self._numbered = 0  # chunks taken
         self._exhausted = False
         self._halted = False  # no chunk starts any more (an error, or closing)
+        self._first_failed: int | None = None  # the lowest number of a chunk that failed
         self._window_moved = anyio.Event()
         self._window_waiters = 0
         self._prefetched: MemoryObjectReceiveStream[Any] | None = None
@@ -631,16 +634,22 @@ class _MapCore(_Core[T]):
             if not runner.busy:
                 chunk = waiting
                 waiting = None
-                if chunk is None or self._halted:
+                if chunk is None or not self._wanted(chunk[0]):
                     if self._may_wait_for_input():
                         runner.hand_back()  # no worker held while the input is awaited
                     try:
                         chunk = await self._take_chunk()
                     except Exception as exc:
-                        self._halt()
+                        self._failed(self._numbered)  # (the input's error comes last)
                         await self._put(_Chunk(self._numbered, [], exc))
                         return
                 if chunk is None:
+                    return
+                # A worker first: its start may take long, and may end after the map
+                # stopped (the caller saw an error, or left) without a checkpoint in
+                # between. The chunk taken is then dropped, not sent.
+                await runner.ready()
+                if not self._wanted(chunk[0]):
                     return
                 number, start, items = chunk
                 spans[number] = (start, len(items))
@@ -664,7 +673,7 @@ class _MapCore(_Core[T]):
                 index = start + exc.index
                 self.completed += len(exc.results)
                 _note(exc.error, f"raised by item {index} of the map")
-                self._halt()
+                self._failed(number)
                 await self._put(_Chunk(number, exc.results, exc.error, index))
                 return
             except Exception as exc:
@@ -673,7 +682,7 @@ class _MapCore(_Core[T]):
                 last = start + count - 1
                 span = f"item {start}" if last == start else f"items {start} to {last}"
                 _note(exc, f"raised while {span} of the map ran")
-                self._halt()
+                self._failed(number)
                 await self._put(_Chunk(number, [], exc))
                 return
             start, count = spans.pop(number)
@@ -686,6 +695,25 @@ class _MapCore(_Core[T]):
     def _halt(self) -> None:
         self._halted = True
         self._window_moved.set()
+
+    def _failed(self, number: int) -> None:
+        """Chunk *number* failed: no chunk starts any more, but those still needed."""
+        if self._first_failed is None or number < self._first_failed:
+            self._first_failed = number
+        self._halt()
+
+    def _wanted(self, number: int) -> bool:
+        """Whether chunk *number*, taken from the input already, is still to be run.
+
+        Not once the caller has stopped reading. After a chunk failed, only in input
+        order and before it: the caller gets every result that comes before the error.
+        """
+        if self._closed:
+            return False
+        failed = self._first_failed
+        if failed is None:
+            return not self._halted
+        return self._ordered and number < failed
 
     # -- the caller's side -------------------------------------------------------------
 

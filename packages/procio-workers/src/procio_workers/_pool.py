@@ -1042,6 +1042,15 @@ class _ChunkRunner:
                 return request
         return self._pool.backend.prepare_batch(self._func, [(item,) for item in items])
 
+    async def ready(self) -> None:
+        """Take a worker for the next chunk, if the lane holds none.
+
+        The lane looks again at whether the map still wants that chunk once this
+        returns: a worker's start is long, and the map may have stopped meanwhile.
+        """
+        if self._slot is None and not self._plain:
+            await self._open()
+
     async def submit(self, tag: Any, items: list[Any]) -> None:
         """Send a chunk of items while nothing is awaited."""
         assert not self.busy
