@@ -127,6 +127,40 @@ async def test_leaving_early_closes_the_generator_in_the_worker_and_keeps_it(
         assert pool.statistics().started == 1
 
 
+async def test_a_stream_left_while_its_worker_starts_never_begins(tmp_path: Path) -> None:
+    # The caller leaves the block while the stream's worker is starting, and that start
+    # ends with no checkpoint after the leaving (held here by a shielded wait, as a
+    # start that completes in the same pass of the event loop would be). The
+    # generator must then never begin in that worker.
+    counted = tmp_path / "produced"
+    asked, gate = anyio.Event(), anyio.Event()  # the worker has started; go on
+    async with WorkerPool(max_workers=1) as pool:
+        real_acquire = pool._acquire
+
+        async def acquire(options: Any) -> Any:
+            slot = await real_acquire(options)
+            asked.set()
+            with anyio.CancelScope(shield=True):
+                await gate.wait()
+            return slot
+
+        async def release_once_all_wait() -> None:
+            await asked.wait()
+            await anyio.wait_all_tasks_blocked()  # the caller waits in __aexit__ now
+            gate.set()
+
+        pool._acquire = acquire  # type: ignore[method-assign]
+        with anyio.fail_after(HANG_GUARD):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(release_once_all_wait)
+                async with pool.stream(mfuncs.endless_counted, str(counted)):
+                    await asked.wait()
+            assert gate.is_set()
+            assert not counted.exists(), "the generator began after the stream was left"
+            assert pool.statistics().busy == 0
+            assert await pool.run_sync(funcs.echo, "after") == "after"
+
+
 @pytest.mark.procio_leak_check
 async def test_a_plain_break_closes_the_generator_in_the_background(tmp_path: Path) -> None:
     closed = tmp_path / "closed"
