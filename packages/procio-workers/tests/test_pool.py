@@ -6,7 +6,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
@@ -29,6 +29,48 @@ async def test_a_call_returns_its_result_and_the_pool_leaves_nothing_behind() ->
         assert value == {"a": [1, 2]}
         assert pid != os.getpid()
     guard.check()
+
+
+@pytest.mark.parametrize("cancellable", [False, True])
+async def test_a_call_cancelled_while_its_worker_starts_never_runs(
+    tmp_path: Path, cancellable: bool
+) -> None:
+    # The caller is cancelled while the call's worker starts, and that start ends with
+    # no checkpoint after the cancellation (held here by a shielded wait, as a start
+    # that completes in the same pass of the event loop would be). The call must not
+    # be sent: it raises the cancellation, and the new worker is kept, idle.
+    ran = tmp_path / "ran"
+    started, gate = anyio.Event(), anyio.Event()
+    async with WorkerPool(max_workers=1) as pool:
+        real_acquire = pool._acquire
+
+        async def acquire(options: Any) -> Any:
+            slot = await real_acquire(options)
+            started.set()
+            with anyio.CancelScope(shield=True):
+                await gate.wait()
+            return slot
+
+        pool._acquire = acquire  # type: ignore[method-assign]
+        with anyio.fail_after(30):
+            with anyio.CancelScope() as scope:
+                async with anyio.create_task_group() as tg:
+
+                    async def cancel_then_release() -> None:
+                        await started.wait()
+                        scope.cancel()
+                        gate.set()
+
+                    tg.start_soon(cancel_then_release)
+                    await pool.run_sync(
+                        funcs.sleep_then_write, 0.0, str(ran), cancellable=cancellable
+                    )
+            assert scope.cancelled_caught
+            assert not ran.exists(), "the call ran although its caller was cancelled first"
+            figures = pool.statistics()
+            assert (figures.busy, figures.idle, figures.started) == (0, 1, 1)
+            assert await pool.run_sync(funcs.echo, "after") == "after"
+            assert pool.statistics().started == 1
 
 
 async def test_idle_workers_are_reused_most_recently_used_first() -> None:
