@@ -646,28 +646,28 @@ async def test_no_chunk_starts_on_a_worker_started_after_the_map_failed(
     # same pass of the event loop does. The lane must then hand that worker back
     # without sending its chunk: only the item that failed ever ran.
     gate = anyio.Event()
-    acquired = 0
+    starts = 0
     async with WorkerPool(max_workers=2) as pool:
-        real_acquire = pool._acquire
+        real_start = pool._start
 
-        async def acquire(options: Any) -> Any:
-            nonlocal acquired
-            acquired += 1
-            held = acquired == 2
-            slot = await real_acquire(options)
+        async def start(**how: Any) -> Any:
+            nonlocal starts
+            starts += 1
+            held = starts == 2
+            slot = await real_start(**how)
             if held:
                 with anyio.CancelScope(shield=True):
                     await gate.wait()
             return slot
 
-        pool._acquire = acquire  # type: ignore[method-assign]
+        pool._start = start  # type: ignore[method-assign]
         items = [(str(tmp_path), i) for i in range(2)]
         results = pool.map(mfuncs.recorded_failure, items, chunksize=1, ordered=ordered)
         with anyio.fail_after(HANG_GUARD):
             with pytest.raises(ValueError, match="fails"):
                 async for _ in results:
                     raise AssertionError("a failing item gave a result")
-            assert acquired == 2, "the second lane did not ask for a worker"
+            assert starts == 2, "the second lane did not start a worker"
             gate.set()
             await results.aclose()  # returns once nothing of the map runs
         assert len(names(tmp_path, "started")) == 1, "a chunk began after the map failed"

@@ -42,16 +42,16 @@ async def test_a_call_cancelled_while_its_worker_starts_never_runs(
     ran = tmp_path / "ran"
     started, gate = anyio.Event(), anyio.Event()
     async with WorkerPool(max_workers=1) as pool:
-        real_acquire = pool._acquire
+        real_start = pool._start
 
-        async def acquire(options: Any) -> Any:
-            slot = await real_acquire(options)
+        async def start(**how: Any) -> Any:
+            slot = await real_start(**how)
             started.set()
             with anyio.CancelScope(shield=True):
                 await gate.wait()
             return slot
 
-        pool._acquire = acquire  # type: ignore[method-assign]
+        pool._start = start  # type: ignore[method-assign]
         with anyio.fail_after(30):
             with anyio.CancelScope() as scope:
                 async with anyio.create_task_group() as tg:

@@ -135,10 +135,10 @@ async def test_a_stream_left_while_its_worker_starts_never_begins(tmp_path: Path
     counted = tmp_path / "produced"
     asked, gate = anyio.Event(), anyio.Event()  # the worker has started; go on
     async with WorkerPool(max_workers=1) as pool:
-        real_acquire = pool._acquire
+        real_start = pool._start
 
-        async def acquire(options: Any) -> Any:
-            slot = await real_acquire(options)
+        async def start(**how: Any) -> Any:
+            slot = await real_start(**how)
             asked.set()
             with anyio.CancelScope(shield=True):
                 await gate.wait()
@@ -149,7 +149,7 @@ async def test_a_stream_left_while_its_worker_starts_never_begins(tmp_path: Path
             await anyio.wait_all_tasks_blocked()  # the caller waits in __aexit__ now
             gate.set()
 
-        pool._acquire = acquire  # type: ignore[method-assign]
+        pool._start = start  # type: ignore[method-assign]
         with anyio.fail_after(HANG_GUARD):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(release_once_all_wait)
