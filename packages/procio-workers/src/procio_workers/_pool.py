@@ -745,14 +745,26 @@ class WorkerPool:
                 each.release()
 
     async def _acquire(self, options: Mapping[str, Any]) -> _Slot:
-        if options:
-            return await self._start(reusable=False, options=options)
-        while self._idle:
-            slot = self._idle.pop()
-            if slot.worker.alive:
-                return slot
-            self._drop(slot, "found dead while idle", logging.INFO)
-        return await self._start(reusable=True, options={})
+        if not options:
+            while self._idle:
+                slot = self._idle.pop()
+                if slot.worker.alive:
+                    return slot
+                self._drop(slot, "found dead while idle", logging.INFO)
+        slot = await self._start(reusable=not options, options=options)
+        try:
+            # A start can end after its caller was cancelled with no checkpoint since
+            # (on Trio a task sees a cancellation only at one; elsewhere, the last step
+            # of the start may have been done already): nothing must be sent for that
+            # caller. The new worker has run nothing and joins the pool idle.
+            await self._cancel_point()
+        except BaseException:
+            if slot.reusable:
+                self._park(slot)
+            else:
+                self._drop(slot, "retired: its call was cancelled before it was sent")
+            raise
+        return slot
 
     async def _start(
         self, *, reusable: bool, options: Mapping[str, Any], ahead: bool = False
