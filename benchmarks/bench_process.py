@@ -30,6 +30,7 @@ from pathlib import Path
 
 import anyio
 import procio_process
+from procio_process import _spawn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import Row, parser, report, rounds
@@ -77,6 +78,18 @@ def run_async(
     return anyio.run(func, count, backend=backend)
 
 
+def _with_spawn_method(
+    method: str, run: Callable[[], tuple[float, float]]
+) -> tuple[float, float]:
+    """Run *run* with procio's plain spawns made by *method* (its tests switch so too)."""
+    default = _spawn.METHOD
+    _spawn.METHOD = method
+    try:
+        return run()
+    finally:
+        _spawn.METHOD = default
+
+
 def _has_uvloop() -> bool:
     try:
         import uvloop  # noqa: F401
@@ -104,6 +117,14 @@ def spawn_rows(count: int, repeats: int) -> list[Row]:
             lambda: run_async(_spawn_anyio, count),
         ),
     }
+    if _spawn.METHOD == "fork_exec" and _spawn._CLOSEFROM is not None:
+        # Python 3.13+ on glibc 2.34+: procio could spawn with os.posix_spawn too, but
+        # takes fork_exec (see docs/process.md). Its posix_spawn path gets a row here.
+        contenders["procio_posix_spawn"] = (
+            "procio run_process, posix_spawn path (asyncio)",
+            "other",
+            lambda: _with_spawn_method("posix_spawn", lambda: run_async(_spawn_procio, count)),
+        )
     if importlib.util.find_spec("trio") is not None:
         contenders["procio_trio"] = (
             "procio run_process (trio)",

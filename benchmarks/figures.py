@@ -65,7 +65,7 @@ class Target:
 
 
 # The targets of the design, in its order. Spawn targets are per Python version: the
-# bound is tighter from Python 3.13 on, where procio spawns with posix_spawn.
+# bound is tighter from Python 3.13 on.
 TARGETS: tuple[Target, ...] = (
     Target(
         "spawn-wall-py3.11",
@@ -79,7 +79,7 @@ TARGETS: tuple[Target, ...] = (
         "floor",
         "<=",
         1.10,
-        "wall ≤ 1.10x posix_spawn + waitpid (Python 3.13, posix_spawn path)",
+        "wall ≤ 1.10x posix_spawn + waitpid (Python 3.13)",
     ),
     Target("spawn-cpu-py3.11", "anyio", "<=", 0.5, "parent CPU ≤ 0.5x AnyIO's (Python 3.11)"),
     Target("read", "floor", ">=", 0.9, "≥ 0.9x the blocking os.read floor"),
