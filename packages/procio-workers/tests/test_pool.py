@@ -32,20 +32,25 @@ async def test_a_call_returns_its_result_and_the_pool_leaves_nothing_behind() ->
 
 
 @pytest.mark.parametrize("cancellable", [False, True])
+@pytest.mark.parametrize("fresh", [False, True], ids=["pooled", "popen-option"])
 async def test_a_call_cancelled_while_its_worker_starts_never_runs(
-    tmp_path: Path, cancellable: bool
+    tmp_path: Path, cancellable: bool, fresh: bool
 ) -> None:
     # The caller is cancelled while the call's worker starts, and that start ends with
     # no checkpoint after the cancellation (held here by a shielded wait, as a start
     # that completes in the same pass of the event loop would be). The call must not
-    # be sent: it raises the cancellation, and the new worker is kept, idle.
+    # be sent: it raises the cancellation, and the new worker is kept, idle, or, when
+    # it was started for this one call (a Popen option), retired and reaped.
     ran = tmp_path / "ran"
     started, gate = anyio.Event(), anyio.Event()
+    options = {"cwd": str(tmp_path)} if fresh else {}
     async with WorkerPool(max_workers=1) as pool:
         real_start = pool._start
+        pids: list[int] = []
 
         async def start(**how: Any) -> Any:
             slot = await real_start(**how)
+            pids.append(slot.worker.pid)
             started.set()
             with anyio.CancelScope(shield=True):
                 await gate.wait()
@@ -62,15 +67,24 @@ async def test_a_call_cancelled_while_its_worker_starts_never_runs(
                         gate.set()
 
                     tg.start_soon(cancel_then_release)
-                    await pool.run_sync(
-                        funcs.sleep_then_write, 0.0, str(ran), cancellable=cancellable
+                    # (What to_process.run_sync does with a Popen option.)
+                    await pool._run(
+                        funcs.sleep_then_write,
+                        (0.0, str(ran)),
+                        cancellable=cancellable,
+                        options=options,
+                        limiter=None,
                     )
             assert scope.cancelled_caught
             assert not ran.exists(), "the call ran although its caller was cancelled first"
             figures = pool.statistics()
-            assert (figures.busy, figures.idle, figures.started) == (0, 1, 1)
+            assert (figures.busy, figures.idle, figures.started) == (0, 0 if fresh else 1, 1)
+            if fresh:
+                with anyio.fail_after(10):
+                    while not funcs.pid_gone(pids[0]):  # noqa: ASYNC110 - another process
+                        await anyio.sleep(0.01)
             assert await pool.run_sync(funcs.echo, "after") == "after"
-            assert pool.statistics().started == 1
+            assert pool.statistics().started == (2 if fresh else 1)
 
 
 async def test_idle_workers_are_reused_most_recently_used_first() -> None:
