@@ -78,9 +78,7 @@ def run_async(
     return anyio.run(func, count, backend=backend)
 
 
-def _with_spawn_method(
-    method: str, run: Callable[[], tuple[float, float]]
-) -> tuple[float, float]:
+def _with_spawn_method(method: str, run: Callable[[], tuple[float, float]]) -> tuple[float, float]:
     """Run *run* with procio's plain spawns made by *method* (its tests switch so too)."""
     default = _spawn.METHOD
     _spawn.METHOD = method

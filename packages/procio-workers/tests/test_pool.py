@@ -6,7 +6,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 import pytest
@@ -50,7 +50,7 @@ async def test_a_call_cancelled_while_its_worker_starts_never_runs(
 
         async def start(**how: Any) -> Any:
             slot = await real_start(**how)
-            pids.append(slot.worker.pid)
+            pids.append(cast(int, slot.worker.pid))
             started.set()
             with anyio.CancelScope(shield=True):
                 await gate.wait()
