@@ -30,11 +30,14 @@ from procio_workers import (
 from procio_workers._process_backend import ProcessWorker
 
 if TYPE_CHECKING:
+    from tests.procio_held_start import HeldStart
+
     from tests import procio_map_testfuncs as mfuncs
     from tests import procio_workers_testfuncs as funcs
 else:
     import procio_map_testfuncs as mfuncs
     import procio_workers_testfuncs as funcs
+    from procio_held_start import HeldStart
 
 pytestmark = pytest.mark.anyio
 
@@ -645,22 +648,8 @@ async def test_no_chunk_starts_on_a_worker_started_after_the_map_failed(
     # and ends with no checkpoint after that stop, as a start that completes in the
     # same pass of the event loop does. The lane must then hand that worker back
     # without sending its chunk: only the item that failed ever ran.
-    gate = anyio.Event()
-    starts = 0
     async with WorkerPool(max_workers=2) as pool:
-        real_start = pool._start
-
-        async def start(**how: Any) -> Any:
-            nonlocal starts
-            starts += 1
-            held = starts == 2
-            slot = await real_start(**how)
-            if held:
-                with anyio.CancelScope(shield=True):
-                    await gate.wait()
-            return slot
-
-        pool._start = start  # type: ignore[method-assign]
+        held = HeldStart(pool, nth=2)
         items = [(str(tmp_path), i) for i in range(2)]
         results = pool.map(mfuncs.recorded_failure, items, chunksize=1, ordered=ordered)
         with anyio.fail_after(HANG_GUARD):
@@ -668,8 +657,8 @@ async def test_no_chunk_starts_on_a_worker_started_after_the_map_failed(
             with pytest.raises(ValueError, match="fails"):
                 await collect(results, got)
             assert got == []
-            assert starts == 2, "the second lane did not start a worker"
-            gate.set()
+            assert held.count == 2, "the second lane did not start a worker"
+            held.release()
             await results.aclose()  # returns once nothing of the map runs
         assert len(names(tmp_path, "started")) == 1, "a chunk began after the map failed"
         figures = pool.statistics()

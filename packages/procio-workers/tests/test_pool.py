@@ -6,18 +6,21 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING
 
 import anyio
 import pytest
 from procio_workers import BrokenWorkerProcess, PoolStatistics, WorkerPool
 
 if TYPE_CHECKING:
+    from tests.procio_held_start import HeldStart
+
     from tests import procio_pool_testfuncs as pfuncs
     from tests import procio_workers_testfuncs as funcs
 else:
     import procio_pool_testfuncs as pfuncs
     import procio_workers_testfuncs as funcs
+    from procio_held_start import HeldStart
 
 pytestmark = pytest.mark.anyio
 
@@ -42,29 +45,17 @@ async def test_a_call_cancelled_while_its_worker_starts_never_runs(
     # be sent: it raises the cancellation, and the new worker is kept, idle, or, when
     # it was started for this one call (a Popen option), retired and reaped.
     ran = tmp_path / "ran"
-    started, gate = anyio.Event(), anyio.Event()
     options = {"cwd": str(tmp_path)} if fresh else {}
     async with WorkerPool(max_workers=1) as pool:
-        real_start = pool._start
-        pids: list[int] = []
-
-        async def start(**how: Any) -> Any:
-            slot = await real_start(**how)
-            pids.append(cast(int, slot.worker.pid))
-            started.set()
-            with anyio.CancelScope(shield=True):
-                await gate.wait()
-            return slot
-
-        pool._start = start  # type: ignore[method-assign]
+        held = HeldStart(pool)
         with anyio.fail_after(30):
             with anyio.CancelScope() as scope:
                 async with anyio.create_task_group() as tg:
 
                     async def cancel_then_release() -> None:
-                        await started.wait()
+                        await held.started.wait()
                         scope.cancel()
-                        gate.set()
+                        held.release()
 
                     tg.start_soon(cancel_then_release)
                     # (What to_process.run_sync does with a Popen option.)
@@ -81,7 +72,7 @@ async def test_a_call_cancelled_while_its_worker_starts_never_runs(
             assert (figures.busy, figures.idle, figures.started) == (0, 0 if fresh else 1, 1)
             if fresh:
                 with anyio.fail_after(10):
-                    while not funcs.pid_gone(pids[0]):  # noqa: ASYNC110 - another process
+                    while not funcs.pid_gone(held.pids[0]):  # noqa: ASYNC110 - another process
                         await anyio.sleep(0.01)
             assert await pool.run_sync(funcs.echo, "after") == "after"
             assert pool.statistics().started == (2 if fresh else 1)

@@ -13,11 +13,14 @@ from procio_workers import BrokenWorkerProcess, RemoteTraceback, SerializationEr
 from procio_workers._process_backend import ProcessWorker
 
 if TYPE_CHECKING:
+    from tests.procio_held_start import HeldStart
+
     from tests import procio_map_testfuncs as mfuncs
     from tests import procio_workers_testfuncs as funcs
 else:
     import procio_map_testfuncs as mfuncs
     import procio_workers_testfuncs as funcs
+    from procio_held_start import HeldStart
 
 pytestmark = pytest.mark.anyio
 
@@ -133,29 +136,20 @@ async def test_a_stream_left_while_its_worker_starts_never_begins(tmp_path: Path
     # start that completes in the same pass of the event loop would be). The
     # generator must then never begin in that worker.
     counted = tmp_path / "produced"
-    asked, gate = anyio.Event(), anyio.Event()  # the worker has started; go on
     async with WorkerPool(max_workers=1) as pool:
-        real_start = pool._start
-
-        async def start(**how: Any) -> Any:
-            slot = await real_start(**how)
-            asked.set()
-            with anyio.CancelScope(shield=True):
-                await gate.wait()
-            return slot
+        held = HeldStart(pool)
 
         async def release_once_all_wait() -> None:
-            await asked.wait()
+            await held.started.wait()
             await anyio.wait_all_tasks_blocked()  # the caller waits in __aexit__ now
-            gate.set()
+            held.release()
 
-        pool._start = start  # type: ignore[method-assign]
         with anyio.fail_after(HANG_GUARD):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(release_once_all_wait)
                 async with pool.stream(mfuncs.endless_counted, str(counted)):
-                    await asked.wait()
-            assert gate.is_set()
+                    await held.started.wait()
+            assert held.released
             assert not counted.exists(), "the generator began after the stream was left"
             assert pool.statistics().busy == 0
             assert await pool.run_sync(funcs.echo, "after") == "after"
