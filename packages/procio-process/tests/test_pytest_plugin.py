@@ -82,6 +82,45 @@ def test_a_zombie_and_a_running_child_are_both_reported(
 
 
 @linux_only
+def test_an_escaped_process_caught_in_the_middle_of_its_exec_is_found(
+    pytester: pytest.Pytester, tmp_path: Path
+) -> None:
+    # While a process is between fork and exec, or inside its exec, its environment can
+    # read as empty: the new program's has not been set up yet. The escaped process here
+    # holds that state for 20 ms (it starts with an empty environment, then execs with
+    # the marker), so the check meets it there every time. It must still be found.
+    pids = tmp_path / "pids"
+    pytester.makepyfile(
+        f"""
+        import os, subprocess, pytest
+        from procio_process.pytest_plugin import MARKER_VARIABLE
+
+        @pytest.mark.procio_leak_check
+        def test_orphans_a_process_mid_exec():
+            marker = f"{{MARKER_VARIABLE}}={{os.environ[MARKER_VARIABLE]}}"
+            subprocess.run(
+                [
+                    "sh",
+                    "-c",
+                    'env -i setsid sh -c "sleep 0.02; exec env $1 sleep 30" sh "$1" & '
+                    "echo $! > {pids}",
+                    "sh",
+                    marker,
+                ],
+                check=True,
+            )
+        """
+    )
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
+    orphan = pids.read_text().split()[0]
+    _kill_pids_in(pids)
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(
+        [f"*processes started by the test still running elsewhere: [[]'{orphan} *"]
+    )
+
+
+@linux_only
 def test_a_grandchild_that_outlives_its_parent_is_found(
     pytester: pytest.Pytester, tmp_path: Path
 ) -> None:
