@@ -85,27 +85,35 @@ def test_a_zombie_and_a_running_child_are_both_reported(
 def test_an_escaped_process_caught_in_the_middle_of_its_exec_is_found(
     pytester: pytest.Pytester, tmp_path: Path
 ) -> None:
-    # While a process is between fork and exec, or inside its exec, its environment can
-    # read as empty: the new program's has not been set up yet. The escaped process here
-    # holds that state for 20 ms (it starts with an empty environment, then execs with
+    # While a process is inside an exec, its environment can read as empty: the new
+    # program's has not been set up yet. The escaped process here holds that state for
+    # 20 ms (a Python started with an empty environment, which then execs a sleep with
     # the marker), so the check meets it there every time. It must still be found.
     pids = tmp_path / "pids"
     pytester.makepyfile(
         f"""
-        import os, subprocess, pytest
+        import os, shutil, subprocess, sys, pytest
         from procio_process.pytest_plugin import MARKER_VARIABLE
+
+        LATER = (
+            "import os, sys, time; time.sleep(0.02); "
+            "os.execve(sys.argv[1], ['sleep', '30'], {{sys.argv[2]: sys.argv[3]}})"
+        )
 
         @pytest.mark.procio_leak_check
         def test_orphans_a_process_mid_exec():
-            marker = f"{{MARKER_VARIABLE}}={{os.environ[MARKER_VARIABLE]}}"
             subprocess.run(
                 [
                     "sh",
                     "-c",
-                    'env -i setsid sh -c "sleep 0.02; exec env $1 sleep 30" sh "$1" & '
-                    "echo $! > {pids}",
+                    'env -i setsid "$@" & echo $! > {pids}',
                     "sh",
-                    marker,
+                    sys.executable,
+                    "-c",
+                    LATER,
+                    shutil.which("sleep"),
+                    MARKER_VARIABLE,
+                    os.environ[MARKER_VARIABLE],
                 ],
                 check=True,
             )
