@@ -18,7 +18,9 @@ What counts as a leak, between the snapshot and the check:
   of a process group or session the test created. The checker finds these through a
   marker it puts into ``os.environ`` for the duration of the test, which every process
   started with the inherited environment carries; a process started with an
-  ``env=`` of its own does not, and is found only while it is a descendant.
+  ``env=`` of its own does not, and is found only while it is a descendant. A process
+  caught inside an exec, whose environment reads empty until its new program's is in
+  place, is read again for up to half a second.
 
 Take the snapshot where the event loop's own descriptors already exist, or before the
 loop is created and check after it is closed, as the fixture does (it is synchronous,
@@ -31,6 +33,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -127,12 +130,39 @@ def _descendants(table: dict[int, _Proc], root: int) -> list[_Proc]:
     return found
 
 
-def _carries_marker(pid: int, needle: bytes) -> bool:
+#: How long a check waits, at most, for the environment of a process started since the
+#: snapshot that reads empty: caught between fork and exec, or inside its exec, a process
+#: shows none until its new program's is in place.
+_SETTLE_SECONDS = 0.5
+
+
+def _carries_marker(pid: int, needle: bytes) -> bool | None:
+    """Whether *pid*'s environment holds *needle*; ``None`` if it reads empty."""
     try:
         with open(f"/proc/{pid}/environ", "rb") as f:
-            return needle in b"\0" + f.read()
+            environ = f.read()
     except OSError:
         return False  # gone, or not ours to read
+    if not environ:
+        return None
+    return needle in b"\0" + environ
+
+
+def _boot_ticks() -> int:
+    """Now, in the clock ticks since boot that ``/proc/<pid>/stat`` counts starts in."""
+    return int(time.clock_gettime(time.CLOCK_BOOTTIME) * os.sysconf("SC_CLK_TCK"))
+
+
+def _started_since(pid: int, ticks: int) -> bool:
+    """Whether *pid* started at or after *ticks* (see :func:`_boot_ticks`)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False  # gone
+    # The fields after the command name: the state is field 3, the start time field 22.
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    return len(fields) > 19 and int(fields[19]) >= ticks
 
 
 class LeakChecker:
@@ -150,6 +180,7 @@ class LeakChecker:
         self._previous = os.environ.get(MARKER_VARIABLE)
         self._marking = sys.platform == "linux"
         if self._marking:
+            self._since = _boot_ticks()
             os.environ[MARKER_VARIABLE] = self._token
 
     def close(self) -> None:
@@ -170,16 +201,42 @@ class LeakChecker:
         running = [f"{p.pid} {p.command}" for p in mine if p.state != "Z"]
         escaped = []
         if self._marking:
-            needle = f"\0{MARKER_VARIABLE}={self._token}\0".encode()
             known = {p.pid for p in mine} | {self._pid}
-            escaped = [
-                f"{p.pid} {p.command}"
-                for p in table.values()
-                if p.pid not in known and p.state != "Z" and _carries_marker(p.pid, needle)
-            ]
+            others = [p for p in table.values() if p.pid not in known and p.state != "Z"]
+            escaped = [f"{p.pid} {p.command}" for p in self._marked(others)]
         if fds or zombies or running or escaped:
             return LeakError(fds, running, zombies, escaped)
         return None
+
+    def _marked(self, candidates: list[_Proc]) -> list[_Proc]:
+        """The *candidates* whose environment carries this checker's marker.
+
+        One whose environment reads empty and that started since the snapshot may be in
+        the middle of an exec: it is read again until its environment is there, for up
+        to :data:`_SETTLE_SECONDS` (a process started with an empty environment of its
+        own costs the check that wait, and is not reported).
+        """
+        needle = f"\0{MARKER_VARIABLE}={self._token}\0".encode()
+        marked = []
+        unsettled = []
+        for proc in candidates:
+            found = _carries_marker(proc.pid, needle)
+            if found:
+                marked.append(proc)
+            elif found is None and _started_since(proc.pid, self._since):
+                unsettled.append(proc)
+        deadline = time.monotonic() + _SETTLE_SECONDS
+        while unsettled and time.monotonic() < deadline:
+            time.sleep(0.005)
+            waiting = []
+            for proc in unsettled:
+                found = _carries_marker(proc.pid, needle)
+                if found:
+                    marked.append(proc)
+                elif found is None:
+                    waiting.append(proc)
+            unsettled = waiting
+        return marked
 
     def check(self) -> None:
         """Stop marking, and raise :class:`LeakError` if anything leaked."""
