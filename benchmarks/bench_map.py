@@ -18,11 +18,16 @@ Figures (section ``many-tasks``):
   ``CapacityLimiter(2)``. Every contender's results are checked.
 - ``cpu-bound``: 64 calls of a pure-Python loop that takes about 10 ms here (its count
   calibrated once at start, the same count for everyone): the elapsed time of procio's
-  ``pool.map`` and of ``ProcessPoolExecutor.map`` (chunksize 1), beside the ideal, the
-  sum of the single-call times measured one after the other in this process, halved
-  (two workers). The ideal is measured in every round, next to the others, and so is
+  ``pool.map`` and of ``ProcessPoolExecutor.map`` (chunksize 1), beside the ideal: half
+  the sum of the task times, each task's time being the CPU time its loop took in the
+  worker, in procio's very run (:func:`spin_timed` measures it). That ideal is what a
+  pool that never leaves a worker idle nor takes CPU from it would reach in that run,
+  at whatever speed the machine ran then; this machine's speed swings by a third from
+  one second to the next, so an ideal measured at another moment says more about the
+  machine than about the pool. That other ideal is shown too (the single-call times
+  measured one after the other in this process, in the same round, halved), and so is
   what the machine gives two bare processes that split the same calls without a pool
-  (no pickling, no scheduling): the part of the gap to the ideal no pool can close.
+  (no pickling, no scheduling).
 - ``stream``: a generator yielding 100,000 small ints in the worker, read with procio's
   ``pool.stream``, beside the same data returned as one list by ``pool.run_sync``:
   items per second.
@@ -46,7 +51,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import anyio.from_thread
@@ -57,6 +62,8 @@ from procio_workers import WorkerPool
 WORKERS = 2
 SECTION = "many-tasks"
 CPU_CALL_SECONDS = 0.010
+
+T = TypeVar("T")
 
 
 # -- what the workers run ---------------------------------------------------------------
@@ -88,6 +95,13 @@ def count_list(n: int) -> list[int]:
 # -- calibration ------------------------------------------------------------------------
 
 
+def spin_timed(count: int) -> tuple[int, float]:
+    """:func:`spin`, and the CPU seconds it took in the thread that ran it."""
+    start = time.thread_time()
+    total = spin(count)
+    return total, time.thread_time() - start
+
+
 def calibrate_spin(seconds: float) -> int:
     """The count of :func:`spin` that takes about *seconds* here (median of 5 runs)."""
     count = 10_000
@@ -114,7 +128,7 @@ class Loop:
         )
 
 
-async def _procio_map(pool: WorkerPool, func: Callable[[int], int], xs: Sequence[int]) -> list[int]:
+async def _procio_map(pool: WorkerPool, func: Callable[[int], T], xs: Sequence[int]) -> list[T]:
     async with pool.map(func, xs) as results:
         return [y async for y in results]
 
@@ -155,16 +169,22 @@ MAP_NOTE = (
 )
 CPU_NOTE = (
     "A pure-Python loop calibrated once at start to about 10 ms on this machine, the "
-    "same count for every contender. The ideal is the sum of the single-call times, "
-    "measured one after the other in the parent in the same round, halved (two "
-    "workers). Ratio: to the ideal, per round."
+    "same count for every contender. The ideal (the reference) is half the sum of the "
+    "task times of procio's run beside it: each task's time is the CPU time its loop "
+    "took in the worker (time.thread_time), so the ideal moves with the speed the "
+    "machine had during that very run, and the ratio is what the pool adds: a worker "
+    "left idle, or CPU taken from it. The serial ideal is the sum of the single-call "
+    "times measured one after the other in the parent in the same round, halved: it "
+    "was taken at another moment, and shows how far this machine's speed swings. "
+    "Ratio: to the ideal of procio's run, per round."
 )
 BARE_NOTE = (
     "What this machine gives two CPU-bound processes at once: two Python processes, "
     "started and warmed before the clock, each told (one byte on a pipe) to run its "
     "half of the same calls and to answer with one byte when done; no pool, no "
-    "pickling, no scheduling. Where it is slower than the ideal, the two cores do not "
-    "run two such processes at full speed each, whatever the pool."
+    "pickling, no scheduling. Where it is slower than the serial ideal, this machine "
+    "ran two such processes slower than it ran the calls one at a time in that round, "
+    "whatever the pool."
 )
 STREAM_NOTE = (
     "Both in procio's warm pool. Ratio: to the same items returned as one list by "
@@ -292,7 +312,7 @@ def cpu_bound_rows(loop: Loop, repeats: int, calls: int, count: int) -> list[Row
     xs = [count] * calls
     expected = [spin(count)] * calls
 
-    def ideal() -> float:
+    def serial_ideal() -> float:
         took = 0.0
         for x in xs:
             start = time.perf_counter()
@@ -302,35 +322,35 @@ def cpu_bound_rows(loop: Loop, repeats: int, calls: int, count: int) -> list[Row
 
     executor = concurrent.futures.ProcessPoolExecutor(WORKERS)
     bare = BareProcesses(calls // WORKERS, count)
+    procio_name = "procio (asyncio): pool.map"
+    executor_name = "ProcessPoolExecutor.map, chunksize=1"
     try:
-        timed: dict[str, Callable[[], list[int]]] = {
-            "procio (asyncio): pool.map": lambda: loop.portal.call(
-                _procio_map, loop.pool, spin, xs
-            ),
-            "ProcessPoolExecutor.map, chunksize=1": lambda: list(
-                executor.map(spin, xs, chunksize=1)
-            ),
+        timed: dict[str, Callable[[], list[tuple[int, float]]]] = {
+            procio_name: lambda: loop.portal.call(_procio_map, loop.pool, spin_timed, xs),
+            executor_name: lambda: list(executor.map(spin_timed, xs, chunksize=1)),
         }
         title = f"{calls} calls of a ~10 ms pure-Python loop, 2 workers: elapsed"
-        ideal_name = "ideal: sum of single-call times / 2"
+        ideal_name = "ideal: half the task times (CPU) of procio's run"
+        serial_name = "serial ideal: sum of single-call times / 2"
         bare_name = f"two bare processes, {calls // WORKERS} calls each, no pool"
         rows = {
             name: Row("cpu-bound", title, SECTION, name, role, "s", higher_is_better=False)
             for name, role in (
-                ("procio (asyncio): pool.map", "subject"),
-                ("ProcessPoolExecutor.map, chunksize=1", "other"),
+                (procio_name, "subject"),
+                (executor_name, "other"),
                 (bare_name, "other"),
                 (ideal_name, "floor"),
+                (serial_name, "floor-2"),
             )
         }
         rows[ideal_name].note = CPU_NOTE
         rows[bare_name].note = BARE_NOTE
         for name, sample in timed.items():
-            assert sample() == expected, name
+            assert [total for total, _ in sample()] == expected, name
         bare.run()
-        for _, name in rounds(repeats, [*timed, bare_name, ideal_name]):
-            if name == ideal_name:
-                rows[name].samples.append(ideal())
+        for _, name in rounds(repeats, [*timed, bare_name, serial_name]):
+            if name == serial_name:
+                rows[name].samples.append(serial_ideal())
                 continue
             if name == bare_name:
                 rows[name].samples.append(bare.run())
@@ -338,7 +358,9 @@ def cpu_bound_rows(loop: Loop, repeats: int, calls: int, count: int) -> list[Row
             start = time.perf_counter()
             got = timed[name]()
             rows[name].samples.append(time.perf_counter() - start)
-            assert got == expected, name
+            assert [total for total, _ in got] == expected, name
+            if name == procio_name:
+                rows[ideal_name].samples.append(sum(cpu for _, cpu in got) / WORKERS)
     finally:
         bare.close()
         executor.shutdown()
