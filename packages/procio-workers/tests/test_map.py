@@ -566,6 +566,43 @@ async def test_aclose_ends_the_iteration(pool: WorkerPool) -> None:
     assert pool.statistics().busy == 0
 
 
+async def test_closing_inside_the_loop_ends_it_at_its_next_step(pool: WorkerPool) -> None:
+    # Chunks of 7: when the first result is taken, six more of its chunk are at hand,
+    # and the loop would hand them out without waiting if closing left them there.
+    got = []
+
+    async def take_and_close() -> None:
+        async with pool.map(mfuncs.triple_plus_one, range(100), chunksize=7) as results:
+            async for y in results:
+                got.append(y)
+                await results.aclose()
+
+    with anyio.fail_after(HANG_GUARD), pytest.raises(anyio.ClosedResourceError):
+        await take_and_close()
+    assert got == [1]
+    assert pool.statistics().busy == 0
+
+
+async def test_async_for_and_anext_mixed_hand_out_every_result_once_in_order(
+    pool: WorkerPool,
+) -> None:
+    # The results generator of each ``async for`` and ``__anext__`` step through the
+    # same results at hand: a result is neither skipped nor handed out twice, whether
+    # the switch comes within a chunk or at its end (chunks of 7).
+    got: list[int] = []
+    with anyio.fail_after(HANG_GUARD):
+        async with pool.map(mfuncs.triple_plus_one, range(60), chunksize=7) as results:
+            async for y in results:
+                got.append(y)
+                if len(got) in (3, 7, 20):
+                    got.append(await results.__anext__())
+                if len(got) >= 25:
+                    break
+            got += [await results.__anext__() for _ in range(10)]
+            got += [y async for y in results]
+    assert got == expected(list(range(60)))
+
+
 @pytest.mark.parametrize("kind", ["sync", "async"])
 async def test_an_error_raised_by_the_source_comes_out_as_it_is(
     pool: WorkerPool, kind: str
