@@ -170,7 +170,11 @@ class _Core(Generic[T]):
         self._send: MemoryObjectSendStream[Any]
         self._receive: MemoryObjectReceiveStream[Any]
         self._send, self._receive = anyio.create_memory_object_stream[Any](buffer)
-        self._ready: deque[T] = deque()
+        # The results at hand: a list at a time, stepped by one iterator that the
+        # results generator and __anext__ share (a ``for`` over a list's iterator is
+        # the cheapest step Python has), and the lists that wait behind it.
+        self._at_hand: Iterator[T] = iter(())
+        self._lists: deque[list[T]] = deque()
         self._waiting = False  # a task waits for the driver (one at a time)
         self._scope = CancelScope()
         self._started = False
@@ -211,7 +215,15 @@ class _Core(Generic[T]):
             self._waiting = False
 
     async def _wait_for_items(self) -> None:
-        while not self._ready:
+        # Called once self._at_hand is exhausted: it moves on to the next list with
+        # items, receiving more from the driver while there is none.
+        lists = self._lists
+        while True:
+            while lists:
+                items = lists.popleft()
+                if items:
+                    self._at_hand = iter(items)
+                    return
             if self._raise is not None:
                 error, self._raise = self._raise, None
                 self._stop()
@@ -261,7 +273,7 @@ class _Core(Generic[T]):
         iteration runs in any worker.
         """
         self._closed = self._aclosed = True
-        self._ready.clear()
+        self._drop_items()
         if self._done.is_set():
             self._halt_work()  # the driver has ended: no cancel scope to cancel
         else:
@@ -270,6 +282,15 @@ class _Core(Generic[T]):
             with CancelScope(shield=True):
                 await self._done.wait()
         self._receive.close()
+
+    def _drop_items(self) -> None:
+        """Forget the results at hand.
+
+        The shared iterator is run to its end, so that a results generator stepping it
+        finds nothing more at its next step; the lists behind it are dropped.
+        """
+        deque(self._at_hand, maxlen=0)
+        self._lists.clear()
 
     def abandon(self) -> None:
         """The caller dropped its results object: stop the work, in the background."""
@@ -747,7 +768,8 @@ class _MapCore(_Core[T]):
 
     def _accept(self, event: _Chunk) -> None:
         self._accepted += 1
-        self._ready.extend(event.results)
+        # A list of its own: a backend may reuse the one it handed over.
+        self._lists.append(list(event.results))
         if event.error is not None:
             self.failed_index = event.error_index
             self._raise = event.error
@@ -790,7 +812,7 @@ class _StreamCore(_Core[T]):
         if isinstance(event, _Chunk):
             self._raise = event.error
         else:
-            self._ready.extend(event)
+            self._lists.append(list(event))
         return False
 
 
@@ -822,11 +844,15 @@ async def _results(handle: _Handle[T]) -> AsyncGenerator[T, None]:
     # ``break``, the generator is closed and dropped at once (no hooks), and so is the
     # results object with it, whose finalizer stops the work.
     core = handle._core
-    ready = handle._ready
     yield None  # type: ignore[misc]  # the priming step of _iterate, never seen
     while True:
-        while ready:
-            yield ready.popleft()
+        # The iterator that __anext__ steps too: the two may be mixed. Closing runs it
+        # to its end, and this loop then ends at its next step.
+        at_hand = core._at_hand
+        for item in at_hand:
+            yield item
+        if core._at_hand is not at_hand:
+            continue  # __anext__ moved on to the next results meanwhile
         try:
             await core._fill()
         except StopAsyncIteration:
@@ -837,7 +863,6 @@ class _Handle(Generic[T]):
     """The caller's side of a map or a stream: iteration, closing, the finalizer."""
 
     _core: _Core[T]
-    _ready: deque[T]  # the core's results at hand (the same deque)
 
     async def __aenter__(self) -> Self:
         self._core._start()
@@ -861,14 +886,14 @@ class _Handle(Generic[T]):
 
     async def __anext__(self) -> T:
         # The path of every item: a result at hand is handed out with no suspension and
-        # as little work as can be (closing the results empties this deque, and nothing
-        # refills it). The checkpoint comes once per refill, in _fill: once per chunk of
-        # a map, once per frame of a stream.
-        ready = self._ready
-        if ready:
-            return ready.popleft()
-        await self._core._fill()
-        return ready.popleft()
+        # as little work as can be (closing the results runs the shared iterator to its
+        # end, and nothing refills it). The checkpoint comes once per refill, in _fill:
+        # once per chunk of a map, once per frame of a stream.
+        core = self._core
+        for item in core._at_hand:
+            return item
+        await core._fill()
+        return next(core._at_hand)
 
     async def aclose(self) -> None:
         """Stop the work and wait for it to end.
@@ -897,7 +922,6 @@ class MapResults(_Handle[T]):
 
     def __init__(self, core: _MapCore[T]) -> None:
         self._core = core
-        self._ready = core._ready
         self._map = core
 
     @property
@@ -940,7 +964,6 @@ class StreamResults(_Handle[T]):
 
     def __init__(self, core: _StreamCore[T]) -> None:
         self._core = core
-        self._ready = core._ready
         self._stream = core
 
     @property
