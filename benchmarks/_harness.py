@@ -5,9 +5,10 @@ it starts the next benchmark, so a change in the machine's load between the two 
 on one contender only, and every target here is a *ratio* of two contenders. Its
 workers also cannot hold an event loop with a warm worker pool across samples, nor
 measure the CPU that a worker process spends. So each script measures in *rounds*: one
-sample of every contender per round, in the same order, after a warm-up; ``run.py``
-runs each script in several fresh interpreters (as pyperf does, so that one process's
-luck with hashing or memory layout does not decide a figure) and joins the samples.
+sample of every contender per round (see :func:`rounds` for the order), after a
+warm-up; ``run.py`` runs each script in several fresh interpreters (as pyperf does, so
+that one process's luck with hashing or memory layout does not decide a figure) and
+joins the samples.
 pyperf is used for what it is good at: the machine metadata, and the file format, so
 that ``python -m pyperf stats`` and ``compare_to`` work on the samples (``run.py
 --pyperf``).
@@ -72,13 +73,24 @@ def parser(description: str) -> argparse.ArgumentParser:
 def rounds(count: int, contenders: Sequence[str]) -> Iterator[tuple[int, str]]:
     """Yield ``(round, contender)`` for *count* rounds, every contender once per round.
 
-    The order turns by one each round, so that no contender always runs right after the
-    same neighbour (whose leftovers, a busy-polling worker or a dirty cache, it would
-    otherwise always inherit).
+    A contender measured right after another inherits what that one leaves behind (a
+    busy-polling worker, garbage to collect, a dirty cache), so no contender may always
+    come right after the same one. Turning the order by one each round is not enough:
+    it keeps every contender behind the same neighbour. So the order turns, and every
+    other round it is also reversed: each contender then comes after one neighbour in
+    some rounds and after the other in the rest, and each goes first in turn.
     """
+    size = len(contenders)
     for index in range(count):
-        shift = index % len(contenders) if contenders else 0
-        for name in [*contenders[shift:], *contenders[:shift]]:
+        if not size:
+            return
+        if index % 2:
+            shift = (index + 1) % size
+            order = [*contenders[shift:], *contenders[:shift]][::-1]
+        else:
+            shift = index % size
+            order = [*contenders[shift:], *contenders[:shift]]
+        for name in order:
             yield index, name
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import sys
 from collections import defaultdict
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,7 @@ def test_no_contender_always_comes_right_after_the_same_one(size: int, count: in
     contenders = [f"c{i}" for i in range(size)]
     before: dict[str, set[str]] = defaultdict(set)
     for order in _orders(count, contenders):
-        for previous, name in zip(order, order[1:]):
+        for previous, name in pairwise(order):
             before[name].add(previous)
     for name in contenders:
         assert len(before[name]) >= 2, f"{name} always came right after {before[name]}"
