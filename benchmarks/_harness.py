@@ -80,17 +80,13 @@ def rounds(count: int, contenders: Sequence[str]) -> Iterator[tuple[int, str]]:
     other round it is also reversed: each contender then comes after one neighbour in
     some rounds and after the other in the rest, and each goes first in turn.
     """
-    size = len(contenders)
+    if not contenders:
+        return
     for index in range(count):
-        if not size:
-            return
-        if index % 2:
-            shift = (index + 1) % size
-            order = [*contenders[shift:], *contenders[:shift]][::-1]
-        else:
-            shift = index % size
-            order = [*contenders[shift:], *contenders[:shift]]
-        for name in order:
+        reverse = index % 2
+        shift = (index + reverse) % len(contenders)
+        order = [*contenders[shift:], *contenders[:shift]]
+        for name in reversed(order) if reverse else order:
             yield index, name
 
 
