@@ -23,6 +23,19 @@ def _kill_pids_in(path: Path) -> None:
             os.kill(int(pid), signal.SIGKILL)
 
 
+def _assert_the_escaped_process_is_found(pytester: pytest.Pytester, pids: Path) -> None:
+    """Run the test file made, whose one test leaves behind a process that escaped into
+    a session of its own and wrote its pid to *pids*; kill that process, then check
+    that the test passed and that the leak check failed, naming it."""
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
+    orphan = pids.read_text().split()[0]
+    _kill_pids_in(pids)
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(
+        [f"*processes started by the test still running elsewhere: [[]'{orphan} *"]
+    )
+
+
 def test_the_plugin_is_registered_for_pytest() -> None:
     found = {ep.name: ep.value for ep in entry_points(group="pytest11")}
     assert found.get("procio_process") == "procio_process.pytest_plugin"
@@ -119,13 +132,7 @@ def test_an_escaped_process_caught_in_the_middle_of_its_exec_is_found(
             )
         """
     )
-    result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
-    orphan = pids.read_text().split()[0]
-    _kill_pids_in(pids)
-    result.assert_outcomes(passed=1, errors=1)
-    result.stdout.fnmatch_lines(
-        [f"*processes started by the test still running elsewhere: [[]'{orphan} *"]
-    )
+    _assert_the_escaped_process_is_found(pytester, pids)
 
 
 @linux_only
@@ -146,13 +153,7 @@ def test_a_grandchild_that_outlives_its_parent_is_found(
             )
         """
     )
-    result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
-    orphan = pids.read_text().split()[0]
-    _kill_pids_in(pids)
-    result.assert_outcomes(passed=1, errors=1)
-    result.stdout.fnmatch_lines(
-        [f"*processes started by the test still running elsewhere: [[]'{orphan} *"]
-    )
+    _assert_the_escaped_process_is_found(pytester, pids)
 
 
 def test_a_test_that_cleans_up_passes_and_the_marker_is_removed(
