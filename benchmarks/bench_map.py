@@ -25,8 +25,8 @@ Figures (section ``many-tasks``):
   the sum of the task times, each task's time being the CPU time its loop took in the
   worker, in procio's very run (:func:`spin_timed` measures it). That ideal is what a
   pool that never leaves a worker idle nor takes CPU from it would reach in that run,
-  at whatever speed the machine ran then; this machine's speed swings by a third from
-  one second to the next, so an ideal measured at another moment says more about the
+  at whatever speed the machine ran then; this machine's speed swings from one second
+  to the next, so an ideal measured at another moment says more about the
   machine than about the pool. That other ideal is shown too (the single-call times
   measured one after the other in this process, in the same round, halved), and so is
   what the machine gives two bare processes that split the same calls without a pool
