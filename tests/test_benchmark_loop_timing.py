@@ -1,4 +1,4 @@
-"""The many-tasks benchmark times an async sample inside its event loop.
+"""The benchmarks time an async sample inside its event loop.
 
 Its async contenders (procio, AnyIO, the ``async for`` bound) run in an event loop kept
 in a thread, reached through a blocking portal. A call through the portal hops into
@@ -7,7 +7,10 @@ harness's cost, not the contender's, and a twentieth of a 20,000-item map. The t
 such a sample must be what the work took in the loop; a sync contender has no hop and
 is timed where it runs.
 
-The clock here is a fake one (``bench_map.time``): a portal hop and a contender's work
+The text benchmark starts an event loop per sample (``anyio.run``): its start and its
+closing are not the reader's work either, and the floor it is compared with has none.
+
+The clock here is a fake one (``bench_map.time``, ``bench_text.time``): a portal hop and a contender's work
 each move it by a known amount, so the test says exactly which of them was counted.
 """
 
@@ -27,6 +30,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 bench_map: Any = importlib.import_module("bench_map")
+bench_text: Any = importlib.import_module("bench_text")
 
 HOP = 0.5  # seconds on the fake clock for a hop into the loop's thread, each way
 WORK = 0.25  # seconds on the fake clock for one sample of a faked async contender
@@ -58,11 +62,21 @@ class _HoppingPortal:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> _Clock:
     clock = _Clock()
-    # bench_map's own ``time``: the real module's functions, but a fake perf_counter.
+    # The scripts' own ``time``: the real module's functions, but a fake perf_counter.
     fake = {name: getattr(time, name) for name in dir(time) if not name.startswith("_")}
     fake["perf_counter"] = clock.perf_counter
-    monkeypatch.setattr(bench_map, "time", SimpleNamespace(**fake))
+    for script in (bench_map, bench_text):
+        monkeypatch.setattr(script, "time", SimpleNamespace(**fake))
     return clock
+
+
+@pytest.fixture
+def slow_loop_start(monkeypatch: pytest.MonkeyPatch, clock: _Clock) -> None:
+    """bench_text's ``anyio.run`` costs HOP on the fake clock to open, and to close."""
+    portal = _HoppingPortal(clock)
+    fake = {name: getattr(anyio, name) for name in dir(anyio) if not name.startswith("_")}
+    fake["run"] = portal.call
+    monkeypatch.setattr(bench_text, "anyio", SimpleNamespace(**fake))
 
 
 @pytest.fixture
@@ -139,3 +153,20 @@ def test_a_stream_sample_is_timed_inside_the_loop(
         "procio (asyncio): pool.run_sync returning a list",
     ):
         assert _samples(rows, name) == pytest.approx([items / WORK] * 3, rel=1e-6), name
+
+
+@pytest.mark.usefixtures("slow_loop_start")
+def test_a_decode_sample_is_timed_inside_its_event_loop(clock: _Clock) -> None:
+    decode = _working(clock, lambda command: 1)
+    assert bench_text._measure(decode, ["true"]) == pytest.approx(WORK, rel=1e-6)
+
+
+@pytest.mark.usefixtures("slow_loop_start")
+def test_a_long_line_sample_is_timed_inside_its_event_loop(
+    monkeypatch: pytest.MonkeyPatch, clock: _Clock
+) -> None:
+    length = 1000
+    monkeypatch.setattr(bench_text, "_one_long_line", _working(clock, lambda n: n))
+    assert bench_text._long_line_ns_per_char(length) == pytest.approx(
+        WORK / length * 1e9, rel=1e-6
+    )
