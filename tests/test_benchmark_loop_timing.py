@@ -1,17 +1,18 @@
 """The benchmarks time an async sample inside its event loop.
 
-Its async contenders (procio, AnyIO, the ``async for`` bound) run in an event loop kept
-in a thread, reached through a blocking portal. A call through the portal hops into
-that thread and back, which costs about half a millisecond on a small machine: the
-harness's cost, not the contender's, and a twentieth of a 20,000-item map. The time of
-such a sample must be what the work took in the loop; a sync contender has no hop and
-is timed where it runs.
+The many-tasks benchmark's async contenders (procio, AnyIO, the ``async for`` bound) run
+in an event loop kept in a thread, reached through a blocking portal. A call through
+the portal hops into that thread and back, which costs about half a millisecond on a
+small machine: the harness's cost, not the contender's, and a twentieth of a
+20,000-item map. The time of such a sample must be what the work took in the loop; a
+sync contender has no hop and is timed where it runs.
 
 The text benchmark starts an event loop per sample (``anyio.run``): its start and its
 closing are not the reader's work either, and the floor it is compared with has none.
 
-The clock here is a fake one (``bench_map.time``, ``bench_text.time``): a portal hop and a contender's work
-each move it by a known amount, so the test says exactly which of them was counted.
+The clock here is a fake one (the scripts' ``time``): a hop, a loop's start and a
+contender's work each move it by a known amount, so the test says exactly which of
+them was counted.
 """
 
 from __future__ import annotations
