@@ -416,6 +416,73 @@ async def test_bytes_nobody_waits_for_do_not_keep_the_loop_busy(
         await _receive_after_a_wait(pipes)  # and a later wait registers it again
 
 
+async def test_replies_waited_for_one_after_another_keep_the_fd_registered(
+    pipes: _Pipes, anyio_backend_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The loop polls again before the task woken by a reply has read it, and finds the
+    # pipe readable once more. Once the task has read, that report is stale: it must
+    # not take the fd off the loop, only for the next wait to put it back (two
+    # epoll_ctl calls per reply, the cost the holder exists to save).
+    if anyio_backend_name == "trio":
+        pytest.skip("Trio waits through AnyIO: no registration is kept between waits")
+    from procio_workers import _channel
+
+    unregistered = 0
+    original = _channel._ResponsePipe._unregister
+
+    def counted(self: _channel._ResponsePipe) -> None:
+        nonlocal unregistered
+        if self._loop is not None:
+            unregistered += 1
+        original(self)
+
+    monkeypatch.setattr(_channel._ResponsePipe, "_unregister", counted)
+    with anyio.fail_after(10):
+        for _ in range(5):
+            await _receive_after_a_wait(pipes)
+            for _ in range(3):  # the loop's next passes, and what they report
+                await anyio.lowlevel.checkpoint()
+    assert unregistered == 0
+    assert pipes.channel.response._loop is not None
+
+
+async def test_a_stale_report_does_not_wake_the_next_wait(
+    pipes: _Pipes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A task that reads a reply and at once waits for the next one must sleep until
+    # that one comes: the report of the first reply, stale by then, must not wake it
+    # for a read that finds nothing.
+    from procio_workers import _channel
+
+    empty = 0
+    original = _channel._ResponsePipe.readinto
+
+    def counted(self: _channel._ResponsePipe, view: memoryview) -> int | None:
+        nonlocal empty
+        count = original(self, view)
+        if count is None:
+            empty += 1
+        return count
+
+    monkeypatch.setattr(_channel._ResponsePipe, "readinto", counted)
+    got: list[int] = []
+
+    async def receive_two() -> None:
+        for _ in range(2):
+            got.append((await pipes.channel.receive()).kind)
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(receive_two)
+            for count, kind in enumerate((_wire.RESULT, _wire.END)):
+                while len(got) < count:  # the first reply read: the task waits again
+                    await anyio.lowlevel.checkpoint()
+                await anyio.wait_all_tasks_blocked()
+                os.write(pipes.worker_writes, _frame(kind, [b"x"]))
+    assert got == [_wire.RESULT, _wire.END]
+    assert empty == 2  # one read before each wait, none after a wake
+
+
 def test_the_response_pipe_follows_the_caller_from_one_event_loop_to_the_next(
     anyio_backend_name: str, anyio_backend_options: dict[str, object]
 ) -> None:
