@@ -70,6 +70,15 @@ class _ResponsePipe(FdHolder):
     bytes wait, and if it finds no task waiting (the reply was read without a wait) it
     takes the fd off the loop, to register it again on the next wait.
 
+    A loop that polls again before it runs the task a report woke (asyncio's selector
+    loops do) reports the pipe once more, from before that task read: the first report
+    after a wake is therefore checked against the bytes that wait in the pipe (one
+    ``FIONREAD``), and dropped if there are none. Taken at its word, it would wake a
+    later wait for a read that finds nothing, or, with nobody waiting, take the fd off
+    the loop only for the next wait to put it back (two ``epoll_ctl`` calls per reply).
+    At end of file the pipe is empty too, but the loop reports it again at once, and
+    that report is taken.
+
     The loop's callback holds the holder through a weak reference, so an abandoned
     holder still closes its fd, and :meth:`close` (or the collection of the holder)
     takes the fd off the loop before the fd is closed: a later fd of the same number
@@ -77,12 +86,13 @@ class _ResponsePipe(FdHolder):
     ``add_reader``) the waits go through AnyIO, as for any :class:`FdHolder`.
     """
 
-    __slots__ = ("_loop", "_waiter")
+    __slots__ = ("_loop", "_maybe_stale", "_waiter")
 
     def __init__(self, fd: int) -> None:
         super().__init__(fd)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiter: asyncio.Future[None] | None = None
+        self._maybe_stale = False  # a report woke a wait, and none came since
 
     def __del__(self) -> None:
         if getattr(self, "_loop", None) is not None:  # (unset if __init__ failed)
@@ -120,6 +130,10 @@ class _ResponsePipe(FdHolder):
                 self._waiter = None
 
     def _readable(self) -> None:
+        if self._maybe_stale:
+            self._maybe_stale = False
+            if _unread(self.fd) == 0:
+                return  # from before the woken task read (or at EOF: reported again)
         waiter = self._waiter
         if waiter is None:
             # Nobody waits: the bytes will be read without a wait, or by the next one.
@@ -129,6 +143,7 @@ class _ResponsePipe(FdHolder):
         self._waiter = None
         if not waiter.done():
             waiter.set_result(None)
+            self._maybe_stale = True
 
     def _unregister(self) -> None:
         loop, self._loop = self._loop, None
@@ -153,6 +168,18 @@ class _ResponsePipe(FdHolder):
             self._unregister()  # before the fd is closed, and its number reused
             self._wake_closed()
         super().close()  # wakes a wait that went through AnyIO
+
+
+def _unread(fd: int) -> int | None:
+    """How many bytes wait in the pipe *fd* (``None``: unknown)."""
+    if not CAN_COUNT_UNREAD or fd < 0:
+        return None
+    count = array.array("i", [0])
+    try:
+        fcntl.ioctl(fd, termios.FIONREAD, count)
+    except OSError:
+        return None
+    return count[0]
 
 
 def _pipe_readable(ref: weakref.ReferenceType[_ResponsePipe]) -> None:
@@ -216,15 +243,7 @@ class FrameChannel:
 
     def unread_requests(self) -> int | None:
         """Return how many bytes sent to the worker it has not read (``None``: unknown)."""
-        fd = self.request.fd
-        if not CAN_COUNT_UNREAD or fd < 0:
-            return None
-        count = array.array("i", [0])
-        try:
-            fcntl.ioctl(fd, termios.FIONREAD, count)
-        except OSError:
-            return None
-        return count[0]
+        return _unread(self.request.fd)
 
     def close(self) -> None:
         """Close both pipes, waking whoever waits on them (idempotent)."""
