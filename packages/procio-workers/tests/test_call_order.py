@@ -116,10 +116,16 @@ async def test_a_loop_of_calls_that_fail_before_sending_lets_other_tasks_run() -
 
 
 @pytest.mark.anyio
-async def test_a_cancellation_at_the_schedule_point_waits_for_the_next_checkpoint() -> None:
+@pytest.mark.parametrize("gap", [0.0, 0.02], ids=["worker-awake", "worker-asleep"])
+async def test_a_cancellation_at_the_schedule_point_waits_for_the_next_checkpoint(
+    gap: float,
+) -> None:
     """A call that was sent is under way: a cancel scope cancelled by another task while
     the call sits at its schedule point does not take the result away (the function
     ran); the cancellation lands at the caller's next checkpoint, and the worker stays.
+
+    For a worker gone to sleep (calls *gap* apart), the wait for its reply is the
+    schedule point.
     """
     results: list[int] = []
     with anyio.fail_after(30):
@@ -127,6 +133,7 @@ async def test_a_cancellation_at_the_schedule_point_waits_for_the_next_checkpoin
             assert await pool.run_sync(abs, -1) == 1
             (slot,) = pool._slots
             for attempt in range(20):
+                await anyio.sleep(gap)
                 go = anyio.Event()
                 with anyio.CancelScope() as scope:
 
@@ -150,8 +157,9 @@ async def test_a_cancellation_at_the_schedule_point_waits_for_the_next_checkpoin
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.parametrize("gap", [0.0, 0.02], ids=["worker-awake", "worker-asleep"])
 async def test_a_native_asyncio_cancel_at_the_schedule_point_is_not_held_back(
-    anyio_backend: str,
+    anyio_backend: str, gap: float
 ) -> None:
     """``Task.cancel()`` (asyncio's own timeouts and task groups use it) is not a cancel
     scope of AnyIO's: no shield holds it, and it ends the call at its schedule point.
@@ -164,6 +172,7 @@ async def test_a_native_asyncio_cancel_at_the_schedule_point_is_not_held_back(
         async with WorkerPool(1) as pool:
             assert await pool.run_sync(abs, -1) == 1
             (slot,) = pool._slots
+            await anyio.sleep(gap)
             task = asyncio.current_task()
             assert task is not None
             go = asyncio.Event()
@@ -182,3 +191,47 @@ async def test_a_native_asyncio_cancel_at_the_schedule_point_is_not_held_back(
             await helper
             assert slot not in pool._slots
             assert await pool.run_sync(abs, -3) == 3
+
+
+@pytest.mark.anyio
+async def test_a_call_to_a_sleeping_worker_reads_nothing_before_its_reply_is_there(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A worker gone to sleep takes longer to wake than a pass of the event loop: the
+    call waits for its reply at once (that wait is its schedule point), and makes no
+    read that can only find the pipe empty. Other tasks still run during every call.
+    """
+    from procio_workers import _channel
+
+    empty = 0
+    original = _channel._ResponsePipe.readinto
+
+    def counted(self: _channel._ResponsePipe, view: memoryview) -> int | None:
+        nonlocal empty
+        count = original(self, view)
+        if count is None:
+            empty += 1
+        return count
+
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await anyio.lowlevel.checkpoint()
+
+    monkeypatch.setattr(_channel._ResponsePipe, "readinto", counted)
+    with anyio.fail_after(30):
+        async with WorkerPool(1, idle_poll=0) as pool:
+            assert await pool.run_sync(abs, -1) == 1
+            empty = 0
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(ticker)
+                for x in range(10):
+                    await anyio.sleep(0.01)  # the worker sleeps, and the parent knows
+                    before = ticks
+                    assert await pool.run_sync(abs, -x) == x
+                    assert ticks > before, "no other task ran during the call"
+                tg.cancel_scope.cancel()
+    assert empty == 0
