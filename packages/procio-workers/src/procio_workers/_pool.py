@@ -823,12 +823,18 @@ class WorkerPool:
             # often has its answer before the caller would wait, and the call then needs
             # no cancel scope (nothing can cancel it), which is worth having.
             sent = worker.send_nowait(request)
-            # The schedule point of the checkpoint: other tasks run while the worker
-            # computes. Shielded: a call that was sent is under way, and a cancellation
-            # that comes now is for the call (cancellable=True) or for the caller's next
-            # checkpoint, as for any call already running.
-            await self._schedule_point()
-            result = worker.reply_nowait() if sent else PENDING
+            if sent and not worker.reply_may_be_quick:
+                # A worker that was asleep: its reply cannot be there after one pass of
+                # the event loop, and the wait for it (in finish_call) is the schedule
+                # point instead, one pass of the loop fewer.
+                result = PENDING
+            else:
+                # The schedule point of the checkpoint: other tasks run while the worker
+                # computes. Shielded: a call that was sent is under way, and a
+                # cancellation that comes now is for the call (cancellable=True) or for
+                # the caller's next checkpoint, as for any call already running.
+                await self._schedule_point()
+                result = worker.reply_nowait() if sent else PENDING
             if result is PENDING:
                 with CancelScope(shield=not cancellable):
                     if sent:

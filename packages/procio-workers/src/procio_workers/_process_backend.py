@@ -332,7 +332,9 @@ class ProcessWorker(WorkerLifecycle, Worker):
         self._unsent_started = False
         self._problem: str | None = None
         self._call_size = 0  # the size of the CALL send_nowait wrote whole, else 0
-        self._found_empty = False  # reply_nowait found the response pipe empty
+        # finish_call waits before its first read: reply_nowait found the response pipe
+        # empty, or the worker was asleep when the call went out.
+        self._found_empty = False
         self._answered = 0.0  # time.perf_counter() when the last reply arrived
         # Whether the worker polls for the next call after its answer (with adaptive
         # polling it does so only while calls come back to back, as it sees them: the
@@ -552,7 +554,10 @@ class ProcessWorker(WorkerLifecycle, Worker):
         # takes longer to wake than is worth polling for.
         backend = self._backend
         gap = time.perf_counter() - self._answered
-        self._awake = self._spinning and gap < backend._worker_awake
+        self._awake = awake = self._spinning and gap < backend._worker_awake
+        # A reply from a sleeping worker is waited for before the first read (a read
+        # sooner could only find the pipe empty); reply_nowait reads at once.
+        self._found_empty = not awake
         if backend._idle_poll_adaptive:
             quick = gap < backend._idle_poll_seconds
             self._spinning = quick and self._quick
@@ -571,6 +576,18 @@ class ProcessWorker(WorkerLifecycle, Worker):
                 started=False,
             )
         self._call_begins()  # refused: raises WorkerStateError
+
+    @property
+    def reply_may_be_quick(self) -> bool:
+        """Whether the worker was taken to be polling for the call just sent.
+
+        One that went to sleep takes longer to wake than a pass of the event loop: the
+        pool then waits for its reply at once, and :meth:`finish_call` waits before
+        its first read (a read sooner could only find the pipe empty), which makes
+        that wait the call's schedule point. A call not sent whole, or one with a
+        problem found, goes the usual way.
+        """
+        return self._awake or bool(self._unsent) or self._problem is not None
 
     def reply_nowait(self) -> object:
         """Read the reply to a call :meth:`send_nowait` sent, or return :data:`PENDING`."""

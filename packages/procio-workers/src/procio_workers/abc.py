@@ -192,6 +192,21 @@ class Worker(ABC):
         """
         return False
 
+    @property
+    def reply_may_be_quick(self) -> bool:
+        """Whether the reply to the call :meth:`send_nowait` just took may come at once.
+
+        Read by the pool right after :meth:`send_nowait` returned ``True``. ``True``
+        (the default): the pool lets other tasks run once, then asks
+        :meth:`reply_nowait`. ``False``: the reply cannot be there that soon (the
+        worker was asleep, and takes longer to wake than a pass of the event loop);
+        the pool then awaits :meth:`finish_call` at once, and never calls
+        :meth:`reply_nowait` for this call. :meth:`finish_call` must then let other
+        tasks run before it returns (wait for the reply, or yield once): that wait is
+        the call's schedule point.
+        """
+        return True
+
     def reply_nowait(self) -> object:
         """Return the outcome of the call :meth:`send_nowait` took, or :data:`PENDING`.
 
