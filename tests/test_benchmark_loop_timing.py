@@ -168,6 +168,4 @@ def test_a_long_line_sample_is_timed_inside_its_event_loop(
 ) -> None:
     length = 1000
     monkeypatch.setattr(bench_text, "_one_long_line", _working(clock, lambda n: n))
-    assert bench_text._long_line_ns_per_char(length) == pytest.approx(
-        WORK / length * 1e9, rel=1e-6
-    )
+    assert bench_text._long_line_ns_per_char(length) == pytest.approx(WORK / length * 1e9, rel=1e-6)
