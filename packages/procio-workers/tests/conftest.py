@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from procio_workers import WorkerPool
@@ -17,6 +18,11 @@ from procio_workers import WorkerPool
 HERE = str(Path(__file__).resolve().parent)
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
+
+if TYPE_CHECKING:
+    from tests.procio_empty_reads import EmptyReads
+else:
+    from procio_empty_reads import EmptyReads  # found on the path just set
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -31,6 +37,27 @@ def _libuv_signal_pipe() -> None:
         import uvloop
 
         uvloop.new_event_loop().close()
+
+
+@pytest.fixture
+def empty_reads(monkeypatch: pytest.MonkeyPatch) -> EmptyReads:
+    """Count every read of a response pipe that finds it empty, from now on.
+
+    Patched before the test opens a pool: a worker keeps the bound method it was given.
+    """
+    from procio_workers import _channel
+
+    counter = EmptyReads()
+    original = _channel._ResponsePipe.readinto
+
+    def counted(self: _channel._ResponsePipe, view: memoryview) -> int | None:
+        count = original(self, view)
+        if count is None:
+            counter.count += 1
+        return count
+
+    monkeypatch.setattr(_channel._ResponsePipe, "readinto", counted)
+    return counter
 
 
 @pytest.fixture

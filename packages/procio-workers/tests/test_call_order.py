@@ -19,9 +19,12 @@ from procio_workers import SerializationError, WorkerPool
 from procio_workers._process_backend import ProcessWorker
 
 if TYPE_CHECKING:
+    from tests.procio_empty_reads import EmptyReads
+
     from tests import procio_workers_testfuncs as funcs
 else:
     import procio_workers_testfuncs as funcs
+    from procio_empty_reads import EmptyReads
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="FIONREAD on a pipe: Linux")
 
@@ -196,7 +199,7 @@ async def test_a_native_asyncio_cancel_at_the_schedule_point_is_not_held_back(
 
 @pytest.mark.anyio
 async def test_a_call_to_a_sleeping_worker_reads_nothing_before_its_reply_is_there(
-    monkeypatch: pytest.MonkeyPatch,
+    empty_reads: EmptyReads,
 ) -> None:
     """A worker gone to sleep takes longer to wake than a pass of the event loop: the
     call waits for its reply at once (that wait is its schedule point), and makes no
@@ -205,18 +208,6 @@ async def test_a_call_to_a_sleeping_worker_reads_nothing_before_its_reply_is_the
     caller resume first on Trio, whose scheduler orders each batch of tasks at random,
     as after any checkpoint).
     """
-    from procio_workers import _channel
-
-    empty = 0
-    original = _channel._ResponsePipe.readinto
-
-    def counted(self: _channel._ResponsePipe, view: memoryview) -> int | None:
-        nonlocal empty
-        count = original(self, view)
-        if count is None:
-            empty += 1
-        return count
-
     ticks = 0
 
     async def ticker() -> None:
@@ -225,11 +216,10 @@ async def test_a_call_to_a_sleeping_worker_reads_nothing_before_its_reply_is_the
             ticks += 1
             await anyio.lowlevel.checkpoint()
 
-    monkeypatch.setattr(_channel._ResponsePipe, "readinto", counted)
     with anyio.fail_after(30):
         async with WorkerPool(1, idle_poll=0) as pool:
             assert await pool.run_sync(abs, -1) == 1
-            empty = 0
+            empty_reads.count = 0
             async with anyio.create_task_group() as tg:
                 tg.start_soon(ticker)
                 for _ in range(10):
@@ -238,4 +228,4 @@ async def test_a_call_to_a_sleeping_worker_reads_nothing_before_its_reply_is_the
                     await pool.run_sync(time.sleep, 0.005)
                     assert ticks > before, "no other task ran during the call"
                 tg.cancel_scope.cancel()
-    assert empty == 0
+    assert empty_reads.count == 0

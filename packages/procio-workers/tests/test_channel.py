@@ -30,9 +30,12 @@ if sys.platform == "win32":  # pragma: no cover
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from tests.procio_empty_reads import EmptyReads
+
     from tests import procio_workers_testfuncs as funcs
 else:
     import procio_workers_testfuncs as funcs
+    from procio_empty_reads import EmptyReads
 
 pytestmark = pytest.mark.anyio
 
@@ -447,24 +450,11 @@ async def test_replies_waited_for_one_after_another_keep_the_fd_registered(
 
 
 async def test_a_stale_report_does_not_wake_the_next_wait(
-    pipes: _Pipes, monkeypatch: pytest.MonkeyPatch
+    pipes: _Pipes, empty_reads: EmptyReads
 ) -> None:
     # A task that reads a reply and at once waits for the next one must sleep until
     # that one comes: the report of the first reply, stale by then, must not wake it
     # for a read that finds nothing.
-    from procio_workers import _channel
-
-    empty = 0
-    original = _channel._ResponsePipe.readinto
-
-    def counted(self: _channel._ResponsePipe, view: memoryview) -> int | None:
-        nonlocal empty
-        count = original(self, view)
-        if count is None:
-            empty += 1
-        return count
-
-    monkeypatch.setattr(_channel._ResponsePipe, "readinto", counted)
     got: list[int] = []
 
     async def receive_two() -> None:
@@ -480,7 +470,7 @@ async def test_a_stale_report_does_not_wake_the_next_wait(
                 await anyio.wait_all_tasks_blocked()
                 os.write(pipes.worker_writes, _frame(kind, [b"x"]))
     assert got == [_wire.RESULT, _wire.END]
-    assert empty == 2  # one read before each wait, none after a wake
+    assert empty_reads.count == 2  # one read before each wait, none after a wake
 
 
 def test_the_response_pipe_follows_the_caller_from_one_event_loop_to_the_next(
