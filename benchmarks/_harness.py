@@ -24,9 +24,10 @@ import json
 import os
 import statistics
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 
 @dataclass
@@ -88,6 +89,21 @@ def rounds(count: int, contenders: Sequence[str]) -> Iterator[tuple[int, str]]:
         order = [*contenders[shift:], *contenders[:shift]]
         for name in reversed(order) if reverse else order:
             yield index, name
+
+
+T = TypeVar("T")
+
+
+async def timed_in_loop(func: Callable[..., Awaitable[T]], *args: Any) -> tuple[T, float]:
+    """Await ``func(*args)``: its result, and the seconds it took, timed in the loop.
+
+    An async sample is timed where its caller would await it: reaching the loop (a
+    portal's hop into its thread, or opening a loop with ``anyio.run``) and closing it
+    are the harness's, not the contender's.
+    """
+    start = time.perf_counter()
+    result = await func(*args)
+    return result, time.perf_counter() - start
 
 
 def calibrate(batch: Callable[[int], float], seconds: float, start: int = 1) -> int:

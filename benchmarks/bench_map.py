@@ -60,7 +60,7 @@ from typing import Any, TypeVar
 import anyio
 import anyio.from_thread
 import anyio.to_process
-from _harness import Row, parser, report, rounds
+from _harness import Row, parser, report, rounds, timed_in_loop
 from procio_workers import WorkerPool
 
 WORKERS = 2
@@ -139,14 +139,8 @@ class Loop:
         is the harness's, not the contender's: a caller in an async program awaits the
         map where it is, and a map of 20,000 tiny calls lasts only some milliseconds.
         """
-        timed: tuple[T, float] = self.portal.call(_timed_in_loop, func, *args)
+        timed: tuple[T, float] = self.portal.call(timed_in_loop, func, *args)
         return timed
-
-
-async def _timed_in_loop(func: Callable[..., Awaitable[T]], *args: Any) -> tuple[T, float]:
-    start = time.perf_counter()
-    result = await func(*args)
-    return result, time.perf_counter() - start
 
 
 def _timed_here(func: Callable[[], T]) -> tuple[T, float]:

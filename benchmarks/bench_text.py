@@ -30,17 +30,14 @@ import subprocess
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import TypeVar
 
 import anyio
 import anyio.streams.text
 import procio_process
 import procio_text
-from _harness import Row, parser, report, rounds
+from _harness import Row, parser, report, rounds, timed_in_loop
 from anyio.abc import ByteReceiveStream, ObjectReceiveStream, Process
 from anyio.streams.buffered import BufferedByteReceiveStream
-
-T = TypeVar("T")
 
 ASCII_LINE = b"2026-11-26 12:00:00 INFO worker-3 handled request id=1234567 in 0.42 ms\n"
 UTF8_LINE = "2026-11-26 journal: café ✓ naïve 漢字 résumé ok — done 🚀\n".encode()
@@ -146,22 +143,14 @@ async def _one_long_line(length: int) -> int:
     return sum([len(line) async for line in stream])
 
 
-async def _timed(func: Callable[[T], Awaitable[int]], arg: T) -> tuple[int, float]:
-    # Inside the event loop: opening and closing a loop is not the reader's work, and
-    # the blocking floor has no loop to open.
-    start = time.perf_counter()
-    result = await func(arg)
-    return result, time.perf_counter() - start
-
-
 def _long_line_ns_per_char(length: int) -> float:
-    got, took = anyio.run(_timed, _one_long_line, length)
+    got, took = anyio.run(timed_in_loop, _one_long_line, length)
     assert got == length
     return took / length * 1e9
 
 
 def _measure(func: Callable[[list[str]], Awaitable[int]], command: list[str]) -> float:
-    _, took = anyio.run(_timed, func, command)
+    _, took = anyio.run(timed_in_loop, func, command)
     return took
 
 

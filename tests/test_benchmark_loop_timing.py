@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 bench_map: Any = importlib.import_module("bench_map")
 bench_text: Any = importlib.import_module("bench_text")
+harness: Any = importlib.import_module("_harness")
 
 HOP = 0.5  # seconds on the fake clock for a hop into the loop's thread, each way
 WORK = 0.25  # seconds on the fake clock for one sample of a faked async contender
@@ -66,7 +67,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> _Clock:
     # The scripts' own ``time``: the real module's functions, but a fake perf_counter.
     fake = {name: getattr(time, name) for name in dir(time) if not name.startswith("_")}
     fake["perf_counter"] = clock.perf_counter
-    for script in (bench_map, bench_text):
+    for script in (bench_map, bench_text, harness):
         monkeypatch.setattr(script, "time", SimpleNamespace(**fake))
     return clock
 
