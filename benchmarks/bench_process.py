@@ -5,7 +5,9 @@
 Rows:
 - spawn ``/bin/true`` and reap it, one after the other: wall time per spawn, and the
   parent's own CPU time per spawn (``time.process_time``, which does not count children);
-  the floor is ``os.posix_spawn`` + ``os.waitpid`` with no pipes at all.
+  the floor is ``os.posix_spawn`` + ``os.waitpid`` with no pipes at all. Beside
+  ``run_process``, procio's own spawn of the same child with no event loop (blocking
+  reads and wait) splits procio's distance to the floor into the spawn and the loop.
 - read 256 MiB from a child's stdout: MB/s; the floor is a blocking ``os.read`` loop on a
   ``subprocess.Popen`` pipe, with the same chunk size as the async streams.
 - spawns per second with 16 spawns in flight.
@@ -49,6 +51,36 @@ def spawn_floor(count: int) -> tuple[float, float]:
     for _ in range(count):
         pid = os.posix_spawn(TRUE, [TRUE], env)
         os.waitpid(pid, 0)
+    return (time.perf_counter() - wall) / count, (time.process_time() - cpu) / count
+
+
+def spawn_procio_blocking(count: int) -> tuple[float, float]:
+    """(wall, parent CPU) per spawn: procio's spawn of the child ``run_process`` starts,
+    with no event loop.
+
+    The same two output pipes and the same primitive (:func:`_spawn.spawn_piped`), then
+    blocking reads to end of file and a blocking wait, as the floor waits. Set beside
+    ``run_process``, it splits procio's distance to the floor into the spawn itself and
+    the event loop's part: the readiness wake-up, and the reaping and closing after it.
+    """
+    wall, cpu = time.perf_counter(), time.process_time()
+    for _ in range(count):
+        stdout_fd, child_stdout = os.pipe()
+        stderr_fd, child_stderr = os.pipe()
+        try:
+            child = _spawn.spawn_piped([TRUE], child_stdout, child_stderr)
+        finally:
+            os.close(child_stdout)
+            os.close(child_stderr)
+        try:
+            while os.read(stdout_fd, CHUNK):
+                pass
+            while os.read(stderr_fd, CHUNK):
+                pass
+        finally:
+            os.close(stdout_fd)
+            os.close(stderr_fd)
+        child.wait()
     return (time.perf_counter() - wall) / count, (time.process_time() - cpu) / count
 
 
@@ -122,6 +154,12 @@ def spawn_rows(count: int, repeats: int) -> list[Row]:
             "procio run_process, posix_spawn path (asyncio)",
             "other",
             lambda: _with_spawn_method("posix_spawn", lambda: run_async(_spawn_procio, count)),
+        )
+    if _spawn.AVAILABLE:
+        contenders["procio_blocking"] = (
+            "procio's spawn, no event loop: blocking reads + wait",
+            "other",
+            lambda: spawn_procio_blocking(count),
         )
     if importlib.util.find_spec("trio") is not None:
         contenders["procio_trio"] = (
