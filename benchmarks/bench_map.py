@@ -32,6 +32,9 @@ Figures (section ``many-tasks``):
   measured one after the other in this process, in the same round, halved), and so is
   what the machine gives two bare processes that split the same calls without a pool
   (no pickling, no scheduling).
+- ``cpu-bound-parent``: the parent's own CPU time over each of those maps, procio's
+  beside ``ProcessPoolExecutor``'s: with two workers on two CPUs, what the parent
+  spends is taken from the workers.
 - ``stream``: a generator yielding 100,000 small ints in the worker, read with procio's
   ``pool.stream``, beside the same data returned as one list by ``pool.run_sync``:
   items per second.
@@ -211,6 +214,14 @@ CPU_NOTE = (
     "was taken at another moment, and shows how far this machine's speed swings. "
     "Ratio: to the ideal of procio's run, per round."
 )
+PARENT_NOTE = (
+    "The CPU time of the parent process, all its threads, over each timed map of the "
+    "elapsed rows above (time.process_time, which leaves the workers out). On a machine "
+    "with as many CPUs as workers, it is taken from the workers' share: each wake-up of "
+    "the parent for an answer runs on a CPU that a worker computes on. procio's count "
+    "includes the harness's hop into the event loop's thread and back. Ratio: to "
+    "ProcessPoolExecutor's, per round."
+)
 BARE_NOTE = (
     "What this machine gives two CPU-bound processes at once: two Python processes, "
     "started and warmed before the clock, each told (one byte on a pipe) to run its "
@@ -384,6 +395,14 @@ def cpu_bound_rows(loop: Loop, repeats: int, calls: int, count: int) -> list[Row
         }
         rows[ideal_name].note = CPU_NOTE
         rows[bare_name].note = BARE_NOTE
+        parent_title = f"{calls} calls of a ~10 ms pure-Python loop, 2 workers: parent's CPU"
+        parent = {
+            name: Row(
+                "cpu-bound-parent", parent_title, SECTION, name, role, "ms", higher_is_better=False
+            )
+            for name, role in ((procio_name, "subject"), (executor_name, "other"))
+        }
+        parent[procio_name].note = PARENT_NOTE
         for name, sample in timed.items():
             assert [total for total, _ in sample()[0]] == expected, name
         bare.run()
@@ -394,7 +413,9 @@ def cpu_bound_rows(loop: Loop, repeats: int, calls: int, count: int) -> list[Row
             if name == bare_name:
                 rows[name].samples.append(bare.run())
                 continue
+            cpu = time.process_time()
             got, took = timed[name]()
+            parent[name].samples.append((time.process_time() - cpu) * 1e3)
             rows[name].samples.append(took)
             assert [total for total, _ in got] == expected, name
             if name == procio_name:
@@ -402,7 +423,7 @@ def cpu_bound_rows(loop: Loop, repeats: int, calls: int, count: int) -> list[Row
     finally:
         bare.close()
         executor.shutdown()
-    return list(rows.values())
+    return [*rows.values(), *parent.values()]
 
 
 def stream_rows(loop: Loop, repeats: int, items: int) -> list[Row]:

@@ -100,8 +100,8 @@ def _working(clock: _Clock, result: Callable[..., Any]) -> Callable[..., Awaitab
     return contender
 
 
-def _samples(rows: list[Any], name: str) -> list[float]:
-    (row,) = [row for row in rows if row.name == name]
+def _samples(rows: list[Any], name: str, figure: str | None = None) -> list[float]:
+    (row,) = [row for row in rows if row.name == name and figure in (None, row.figure)]
     assert row.samples
     return list(row.samples)
 
@@ -138,7 +138,36 @@ def test_a_cpu_bound_sample_is_timed_inside_the_loop(
         _working(clock, lambda pool, func, xs: [(bench_map.spin(x), 0.0) for x in xs]),
     )
     rows = bench_map.cpu_bound_rows(loop, 3, calls, count)
-    assert _samples(rows, "procio (asyncio): pool.map") == pytest.approx([WORK] * 3, rel=1e-6)
+    assert _samples(rows, "procio (asyncio): pool.map", "cpu-bound") == pytest.approx(
+        [WORK] * 3, rel=1e-6
+    )
+
+
+CPU = 0.125  # seconds of the parent's CPU, on a fake CPU clock, that a faked map takes
+
+
+def test_the_parent_cpu_of_a_cpu_bound_map_is_counted_per_map(
+    monkeypatch: pytest.MonkeyPatch, clock: _Clock, loop: Any
+) -> None:
+    cpu_clock = _Clock()
+    fake = dict(vars(bench_map.time))
+    fake["process_time"] = cpu_clock.perf_counter
+    monkeypatch.setattr(bench_map, "time", SimpleNamespace(**fake))
+
+    async def procio_map(pool: Any, func: Any, xs: list[int]) -> list[Any]:
+        clock.now += WORK
+        cpu_clock.now += CPU
+        return [(bench_map.spin(x), 0.0) for x in xs]
+
+    monkeypatch.setattr(bench_map, "_procio_map", procio_map)
+    rows = bench_map.cpu_bound_rows(loop, 3, 2, 10)
+    # In milliseconds, the figure's unit; the hop into the loop takes no fake CPU.
+    assert _samples(rows, "procio (asyncio): pool.map", "cpu-bound-parent") == pytest.approx(
+        [CPU * 1e3] * 3, rel=1e-6
+    )
+    # The executor's maps take none of the fake CPU: each sample is its own map's.
+    executor = _samples(rows, "ProcessPoolExecutor.map, chunksize=1", "cpu-bound-parent")
+    assert executor == pytest.approx([0.0] * 3, abs=1e-3)
 
 
 def test_a_stream_sample_is_timed_inside_the_loop(
