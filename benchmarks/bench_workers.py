@@ -17,7 +17,9 @@ Figures:
   ping-pong between two plain processes (4-byte length, then ``pickle.dumps((f,
   args))`` one way and the pickled result back), once with blocking reads and once
   with both sides busy-polling, as procio does (the parent spins until the reply is
-  there; the child spins for 200 µs after each answer, then blocks).
+  there; the child spins for 200 µs after each answer, then blocks). Beside them, the
+  busy-polling ping-pong with an async caller that passes once through its event loop
+  per call (:class:`AsyncPingPong`): the least an awaited call costs here.
 - ``echo``: a 32 MiB ``bytes`` argument to a warm worker and back, MB/s of one
   direction's size. The floor sends the raw bytes through two blocking pipes grown to
   1 MiB (as procio's are), each side reading into fresh memory offered huge pages (as
@@ -59,6 +61,7 @@ from typing import Any
 
 import anyio
 import anyio.from_thread
+import anyio.lowlevel
 import anyio.to_process
 from procio_workers import to_process
 
@@ -365,6 +368,45 @@ class PingPong(PipeChild):
         return pickle.loads(self._read_exact(size))
 
 
+class AsyncPingPong(PingPong):
+    """The busy-polling ping-pong with an async caller: one pass of its event loop a call.
+
+    No contender and no floor: what an awaited call costs at the least here. Each call
+    sends its request, passes once through the event loop (AnyIO's ``checkpoint``, the
+    schedule point every awaited call has, put where procio puts it: while the child
+    works), then spins until the reply is there. What procio's round trip spends beyond
+    this row is procio's own work per call, not the event loop's.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(busy=True)
+        self.name = "bare async ping-pong: busy-poll, one pass of the event loop a call (asyncio)"
+        self.role = "other"
+        self._stack = contextlib.ExitStack()
+
+    def _start(self) -> None:
+        super()._start()
+        self.portal = self._stack.enter_context(anyio.from_thread.start_blocking_portal("asyncio"))
+
+    async def _calls(self, count: int) -> None:
+        for x in range(count):
+            request = pickle.dumps((func, (x,)), 5)
+            self._write_all(memoryview(struct.pack(">I", len(request)) + request))
+            await anyio.lowlevel.checkpoint()
+            (size,) = struct.unpack(">I", self._read_exact(4))
+            if pickle.loads(self._read_exact(size)) != x:
+                raise AssertionError(f"the ping-pong child answered {x} wrongly")
+
+    def calls(self, count: int) -> None:
+        self.portal.call(self._calls, count)
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._stack.close()
+
+
 ECHO_CHILD = r"""
 import fcntl, mmap, os, struct
 for fd in (0, 1):
@@ -605,6 +647,7 @@ def main() -> None:
         AsyncContender("anyio.to_process (asyncio)", "anyio", "asyncio", anyio.to_process.run_sync),
         PingPong(busy=True),
         PingPong(busy=False),
+        AsyncPingPong(),
         AsyncContender("procio (trio)", "other", "trio", to_process.run_sync),
     ]
     if _have("trio_parallel"):
@@ -643,7 +686,12 @@ def main() -> None:
             stack.callback(c.close)
         rows += round_trip_rows(sequential, repeats, seconds)
         rows += echo_rows(
-            [*(c for c in sequential if c.role != "floor"), echo_floor], repeats, echo_mib * MiB
+            [
+                *(c for c in sequential if c.role != "floor" and not isinstance(c, AsyncPingPong)),
+                echo_floor,
+            ],
+            repeats,
+            echo_mib * MiB,
         )
         rows += sporadic_rows([*sequential[:4], *sporadic_extra], repeats, sporadic)
         rows += concurrent_rows(
