@@ -9,13 +9,12 @@ left unreaped would stay a zombie, and either would slow the rows measured after
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
+from procio_process.pytest_plugin import LeakChecker
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -26,27 +25,12 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _open_fds() -> set[int]:
-    return {int(name) for name in os.listdir("/proc/self/fd")}
-
-
-def _children_named_true() -> list[psutil.Process]:
-    found = []
-    for child in psutil.Process().children():
-        try:
-            if child.name() == "true":
-                found.append(child)
-        except psutil.NoSuchProcess:
-            continue
-    return found
-
-
-def test_the_row_without_an_event_loop_leaves_no_pipe_and_no_child() -> None:
-    before = _open_fds()
+def test_the_row_without_an_event_loop_leaves_no_pipe_and_no_child(
+    procio_leak_check: LeakChecker,
+) -> None:
     wall, cpu = bench_process.spawn_procio_blocking(20)
-    # (A listing of /proc/self/fd opens a descriptor of its own while it reads.)
-    assert _open_fds() == before
-    assert _children_named_true() == []
+    # Raises if a pipe is left open, or a child is left running or unreaped.
+    procio_leak_check.check()
     assert wall > 0
     assert cpu >= 0
 
