@@ -7,9 +7,13 @@ Rows:
   parent's own CPU time per spawn (``time.process_time``, which does not count children);
   the floor is ``os.posix_spawn`` + ``os.waitpid`` with no pipes at all. Beside
   ``run_process``, procio's own spawn of the same child with no event loop (blocking
-  reads and wait) splits procio's distance to the floor into the spawn and the loop.
+  reads and wait) splits procio's distance to the floor into the spawn and the loop,
+  and the bare async spawn (the floor's spawn, its exit awaited once on the event loop)
+  is the least a spawn on an event loop costs.
 - read 256 MiB from a child's stdout: MB/s; the floor is a blocking ``os.read`` loop on a
-  ``subprocess.Popen`` pipe, with the same chunk size as the async streams.
+  ``subprocess.Popen`` pipe, with the same chunk size as the async streams. The bare
+  async read is the floor's loop on a non-blocking pipe, the event loop awaited only
+  when the pipe is empty.
 - spawns per second with 16 spawns in flight.
 
 Every row is sampled in interleaved rounds (see ``_harness``); the spawn rows carry the
@@ -84,6 +88,37 @@ def spawn_procio_blocking(count: int) -> tuple[float, float]:
     return (time.perf_counter() - wall) / count, (time.process_time() - cpu) / count
 
 
+async def _bare_spawn(env: dict[str, str]) -> None:
+    # The floor's own calls on purpose: posix_spawn returns once the child exists, and
+    # waitpid comes once the child's exit is there (readable pidfd), so neither blocks.
+    pid = os.posix_spawn(TRUE, [TRUE], env)  # noqa: ASYNC221
+    try:
+        exit_fd = os.pidfd_open(pid)
+        try:
+            await anyio.wait_readable(exit_fd)
+        finally:
+            os.close(exit_fd)
+    finally:
+        os.waitpid(pid, 0)  # noqa: ASYNC222 - reaps at once; also if the wait was interrupted
+
+
+async def spawn_bare_async(count: int) -> tuple[float, float]:
+    """(wall, parent CPU) per spawn: the floor's spawn, with its wait on the event loop.
+
+    ``os.posix_spawn`` with no pipes, as the floor; then, in place of the floor's
+    blocking ``waitpid``, one wait on the event loop for the child's exit (its pidfd
+    awaited through AnyIO's ``wait_readable``) and the ``waitpid`` that reaps it. It
+    captures nothing and checks nothing: not a contender, but what one wait on the
+    event loop adds to the floor's spawn on this machine, which every async spawn pays.
+    """
+    env = dict(os.environ)
+    await _bare_spawn(env)  # warm up the loop's waiting, as the other async rows do
+    wall, cpu = time.perf_counter(), time.process_time()
+    for _ in range(count):
+        await _bare_spawn(env)
+    return (time.perf_counter() - wall) / count, (time.process_time() - cpu) / count
+
+
 async def _spawn_procio(count: int) -> tuple[float, float]:
     await procio_process.run_process([TRUE])  # warm up imports and the loop
     wall, cpu = time.perf_counter(), time.process_time()
@@ -129,6 +164,8 @@ def _has_uvloop() -> bool:
 
 
 PY = f"{sys.version_info[0]}.{sys.version_info[1]}"
+BARE_ASYNC_SPAWN = "bare async spawn: posix_spawn, the exit awaited once on the loop (asyncio)"
+BARE_ASYNC_READ = "bare async read: os.read, the loop awaited only on an empty pipe (asyncio)"
 
 
 def spawn_rows(count: int, repeats: int) -> list[Row]:
@@ -160,6 +197,12 @@ def spawn_rows(count: int, repeats: int) -> list[Row]:
             "procio's spawn, no event loop: blocking reads + wait",
             "other",
             lambda: spawn_procio_blocking(count),
+        )
+    if hasattr(os, "pidfd_open"):
+        contenders["bare_async"] = (
+            BARE_ASYNC_SPAWN,
+            "other",
+            lambda: run_async(spawn_bare_async, count),
         )
     if importlib.util.find_spec("trio") is not None:
         contenders["procio_trio"] = (
@@ -223,6 +266,36 @@ def read_floor(size: int) -> float:
     return time.perf_counter() - start
 
 
+async def read_bare_async(size: int) -> float:
+    """Seconds to read *size* bytes: the floor's reads, each wait on the event loop.
+
+    The floor's child and reads (``os.read`` of up to the same chunk size), on a
+    non-blocking pipe: a read that finds the pipe empty awaits it through AnyIO's
+    ``wait_readable``. No stream, no cancellation check, nothing joined: the least an
+    async reader of this pipe does here, not a contender.
+    """
+    start = time.perf_counter()
+    total = 0
+    # The floor's child, started as the floor starts it; its exit, waited for as the
+    # block is left, comes right after the end of its output.
+    popen = subprocess.Popen(_head_command(size), stdout=subprocess.PIPE, bufsize=0)  # noqa: ASYNC220
+    with popen:
+        assert popen.stdout is not None
+        fd = popen.stdout.fileno()
+        os.set_blocking(fd, False)
+        while True:
+            try:
+                chunk = os.read(fd, CHUNK)
+            except BlockingIOError:
+                await anyio.wait_readable(fd)
+                continue
+            if not chunk:
+                break
+            total += len(chunk)
+    assert total == size, total
+    return time.perf_counter() - start
+
+
 async def _read_procio(size: int, pipesize: int = -1) -> float:
     start = time.perf_counter()
     total = 0
@@ -267,6 +340,7 @@ def read_rows(size: int, repeats: int) -> list[Row]:
             lambda: anyio.run(_read_procio_big_pipe, size),
         ),
         "anyio": ("anyio (asyncio)", "anyio", lambda: anyio.run(_read_anyio, size)),
+        "bare_async": (BARE_ASYNC_READ, "other", lambda: anyio.run(read_bare_async, size)),
     }
     title = f"read {size >> 20} MiB of stdout ({CHUNK >> 10} KiB reads)"
     rows = {
