@@ -26,6 +26,7 @@ is cheap to add.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import subprocess
@@ -117,6 +118,21 @@ async def _bare_spawn(env: dict[str, str]) -> None:
         os.waitpid(pid, 0)  # noqa: ASYNC222 - reaps at once; also if the wait was interrupted
 
 
+async def _awaited_spawns(
+    spawn: Callable[[], Awaitable[object]], count: int
+) -> tuple[float, float]:
+    """(wall, parent CPU) per spawn of *count* awaited ``spawn()`` calls.
+
+    One more call comes first, untimed: it warms up the imports and the event loop's
+    waiting, for every async row alike.
+    """
+    await spawn()
+    started = _clocks()
+    for _ in range(count):
+        await spawn()
+    return _per_spawn(started, count)
+
+
 async def spawn_bare_async(count: int) -> tuple[float, float]:
     """(wall, parent CPU) per spawn: the floor's spawn, with its wait on the event loop.
 
@@ -126,28 +142,15 @@ async def spawn_bare_async(count: int) -> tuple[float, float]:
     captures nothing and checks nothing: not a contender, but what one wait on the
     event loop adds to the floor's spawn on this machine, which every async spawn pays.
     """
-    env = dict(os.environ)
-    await _bare_spawn(env)  # warm up the loop's waiting, as the other async rows do
-    started = _clocks()
-    for _ in range(count):
-        await _bare_spawn(env)
-    return _per_spawn(started, count)
+    return await _awaited_spawns(functools.partial(_bare_spawn, dict(os.environ)), count)
 
 
 async def _spawn_procio(count: int) -> tuple[float, float]:
-    await procio_process.run_process([TRUE])  # warm up imports and the loop
-    started = _clocks()
-    for _ in range(count):
-        await procio_process.run_process([TRUE])
-    return _per_spawn(started, count)
+    return await _awaited_spawns(functools.partial(procio_process.run_process, [TRUE]), count)
 
 
 async def _spawn_anyio(count: int) -> tuple[float, float]:
-    await anyio.run_process([TRUE])
-    started = _clocks()
-    for _ in range(count):
-        await anyio.run_process([TRUE])
-    return _per_spawn(started, count)
+    return await _awaited_spawns(functools.partial(anyio.run_process, [TRUE]), count)
 
 
 def run_async(
