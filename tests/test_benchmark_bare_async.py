@@ -1,12 +1,11 @@
 """The bare async rows of the spawn and read benchmarks: the floor's work, awaited.
 
 Each is the floor's own loop with its blocking wait replaced by a wait on the event
-loop, set beside procio's row to show what the loop's part costs by itself. Run
-thousands of times a round, a row must leave nothing behind (a pipe or pidfd left open
-piles up until the descriptors run out; a child left unreaped stays a zombie), must
-really wait on the loop (else it measures the floor again under another name), and the
+loop, set beside procio's row to show what the loop's part costs by itself. A row must
+really wait on the loop (else it measures the floor again under another name); the
 read must take every byte (a read that took an empty pipe for the end would make the
-row fast and wrong).
+row fast and wrong) and leave nothing behind. The spawn row's leaks and its place in
+the table are tested with the other spawn rows (``test_benchmark_spawn``).
 """
 
 from __future__ import annotations
@@ -42,31 +41,12 @@ def count_loop_waits(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 
 @needs_pidfd
-def test_the_bare_async_spawn_reaps_every_child_and_closes_every_pidfd(
-    procio_leak_check: LeakChecker,
-) -> None:
-    wall, cpu = bench_process.run_async(bench_process.spawn_bare_async, 20)
-    # Raises if a pidfd is left open, or a child is left running or unreaped.
-    procio_leak_check.check()
-    assert wall > 0
-    assert cpu >= 0
-
-
-@needs_pidfd
 def test_the_bare_async_spawn_waits_on_the_event_loop_once_per_spawn(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     waited = count_loop_waits(monkeypatch)
     bench_process.run_async(bench_process.spawn_bare_async, 5)
     assert len(waited) == 5 + 1  # and one spawn to warm up
-
-
-@needs_pidfd
-def test_the_bare_async_spawn_is_measured_beside_run_process() -> None:
-    rows = bench_process.spawn_rows(1, 1)
-    names = {row.name for row in rows if row.figure.startswith("spawn-wall")}
-    assert bench_process.BARE_ASYNC_SPAWN in names
-    assert "procio run_process (asyncio)" in names
 
 
 def test_the_bare_async_read_reads_every_byte_and_leaves_nothing(

@@ -1,15 +1,20 @@
-"""The spawn benchmark's row without an event loop: procio's own spawn, blocking waits.
+"""The spawn benchmark's rows that split ``run_process``'s distance to the floor.
 
-It stands beside ``run_process`` to show how much of procio's distance to the floor is
-the spawn and how much the event loop. Run thousands of times a round, it must leave
-nothing behind: a pipe left open would pile up until the descriptors run out, a child
-left unreaped would stay a zombie, and either would slow the rows measured after it.
+procio's own spawn with blocking waits (no event loop) shows how much of that distance
+is the spawn; the bare async spawn (the floor's spawn, its exit awaited once on the
+event loop) shows what the loop's wait alone adds. Run thousands of times a round, each
+must leave nothing behind: a pipe or pidfd left open would pile up until the
+descriptors run out, a child left unreaped would stay a zombie, and either would slow
+the rows measured after it. That the bare row really waits on the loop is tested with
+the other bare rows (``test_benchmark_bare_async``).
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,23 +25,40 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 bench_process: Any = importlib.import_module("bench_process")
 
-pytestmark = pytest.mark.skipif(
-    not bench_process._spawn.AVAILABLE, reason="procio spawns through Popen here"
-)
+ROWS = [
+    pytest.param(
+        "procio's spawn, no event loop: blocking reads + wait",
+        bench_process.spawn_procio_blocking,
+        marks=pytest.mark.skipif(
+            not bench_process._spawn.AVAILABLE, reason="procio spawns through Popen here"
+        ),
+        id="no event loop",
+    ),
+    pytest.param(
+        bench_process.BARE_ASYNC_SPAWN,
+        lambda count: bench_process.run_async(bench_process.spawn_bare_async, count),
+        marks=pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="no pidfd here"),
+        id="bare async",
+    ),
+]
 
 
-def test_the_row_without_an_event_loop_leaves_no_pipe_and_no_child(
-    procio_leak_check: LeakChecker,
+@pytest.mark.parametrize(("name", "run"), ROWS)
+def test_the_row_leaves_no_pipe_and_no_child(
+    name: str, run: Callable[[int], tuple[float, float]], procio_leak_check: LeakChecker
 ) -> None:
-    wall, cpu = bench_process.spawn_procio_blocking(20)
-    # Raises if a pipe is left open, or a child is left running or unreaped.
+    wall, cpu = run(20)
+    # Raises if a pipe or pidfd is left open, or a child is left running or unreaped.
     procio_leak_check.check()
     assert wall > 0
     assert cpu >= 0
 
 
-def test_the_row_without_an_event_loop_is_measured_beside_run_process() -> None:
+@pytest.mark.parametrize(("name", "run"), ROWS)
+def test_the_row_is_measured_beside_run_process(
+    name: str, run: Callable[[int], tuple[float, float]]
+) -> None:
     rows = bench_process.spawn_rows(1, 1)
     names = {row.name for row in rows if row.figure.startswith("spawn-wall")}
-    assert "procio's spawn, no event loop: blocking reads + wait" in names
+    assert name in names
     assert "procio run_process (asyncio)" in names
