@@ -24,7 +24,7 @@ pytestmark = pytest.mark.anyio
 
 #: Turns a hang into a failure; no test relies on it for its verdict.
 HANG_GUARD = 45
-ENDLESS = range(10**7)  # its cap (a length over 4 chunks per worker) never binds here
+ENDLESS = range(10**7)  # its cap (a length over 2 chunks per worker) never binds here
 
 
 class Unhashable:
@@ -81,7 +81,9 @@ async def test_the_length_still_caps_a_remembered_size() -> None:
                     got.append(value)
                     sizes.add(results.chunksize)
     assert got == [3 * x + 1 for x in range(40)]
-    assert sizes <= {1, 2, 3, 4, 5}, sorted(sizes)
+    # The size remembered from 3,000 items is far larger; 40 items on 2 workers cap it
+    # at 40 / (2 * 2) = 10.
+    assert max(sizes) <= 10, sorted(sizes)
 
 
 async def test_what_starts_at_one_still() -> None:

@@ -109,9 +109,15 @@ T = TypeVar("T")
 TARGET_CHUNK_SECONDS = 0.01
 #: The largest automatic chunk, whatever the measurements say.
 MAX_AUTO_CHUNK = 10_000
-#: For an input of known length, no automatic chunk is larger than the items left over
-#: this many chunks per worker, so that the last chunks are small and end together.
-CHUNKS_PER_WORKER = 4
+#: For an input of known length, no automatic chunk is larger than its length over this
+#: many chunks per worker: every worker then has one chunk running and one waiting
+#: behind it from the start, and the last chunks end together (each is aimed at
+#: :data:`TARGET_CHUNK_SECONDS` of work at most, so none leaves a long tail). Two, not
+#: more: measured in interleaved rounds on a 2-CPU machine, a map of 20,000 tiny calls
+#: on 2 workers ran 11-14% faster with 2 chunks per worker than with 4. Each chunk costs
+#: the parent a send, an answer to read and a hand-over to the caller, and with more
+#: chunks an ordered map waits more often for the chunk due next.
+CHUNKS_PER_WORKER = 2
 #: The most chunks of one map that run at once.
 MAX_LANES = 1024
 #: How many items an async source may be read ahead of the chunks that take them.
