@@ -851,6 +851,19 @@ async def test_automatic_chunks_stay_small_for_a_short_list() -> None:
         assert max(sizes) <= 10, f"chunk sizes reported: {sorted(sizes)}"
 
 
+async def test_no_more_lanes_than_items() -> None:
+    # A lane with nothing to take would cost a task and passes through the event loop.
+    async with WorkerPool(max_workers=3) as pool:
+        for xs, lanes in (([1], 1), ([1, 2], 2), (list(range(10)), 3), ([], 1)):
+            async with pool.map(mfuncs.triple_plus_one, xs) as results:
+                assert results.lanes == lanes, xs
+                assert [y async for y in results] == expected(xs)
+        # An input without a length may be of any size: one lane per worker.
+        async with pool.map(mfuncs.triple_plus_one, (x for x in [1])) as results:
+            assert results.lanes == 3
+            assert [y async for y in results] == [4]
+
+
 async def test_slow_items_run_on_both_workers() -> None:
     async with WorkerPool(max_workers=2) as pool:
         with anyio.fail_after(HANG_GUARD):

@@ -376,6 +376,16 @@ class _MapCore(_Core[T]):
         workers = pool.max_workers
         if workers > MAX_LANES:
             workers = os.cpu_count() or 1
+        length: int | None = None
+        if not isinstance(items, AsyncIterable):
+            try:
+                length = len(items)  # type: ignore[arg-type]
+            except TypeError:
+                length = None
+        if length is not None:
+            # No more lanes than items: a lane that would find nothing to take costs
+            # a task and passes through the event loop, a large share of a short map.
+            workers = min(workers, length)
         #: How many chunks are under way at once, at most: one per worker.
         self.lanes = max(1, workers)
         # Ordered: a chunk may start only this many chunks ahead of the first one the
@@ -390,15 +400,11 @@ class _MapCore(_Core[T]):
         self._per_item: float | None = None
         self._work = 0.0  # seconds and items measured, halved at each new measurement
         self._items = 0.0
-        self.total: int | None = None
+        self.total = length
         if isinstance(items, AsyncIterable):
             self._async_source: AsyncIterator[Any] | None = aiter(items)
             self._source: Iterator[Any] | None = None
         else:
-            try:
-                self.total = len(items)  # type: ignore[arg-type]
-            except TypeError:
-                self.total = None
             self._source = iter(items)
             self._async_source = None
         self._plain_source = type(items) in (list, tuple, range)
@@ -957,7 +963,7 @@ class MapResults(_Handle[T]):
 
     @property
     def lanes(self) -> int:
-        """The most chunks that run at once."""
+        """The most chunks that run at once: one per worker, at most one per item."""
         return self._map.lanes
 
 
