@@ -91,6 +91,19 @@ def rounds(count: int, contenders: Sequence[str]) -> Iterator[tuple[int, str]]:
             yield index, name
 
 
+def rounds_in_groups(count: int, groups: Sequence[Sequence[str]]) -> Iterator[tuple[int, str]]:
+    """:func:`rounds` for each group of contenders in turn, never mixing two groups.
+
+    For contenders whose samples differ in size by orders of magnitude: a sample that
+    lasts seconds and loads the whole process (thousands of tasks, a large heap) leaves
+    more behind for the sample after it than that sample's own work, and not the same
+    for every contender. Such contenders are sampled in rounds of their own, after the
+    others, still in the same run.
+    """
+    for group in groups:
+        yield from rounds(count, group)
+
+
 T = TypeVar("T")
 
 

@@ -4,7 +4,8 @@
 
 Every contender keeps two workers. Each pool or executor is created and warmed (one
 untimed run of the very sample it is timed on) before anything is timed, for every
-contender alike; then the figures are sampled in interleaved rounds (see ``_harness``).
+contender alike; then the figures are sampled in interleaved rounds (see ``_harness``),
+the map's slowest contenders (joblib, AnyIO) in rounds of their own after the others.
 procio and AnyIO keep their event loop (asyncio) running in a thread (an AnyIO blocking
 portal), and a whole sample runs inside that loop and is timed there, without the hop
 into that thread and back (see :meth:`Loop.timed`).
@@ -63,7 +64,7 @@ from typing import Any, TypeVar
 import anyio
 import anyio.from_thread
 import anyio.to_process
-from _harness import Row, parser, report, rounds, timed_in_loop
+from _harness import Row, parser, report, rounds, rounds_in_groups, timed_in_loop
 from procio_workers import WorkerPool
 
 WORKERS = 2
@@ -201,7 +202,11 @@ MAP_NOTE = (
     "a CapacityLimiter(2); procio with its default (automatic) chunk size. "
     "The bound is no contender: the same results, already in memory, stepped with "
     "async for as procio's are; no async map can pass it. "
-    "Ratio: to the best of the other contenders (by median), per round."
+    "joblib's and AnyIO's samples, which last many times longer, are taken in rounds "
+    "of their own after the others': a sample taken right after one of theirs ran "
+    "slower for the executors than for procio. "
+    "Ratio: to the best of the other contenders (by median), per round (for joblib and "
+    "AnyIO, their samples paired with the reference's in order)."
 )
 CPU_NOTE = (
     "A pure-Python loop calibrated once at start to about 10 ms on this machine, the "
@@ -303,6 +308,12 @@ def map_tiny_rows(stack: contextlib.ExitStack, loop: Loop, repeats: int, items: 
         "procio (asyncio): pool.map": lambda: loop.timed(_procio_map, loop.pool, add_one, xs),
     }
     roles = {"procio (asyncio): pool.map": "subject"}
+    # Contenders whose samples last many times longer than the others': sampled
+    # in rounds of their own, after the others (see rounds_in_groups). Among the
+    # others, a sample that followed AnyIO's (20,000 tasks in the loop for seconds) or
+    # joblib's was slower for the executors than for procio, which raised procio's
+    # ratio to them.
+    slow: list[str] = []
 
     executor = stack.enter_context(concurrent.futures.ProcessPoolExecutor(WORKERS))
     samples["ProcessPoolExecutor.map"] = lambda: _timed_here(
@@ -323,10 +334,12 @@ def map_tiny_rows(stack: contextlib.ExitStack, loop: Loop, repeats: int, items: 
         samples['joblib.Parallel (loky, batch_size="auto")'] = lambda: _timed_here(
             lambda: list(parallel(joblib.delayed(add_one)(x) for x in xs))
         )
+        slow.append('joblib.Parallel (loky, batch_size="auto")')
     samples["anyio.to_process (asyncio), CapacityLimiter(2)"] = lambda: loop.timed(
         _anyio_map, add_one, xs
     )
     roles["anyio.to_process (asyncio), CapacityLimiter(2)"] = "anyio"
+    slow.append("anyio.to_process (asyncio), CapacityLimiter(2)")
     # Not a contender: what handing the results out through ``async for`` costs alone,
     # a bound no async map (whose caller steps its results so) can pass.
     bound_name = "bound: async for over the same results, already in memory (no workers)"
@@ -349,7 +362,8 @@ def map_tiny_rows(stack: contextlib.ExitStack, loop: Loop, repeats: int, items: 
     rows["procio (asyncio): pool.map"].note = MAP_NOTE
     for name, sample in samples.items():  # warm up: workers started, code imported
         assert sample()[0] == expected, name
-    for _, name in rounds(repeats, list(samples)):
+    fast = [name for name in samples if name not in slow]
+    for _, name in rounds_in_groups(repeats, [fast, slow]):
         got, took = samples[name]()
         assert got == expected, name
         rows[name].samples.append(items / took)
