@@ -331,15 +331,15 @@ def map_tiny_rows(stack: contextlib.ExitStack, loop: Loop, repeats: int, items: 
         parallel = stack.enter_context(
             joblib.Parallel(n_jobs=WORKERS, batch_size="auto", backend="loky")
         )
-        samples['joblib.Parallel (loky, batch_size="auto")'] = lambda: _timed_here(
+        joblib_name = 'joblib.Parallel (loky, batch_size="auto")'
+        samples[joblib_name] = lambda: _timed_here(
             lambda: list(parallel(joblib.delayed(add_one)(x) for x in xs))
         )
-        slow.append('joblib.Parallel (loky, batch_size="auto")')
-    samples["anyio.to_process (asyncio), CapacityLimiter(2)"] = lambda: loop.timed(
-        _anyio_map, add_one, xs
-    )
-    roles["anyio.to_process (asyncio), CapacityLimiter(2)"] = "anyio"
-    slow.append("anyio.to_process (asyncio), CapacityLimiter(2)")
+        slow.append(joblib_name)
+    anyio_name = "anyio.to_process (asyncio), CapacityLimiter(2)"
+    samples[anyio_name] = lambda: loop.timed(_anyio_map, add_one, xs)
+    roles[anyio_name] = "anyio"
+    slow.append(anyio_name)
     # Not a contender: what handing the results out through ``async for`` costs alone,
     # a bound no async map (whose caller steps its results so) can pass.
     bound_name = "bound: async for over the same results, already in memory (no workers)"

@@ -378,10 +378,8 @@ class _MapCore(_Core[T]):
             workers = os.cpu_count() or 1
         length: int | None = None
         if not isinstance(items, AsyncIterable):
-            try:
+            with suppress(TypeError):  # no length: a generator, say
                 length = len(items)  # type: ignore[arg-type]
-            except TypeError:
-                length = None
         if length is not None:
             # No more lanes than items: a lane that would find nothing to take costs
             # a task and passes through the event loop, a large share of a short map.
