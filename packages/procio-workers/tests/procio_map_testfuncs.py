@@ -37,6 +37,14 @@ def sleep_then_pid(seconds: float) -> int:
     return os.getpid()
 
 
+def spin_then_pid(seconds: float) -> int:
+    """Keep the CPU busy for *seconds* of this thread's CPU time, then return the pid."""
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
+    return os.getpid()
+
+
 def sleep_then_echo(item: tuple[float, object]) -> object:
     seconds, value = item
     time.sleep(seconds)

@@ -26,6 +26,7 @@ from collections.abc import (
 )
 from contextlib import suppress
 from itertools import islice
+from time import perf_counter, thread_time
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -56,6 +57,11 @@ if TYPE_CHECKING:
 
         def can_queue(self) -> bool: ...
 
+        def answer_arrived(self) -> bool: ...
+
+        @property
+        def worker_seconds(self) -> float | None: ...
+
         async def ready(self) -> None: ...
 
         async def submit(self, tag: Any, items: list[Any]) -> None: ...
@@ -80,12 +86,16 @@ if TYPE_CHECKING:
         def _check_open(self) -> None: ...
 
         def _chunk_runner(
-            self, func: Callable[..., object], *, cancellable: bool, split: bool
+            self, func: Callable[..., object], *, cancellable: bool, split: bool, measure: bool
         ) -> _Lane: ...
 
         def _per_item_estimate(self, func: Callable[..., object]) -> float | None: ...
 
         def _keep_per_item_estimate(self, func: Callable[..., object], seconds: float) -> None: ...
+
+        def _lanes_estimate(self, func: Callable[..., object]) -> int | None: ...
+
+        def _keep_lanes_estimate(self, func: Callable[..., object], lanes: int) -> None: ...
 
         async def _run_stream(
             self,
@@ -120,6 +130,11 @@ MAX_AUTO_CHUNK = 10_000
 CHUNKS_PER_WORKER = 2
 #: The most chunks of one map that run at once.
 MAX_LANES = 1024
+#: A map that runs fewer lanes than it may starts the others once its caller waits this
+#: many times longer for results than it spent on the last ones: the lanes then fall far
+#: behind the caller. A shorter wait is no sign: with one lane that keeps up, the caller
+#: still waits a little now and then, for a worker woken late or sharing its CPU.
+LANE_WAIT_RATIO = 4
 #: How many items an async source may be read ahead of the chunks that take them.
 SOURCE_READ_AHEAD = 1024
 
@@ -188,6 +203,11 @@ class _Core(Generic[T]):
         self._aclosed = False  # closed by the caller: iterating further is an error
         self._done = anyio.Event()
         self._raise: BaseException | None = None
+        # For the map's measurement of who sets its pace: the CPU time of this thread
+        # (the event loop's, where the driver, its lanes and the caller all run) when the
+        # driver started, and when the caller was last handed results.
+        self._began_cpu = 0.0
+        self._handed = 0.0
         self._thread = threading.get_ident()
         # Set by the driver: it ended of itself (not cancelled), or failed unexpectedly.
         self._complete = False
@@ -203,6 +223,7 @@ class _Core(Generic[T]):
         task_group = pool._task_group
         assert task_group is not None  # _check_open says so
         self._started = True
+        self._began_cpu = thread_time()
         task_group.start_soon(self._run_driver)
 
     async def _fill(self) -> None:
@@ -229,6 +250,7 @@ class _Core(Generic[T]):
                 items = lists.popleft()
                 if items:
                     self._at_hand = iter(items)
+                    self._handed = perf_counter()
                     return
             if self._raise is not None:
                 error, self._raise = self._raise, None
@@ -236,6 +258,8 @@ class _Core(Generic[T]):
                 self._closed = True
                 self._receive.close()
                 raise error
+            starving = self._may_starve() and not self._receive.statistics().current_buffer_used
+            before = perf_counter() if starving else 0.0
             try:
                 event = await self._receive.receive()
             except EndOfStream:
@@ -249,7 +273,10 @@ class _Core(Generic[T]):
                         "the worker pool was closed during the iteration"
                     ) from None
                 self._check_complete()
+                self._finished(thread_time() - self._began_cpu)
                 raise StopAsyncIteration from None
+            if starving:
+                self._starved(before - self._handed, perf_counter() - before)
             if self._take(event):
                 # Lanes waited for these results to be taken (an ordered map's window):
                 # they start their next chunks now, before the caller goes through
@@ -262,6 +289,19 @@ class _Core(Generic[T]):
 
     def _check_complete(self) -> None:
         """Make sure that nothing was lost on the way, once the driver has ended."""
+
+    def _finished(self, cpu: float) -> None:
+        """The iteration has ended with every result handed over.
+
+        *cpu*: the CPU seconds this thread spent since the work started.
+        """
+
+    def _may_starve(self) -> bool:
+        """Whether the caller, about to wait, may be waiting for too few lanes."""
+        return False
+
+    def _starved(self, busy: float, waited: float) -> None:
+        """The caller waited *waited* seconds, after *busy* seconds with the last results."""
 
     def _stop(self) -> None:
         """Cancel the driver's work: what has not started is dropped."""
@@ -386,6 +426,16 @@ class _MapCore(_Core[T]):
             workers = min(workers, length)
         #: How many chunks are under way at once, at most: one per worker.
         self.lanes = max(1, workers)
+        # How many lanes run: at first, as many as the last map of this function
+        # measured that it needed (see _finished), or all of them; the others start when
+        # the caller waits for the lanes (see _starved).
+        needed = pool._lanes_estimate(func)
+        self.running_lanes = self.lanes if needed is None else max(1, min(self.lanes, needed))
+        self._lane_group: TaskGroup | None = None
+        self._runners: list[_Lane] = []  # the running lanes' runners
+        # The CPU seconds the workers spent on this map's chunks, from the lanes that
+        # have ended; None once one of them could not tell.
+        self._worker_seconds: float | None = 0.0
         # Ordered: a chunk may start only this many chunks ahead of the first one the
         # caller still waits for, which bounds what is held back.
         self._window = 4 * self.lanes
@@ -488,9 +538,57 @@ class _MapCore(_Core[T]):
             await self._lane()
             return
         async with anyio.create_task_group() as others:
-            for _ in range(self.lanes - 1):
+            self._lane_group = others
+            for _ in range(self.running_lanes - 1):
                 others.start_soon(self._lane)
-            await self._lane()
+            try:
+                await self._lane()
+            finally:
+                # No lane starts once this one has ended: the input is over, or the map
+                # has stopped.
+                self._lane_group = None
+
+    def _may_starve(self) -> bool:
+        # Only with lanes to add, once the first chunk has come (the wait for it is the
+        # start, whatever the lanes), while input remains, and while every running lane
+        # has a chunk under way that the caller has not been given. Not with a later
+        # chunk held back for an earlier one (the caller waits for that one lane, which
+        # no new lane would help), nor with an answer already there, only waiting for
+        # its lane to read it, which the caller's own stepping through the last results
+        # kept from running.
+        return not (
+            self._lane_group is None
+            or self.running_lanes >= self.lanes
+            or not self._accepted
+            or self._held
+            or self._exhausted
+            or self._halted
+            or self._numbered - self._accepted < self.running_lanes
+            or any(runner.answer_arrived() for runner in self._runners)
+        )
+
+    def _starved(self, busy: float, waited: float) -> None:
+        group = self._lane_group
+        if group is None or waited < LANE_WAIT_RATIO * busy:
+            return
+        more = self.lanes - self.running_lanes
+        self.running_lanes = self.lanes
+        for _ in range(more):
+            group.start_soon(self._lane)
+
+    def _finished(self, cpu: float) -> None:
+        # Lanes needed: the workers' CPU time over the CPU time of the thread that runs
+        # the lanes and the caller (sending chunks, reading and unpickling answers,
+        # stepping through the results, and whatever else the caller does there),
+        # rounded up. With less worker time than that, one worker makes results faster
+        # than this thread takes them. Kept for the next map of this function, not
+        # capped by this map's length, so that a short map does not hold a long one
+        # down. Not kept when a worker's CPU time is unknown (a backend or a system that
+        # does not tell), which leaves the next map with every lane.
+        work = self._worker_seconds
+        if work is None or cpu <= 0 or not self.completed:
+            return
+        self._pool._keep_lanes_estimate(self._func, max(1, math.ceil(work / cpu)))
 
     async def _read_source(self, send: MemoryObjectSendStream[Any]) -> None:
         source = self._async_source
@@ -650,13 +748,24 @@ class _MapCore(_Core[T]):
 
     async def _lane(self) -> None:
         runner = self._pool._chunk_runner(
-            self._func, cancellable=self._cancellable, split=self._fixed is None
+            self._func,
+            cancellable=self._cancellable,
+            split=self._fixed is None,
+            # (A map of one lane at most has nothing to choose.)
+            measure=self.lanes > 1,
         )
+        self._runners.append(runner)
         try:
             await self._run_lane(runner)
         finally:
+            self._runners.remove(runner)
             # A chunk queued behind the last one is dropped (or awaited, if begun).
             await runner.aclose()
+            seconds = runner.worker_seconds
+            if seconds is None or self._worker_seconds is None:
+                self._worker_seconds = None
+            else:
+                self._worker_seconds += seconds
 
     async def _run_lane(self, runner: Any) -> None:
         spans: dict[int, tuple[int, int]] = {}  # chunk number -> (first position, count)
@@ -963,6 +1072,17 @@ class MapResults(_Handle[T]):
     def lanes(self) -> int:
         """The most chunks that run at once: one per worker, at most one per item."""
         return self._map.lanes
+
+    @property
+    def running_lanes(self) -> int:
+        """The lanes that run now, at most :attr:`lanes`.
+
+        The first map of a function in a pool runs every lane. A later one starts with
+        as many as the last complete map of that function measured that its caller
+        could keep busy, and starts the others if its caller waits for results far
+        longer than it spent on the last ones.
+        """
+        return self._map.running_lanes
 
 
 class StreamResults(_Handle[T]):

@@ -52,6 +52,7 @@ DEFAULT_IDLE_TIMEOUT = 300.0
 #: The most workers one call tries when each one it gets turns out to have died while
 #: idle, before the call reached it (the call fails after that many).
 _MAX_ATTEMPTS = 16
+_SCHEDSTAT = sys.platform.startswith("linux")
 
 _CLOSED_DURING_START = "the worker pool was closed while the call started its worker"
 
@@ -97,6 +98,26 @@ class _Slot:
         self.closed_by_pool = False
         # Made when a call's worker is killed; set once the pool has reaped it.
         self.reaped: anyio.Event | None = None
+
+
+def _cpu_seconds(pid: int | None) -> float | None:
+    """The CPU seconds that process *pid* has run, where the system tells (Linux).
+
+    From ``/proc/<pid>/schedstat``, in nanoseconds: a worker's time on a CPU, not the
+    time it spent waiting for one.
+    """
+    if pid is None or not _SCHEDSTAT:
+        return None
+    try:
+        fd = os.open(f"/proc/{pid}/schedstat", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        return int(os.read(fd, 64).split(None, 1)[0]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return None
+    finally:
+        os.close(fd)
 
 
 def _check_int(name: str, value: object, *, minimum: int, optional: bool = False) -> None:
@@ -275,6 +296,9 @@ class WorkerPool:
         # Seconds per item that the automatic chunks of each function's maps measured
         # last: the next map of that function starts from it (see _MapCore).
         self._per_item: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+        # How many lanes each function's last complete map measured that it needed: the
+        # next map of that function starts with them (see _MapCore).
+        self._lanes: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
 
     def _unbounded(self) -> None:
         """Let the caller's limiter alone decide (the default pool of ``to_process``)."""
@@ -874,11 +898,22 @@ class WorkerPool:
         with suppress(TypeError):
             self._per_item[func] = seconds
 
+    def _lanes_estimate(self, func: Callable[..., object]) -> int | None:
+        """How many lanes the last complete map of *func* measured that it needed."""
+        try:
+            return self._lanes.get(func)
+        except TypeError:  # not hashable, or no weak reference to it can be made
+            return None
+
+    def _keep_lanes_estimate(self, func: Callable[..., object], lanes: int) -> None:
+        with suppress(TypeError):
+            self._lanes[func] = lanes
+
     def _chunk_runner(
-        self, func: Callable[..., object], *, cancellable: bool, split: bool
+        self, func: Callable[..., object], *, cancellable: bool, split: bool, measure: bool
     ) -> _ChunkRunner:
         """The runner of one lane of a map (see :class:`_ChunkRunner`)."""
-        return _ChunkRunner(self, func, cancellable=cancellable, split=split)
+        return _ChunkRunner(self, func, cancellable=cancellable, split=split, measure=measure)
 
     def _failed(self, slot: _Slot, exc: BaseException) -> BaseException:
         """Decide the fate of *slot*'s worker after its call raised *exc*; return what to raise."""
@@ -1007,7 +1042,13 @@ class _ChunkRunner:
     """
 
     def __init__(
-        self, pool: WorkerPool, func: Callable[..., object], *, cancellable: bool, split: bool
+        self,
+        pool: WorkerPool,
+        func: Callable[..., object],
+        *,
+        cancellable: bool,
+        split: bool,
+        measure: bool = False,
     ) -> None:
         self._pool = pool
         self._func = func
@@ -1028,6 +1069,37 @@ class _ChunkRunner:
         self._killed: list[_Slot] = []  # workers killed under this lane, to be reaped
         #: The tag of the chunk whose answer :meth:`result` awaits (or last awaited).
         self.current: Any = None
+        #: CPU seconds that the workers held by this lane spent while it held them;
+        #: ``None`` if not asked for (*measure*), or once that could not be told for one
+        #: of them.
+        self.worker_seconds: float | None = 0.0 if measure else None
+        self._cpu_at: float | None = None  # the held worker's CPU time when taken
+
+    def answer_arrived(self) -> bool:
+        """Whether the answer awaited next has begun to arrive (``False`` if unknown)."""
+        slot = self._slot
+        if slot is None or not self._sent:
+            return False
+        arrived = getattr(slot.worker, "answer_arrived", None)
+        return bool(arrived()) if arrived is not None else False
+
+    def _took(self, slot: _Slot) -> None:
+        """*slot* is now held by this lane: note its worker's CPU time."""
+        if self.worker_seconds is not None:
+            self._cpu_at = _cpu_seconds(slot.worker.pid)
+            if self._cpu_at is None:
+                self.worker_seconds = None
+
+    def _gave_up(self, slot: _Slot) -> None:
+        """*slot* leaves this lane: count what its worker's CPU time grew by."""
+        at, self._cpu_at = self._cpu_at, None
+        if at is None or self.worker_seconds is None:
+            return
+        now = _cpu_seconds(slot.worker.pid)
+        if now is None:
+            self.worker_seconds = None
+        else:
+            self.worker_seconds += max(0.0, now - at)
 
     @property
     def busy(self) -> bool:
@@ -1136,6 +1208,7 @@ class _ChunkRunner:
             tag, items = self._unsent
             self._unsent = None
             self.current = tag
+            self.worker_seconds = None  # run by whichever worker the pool hands out
             timing: list[float] = []
             results = await pool._run_batch(
                 self._func,
@@ -1254,6 +1327,7 @@ class _ChunkRunner:
         self._dropping = False
         slot, self._slot = self._slot, None
         if slot is not None:
+            self._gave_up(slot)
             if self._ran:
                 # _release counts one task: the others are counted here.
                 slot.tasks += self._ran - 1
@@ -1278,6 +1352,7 @@ class _ChunkRunner:
         if not (isinstance(exc, BrokenWorkerProcess) and not exc.started):
             self._pool._failures += 1  # (a worker found dead first is retried)
         if slot is not None:
+            self.worker_seconds = self._cpu_at = None  # (it may be gone)
             slot.tasks += self._ran
             self._ran = 0
             error = self._pool._failed(slot, exc)
@@ -1308,6 +1383,7 @@ class _ChunkRunner:
         worker = slot.worker
         if worker.pipelines:
             self._slot = slot
+            self._took(slot)
             return
         pool._park(slot)
         self._release_token()

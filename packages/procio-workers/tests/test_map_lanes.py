@@ -1,0 +1,240 @@
+"""How many workers a map keeps busy: as many as its caller can take results from.
+
+Each map measures the CPU time its workers spent on its chunks and the time its caller
+spent on the results (not waiting for them). When the workers' time is less than the
+caller's, one worker makes results faster than the caller takes them, and a second lane
+gains nothing; on a machine with as many CPUs as workers it only takes CPU from the
+caller. The next map of the same function in the same pool then starts with as many
+lanes as that measurement says it needs (workers' time over caller's time, rounded up),
+and adds every other lane as soon as its caller waits much longer for results than it
+spent on the last ones. The first map of a function uses every lane.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import anyio
+import pytest
+from procio_workers import WorkerPool
+from procio_workers import _pool as pool_module
+from procio_workers._process_backend import ProcessBackend, ProcessWorker
+
+try:
+    import resource as resource_module
+except ImportError:  # pragma: no cover - not POSIX
+    resource_module = None  # type: ignore[assignment]
+
+if TYPE_CHECKING:
+    from tests import procio_map_testfuncs as mfuncs
+else:
+    import procio_map_testfuncs as mfuncs
+
+pytestmark = pytest.mark.anyio
+
+#: Turns a hang into a failure; no test relies on it for its verdict.
+HANG_GUARD = 45
+#: How long a slow caller pauses per item: far longer than a worker spends on the item
+#: (a sleep of 0 and a getpid), so the measurement puts the caller well behind one worker.
+CALLER_PAUSE = 0.005
+
+measured_here = pytest.mark.skipif(
+    not sys.platform.startswith("linux"),
+    reason="the workers' CPU time is read from Linux's /proc/<pid>/schedstat",
+)
+
+
+async def _slow_caller_map(
+    pool: WorkerPool, count: int, func: Callable[[float], int] = mfuncs.sleep_then_pid
+) -> tuple[set[int], int]:
+    """Map instant calls of *func* (0 seconds each) with a caller slower than any worker.
+
+    Returns the pids that ran them and the lanes the map started with.
+    """
+    pids: set[int] = set()
+    async with pool.map(func, [0.0] * count) as results:
+        started = results.running_lanes
+        async for pid in results:
+            pids.add(pid)
+            await anyio.sleep(CALLER_PAUSE)
+    return pids, started
+
+
+async def _settle_on_one_lane(
+    pool: WorkerPool, func: Callable[[float], int] = mfuncs.sleep_then_pid
+) -> None:
+    """Two maps of *func* with a slow caller: the first also pays for the workers' first
+    import of the function's module, which the second does not; after it, one lane is
+    measured."""
+    for _ in range(2):
+        await _slow_caller_map(pool, 40, func)
+
+
+async def test_first_map_of_a_function_uses_every_lane() -> None:
+    async with WorkerPool(max_workers=2) as pool:
+        with anyio.fail_after(HANG_GUARD):
+            pids, started = await _slow_caller_map(pool, 40)
+    assert started == 2
+    assert len(pids) == 2, "the first map of a function runs on every worker"
+
+
+@measured_here
+async def test_a_caller_slower_than_one_worker_gets_one_lane_next_time() -> None:
+    async with WorkerPool(max_workers=2) as pool:
+        with anyio.fail_after(HANG_GUARD):
+            await _settle_on_one_lane(pool)
+            pids, started = await _slow_caller_map(pool, 40)
+    assert started == 1
+    assert len(pids) == 1, f"the caller was the bottleneck, yet {len(pids)} workers ran"
+
+
+@measured_here
+async def test_busy_workers_keep_every_lane() -> None:
+    # Each call spins for 20 ms in its worker, and the caller takes the results at once:
+    # the workers' time is many times the caller's, and the next map keeps both lanes.
+    async with WorkerPool(max_workers=2) as pool:
+        with anyio.fail_after(HANG_GUARD):
+            for _ in range(2):
+                async with pool.map(mfuncs.spin_then_pid, [0.02] * 8) as results:
+                    started = results.running_lanes
+                    pids = {pid async for pid in results}
+    assert started == 2
+    assert len(pids) == 2
+
+
+@measured_here
+async def test_a_map_adds_its_lanes_when_the_caller_waits() -> None:
+    async with WorkerPool(max_workers=2) as pool:
+        with anyio.fail_after(HANG_GUARD):
+            await _settle_on_one_lane(pool)
+            async with pool.map(mfuncs.sleep_then_pid, [0.05] * 12) as results:
+                assert results.running_lanes == 1
+                pids = {pid async for pid in results}
+                grown = results.running_lanes
+    assert grown == 2
+    assert len(pids) == 2, "slow items left a worker idle: the map never added a lane"
+
+
+@measured_here
+async def test_lanes_remembered_per_function_and_per_pool() -> None:
+    async with WorkerPool(max_workers=2) as pool:
+        with anyio.fail_after(HANG_GUARD):
+            await _settle_on_one_lane(pool)
+            async with pool.map(mfuncs.triple_plus_one, range(40)) as results:
+                assert results.running_lanes == 2  # another function: every lane
+                assert [y async for y in results] == [3 * x + 1 for x in range(40)]
+    async with (
+        WorkerPool(max_workers=2) as other,
+        other.map(mfuncs.sleep_then_pid, [0.0] * 4) as results,
+    ):
+        assert results.running_lanes == 2  # another pool: every lane
+        assert len([y async for y in results]) == 4
+
+
+@measured_here
+async def test_a_map_left_early_is_not_remembered() -> None:
+    async with WorkerPool(max_workers=2) as pool:
+        with anyio.fail_after(HANG_GUARD):
+            # Busy workers and a caller that takes their results at once: both lanes.
+            async with pool.map(mfuncs.spin_then_pid, [0.02] * 8) as results:
+                assert len([pid async for pid in results]) == 8
+            # A slow caller, which leaves after two results: kept, this measurement
+            # would give the next map a single lane.
+            async with pool.map(mfuncs.spin_then_pid, [0.0] * 40) as results:
+                async for _ in results:
+                    await anyio.sleep(CALLER_PAUSE)
+                    if results.completed >= 2:
+                        break
+            async with pool.map(mfuncs.spin_then_pid, [0.0] * 4) as results:
+                started = results.running_lanes
+                assert len([pid async for pid in results]) == 4
+    assert started == 2, "a map left early measured too little to go by"
+
+
+@measured_here
+async def test_a_lane_added_late_is_stopped_by_leaving_early() -> None:
+    async with WorkerPool(max_workers=2) as pool:
+        with anyio.fail_after(HANG_GUARD):
+            await _settle_on_one_lane(pool)
+            async with pool.map(mfuncs.sleep_then_pid, [0.05] * 40) as results:
+                seen = 0
+                async for _ in results:
+                    seen += 1
+                    if results.running_lanes == 2 and seen >= 4:
+                        break
+            assert results.running_lanes == 2
+            assert results.completed < 40
+            # The pool is whole and idle: both workers take the next calls.
+            stats = pool.statistics()
+            assert stats.busy == 0, stats
+            assert await pool.run_sync(mfuncs.triple_plus_one, 2) == 7
+
+
+async def test_a_worker_tells_whether_an_answer_has_arrived() -> None:
+    # A caller that waits while an answer already sits in the pipe (its lane simply has
+    # not run to read it) is not waiting for too few lanes: the worker says so.
+    async with ProcessBackend() as backend:
+        worker = await backend.start_worker({})
+        assert isinstance(worker, ProcessWorker)
+        try:
+            with anyio.fail_after(HANG_GUARD):
+                await worker.send_batch(backend.prepare_batch(mfuncs.sleep_then_pid, [(0.3,)]))
+                assert not worker.answer_arrived(), "the batch is still running"
+                await worker.wait_for_answer()
+                await anyio.sleep(0.05)  # the rest of the answer, if it came in pieces
+                assert worker.answer_arrived()
+                assert await worker.receive_batch() == [worker.pid]
+                assert not worker.answer_arrived(), "the answer was read"
+        finally:
+            worker.kill()
+            await worker.aclose()
+
+
+async def test_workers_whose_cpu_time_is_unknown_keep_every_lane(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Without the workers' CPU time (a system or a backend that does not tell), there is
+    # nothing to go by: every map runs every lane, as the first one does.
+    monkeypatch.setattr(pool_module, "_cpu_seconds", lambda pid: None)
+    async with WorkerPool(max_workers=2) as pool:
+        with anyio.fail_after(HANG_GUARD):
+            await _settle_on_one_lane(pool)
+            pids, started = await _slow_caller_map(pool, 40)
+    assert started == 2
+    assert len(pids) == 2
+
+
+@pytest.mark.skipif(not hasattr(resource_module, "RLIMIT_NOFILE"), reason="POSIX only")
+async def test_answer_arrived_with_descriptors_above_1023() -> None:
+    # The worker's pipes get descriptors above select()'s limit: the look at the pipe
+    # must still work (select() would raise ValueError there).
+    soft, hard = resource_module.getrlimit(resource_module.RLIMIT_NOFILE)
+    wanted = 1200
+    if hard != resource_module.RLIM_INFINITY and hard < wanted:
+        pytest.skip(f"the hard limit on open files ({hard}) is below {wanted}")
+    resource_module.setrlimit(resource_module.RLIMIT_NOFILE, (max(soft, wanted), hard))
+    fillers: list[int] = []
+    try:
+        while not fillers or fillers[-1] < 1030:
+            fillers.append(os.open(os.devnull, os.O_RDONLY))
+        async with ProcessBackend() as backend:
+            worker = await backend.start_worker({})
+            assert isinstance(worker, ProcessWorker)
+            try:
+                assert worker._channel.response.fd > 1023
+                with anyio.fail_after(HANG_GUARD):
+                    await worker.send_batch(backend.prepare_batch(mfuncs.sleep_then_pid, [(0,)]))
+                    await worker.wait_for_answer()
+                    await anyio.sleep(0.05)
+                    assert worker.answer_arrived()
+                    assert await worker.receive_batch() == [worker.pid]
+            finally:
+                worker.kill()
+                await worker.aclose()
+    finally:
+        for fd in fillers:
+            os.close(fd)
+        resource_module.setrlimit(resource_module.RLIMIT_NOFILE, (soft, hard))
