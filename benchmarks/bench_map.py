@@ -13,7 +13,9 @@ into that thread and back (see :meth:`Loop.timed`).
 Figures (section ``many-tasks``):
 
 - ``map-tiny``: 20,000 calls of ``f(x) = x + 1``, items per second: procio's
-  ``pool.map`` with its default (automatic) chunk size; ``ProcessPoolExecutor.map`` and
+  ``pool.map`` with its default (automatic) chunk size and lanes (how many of its two
+  workers a map keeps busy, chosen from what the map before it measured);
+  ``ProcessPoolExecutor.map`` and
   loky's reusable executor's ``map``, both with ``chunksize = 20,000 // (4 x 2)``;
   ``joblib.Parallel(n_jobs=2, batch_size="auto")`` on its loky backend; AnyIO's
   ``to_process.run_sync``, one task per item in a task group, under a
@@ -199,7 +201,9 @@ MAP_NOTE = (
     "before the timed part, for every contender alike. ProcessPoolExecutor and loky "
     'map with chunksize = items // (4 x 2); joblib with batch_size="auto" on its '
     "loky backend; AnyIO with one to_process.run_sync per item in a task group under "
-    "a CapacityLimiter(2); procio with its default (automatic) chunk size. "
+    "a CapacityLimiter(2); procio with its default (automatic) chunk size and lanes "
+    "(each map of a function runs as many of the workers as the map before it measured "
+    "that the event loop could keep busy; see the many-tasks page). "
     "The bound is no contender: the same results, already in memory, stepped with "
     "async for as procio's are; no async map can pass it. "
     "joblib's and AnyIO's samples, which last many times longer, are taken in rounds "
