@@ -7,7 +7,8 @@ gains nothing; on a machine with as many CPUs as workers it only takes CPU from 
 caller. The next map of the same function in the same pool then starts with as many
 lanes as that measurement says it needs (workers' time over caller's time, rounded up),
 and adds every other lane as soon as its caller waits much longer for results than it
-spent on the last ones. The first map of a function uses every lane.
+spent on the last ones. The first map of a function uses every lane, and so does every
+map of a pool once one of its one-lane maps ran by turns with the event loop on one CPU.
 """
 
 from __future__ import annotations
@@ -191,6 +192,33 @@ async def test_a_worker_tells_whether_an_answer_has_arrived() -> None:
         finally:
             worker.kill()
             await worker.aclose()
+
+
+@measured_here
+async def test_a_worker_that_waited_for_the_loops_cpu_brings_every_lane_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A scheduler that packs the event loop and the one worker onto one CPU runs them by
+    # turns: the worker then waits for a CPU about as long as it runs. Seen once, the
+    # pool runs every lane in its later maps, which makes the machine use more CPUs.
+    async with WorkerPool(max_workers=2) as pool:
+        with anyio.fail_after(HANG_GUARD):
+            await _settle_on_one_lane(pool)
+            real = pool_module._cpu_seconds
+
+            def waited_as_long_as_it_ran(pid: int | None) -> tuple[float, float] | None:
+                got = real(pid)
+                return None if got is None else (got[0], got[0])
+
+            monkeypatch.setattr(pool_module, "_cpu_seconds", waited_as_long_as_it_ran)
+            _, by_turns = await _slow_caller_map(pool, 40)
+            pids, after = await _slow_caller_map(pool, 40)
+            monkeypatch.setattr(pool_module, "_cpu_seconds", real)
+            _, later = await _slow_caller_map(pool, 40)
+    assert by_turns == 1
+    assert after == 2
+    assert len(pids) == 2
+    assert later == 2, "once seen, the pool keeps every lane"
 
 
 async def test_workers_whose_cpu_time_is_unknown_keep_every_lane(

@@ -62,6 +62,9 @@ if TYPE_CHECKING:
         @property
         def worker_seconds(self) -> float | None: ...
 
+        @property
+        def worker_waited(self) -> float: ...
+
         async def ready(self) -> None: ...
 
         async def submit(self, tag: Any, items: list[Any]) -> None: ...
@@ -96,6 +99,8 @@ if TYPE_CHECKING:
         def _lanes_estimate(self, func: Callable[..., object]) -> int | None: ...
 
         def _keep_lanes_estimate(self, func: Callable[..., object], lanes: int) -> None: ...
+
+        def _lanes_took_turns(self) -> None: ...
 
         async def _run_stream(
             self,
@@ -135,6 +140,11 @@ MAX_LANES = 1024
 #: behind the caller. A shorter wait is no sign: with one lane that keeps up, the caller
 #: still waits a little now and then, for a worker woken late or sharing its CPU.
 LANE_WAIT_RATIO = 4
+#: A map that ran one lane of several, whose worker waited for a CPU at least this share
+#: of the time it ran, ran by turns with the event loop, not side by side: they shared
+#: one CPU (a scheduler that packs work onto few CPUs does that), and one lane gained
+#: nothing.
+TURNS_SHARE = 0.5
 #: How many items an async source may be read ahead of the chunks that take them.
 SOURCE_READ_AHEAD = 1024
 
@@ -436,6 +446,7 @@ class _MapCore(_Core[T]):
         # The CPU seconds the workers spent on this map's chunks, from the lanes that
         # have ended; None once one of them could not tell.
         self._worker_seconds: float | None = 0.0
+        self._worker_waited = 0.0  # the seconds those workers waited for a CPU
         # Ordered: a chunk may start only this many chunks ahead of the first one the
         # caller still waits for, which bounds what is held back.
         self._window = 4 * self.lanes
@@ -589,6 +600,10 @@ class _MapCore(_Core[T]):
         if work is None or cpu <= 0 or not self.completed:
             return
         self._pool._keep_lanes_estimate(self._func, max(1, math.ceil(work / cpu)))
+        if self.running_lanes == 1 and self._worker_waited >= TURNS_SHARE * work:
+            # The one worker waited for the CPU that the loop held: the machine ran the
+            # two by turns, not side by side, and more lanes make it use more CPUs.
+            self._pool._lanes_took_turns()
 
     async def _read_source(self, send: MemoryObjectSendStream[Any]) -> None:
         source = self._async_source
@@ -766,6 +781,7 @@ class _MapCore(_Core[T]):
                 self._worker_seconds = None
             else:
                 self._worker_seconds += seconds
+                self._worker_waited += runner.worker_waited
 
     async def _run_lane(self, runner: Any) -> None:
         spans: dict[int, tuple[int, int]] = {}  # chunk number -> (first position, count)

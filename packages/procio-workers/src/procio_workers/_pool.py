@@ -100,11 +100,10 @@ class _Slot:
         self.reaped: anyio.Event | None = None
 
 
-def _cpu_seconds(pid: int | None) -> float | None:
-    """The CPU seconds that process *pid* has run, where the system tells (Linux).
+def _cpu_seconds(pid: int | None) -> tuple[float, float] | None:
+    """Seconds process *pid* has run on a CPU, and has waited for one.
 
-    From ``/proc/<pid>/schedstat``, in nanoseconds: a worker's time on a CPU, not the
-    time it spent waiting for one.
+    Where the system tells: Linux's ``/proc/<pid>/schedstat``, in nanoseconds.
     """
     if pid is None or not _SCHEDSTAT:
         return None
@@ -113,8 +112,9 @@ def _cpu_seconds(pid: int | None) -> float | None:
     except OSError:
         return None
     try:
-        return int(os.read(fd, 64).split(None, 1)[0]) / 1e9
-    except (OSError, ValueError, IndexError):
+        ran, waited = os.read(fd, 64).split()[:2]
+        return int(ran) / 1e9, int(waited) / 1e9
+    except (OSError, ValueError):
         return None
     finally:
         os.close(fd)
@@ -299,6 +299,9 @@ class WorkerPool:
         # How many lanes each function's last complete map measured that it needed: the
         # next map of that function starts with them (see _MapCore).
         self._lanes: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+        # Set once a map of one lane ran its worker and the event loop by turns on one
+        # CPU, not side by side: then every map of this pool runs every lane.
+        self._lanes_by_turns = False
 
     def _unbounded(self) -> None:
         """Let the caller's limiter alone decide (the default pool of ``to_process``)."""
@@ -900,6 +903,8 @@ class WorkerPool:
 
     def _lanes_estimate(self, func: Callable[..., object]) -> int | None:
         """How many lanes the last complete map of *func* measured that it needed."""
+        if self._lanes_by_turns:
+            return None
         try:
             return self._lanes.get(func)
         except TypeError:  # not hashable, or no weak reference to it can be made
@@ -908,6 +913,15 @@ class WorkerPool:
     def _keep_lanes_estimate(self, func: Callable[..., object], lanes: int) -> None:
         with suppress(TypeError):
             self._lanes[func] = lanes
+
+    def _lanes_took_turns(self) -> None:
+        """A map of one lane ran its worker and the event loop by turns, on one CPU."""
+        if not self._lanes_by_turns:
+            self._lanes_by_turns = True
+            logger.debug(
+                "pool: a map's event loop and its one worker shared a CPU; "
+                "maps of this pool run every lane from now on"
+            )
 
     def _chunk_runner(
         self, func: Callable[..., object], *, cancellable: bool, split: bool, measure: bool
@@ -1073,7 +1087,10 @@ class _ChunkRunner:
         #: ``None`` if not asked for (*measure*), or once that could not be told for one
         #: of them.
         self.worker_seconds: float | None = 0.0 if measure else None
-        self._cpu_at: float | None = None  # the held worker's CPU time when taken
+        #: Seconds those workers waited for a CPU meanwhile (counted with the above).
+        self.worker_waited = 0.0
+        # The held worker's (CPU time, time waited for a CPU) when taken.
+        self._cpu_at: tuple[float, float] | None = None
 
     def answer_arrived(self) -> bool:
         """Whether the answer awaited next has begun to arrive (``False`` if unknown)."""
@@ -1099,7 +1116,8 @@ class _ChunkRunner:
         if now is None:
             self.worker_seconds = None
         else:
-            self.worker_seconds += max(0.0, now - at)
+            self.worker_seconds += max(0.0, now[0] - at[0])
+            self.worker_waited += max(0.0, now[1] - at[1])
 
     @property
     def busy(self) -> bool:
