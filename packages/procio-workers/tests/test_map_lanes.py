@@ -22,6 +22,7 @@ import anyio
 import pytest
 from procio_workers import WorkerPool
 from procio_workers import _pool as pool_module
+from procio_workers._channel import CAN_COUNT_UNREAD
 from procio_workers._process_backend import ProcessBackend, ProcessWorker
 
 try:
@@ -42,6 +43,9 @@ HANG_GUARD = 45
 #: (a sleep of 0 and a getpid), so the measurement puts the caller well behind one worker.
 CALLER_PAUSE = 0.005
 
+pipe_counted = pytest.mark.skipif(
+    not CAN_COUNT_UNREAD, reason="how much waits in a pipe is told by Linux's FIONREAD"
+)
 measured_here = pytest.mark.skipif(
     not sys.platform.startswith("linux"),
     reason="the workers' CPU time is read from Linux's /proc/<pid>/schedstat",
@@ -174,6 +178,7 @@ async def test_a_lane_added_late_is_stopped_by_leaving_early() -> None:
             assert await pool.run_sync(mfuncs.triple_plus_one, 2) == 7
 
 
+@pipe_counted
 async def test_a_worker_tells_whether_an_answer_has_arrived() -> None:
     # A caller that waits while an answer already sits in the pipe (its lane simply has
     # not run to read it) is not waiting for too few lanes: the worker says so.
@@ -235,10 +240,11 @@ async def test_workers_whose_cpu_time_is_unknown_keep_every_lane(
     assert len(pids) == 2
 
 
+@pipe_counted
 @pytest.mark.skipif(not hasattr(resource_module, "RLIMIT_NOFILE"), reason="POSIX only")
 async def test_answer_arrived_with_descriptors_above_1023() -> None:
     # The worker's pipes get descriptors above select()'s limit: the look at the pipe
-    # must still work (select() would raise ValueError there).
+    # must still work (select(), say, would raise ValueError there).
     soft, hard = resource_module.getrlimit(resource_module.RLIMIT_NOFILE)
     wanted = 1200
     if hard != resource_module.RLIM_INFINITY and hard < wanted:

@@ -245,6 +245,10 @@ class FrameChannel:
         """Return how many bytes sent to the worker it has not read (``None``: unknown)."""
         return _unread(self.request.fd)
 
+    def unread_responses(self) -> int | None:
+        """Return how many bytes the worker sent that wait to be read (``None``: unknown)."""
+        return _unread(self.response.fd)
+
     def close(self) -> None:
         """Close both pipes, waking whoever waits on them (idempotent)."""
         try:

@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import logging
 import os
-import select
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
@@ -780,17 +779,16 @@ class ProcessWorker(WorkerLifecycle, Worker):
         await self._send([*rest, _CLOSE])
 
     def answer_arrived(self) -> bool:
-        """Whether an answer has begun to arrive (read, or waiting in the pipe); no wait."""
+        """Whether an answer has begun to arrive (read, or waiting in the pipe); no wait.
+
+        ``False`` where the pipe cannot be looked into (see ``CAN_COUNT_UNREAD``).
+        """
         reader = self._reader
         if reader.frames or reader.mid_frame:
             return True
-        fd = self._channel.response.fd
-        if fd < 0:
+        if self._channel.response.fd < 0:
             return True  # closed: whoever reads next finds out at once
-        # poll, not select: this fd may be above select's limit (1023).
-        poller = select.poll()
-        poller.register(fd, select.POLLIN)
-        return bool(poller.poll(0))
+        return bool(self._channel.unread_responses())
 
     async def wait_for_answer(self) -> None:
         """Wait until an answer begins to arrive, or the worker is gone.
