@@ -45,6 +45,7 @@ else:  # pragma: no cover - Python 3.10 only
     from typing_extensions import Self, TypeVarTuple, Unpack
 
 T_Retval = TypeVar("T_Retval")
+_V = TypeVar("_V")
 PosArgsT = TypeVarTuple("PosArgsT")
 
 #: The seed's idle lifetime of a worker: five minutes.
@@ -118,6 +119,22 @@ def _cpu_seconds(pid: int | None) -> tuple[float, float] | None:
         return None
     finally:
         os.close(fd)
+
+
+def _recall(memory: weakref.WeakKeyDictionary[Any, _V], func: Callable[..., object]) -> _V | None:
+    """What *memory* keeps for *func*, if anything."""
+    try:
+        return memory.get(func)
+    except TypeError:  # not hashable, or no weak reference to it can be made
+        return None
+
+
+def _remember(
+    memory: weakref.WeakKeyDictionary[Any, _V], func: Callable[..., object], value: _V
+) -> None:
+    """Keep *value* for *func* in *memory*, if *func* can be a weak key."""
+    with suppress(TypeError):
+        memory[func] = value
 
 
 def _check_int(name: str, value: object, *, minimum: int, optional: bool = False) -> None:
@@ -892,27 +909,17 @@ class WorkerPool:
 
     def _per_item_estimate(self, func: Callable[..., object]) -> float | None:
         """Seconds per item that the last map of *func* measured, if any."""
-        try:
-            return self._per_item.get(func)
-        except TypeError:  # not hashable, or no weak reference to it can be made
-            return None
+        return _recall(self._per_item, func)
 
     def _keep_per_item_estimate(self, func: Callable[..., object], seconds: float) -> None:
-        with suppress(TypeError):
-            self._per_item[func] = seconds
+        _remember(self._per_item, func, seconds)
 
     def _lanes_estimate(self, func: Callable[..., object]) -> int | None:
         """How many lanes the last complete map of *func* measured that it needed."""
-        if self._lanes_by_turns:
-            return None
-        try:
-            return self._lanes.get(func)
-        except TypeError:  # not hashable, or no weak reference to it can be made
-            return None
+        return None if self._lanes_by_turns else _recall(self._lanes, func)
 
     def _keep_lanes_estimate(self, func: Callable[..., object], lanes: int) -> None:
-        with suppress(TypeError):
-            self._lanes[func] = lanes
+        _remember(self._lanes, func, lanes)
 
     def _lanes_took_turns(self) -> None:
         """A map of one lane ran its worker and the event loop by turns, on one CPU."""
