@@ -19,6 +19,7 @@ from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.to_thread
 import pytest
 from anyio import create_task_group, fail_after, move_on_after
 from anyio.abc import Process, TaskGroup
@@ -245,10 +246,17 @@ async def test_workers_killed_at_random_moments_of_a_large_request(
     tally("workers killed at random points", sum(outcomes.values()))
 
 
-async def _kill_after(pid: int, delay: float) -> None:
-    await anyio.sleep(delay)
+def _sleep_then_kill(pid: int, delay: float) -> None:
+    time.sleep(delay)
     with suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
+
+
+async def _kill_after(pid: int, delay: float) -> None:
+    # The clock runs in a thread, not on the event loop: a call that moves megabytes
+    # keeps the loop busy for tens of milliseconds at a stretch, and a timer there would
+    # fire only once the call had ended, so the kill would never land during it.
+    await anyio.to_thread.run_sync(_sleep_then_kill, pid, delay)
     # Dead before the next call: a kill still in flight would fail that call instead.
     await wait_until_dead(pid)
 
