@@ -7,14 +7,16 @@ gains nothing; on a machine with as many CPUs as workers it only takes CPU from 
 caller. The next map of the same function in the same pool then starts with as many
 lanes as that measurement says it needs (workers' time over caller's time, rounded up),
 and adds every other lane as soon as its caller waits much longer for results than it
-spent on the last ones. The first map of a function uses every lane, and so does every
-map of a pool once one of its one-lane maps ran by turns with the event loop on one CPU.
+spent on the last ones, or as soon as its worker and the event loop's thread spent much
+of the time waiting for a CPU (they took turns on one CPU). The first map of a function
+uses every lane.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -200,30 +202,81 @@ async def test_a_worker_tells_whether_an_answer_has_arrived() -> None:
 
 
 @measured_here
-async def test_a_worker_that_waited_for_the_loops_cpu_brings_every_lane_back(
+async def test_a_worker_that_waits_for_the_loops_cpu_brings_every_lane_at_once(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # A scheduler that packs the event loop and the one worker onto one CPU runs them by
-    # turns: the worker then waits for a CPU about as long as it runs. Seen once, the
-    # pool runs every lane in its later maps, which makes the machine use more CPUs.
+    # turns: each then waits for a CPU while the other runs. Seen on a chunk's answer,
+    # the map starts its other lanes there and then, which makes the machine use more
+    # CPUs.
     async with WorkerPool(max_workers=2) as pool:
         with anyio.fail_after(HANG_GUARD):
             await _settle_on_one_lane(pool)
             real = pool_module._cpu_seconds
 
-            def waited_as_long_as_it_ran(pid: int | None) -> tuple[float, float] | None:
-                got = real(pid)
-                return None if got is None else (got[0], got[0])
+            clock = time.perf_counter  # the pool's clock
 
-            monkeypatch.setattr(pool_module, "_cpu_seconds", waited_as_long_as_it_ran)
-            _, by_turns = await _slow_caller_map(pool, 40)
-            pids, after = await _slow_caller_map(pool, 40)
-            monkeypatch.setattr(pool_module, "_cpu_seconds", real)
-            _, later = await _slow_caller_map(pool, 40)
+            def worker_waited_all_along(pid: int | str | None) -> tuple[float, float] | None:
+                got = real(pid)
+                if got is None or pid == pool_module.THIS_THREAD:
+                    return got
+                return got[0], clock()  # it waited for a CPU all the time that passed
+
+            monkeypatch.setattr(pool_module, "_cpu_seconds", worker_waited_all_along)
+            pids, by_turns = await _slow_caller_map(pool, 40)
     assert by_turns == 1
-    assert after == 2
-    assert len(pids) == 2
-    assert later == 2, "once seen, the pool keeps every lane"
+    assert len(pids) == 2, "the map went on with one worker, run by turns with the loop"
+
+
+@measured_here
+async def test_an_event_loop_that_waits_for_its_workers_cpu_brings_every_lane_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Run by turns, the one kept waiting may be the event loop's thread instead: the
+    # worker runs a chunk queued behind the last while the loop has results to take.
+    async with WorkerPool(max_workers=2) as pool:
+        with anyio.fail_after(HANG_GUARD):
+            await _settle_on_one_lane(pool)
+            real = pool_module._cpu_seconds
+            clock = time.perf_counter  # the pool's clock
+
+            def loop_waited_all_along(pid: int | str | None) -> tuple[float, float] | None:
+                got = real(pid)
+                if got is None or pid != pool_module.THIS_THREAD:
+                    return got
+                return got[0], clock()  # it waited for a CPU all the time that passed
+
+            monkeypatch.setattr(pool_module, "_cpu_seconds", loop_waited_all_along)
+            pids, by_turns = await _slow_caller_map(pool, 40)
+    assert by_turns == 1
+    assert len(pids) == 2, "the map went on with one worker, run by turns with the loop"
+
+
+@measured_here
+async def test_a_map_run_by_turns_leaves_later_maps_free_to_run_one_lane(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Such packing comes and goes: the scheduler soon moves one of the two elsewhere. So
+    # a map run by turns leaves no mark on the maps after it.
+    async with WorkerPool(max_workers=2) as pool:
+        with anyio.fail_after(HANG_GUARD):
+            await _settle_on_one_lane(pool)
+            real = pool_module._cpu_seconds
+
+            clock = time.perf_counter  # the pool's clock
+
+            def worker_waited_all_along(pid: int | str | None) -> tuple[float, float] | None:
+                got = real(pid)
+                if got is None or pid == pool_module.THIS_THREAD:
+                    return got
+                return got[0], clock()  # it waited for a CPU all the time that passed
+
+            monkeypatch.setattr(pool_module, "_cpu_seconds", worker_waited_all_along)
+            await _slow_caller_map(pool, 40)
+            monkeypatch.setattr(pool_module, "_cpu_seconds", real)
+            pids, later = await _slow_caller_map(pool, 40)
+    assert later == 1, "a map run by turns held the pool's later maps at every lane"
+    assert len(pids) == 1
 
 
 async def test_workers_whose_cpu_time_is_unknown_keep_every_lane(

@@ -62,8 +62,7 @@ if TYPE_CHECKING:
         @property
         def worker_seconds(self) -> float | None: ...
 
-        @property
-        def worker_waited(self) -> float: ...
+        def waited_share(self) -> float | None: ...
 
         async def ready(self) -> None: ...
 
@@ -99,8 +98,6 @@ if TYPE_CHECKING:
         def _lanes_estimate(self, func: Callable[..., object]) -> int | None: ...
 
         def _keep_lanes_estimate(self, func: Callable[..., object], lanes: int) -> None: ...
-
-        def _lanes_took_turns(self) -> None: ...
 
         async def _run_stream(
             self,
@@ -140,10 +137,10 @@ MAX_LANES = 1024
 #: behind the caller. A shorter wait is no sign: with one lane that keeps up, the caller
 #: still waits a little now and then, for a worker woken late or sharing its CPU.
 LANE_WAIT_RATIO = 4
-#: A map that ran one lane of several, whose worker waited for a CPU at least this share
-#: of the time it ran, ran by turns with the event loop, not side by side: they shared
-#: one CPU (a scheduler that packs work onto few CPUs does that), and one lane gained
-#: nothing.
+#: A map that runs fewer lanes than it may, one of whose workers waited for a CPU at least
+#: this share of the time it ran, runs by turns with the event loop, not side by side:
+#: the two share one CPU (a scheduler that packs work onto few CPUs does that), and
+#: fewer lanes gain nothing. It starts the others at once.
 TURNS_SHARE = 0.5
 #: How many items an async source may be read ahead of the chunks that take them.
 SOURCE_READ_AHEAD = 1024
@@ -438,7 +435,8 @@ class _MapCore(_Core[T]):
         self.lanes = max(1, workers)
         # How many lanes run: at first, as many as the last map of this function
         # measured that it needed (see _finished), or all of them; the others start when
-        # the caller waits for the lanes (see _starved).
+        # the caller waits for the lanes (see _starved), or when a worker waits for the
+        # caller's CPU (see _run_lane).
         needed = pool._lanes_estimate(func)
         self.running_lanes = self.lanes if needed is None else max(1, min(self.lanes, needed))
         self._lane_group: TaskGroup | None = None
@@ -446,7 +444,6 @@ class _MapCore(_Core[T]):
         # The CPU seconds the workers spent on this map's chunks, from the lanes that
         # have ended; None once one of them could not tell.
         self._worker_seconds: float | None = 0.0
-        self._worker_waited = 0.0  # the seconds those workers waited for a CPU
         # Ordered: a chunk may start only this many chunks ahead of the first one the
         # caller still waits for, which bounds what is held back.
         self._window = 4 * self.lanes
@@ -579,8 +576,23 @@ class _MapCore(_Core[T]):
         )
 
     def _starved(self, busy: float, waited: float) -> None:
+        if waited >= LANE_WAIT_RATIO * busy:
+            self._add_lanes()
+
+    def _took_turns(self, runner: _Lane) -> bool:
+        """Whether *runner*'s worker and the event loop took turns on one CPU.
+
+        Measured since the lane's last answer: there, every lane runs faster than fewer.
+        """
+        if self.running_lanes >= self.lanes or self._lane_group is None or self._exhausted:
+            return False
+        share = runner.waited_share()
+        return share is not None and share >= TURNS_SHARE
+
+    def _add_lanes(self) -> None:
+        """Start every lane that does not run yet."""
         group = self._lane_group
-        if group is None or waited < LANE_WAIT_RATIO * busy:
+        if group is None:
             return
         more = self.lanes - self.running_lanes
         self.running_lanes = self.lanes
@@ -599,11 +611,10 @@ class _MapCore(_Core[T]):
         work = self._worker_seconds
         if work is None or cpu <= 0 or not self.completed:
             return
+        # (A map run by turns leaves no mark beyond this: such packing comes and goes, as
+        # the scheduler moves one of the two to another CPU, and the next map tries
+        # fewer lanes again, with the same check.)
         self._pool._keep_lanes_estimate(self._func, max(1, math.ceil(work / cpu)))
-        if self.running_lanes == 1 and self._worker_waited >= TURNS_SHARE * work:
-            # The one worker waited for the CPU that the loop held: the machine ran the
-            # two by turns, not side by side, and more lanes make it use more CPUs.
-            self._pool._lanes_took_turns()
 
     async def _read_source(self, send: MemoryObjectSendStream[Any]) -> None:
         source = self._async_source
@@ -781,7 +792,6 @@ class _MapCore(_Core[T]):
                 self._worker_seconds = None
             else:
                 self._worker_seconds += seconds
-                self._worker_waited += runner.worker_waited
 
     async def _run_lane(self, runner: Any) -> None:
         spans: dict[int, tuple[int, int]] = {}  # chunk number -> (first position, count)
@@ -844,6 +854,8 @@ class _MapCore(_Core[T]):
             start, count = spans.pop(number)
             self._measured(count, took)
             self.completed += len(results)
+            if self._took_turns(runner):
+                self._add_lanes()
             if not await self._put(_Chunk(number, results)):
                 self._halt()
                 return
@@ -1096,7 +1108,8 @@ class MapResults(_Handle[T]):
         The first map of a function in a pool runs every lane. A later one starts with
         as many as the last complete map of that function measured that its caller
         could keep busy, and starts the others if its caller waits for results far
-        longer than it spent on the last ones.
+        longer than it spent on the last ones, or if a worker or the event loop's
+        thread waited for a CPU about as long as it ran (the two took turns on one CPU).
         """
         return self._map.running_lanes
 

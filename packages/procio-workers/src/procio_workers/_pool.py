@@ -54,6 +54,8 @@ DEFAULT_IDLE_TIMEOUT = 300.0
 #: idle, before the call reached it (the call fails after that many).
 _MAX_ATTEMPTS = 16
 _SCHEDSTAT = sys.platform.startswith("linux")
+#: Where ``/proc`` keeps the calling thread's own entries.
+THIS_THREAD = "thread-self"
 
 _CLOSED_DURING_START = "the worker pool was closed while the call started its worker"
 
@@ -101,10 +103,11 @@ class _Slot:
         self.reaped: anyio.Event | None = None
 
 
-def _cpu_seconds(pid: int | None) -> tuple[float, float] | None:
+def _cpu_seconds(pid: int | str | None) -> tuple[float, float] | None:
     """Seconds process *pid* has run on a CPU, and has waited for one.
 
-    Where the system tells: Linux's ``/proc/<pid>/schedstat``, in nanoseconds.
+    Where the system tells: Linux's ``/proc/<pid>/schedstat``, in nanoseconds. *pid*
+    may be :data:`THIS_THREAD`, for the calling thread.
     """
     if pid is None or not _SCHEDSTAT:
         return None
@@ -316,9 +319,6 @@ class WorkerPool:
         # How many lanes each function's last complete map measured that it needed: the
         # next map of that function starts with them (see _MapCore).
         self._lanes: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
-        # Set once a map of one lane ran its worker and the event loop by turns on one
-        # CPU, not side by side: then every map of this pool runs every lane.
-        self._lanes_by_turns = False
 
     def _unbounded(self) -> None:
         """Let the caller's limiter alone decide (the default pool of ``to_process``)."""
@@ -916,19 +916,10 @@ class WorkerPool:
 
     def _lanes_estimate(self, func: Callable[..., object]) -> int | None:
         """How many lanes the last complete map of *func* measured that it needed."""
-        return None if self._lanes_by_turns else _recall(self._lanes, func)
+        return _recall(self._lanes, func)
 
     def _keep_lanes_estimate(self, func: Callable[..., object], lanes: int) -> None:
         _remember(self._lanes, func, lanes)
-
-    def _lanes_took_turns(self) -> None:
-        """A map of one lane ran its worker and the event loop by turns, on one CPU."""
-        if not self._lanes_by_turns:
-            self._lanes_by_turns = True
-            logger.debug(
-                "pool: a map's event loop and its one worker shared a CPU; "
-                "maps of this pool run every lane from now on"
-            )
 
     def _chunk_runner(
         self, func: Callable[..., object], *, cancellable: bool, split: bool, measure: bool
@@ -1094,10 +1085,13 @@ class _ChunkRunner:
         #: ``None`` if not asked for (*measure*), or once that could not be told for one
         #: of them.
         self.worker_seconds: float | None = 0.0 if measure else None
-        #: Seconds those workers waited for a CPU meanwhile (counted with the above).
-        self.worker_waited = 0.0
-        # The held worker's (CPU time, time waited for a CPU) when taken.
+        # The held worker's (CPU time, time waited for a CPU) when taken, and when last
+        # asked for waited_share, with the same of this thread (the event loop's) and
+        # the time then.
         self._cpu_at: tuple[float, float] | None = None
+        self._share_at: tuple[float, float] | None = None
+        self._loop_at: tuple[float, float] | None = None
+        self._share_since = 0.0
 
     def answer_arrived(self) -> bool:
         """Whether the answer awaited next has begun to arrive (``False`` if unknown)."""
@@ -1110,13 +1104,16 @@ class _ChunkRunner:
     def _took(self, slot: _Slot) -> None:
         """*slot* is now held by this lane: note its worker's CPU time."""
         if self.worker_seconds is not None:
-            self._cpu_at = _cpu_seconds(slot.worker.pid)
+            self._cpu_at = self._share_at = _cpu_seconds(slot.worker.pid)
+            self._loop_at = _cpu_seconds(THIS_THREAD)
+            self._share_since = time.perf_counter()
             if self._cpu_at is None:
                 self.worker_seconds = None
 
     def _gave_up(self, slot: _Slot) -> None:
         """*slot* leaves this lane: count what its worker's CPU time grew by."""
         at, self._cpu_at = self._cpu_at, None
+        self._share_at = self._loop_at = None
         if at is None or self.worker_seconds is None:
             return
         now = _cpu_seconds(slot.worker.pid)
@@ -1124,7 +1121,25 @@ class _ChunkRunner:
             self.worker_seconds = None
         else:
             self.worker_seconds += max(0.0, now[0] - at[0])
-            self.worker_waited += max(0.0, now[1] - at[1])
+
+    def waited_share(self) -> float | None:
+        """The share of the time that the held worker and the loop spent waiting for a CPU.
+
+        The time since the last call, or since this lane took its worker; the two waits
+        are added; ``None`` if unknown. Side by side, on CPUs of their own, neither
+        waits: the share is about 0. Run by turns on one CPU, each waits while the other
+        runs, and the share nears 1.
+        """
+        slot, worker_at, loop_at = self._slot, self._share_at, self._loop_at
+        if slot is None or worker_at is None or loop_at is None:
+            return None
+        since, self._share_since = self._share_since, time.perf_counter()
+        worker_now = self._share_at = _cpu_seconds(slot.worker.pid)
+        loop_now = self._loop_at = _cpu_seconds(THIS_THREAD)
+        passed = self._share_since - since
+        if worker_now is None or loop_now is None or passed <= 0:
+            return None
+        return (worker_now[1] - worker_at[1] + loop_now[1] - loop_at[1]) / passed
 
     @property
     def busy(self) -> bool:
@@ -1377,7 +1392,7 @@ class _ChunkRunner:
         if not (isinstance(exc, BrokenWorkerProcess) and not exc.started):
             self._pool._failures += 1  # (a worker found dead first is retried)
         if slot is not None:
-            self.worker_seconds = self._cpu_at = None  # (it may be gone)
+            self.worker_seconds = self._cpu_at = self._share_at = None  # (it may be gone)
             slot.tasks += self._ran
             self._ran = 0
             error = self._pool._failed(slot, exc)
