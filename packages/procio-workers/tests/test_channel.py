@@ -12,13 +12,13 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import anyio
 import anyio.lowlevel
 import pytest
 from anyio import ClosedResourceError
-from procio_process._fdstream import set_pipe_size
+from procio_process._fdstream import TURN_BYTES, FdHolder, set_pipe_size
 from procio_workers import _wire
 from procio_workers._channel import ChannelError, FrameChannel
 from procio_workers._forwarder import OutputForwarder
@@ -151,6 +151,126 @@ async def test_a_frame_larger_than_a_tiny_pipe_goes_out_in_order(pipes: _Pipes) 
             tg.start_soon(slow_worker)
             await pipes.channel.send(list(frame))
     assert got == [expected]
+
+
+class _EndlessPipe:
+    """Stands for a pipe whose other end keeps pace with any reader or writer: it never
+    fills, nor runs dry while there is something to read, so no read or write has to
+    wait. Each read or write moves up to a megabyte (a large pipe's worth). It keeps the
+    real holder it stands for, and closes it with itself.
+    """
+
+    MOST = 1 << 20
+
+    def __init__(self, real: FdHolder, data: bytes = b"") -> None:
+        self.real = real
+        self.fd = real.fd
+        self.moved = 0
+        self._data = memoryview(data)
+        self._at = 0
+
+    def writev(self, buffers: list[bytes]) -> int:
+        count = min(sum(len(memoryview(buffer)) for buffer in buffers), self.MOST)
+        self.moved += count
+        return count
+
+    def readinto(self, view: memoryview) -> int:
+        count = min(len(view), self.MOST, len(self._data) - self._at)
+        view[:count] = self._data[self._at : self._at + count]
+        self._at += count
+        self.moved += count
+        return count
+
+    def close(self) -> None:
+        self.real.close()
+        self.fd = -1
+
+
+#: What a frame may move between two turns of another task: a turn comes once a move
+#: takes the bytes since the last one to TURN_BYTES or more. Trio runs the tasks of one
+#: pass in random order, so one task may see the frame take two turns between two of its
+#: own (the frame's first before it in one pass, its second after it in the next).
+MOST_BETWEEN_TURNS = 2 * (TURN_BYTES + _EndlessPipe.MOST)
+
+
+async def _longest_stretch_between_turns(
+    pipe: _EndlessPipe, move: Callable[[], Awaitable[object]]
+) -> int:
+    """Run *move* beside a task that takes every turn the event loop gives it: the most
+    bytes *move* put through *pipe* between two of that task's turns."""
+    longest = 0
+    done = False
+
+    started = anyio.Event()
+
+    async def other_task() -> None:
+        nonlocal longest
+        seen = pipe.moved
+        started.set()
+        while not done:
+            await anyio.lowlevel.checkpoint()
+            longest = max(longest, pipe.moved - seen)
+            seen = pipe.moved
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(other_task)
+        await started.wait()
+        await move()
+        done = True
+    return longest
+
+
+async def test_a_large_frame_sent_through_a_fast_pipe_leaves_other_tasks_their_turns(
+    pipes: _Pipes,
+) -> None:
+    # A worker that reads as fast as the parent writes leaves the pipe never full, and
+    # the send never waits: it must still let the event loop run its other tasks.
+    pipe = _EndlessPipe(pipes.channel.request)
+    pipes.channel.request = pipe  # type: ignore[assignment]
+    frame = list(_wire.encode_frame(_wire.CALL, [b"head", bytes(64 << 20)]))
+    with anyio.fail_after(20):
+        longest = await _longest_stretch_between_turns(pipe, lambda: pipes.channel.send(frame))
+    assert pipe.moved == sum(len(memoryview(part)) for part in frame)
+    assert longest <= MOST_BETWEEN_TURNS, f"{longest >> 20} MiB sent with the loop held"
+
+
+async def test_a_send_cancelled_during_its_turn_goes_on_to_its_end(pipes: _Pipes) -> None:
+    # The turn is no cancellation point: a frame that has begun stops only at a wait for
+    # the pipe (or an error), never cut short at a turn.
+    pipe = _EndlessPipe(pipes.channel.request)
+    pipes.channel.request = pipe  # type: ignore[assignment]
+    frame = list(_wire.encode_frame(_wire.CALL, [b"head", bytes(16 << 20)]))
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+
+            async def cancel_at_first_turn() -> None:
+                while pipe.moved == 0:
+                    await anyio.lowlevel.checkpoint()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(cancel_at_first_turn)
+            await anyio.lowlevel.checkpoint()
+            await pipes.channel.send(frame)
+    assert pipe.moved == sum(len(memoryview(part)) for part in frame)
+
+
+async def test_a_large_frame_received_from_a_fast_pipe_leaves_other_tasks_their_turns() -> None:
+    payload = os.urandom(1 << 16) * 1024  # 64 MiB
+    pipes = _Pipes(max_frame_length=1 << 27)
+    try:
+        pipe = _EndlessPipe(pipes.channel.response, _frame(_wire.RESULT, [b"head", payload]))
+        pipes.channel.response = pipe  # type: ignore[assignment]
+        received: list[_wire.Frame] = []
+
+        async def receive() -> None:
+            received.append(await pipes.channel.receive())
+
+        with anyio.fail_after(20):
+            longest = await _longest_stretch_between_turns(pipe, receive)
+    finally:
+        pipes.close()
+    assert [bytes(segment) for segment in received[0].segments] == [b"head", payload]
+    assert longest <= MOST_BETWEEN_TURNS, f"{longest >> 20} MiB read with the loop held"
 
 
 async def test_a_worker_closing_its_end_mid_frame_is_a_typed_error(pipes: _Pipes) -> None:

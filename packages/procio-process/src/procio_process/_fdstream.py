@@ -35,6 +35,14 @@ from anyio import BrokenResourceError, ClosedResourceError, notify_closing
 from anyio import wait_readable as _wait_readable
 from anyio import wait_writable as _wait_writable
 
+#: The most bytes a read or write loop moves through a pipe, in calls that need no wait,
+#: before the event loop's other tasks get a turn. A peer that keeps pace keeps a pipe
+#: from ever filling (or running dry), and a large transfer would otherwise hold the
+#: loop for as long as its bytes take to copy: tens of milliseconds for some tens of
+#: megabytes. A turn costs some microseconds, against about a millisecond to copy this
+#: many bytes.
+TURN_BYTES = 4 << 20
+
 Buffer = bytes | bytearray | memoryview
 
 if sys.platform != "win32":

@@ -31,9 +31,9 @@ from collections.abc import Awaitable, Callable
 
 from anyio import BrokenResourceError, ClosedResourceError, EndOfStream
 from anyio.abc import ByteReceiveStream, ByteSendStream
-from anyio.lowlevel import checkpoint, checkpoint_if_cancelled
+from anyio.lowlevel import cancel_shielded_checkpoint, checkpoint, checkpoint_if_cancelled
 
-from ._fdstream import FdHolder
+from ._fdstream import TURN_BYTES, FdHolder
 
 #: The default ``max_bytes`` of :meth:`PipeReceiveStream.receive`, as in AnyIO.
 DEFAULT_MAX_BYTES = 65536
@@ -224,12 +224,21 @@ class PipeSendStream(_PipeEnd, ByteSendStream):
         await self._checkpoint()
         holder = self._holder
         view = memoryview(item).cast("B")
+        unbroken = 0  # bytes written since the last wait or turn
         while True:
             written = holder.write(view)
             if written is None:
                 await holder.wait_writable()
                 self._calls_since_yield = 0
+                unbroken = 0
                 continue
             if written == len(view):
                 return
             view = view[written:]
+            unbroken += written
+            if unbroken >= TURN_BYTES:
+                # A child that keeps pace never lets the pipe fill: the other tasks get
+                # a turn anyway. Shielded: the send goes on as if none were taken.
+                await cancel_shielded_checkpoint()
+                self._calls_since_yield = 0
+                unbroken = 0

@@ -28,7 +28,8 @@ from typing import cast
 
 import anyio
 from anyio import BrokenResourceError, BusyResourceError, ClosedResourceError
-from procio_process._fdstream import FdHolder
+from anyio.lowlevel import cancel_shielded_checkpoint
+from procio_process._fdstream import TURN_BYTES, FdHolder
 
 from . import _wire
 from ._hosting import _current_library
@@ -268,6 +269,7 @@ class FrameChannel:
             ChannelError: the worker exited, the channel was closed, or the pipe broke.
         """
         request = self.request
+        unbroken = 0  # bytes written since the last wait or turn
         while buffers:
             try:
                 # Any buffer-protocol object goes, as os.writev takes them.
@@ -288,9 +290,15 @@ class FrameChannel:
                 except ClosedResourceError as exc:
                     what = "the worker exited" if self._exited() else "the pool closed"
                     raise ChannelError(f"{what} during the call") from exc
+                unbroken = 0
                 continue
             started = True
             buffers = _wire.skip_written(buffers, written)
+            unbroken += written
+            if unbroken >= TURN_BYTES and buffers:
+                # (Shielded: the frame goes on as if no turn were taken.)
+                await cancel_shielded_checkpoint()
+                unbroken = 0
 
     async def receive(self, *, wait_first: bool = False) -> _wire.Frame:
         """Return the next frame from the worker, waiting for it if need be.
@@ -306,6 +314,7 @@ class FrameChannel:
         response = self.response
         try:
             read = not wait_first
+            unbroken = 0  # bytes read since the last wait or turn
             while not reader.frames:
                 count = None
                 if read:
@@ -320,11 +329,16 @@ class FrameChannel:
                     if self.peer_gone:
                         raise ChannelError("the worker exited before it answered")
                     await response.wait_readable()
+                    unbroken = 0
                     continue
                 if not count:
                     reader.eof()
                     raise ChannelError("the worker closed its end of the protocol")
                 reader.commit(count)
+                unbroken += count
+                if unbroken >= TURN_BYTES and not reader.frames:
+                    await cancel_shielded_checkpoint()  # (as in send)
+                    unbroken = 0
         except _wire.ProtocolError as exc:
             raise ChannelError(str(exc)) from None
         except (ClosedResourceError, BrokenResourceError) as exc:
