@@ -54,6 +54,23 @@ measured_here = pytest.mark.skipif(
 )
 
 
+@pytest.fixture(autouse=True)
+def _no_cpu_waits_but_faked_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hide how long the workers and the loop really waited for a CPU.
+
+    Beside other tests (or on a busy machine) they wait now and then, and a map then
+    rightly starts its other lanes; the tests that count on one lane would fail for
+    what the machine did. The tests of such waits fake them on top of this.
+    """
+    real = pool_module._cpu_seconds
+
+    def never_waited(pid: int | str | None) -> tuple[float, float] | None:
+        got = real(pid)
+        return None if got is None else (got[0], 0.0)
+
+    monkeypatch.setattr(pool_module, "_cpu_seconds", never_waited)
+
+
 async def _slow_caller_map(
     pool: WorkerPool, count: int, func: Callable[[float], int] = mfuncs.sleep_then_pid
 ) -> tuple[set[int], int]:
@@ -250,6 +267,38 @@ async def test_an_event_loop_that_waits_for_its_workers_cpu_brings_every_lane_at
             pids, by_turns = await _slow_caller_map(pool, 40)
     assert by_turns == 1
     assert len(pids) == 2, "the map went on with one worker, run by turns with the loop"
+
+
+@measured_here
+async def test_a_lone_lane_run_by_turns_steps_back_for_a_worker_elsewhere(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Only the lone lane's worker shares the loop's CPU: the other lane takes over the
+    # map, and the lane run by turns takes no chunk after the ones already under way.
+    async with WorkerPool(max_workers=2) as pool:
+        with anyio.fail_after(HANG_GUARD):
+            await _settle_on_one_lane(pool)
+            packed = pool._idle[-1].worker.pid  # the worker the pool hands out first
+            real = pool_module._cpu_seconds
+            clock = time.perf_counter  # the pool's clock
+
+            def packed_worker_waited(pid: int | str | None) -> tuple[float, float] | None:
+                got = real(pid)
+                if got is None or pid != packed:
+                    return got
+                return got[0], clock()  # it waited for a CPU all the time that passed
+
+            monkeypatch.setattr(pool_module, "_cpu_seconds", packed_worker_waited)
+            order: list[int] = []
+            async with pool.map(mfuncs.sleep_then_pid, [0.0] * 40) as results:
+                async for pid in results:
+                    order.append(pid)
+                    await anyio.sleep(CALLER_PAUSE)
+                lanes_at_end = results.running_lanes
+    assert order[0] == packed
+    taken_over = order.index(next(pid for pid in order if pid != packed))
+    assert packed not in order[taken_over:], f"the packed worker ran on: {order}"
+    assert lanes_at_end == 1
 
 
 @measured_here

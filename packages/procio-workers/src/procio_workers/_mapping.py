@@ -137,10 +137,11 @@ MAX_LANES = 1024
 #: behind the caller. A shorter wait is no sign: with one lane that keeps up, the caller
 #: still waits a little now and then, for a worker woken late or sharing its CPU.
 LANE_WAIT_RATIO = 4
-#: A map that runs fewer lanes than it may, one of whose workers waited for a CPU at least
-#: this share of the time it ran, runs by turns with the event loop, not side by side:
-#: the two share one CPU (a scheduler that packs work onto few CPUs does that), and
-#: fewer lanes gain nothing. It starts the others at once.
+#: A map that runs fewer lanes than it may, in which a worker and the event loop's
+#: thread, between them, waited for a CPU at least this share of the time since that
+#: worker's last answer, runs the two by turns, not side by side: they share one CPU (a
+#: scheduler that packs work onto few CPUs does that), and fewer lanes gain nothing. It
+#: starts the others at once, and a lone lane steps back.
 TURNS_SHARE = 0.5
 #: How many items an async source may be read ahead of the chunks that take them.
 SOURCE_READ_AHEAD = 1024
@@ -796,8 +797,11 @@ class _MapCore(_Core[T]):
     async def _run_lane(self, runner: Any) -> None:
         spans: dict[int, tuple[int, int]] = {}  # chunk number -> (first position, count)
         waiting: tuple[int, int, list[Any]] | None = None  # taken, to be sent next
+        stepping_back = False  # this lane takes no more chunks (see _took_turns)
         while True:
             if not runner.busy:
+                if stepping_back and waiting is None:
+                    return
                 chunk = waiting
                 waiting = None
                 if chunk is None or not self._wanted(chunk[0]):
@@ -821,7 +825,7 @@ class _MapCore(_Core[T]):
                 spans[number] = (start, len(items))
                 self.submitted += len(items)
                 await runner.submit(number, items)
-            if runner.can_queue() and waiting is None:
+            if runner.can_queue() and waiting is None and not stepping_back:
                 chunk = self._take_chunk_nowait()
                 if chunk is not None:
                     number, start, items = chunk
@@ -855,7 +859,15 @@ class _MapCore(_Core[T]):
             self._measured(count, took)
             self.completed += len(results)
             if self._took_turns(runner):
+                # The other lanes start, and a lone lane steps back: its worker shares
+                # the event loop's CPU, the new ones are woken on others. (Adding lanes
+                # and keeping this one ran no faster in the map after this one, which
+                # began on this worker again: the one the pool hands out first.)
+                alone = self.running_lanes == 1
                 self._add_lanes()
+                if alone:
+                    self.running_lanes -= 1
+                    stepping_back = True
             if not await self._put(_Chunk(number, results)):
                 self._halt()
                 return
