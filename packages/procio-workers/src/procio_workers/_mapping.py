@@ -863,6 +863,8 @@ class _MapCore(_Core[T]):
                 # the event loop's CPU, the new ones are woken on others. (Adding lanes
                 # and keeping this one ran no faster in the map after this one, which
                 # began on this worker again: the one the pool hands out first.)
+                # (A lone lane is the driver's own, whose end closes the map to new
+                # lanes: the ones started here run the rest.)
                 alone = self.running_lanes == 1
                 self._add_lanes()
                 if alone:
