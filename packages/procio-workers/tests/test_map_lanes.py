@@ -8,8 +8,8 @@ caller. The next map of the same function in the same pool then starts with as m
 lanes as that measurement says it needs (workers' time over caller's time, rounded up),
 and adds every other lane as soon as its caller waits much longer for results than it
 spent on the last ones, or as soon as its worker and the event loop's thread spent much
-of the time waiting for a CPU (they took turns on one CPU). The first map of a function
-uses every lane.
+of the time waiting for a CPU (they took turns on one CPU); the maps after such a one run
+every lane for a while. The first map of a function uses every lane.
 """
 
 from __future__ import annotations
@@ -302,16 +302,18 @@ async def test_a_lone_lane_run_by_turns_steps_back_for_a_worker_elsewhere(
 
 
 @measured_here
-async def test_a_map_run_by_turns_leaves_later_maps_free_to_run_one_lane(
+async def test_maps_after_one_run_by_turns_run_every_lane_for_a_while_then_try_fewer(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # Such packing comes and goes: the scheduler soon moves one of the two elsewhere. So
-    # a map run by turns leaves no mark on the maps after it.
+    # Packing may last (a map started on a packed worker gains little from the lanes it
+    # adds late), or it may pass (the scheduler moves one of the two elsewhere). So the
+    # maps after one run by turns run every lane from their start, for a while, and then
+    # fewer lanes are tried again: after 2 maps the first time, twice as many each time
+    # the try runs by turns too, and after 2 again once one runs side by side.
     async with WorkerPool(max_workers=2) as pool:
         with anyio.fail_after(HANG_GUARD):
             await _settle_on_one_lane(pool)
             real = pool_module._cpu_seconds
-
             clock = time.perf_counter  # the pool's clock
 
             def worker_waited_all_along(pid: int | str | None) -> tuple[float, float] | None:
@@ -320,12 +322,22 @@ async def test_a_map_run_by_turns_leaves_later_maps_free_to_run_one_lane(
                     return got
                 return got[0], clock()  # it waited for a CPU all the time that passed
 
-            monkeypatch.setattr(pool_module, "_cpu_seconds", worker_waited_all_along)
-            await _slow_caller_map(pool, 40)
-            monkeypatch.setattr(pool_module, "_cpu_seconds", real)
-            pids, later = await _slow_caller_map(pool, 40)
-    assert later == 1, "a map run by turns held the pool's later maps at every lane"
-    assert len(pids) == 1
+            async def started_with(packed: bool) -> int:
+                with monkeypatch.context() as patch:
+                    if packed:
+                        patch.setattr(pool_module, "_cpu_seconds", worker_waited_all_along)
+                    _, started = await _slow_caller_map(pool, 40)
+                return started
+
+            by_turns = [await started_with(packed=True) for _ in range(4)]
+            after = [await started_with(packed=False) for _ in range(7)]
+            by_turns_again = [await started_with(packed=True) for _ in range(4)]
+    # A map of one lane run by turns, 2 maps of every lane, a try run by turns again.
+    assert by_turns == [1, 2, 2, 1], "a map run by turns changed nothing after it"
+    # Then 4 maps of every lane, a try that runs side by side, and one lane from there on.
+    assert after == [2, 2, 2, 2, 1, 1, 1]
+    # Once one ran side by side, the maps of every lane after a map run by turns are 2.
+    assert by_turns_again == [1, 2, 2, 1]
 
 
 async def test_workers_whose_cpu_time_is_unknown_keep_every_lane(

@@ -99,6 +99,10 @@ if TYPE_CHECKING:
 
         def _keep_lanes_estimate(self, func: Callable[..., object], lanes: int) -> None: ...
 
+        def _lanes_ran_by_turns(self) -> None: ...
+
+        def _lanes_side_by_side(self) -> None: ...
+
         async def _run_stream(
             self,
             request: Any,
@@ -440,6 +444,11 @@ class _MapCore(_Core[T]):
         # caller's CPU (see _run_lane).
         needed = pool._lanes_estimate(func)
         self.running_lanes = self.lanes if needed is None else max(1, min(self.lanes, needed))
+        # Whether this map began with fewer lanes than it may, and whether they ran by
+        # turns with the event loop (see _took_turns): the pool decides the lanes of
+        # the maps after it by both.
+        self._began_fewer = self.running_lanes < self.lanes
+        self._ran_by_turns = False
         self._lane_group: TaskGroup | None = None
         self._runners: list[_Lane] = []  # the running lanes' runners
         # The CPU seconds the workers spent on this map's chunks, from the lanes that
@@ -612,9 +621,8 @@ class _MapCore(_Core[T]):
         work = self._worker_seconds
         if work is None or cpu <= 0 or not self.completed:
             return
-        # (A map run by turns leaves no mark beyond this: such packing comes and goes, as
-        # the scheduler moves one of the two to another CPU, and the next map tries
-        # fewer lanes again, with the same check.)
+        if self._began_fewer and not self._ran_by_turns:
+            self._pool._lanes_side_by_side()
         self._pool._keep_lanes_estimate(self._func, max(1, math.ceil(work / cpu)))
 
     async def _read_source(self, send: MemoryObjectSendStream[Any]) -> None:
@@ -859,6 +867,9 @@ class _MapCore(_Core[T]):
             self._measured(count, took)
             self.completed += len(results)
             if self._took_turns(runner):
+                if not self._ran_by_turns:
+                    self._ran_by_turns = True
+                    self._pool._lanes_ran_by_turns()
                 # The other lanes start, and a lone lane steps back: its worker shares
                 # the event loop's CPU, the new ones are woken on others. (Adding lanes
                 # and keeping this one ran no faster in the map after this one, which

@@ -56,6 +56,9 @@ _MAX_ATTEMPTS = 16
 _SCHEDSTAT = sys.platform.startswith("linux")
 #: Where ``/proc`` keeps the calling thread's own entries.
 THIS_THREAD = "thread-self"
+#: The most maps that run every lane, after one that ran fewer by turns with the event
+#: loop, before fewer lanes are tried again (see WorkerPool._lanes_ran_by_turns).
+MOST_MAPS_OF_EVERY_LANE = 64
 
 _CLOSED_DURING_START = "the worker pool was closed while the call started its worker"
 
@@ -319,6 +322,10 @@ class WorkerPool:
         # How many lanes each function's last complete map measured that it needed: the
         # next map of that function starts with them (see _MapCore).
         self._lanes: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+        # After a map whose fewer lanes ran by turns with the event loop: how many maps
+        # still run every lane from their start, and how many the last such wait was.
+        self._every_lane_for = 0
+        self._every_lane_wait = 0
 
     def _unbounded(self) -> None:
         """Let the caller's limiter alone decide (the default pool of ``to_process``)."""
@@ -915,8 +922,31 @@ class WorkerPool:
         _remember(self._per_item, func, seconds)
 
     def _lanes_estimate(self, func: Callable[..., object]) -> int | None:
-        """How many lanes the last complete map of *func* measured that it needed."""
+        """How many lanes the last complete map of *func* measured that it needed.
+
+        ``None`` (every lane) for a while after a map of this pool ran fewer lanes by
+        turns with the event loop: see :meth:`_lanes_ran_by_turns`.
+        """
+        if self._every_lane_for:
+            self._every_lane_for -= 1
+            return None
         return _recall(self._lanes, func)
+
+    def _lanes_ran_by_turns(self) -> None:
+        """A map that ran fewer lanes than it may ran them by turns with the event loop.
+
+        Such packing may last, and a map that began on a packed worker gains less from
+        the lanes it adds than one that runs every lane from its start; or it may pass,
+        as the scheduler moves one of the two to an idle CPU. So the next maps run every
+        lane, then fewer are tried again: 2 maps the first time, twice as many each time
+        the try runs by turns too (up to :data:`MOST_MAPS_OF_EVERY_LANE`).
+        """
+        wait = min(max(2, 2 * self._every_lane_wait), MOST_MAPS_OF_EVERY_LANE)
+        self._every_lane_wait = self._every_lane_for = wait
+
+    def _lanes_side_by_side(self) -> None:
+        """A map that ran fewer lanes than it may ran them side by side with the loop."""
+        self._every_lane_wait = 0
 
     def _keep_lanes_estimate(self, func: Callable[..., object], lanes: int) -> None:
         _remember(self._lanes, func, lanes)
