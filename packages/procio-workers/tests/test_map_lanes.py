@@ -71,6 +71,25 @@ def _no_cpu_waits_but_faked_ones(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(pool_module, "_cpu_seconds", never_waited)
 
 
+def _workers(pid: int | str | None) -> bool:
+    return pid != pool_module.THIS_THREAD
+
+
+def _wait_all_along(
+    monkeypatch: pytest.MonkeyPatch, who: Callable[[int | str | None], bool]
+) -> None:
+    """Make the processes (or this thread) that *who* picks out seem to have waited for
+    a CPU all the time that passed: the pool then sees them run by turns."""
+    real = pool_module._cpu_seconds
+    clock = time.perf_counter  # the pool's clock
+
+    def waited_all_along(pid: int | str | None) -> tuple[float, float] | None:
+        got = real(pid)
+        return got if got is None or not who(pid) else (got[0], clock())
+
+    monkeypatch.setattr(pool_module, "_cpu_seconds", waited_all_along)
+
+
 async def _slow_caller_map(
     pool: WorkerPool, count: int, func: Callable[[float], int] = mfuncs.sleep_then_pid
 ) -> tuple[set[int], int]:
@@ -218,9 +237,22 @@ async def test_a_worker_tells_whether_an_answer_has_arrived() -> None:
             await worker.aclose()
 
 
+def _this_thread(pid: int | str | None) -> bool:
+    return pid == pool_module.THIS_THREAD
+
+
 @measured_here
-async def test_a_worker_that_waits_for_the_loops_cpu_brings_every_lane_at_once(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize(
+    "kept_waiting",
+    [
+        pytest.param(_workers, id="the worker"),
+        # The worker runs a chunk queued behind the last while the loop has results to
+        # take: the one kept waiting is the event loop's thread.
+        pytest.param(_this_thread, id="the event loop"),
+    ],
+)
+async def test_a_map_run_by_turns_with_its_loop_brings_every_lane_at_once(
+    monkeypatch: pytest.MonkeyPatch, kept_waiting: Callable[[int | str | None], bool]
 ) -> None:
     # A scheduler that packs the event loop and the one worker onto one CPU runs them by
     # turns: each then waits for a CPU while the other runs. Seen on a chunk's answer,
@@ -229,41 +261,7 @@ async def test_a_worker_that_waits_for_the_loops_cpu_brings_every_lane_at_once(
     async with WorkerPool(max_workers=2) as pool:
         with anyio.fail_after(HANG_GUARD):
             await _settle_on_one_lane(pool)
-            real = pool_module._cpu_seconds
-
-            clock = time.perf_counter  # the pool's clock
-
-            def worker_waited_all_along(pid: int | str | None) -> tuple[float, float] | None:
-                got = real(pid)
-                if got is None or pid == pool_module.THIS_THREAD:
-                    return got
-                return got[0], clock()  # it waited for a CPU all the time that passed
-
-            monkeypatch.setattr(pool_module, "_cpu_seconds", worker_waited_all_along)
-            pids, by_turns = await _slow_caller_map(pool, 40)
-    assert by_turns == 1
-    assert len(pids) == 2, "the map went on with one worker, run by turns with the loop"
-
-
-@measured_here
-async def test_an_event_loop_that_waits_for_its_workers_cpu_brings_every_lane_at_once(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # Run by turns, the one kept waiting may be the event loop's thread instead: the
-    # worker runs a chunk queued behind the last while the loop has results to take.
-    async with WorkerPool(max_workers=2) as pool:
-        with anyio.fail_after(HANG_GUARD):
-            await _settle_on_one_lane(pool)
-            real = pool_module._cpu_seconds
-            clock = time.perf_counter  # the pool's clock
-
-            def loop_waited_all_along(pid: int | str | None) -> tuple[float, float] | None:
-                got = real(pid)
-                if got is None or pid != pool_module.THIS_THREAD:
-                    return got
-                return got[0], clock()  # it waited for a CPU all the time that passed
-
-            monkeypatch.setattr(pool_module, "_cpu_seconds", loop_waited_all_along)
+            _wait_all_along(monkeypatch, kept_waiting)
             pids, by_turns = await _slow_caller_map(pool, 40)
     assert by_turns == 1
     assert len(pids) == 2, "the map went on with one worker, run by turns with the loop"
@@ -279,16 +277,7 @@ async def test_a_lone_lane_run_by_turns_steps_back_for_a_worker_elsewhere(
         with anyio.fail_after(HANG_GUARD):
             await _settle_on_one_lane(pool)
             packed = pool._idle[-1].worker.pid  # the worker the pool hands out first
-            real = pool_module._cpu_seconds
-            clock = time.perf_counter  # the pool's clock
-
-            def packed_worker_waited(pid: int | str | None) -> tuple[float, float] | None:
-                got = real(pid)
-                if got is None or pid != packed:
-                    return got
-                return got[0], clock()  # it waited for a CPU all the time that passed
-
-            monkeypatch.setattr(pool_module, "_cpu_seconds", packed_worker_waited)
+            _wait_all_along(monkeypatch, lambda pid: pid == packed)
             order: list[int] = []
             async with pool.map(mfuncs.sleep_then_pid, [0.0] * 40) as results:
                 async for pid in results:
@@ -313,19 +302,11 @@ async def test_maps_after_one_run_by_turns_run_every_lane_for_a_while_then_try_f
     async with WorkerPool(max_workers=2) as pool:
         with anyio.fail_after(HANG_GUARD):
             await _settle_on_one_lane(pool)
-            real = pool_module._cpu_seconds
-            clock = time.perf_counter  # the pool's clock
-
-            def worker_waited_all_along(pid: int | str | None) -> tuple[float, float] | None:
-                got = real(pid)
-                if got is None or pid == pool_module.THIS_THREAD:
-                    return got
-                return got[0], clock()  # it waited for a CPU all the time that passed
 
             async def started_with(packed: bool) -> int:
                 with monkeypatch.context() as patch:
                     if packed:
-                        patch.setattr(pool_module, "_cpu_seconds", worker_waited_all_along)
+                        _wait_all_along(patch, _workers)
                     _, started = await _slow_caller_map(pool, 40)
                 return started
 
