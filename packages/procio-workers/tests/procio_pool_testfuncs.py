@@ -16,8 +16,14 @@ def interrupt_parent_then_return(value: object, seconds: float) -> object:
 
 
 def announce_then_sleep(path: str, seconds: float) -> int:
-    """Create *path* once the call runs in the worker, then sleep."""
-    Path(path).write_text(str(os.getpid()))
+    """Create *path*, holding this worker's pid, once the call runs; then sleep.
+
+    The file appears whole (written aside, then renamed): a reader that sees it sees
+    the pid, not an empty file just created.
+    """
+    aside = Path(f"{path}.{os.getpid()}.part")
+    aside.write_text(str(os.getpid()))
+    aside.replace(path)
     time.sleep(seconds)
     return os.getpid()
 
