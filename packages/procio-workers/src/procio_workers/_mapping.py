@@ -64,6 +64,8 @@ if TYPE_CHECKING:
 
         def waited_share(self) -> float | None: ...
 
+        def step_back(self) -> None: ...
+
         async def ready(self) -> None: ...
 
         async def submit(self, tag: Any, items: list[Any]) -> None: ...
@@ -866,7 +868,7 @@ class _MapCore(_Core[T]):
             start, count = spans.pop(number)
             self._measured(count, took)
             self.completed += len(results)
-            if self._took_turns(runner):
+            if not stepping_back and self._took_turns(runner):
                 if not self._ran_by_turns:
                     self._ran_by_turns = True
                     self._pool._lanes_ran_by_turns()
@@ -881,6 +883,7 @@ class _MapCore(_Core[T]):
                 if alone:
                     self.running_lanes -= 1
                     stepping_back = True
+                    runner.step_back()
             if not await self._put(_Chunk(number, results)):
                 self._halt()
                 return

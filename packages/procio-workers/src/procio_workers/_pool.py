@@ -297,7 +297,7 @@ class WorkerPool:
         self._retiring: set[_Slot] = set()  # dropped, still being closed
         # Killed during a call and not reaped yet: counted busy (see PoolStatistics).
         self._killed: set[_Slot] = set()
-        self._idle: list[_Slot] = []  # most recently used last
+        self._idle: list[_Slot] = []  # handed out from the end: most recently used last
         self._idle_changed = anyio.Event()
         self._timer_waits_for_idle = True
         self._task_group: TaskGroup | None = None
@@ -1000,7 +1000,7 @@ class WorkerPool:
         self._drop(slot, "killed: its call was cancelled or interrupted")
         return exc
 
-    def _release(self, slot: _Slot) -> None:
+    def _release(self, slot: _Slot, *, last_choice: bool = False) -> None:
         slot.tasks += 1
         limit = self.max_tasks_per_worker
         if self._closed:
@@ -1010,14 +1010,18 @@ class WorkerPool:
         elif limit is not None and slot.tasks >= limit:
             self._drop(slot, f"retired after {slot.tasks} calls (max_tasks_per_worker)")
         else:
-            self._park(slot)
+            self._park(slot, last_choice=last_choice)
 
-    def _park(self, slot: _Slot) -> None:
+    def _park(self, slot: _Slot, *, last_choice: bool = False) -> None:
+        """Make *slot* idle: handed out next, or, as the *last_choice*, after the others."""
         if self._closed:
             self._drop(slot, "retired: the pool is closing")
             return
         slot.idle_since = self._clock()
-        self._idle.append(slot)
+        if last_choice:
+            self._idle.insert(0, slot)
+        else:
+            self._idle.append(slot)
         # Only a timer with nothing to watch needs waking: otherwise it already sleeps
         # until an expiry no later than this worker's.
         if self._timer_waits_for_idle:
@@ -1122,6 +1126,7 @@ class _ChunkRunner:
         self._share_at: tuple[float, float] | None = None
         self._loop_at: tuple[float, float] | None = None
         self._share_since = 0.0
+        self._stepped_back = False  # see step_back
 
     def answer_arrived(self) -> bool:
         """Whether the answer awaited next has begun to arrive (``False`` if unknown)."""
@@ -1151,6 +1156,13 @@ class _ChunkRunner:
             self.worker_seconds = None
         else:
             self.worker_seconds += max(0.0, now[0] - at[0])
+
+    def step_back(self) -> None:
+        """Take no more chunks: the worker, once handed back, goes to the back of the line.
+
+        The lanes started instead then take the pool's other workers first.
+        """
+        self._stepped_back = True
 
     def waited_share(self) -> float | None:
         """The share of the time that the held worker and the loop spent waiting for a CPU.
@@ -1401,9 +1413,9 @@ class _ChunkRunner:
             if self._ran:
                 # _release counts one task: the others are counted here.
                 slot.tasks += self._ran - 1
-                self._pool._release(slot)
+                self._pool._release(slot, last_choice=self._stepped_back)
             else:
-                self._pool._park(slot)
+                self._pool._park(slot, last_choice=self._stepped_back)
         self._ran = 0
         self._release_token()
 
