@@ -23,6 +23,8 @@ import anyio
 from anyio import BrokenResourceError, CancelScope, ClosedResourceError
 from procio_process._fdstream import FdHolder
 
+from ._hosting import interrupts_go_to_main_task
+
 _logger = logging.getLogger("procio.workers")
 
 _STDERR_TAIL_BYTES = 16 * 1024
@@ -224,7 +226,7 @@ class OutputForwarder:
             with self._scope:
                 async with anyio.create_task_group() as tg:
                     for which in self._holders:
-                        tg.start_soon(self._forward, which)
+                        tg.start_soon(interrupts_go_to_main_task(self._forward), which)
         finally:
             self._poll = None
             for which, holder in self._holders.items():

@@ -17,13 +17,15 @@ import logging
 import sys
 import types
 from collections.abc import Awaitable, Callable, Generator
-from typing import Any
+from typing import Any, TypeVar
 
 from anyio.lowlevel import cancel_shielded_checkpoint, checkpoint_if_cancelled
 
 logger = logging.getLogger("procio.workers")
 
 _keep_alive: set[Any] = set()
+
+_Func = TypeVar("_Func", bound=Callable[..., Any])
 
 
 def _current_library() -> str | None:
@@ -45,6 +47,29 @@ def _current_library() -> str | None:
 def _trio() -> Any:
     """Return the ``trio`` module if the caller runs on Trio, else ``None``."""
     return sys.modules["trio"] if _current_library() == "trio" else None
+
+
+def interrupts_go_to_main_task(func: _Func) -> _Func:
+    """Return *func*, to start as a task in which a Ctrl-C never lands.
+
+    On Trio a SIGINT becomes a KeyboardInterrupt in whatever unprotected code runs when
+    it comes. In one of the pool's own background tasks (forwarding a worker's output,
+    watching for its exit, reaping it, the idle timer) that would leave the task's work
+    undone, a worker's pipes never closed or a killed worker never counted as reaped,
+    with a closing or a cancelled call waiting for it for ever; and the interrupt would
+    end the pool's task group instead of reaching the program. Marked with Trio's own
+    protection, the task goes on, and Trio raises the interrupt in the main task at its
+    next checkpoint, as it does for its own tasks. Elsewhere *func* is returned as it
+    is: asyncio's runner turns a Ctrl-C into a cancellation of the main task.
+
+    Trio marks the code of *func* (older releases wrap it instead), so the result is
+    what must be started.
+    """
+    trio = _trio()
+    if trio is None:
+        return func
+    protected: _Func = trio.lowlevel.enable_ki_protection(func)
+    return protected
 
 
 def spawn_loop_task(func: Callable[[], Awaitable[None]]) -> None:

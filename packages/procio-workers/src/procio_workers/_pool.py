@@ -33,7 +33,7 @@ from anyio.lowlevel import cancel_shielded_checkpoint, checkpoint_if_cancelled
 
 from . import _wire
 from ._errors import BatchError, BrokenWorkerProcess, SerializationError
-from ._hosting import checkpoint_halves, logger, loop_clock
+from ._hosting import checkpoint_halves, interrupts_go_to_main_task, logger, loop_clock
 from ._mapping import MapResults, StreamResults, _MapCore, _StreamCore
 from ._process_backend import OutputHandler, ProcessBackend
 from ._registry import resolve_launcher, resolve_serializer
@@ -347,7 +347,7 @@ class WorkerPool:
             stack.push_async_callback(self._close_workers)
             stack.callback(self._forget_task_group)
             self._task_group = await stack.enter_async_context(anyio.create_task_group())
-            self._task_group.start_soon(self._expire_idle)
+            self._task_group.start_soon(interrupts_go_to_main_task(self._expire_idle))
             if self.prestart:
                 async with anyio.create_task_group() as starters:
                     for _ in range(self.prestart):
@@ -1037,7 +1037,7 @@ class WorkerPool:
             return  # the pool's closing kills and reaps it
         self._retiring.add(slot)
         if self._task_group is not None:
-            self._task_group.start_soon(self._finish, slot)
+            self._task_group.start_soon(interrupts_go_to_main_task(self._finish), slot)
         else:
             # Closing: _close_workers reaps everything in _retiring.
             slot.worker.kill()

@@ -82,6 +82,7 @@ from ._errors import (
     WorkerError,
 )
 from ._forwarder import _OUTPUT_RETRY, OutputForwarder, _always_room, _parent_streams
+from ._hosting import interrupts_go_to_main_task
 from ._lifecycle import WorkerLifecycle, WorkerState
 from ._serializers import PickleSerializer
 from .abc import PENDING as PENDING
@@ -356,7 +357,7 @@ class ProcessWorker(WorkerLifecycle, Worker):
         """Forward both output pipes until they close (run as a background task)."""
         with self._watch_scope:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._watch_exit)
+                tg.start_soon(interrupts_go_to_main_task(self._watch_exit))
                 await self._output.run()
 
     async def _watch_exit(self) -> None:
@@ -1197,7 +1198,7 @@ class ProcessBackend(WorkerBackend):
         worker = ProcessWorker(
             self, process, request_write, response_read, {1: stdout_read, 2: stderr_read}
         )
-        self._task_group.start_soon(worker.forward_output)
+        self._task_group.start_soon(interrupts_go_to_main_task(worker.forward_output))
         init = self._init_message(main_ahead=main_ahead)
         try:
             with anyio.fail_after(self.start_timeout):
