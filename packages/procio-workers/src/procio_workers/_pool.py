@@ -34,7 +34,7 @@ from anyio.lowlevel import cancel_shielded_checkpoint, checkpoint_if_cancelled
 from . import _wire
 from ._errors import BatchError, BrokenWorkerProcess, SerializationError
 from ._hosting import checkpoint_halves, interrupts_go_to_main_task, logger, loop_clock
-from ._mapping import MapResults, StreamResults, _MapCore, _StreamCore
+from ._mapping import MapResults, StreamResults, _leaves, _MapCore, _StreamCore
 from ._process_backend import OutputHandler, ProcessBackend
 from ._registry import resolve_launcher, resolve_serializer
 from .abc import PENDING, Launcher, Serializer, Worker, WorkerBackend
@@ -125,6 +125,18 @@ def _cpu_seconds(pid: int | str | None) -> tuple[float, float] | None:
         return None
     finally:
         os.close(fd)
+
+
+def _only_an_interrupt(exc: BaseException) -> KeyboardInterrupt | None:
+    """The KeyboardInterrupt that *exc* is, or holds beside cancellations alone; else None."""
+    cancelled = anyio.get_cancelled_exc_class()
+    interrupts = []
+    for leaf in _leaves(exc):
+        if isinstance(leaf, KeyboardInterrupt):
+            interrupts.append(leaf)
+        elif not isinstance(leaf, cancelled):
+            return None
+    return interrupts[0] if interrupts else None
 
 
 def _recall(memory: weakref.WeakKeyDictionary[Any, _V], func: Callable[..., object]) -> _V | None:
@@ -418,10 +430,19 @@ class WorkerPool:
             # task closes the pool, can still be running here.
             slot.closed_by_pool = True
             slot.worker.kill()
+        # On Trio a Ctrl-C reaches this task even in a shielded wait. The closings go on
+        # (they are protected from it), and it is raised once they all have ended,
+        # as it came: not wrapped in the task group's exception group.
+        interrupt: KeyboardInterrupt | None = None
         with CancelScope(shield=True):
-            async with anyio.create_task_group() as tg:
-                for slot in slots:
-                    tg.start_soon(slot.worker.aclose)
+            try:
+                async with anyio.create_task_group() as tg:
+                    for slot in slots:
+                        tg.start_soon(interrupts_go_to_main_task(slot.worker.aclose))
+            except BaseException as exc:
+                interrupt = _only_an_interrupt(exc)
+                if interrupt is None:
+                    raise
             for slot in killed:
                 if slot.reaped is not None:
                     slot.reaped.set()
@@ -430,8 +451,13 @@ class WorkerPool:
                 # One event for every task closing the pool at the same time.
                 if self._starts_done is None or self._starts_done.is_set():
                     self._starts_done = anyio.Event()
-                await self._starts_done.wait()
+                try:
+                    await self._starts_done.wait()
+                except KeyboardInterrupt as exc:
+                    interrupt = exc
         self._closed_event.set()
+        if interrupt is not None:
+            raise interrupt
 
     async def _finish(self, slot: _Slot) -> None:
         with CancelScope(shield=True):
