@@ -32,7 +32,7 @@ ALLOWED_IMPORTS: dict[str, set[str]] = {
 # Third-party distributions each layer may import at run time besides the stdlib.
 ALLOWED_THIRD_PARTY: dict[str, set[str]] = {
     "procio_text": {"anyio", "typing_extensions"},
-    "procio_process": {"anyio", "typing_extensions"},
+    "procio_process": {"anyio", "typing_extensions", "exceptiongroup"},
     "procio_workers": {"anyio", "typing_extensions", "cloudpickle", "exceptiongroup"},
     "procio_dask": {"anyio", "typing_extensions", "distributed", "dask", "cloudpickle"},
     "procio": {"anyio"},  # the demo in __main__ runs on anyio

@@ -16,6 +16,7 @@ import sys
 import threading
 from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -122,3 +123,39 @@ async def test_cancelled_waits_do_not_pile_up_threads() -> None:
         process.kill()
         assert await process.wait() == -signal.SIGKILL
     assert counts == [counts[0]] * 5
+
+
+# Trio only: there a Ctrl-C becomes a KeyboardInterrupt in whatever task runs. On asyncio
+# the runner turns it into a cancellation of the main task, and a KeyboardInterrupt
+# raised in any task ends the event loop itself.
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+@pytest.mark.parametrize("task", ["_collect", "_feed"])
+async def test_an_interrupt_in_a_reader_or_writer_task_comes_out_bare(
+    leak_guard: StartGuard, monkeypatch: pytest.MonkeyPatch, task: str
+) -> None:
+    # Without epoll there is no one-task communicate(): run_process reads and writes the
+    # pipes in tasks of its own, and on Trio a Ctrl-C may land in one of them. It must
+    # come out as it does elsewhere, a bare KeyboardInterrupt (which ``except
+    # KeyboardInterrupt`` catches), not inside the task group's exception group, with
+    # the child stopped.
+    if _communicate.AVAILABLE:
+        pytest.skip("with communicate() the pipes are read in the caller's own task")
+    from procio_process import _run
+
+    real = getattr(_run, task)
+    landed: list[str] = []
+
+    async def interrupted(*args: Any) -> None:
+        if not landed:  # once: the reader tasks that stop the child read on unharmed
+            landed.append(task)
+            raise KeyboardInterrupt
+        await real(*args)
+
+    monkeypatch.setattr(_run, task, interrupted)
+    check = leak_guard()
+    with pytest.raises(KeyboardInterrupt):
+        await run_process(["sh", "-c", "cat; sleep 30"], input=b"some input")
+    assert landed == [task]
+    monkeypatch.setattr(_run, task, real)
+    check()
+    assert (await run_process(["cat"], input=b"after")).stdout == b"after"

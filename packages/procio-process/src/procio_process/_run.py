@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from subprocess import PIPE, CalledProcessError, CompletedProcess, TimeoutExpired
 from typing import IO, Any
@@ -15,6 +16,7 @@ from anyio import (
     ClosedResourceError,
     create_task_group,
     current_time,
+    get_cancelled_exc_class,
 )
 from anyio.abc import ByteReceiveStream, ByteSendStream, TaskStatus
 from anyio.lowlevel import checkpoint_if_cancelled
@@ -27,6 +29,29 @@ from ._posix import PosixProcess, start_piped, start_posix
 from ._process import Process
 from ._streams import PipeReceiveStream
 from ._waiting import close_exit_fd
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
+
+
+def _lone_interrupt(exc: BaseException) -> KeyboardInterrupt | None:
+    """The KeyboardInterrupt that *exc* is, or holds beside cancellations only; else None.
+
+    A task group raises an exception group even for one interrupt: on Trio a Ctrl-C
+    lands in whatever task runs, one of run_process's own reading or writing tasks too.
+    """
+    if isinstance(exc, KeyboardInterrupt):
+        return exc
+    if not isinstance(exc, BaseExceptionGroup):
+        return None
+    interrupt: KeyboardInterrupt | None = None
+    for inner in exc.exceptions:
+        found = _lone_interrupt(inner)
+        if found is not None:
+            interrupt = interrupt or found
+        elif not isinstance(inner, get_cancelled_exc_class()):
+            return None
+    return interrupt
 
 
 async def _collect(stream: ByteReceiveStream, chunks: list[bytes]) -> None:
@@ -316,9 +341,14 @@ async def run_process(
         elif process.returncode is None or not process._close_now():
             # (Reaped and drained, the pipes close without a trip through the event loop.)
             await process.aclose()
-    except BaseException:
+    except BaseException as exc:
         with CancelScope(shield=True):
             await _stop_collecting(process, outputs)
+        interrupt = _lone_interrupt(exc)
+        if interrupt is not None and interrupt is not exc:
+            # Raised as the one-task path raises it, where ``except KeyboardInterrupt``
+            # catches it, and not wrapped in the exception group of the tasks above.
+            raise interrupt from None
         raise
 
     collected = {id(stream): b"".join(chunks) for stream, chunks in outputs}
