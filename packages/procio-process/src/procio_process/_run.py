@@ -34,22 +34,23 @@ if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
 
 
-def _lone_interrupt(exc: BaseException) -> KeyboardInterrupt | None:
+def lone_interrupt(exc: BaseException) -> KeyboardInterrupt | None:
     """The KeyboardInterrupt that *exc* is, or holds beside cancellations only; else None.
 
-    A task group raises an exception group even for one interrupt: on Trio a Ctrl-C
-    lands in whatever task runs, one of run_process's own reading or writing tasks too.
+    A task group raises an exception group even for one interrupt, and on Trio a Ctrl-C
+    lands in whatever task runs: one of run_process's own reading or writing tasks, or
+    one of a worker pool's closing tasks. The first interrupt found is returned.
     """
-    if isinstance(exc, KeyboardInterrupt):
-        return exc
-    if not isinstance(exc, BaseExceptionGroup):
-        return None
+    cancelled = get_cancelled_exc_class()
     interrupt: KeyboardInterrupt | None = None
-    for inner in exc.exceptions:
-        found = _lone_interrupt(inner)
-        if found is not None:
-            interrupt = interrupt or found
-        elif not isinstance(inner, get_cancelled_exc_class()):
+    pending = [exc]
+    while pending:
+        leaf = pending.pop()
+        if isinstance(leaf, BaseExceptionGroup):
+            pending.extend(reversed(leaf.exceptions))  # in order: the first one first
+        elif isinstance(leaf, KeyboardInterrupt):
+            interrupt = interrupt or leaf
+        elif not isinstance(leaf, cancelled):
             return None
     return interrupt
 
@@ -344,7 +345,7 @@ async def run_process(
     except BaseException as exc:
         with CancelScope(shield=True):
             await _stop_collecting(process, outputs)
-        interrupt = _lone_interrupt(exc)
+        interrupt = lone_interrupt(exc)
         if interrupt is not None and interrupt is not exc:
             # Raised as the one-task path raises it, where ``except KeyboardInterrupt``
             # catches it, and not wrapped in the exception group of the tasks above.

@@ -30,11 +30,12 @@ from anyio import (
 )
 from anyio.abc import TaskGroup
 from anyio.lowlevel import cancel_shielded_checkpoint, checkpoint_if_cancelled
+from procio_process._run import lone_interrupt
 
 from . import _wire
 from ._errors import BatchError, BrokenWorkerProcess, SerializationError
 from ._hosting import checkpoint_halves, interrupts_go_to_main_task, logger, loop_clock
-from ._mapping import MapResults, StreamResults, _leaves, _MapCore, _StreamCore
+from ._mapping import MapResults, StreamResults, _MapCore, _StreamCore
 from ._process_backend import OutputHandler, ProcessBackend
 from ._registry import resolve_launcher, resolve_serializer
 from .abc import PENDING, Launcher, Serializer, Worker, WorkerBackend
@@ -125,18 +126,6 @@ def _cpu_seconds(pid: int | str | None) -> tuple[float, float] | None:
         return None
     finally:
         os.close(fd)
-
-
-def _only_an_interrupt(exc: BaseException) -> KeyboardInterrupt | None:
-    """The KeyboardInterrupt that *exc* is, or holds beside cancellations alone; else None."""
-    cancelled = anyio.get_cancelled_exc_class()
-    interrupts = []
-    for leaf in _leaves(exc):
-        if isinstance(leaf, KeyboardInterrupt):
-            interrupts.append(leaf)
-        elif not isinstance(leaf, cancelled):
-            return None
-    return interrupts[0] if interrupts else None
 
 
 def _recall(memory: weakref.WeakKeyDictionary[Any, _V], func: Callable[..., object]) -> _V | None:
@@ -440,7 +429,7 @@ class WorkerPool:
                     for slot in slots:
                         tg.start_soon(interrupts_go_to_main_task(slot.worker.aclose))
             except BaseException as exc:
-                interrupt = _only_an_interrupt(exc)
+                interrupt = lone_interrupt(exc)
                 if interrupt is None:
                     raise
             for slot in killed:
