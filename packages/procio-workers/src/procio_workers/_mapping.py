@@ -338,10 +338,20 @@ class _Core(Generic[T]):
             self._halt_work()  # the driver has ended: no cancel scope to cancel
         else:
             self._stop()
+        interrupt: KeyboardInterrupt | None = None
         if self._started:
             with CancelScope(shield=True):
-                await self._done.wait()
+                while True:  # one wait, as before, unless interrupted
+                    try:
+                        await self._done.wait()
+                        break
+                    except KeyboardInterrupt as exc:
+                        # On Trio a Ctrl-C reaches the main task even in a shielded
+                        # wait: the work still ends first, then the interrupt goes on.
+                        interrupt = exc
         self._receive.close()
+        if interrupt is not None:
+            raise interrupt
 
     def _drop_items(self) -> None:
         """Forget the results at hand.
