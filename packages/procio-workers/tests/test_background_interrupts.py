@@ -14,17 +14,10 @@ process's own signal handling: no test raises the KeyboardInterrupt itself.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-HERE = Path(__file__).parent
-
-#: Turns a hang into a failure; no test relies on it for its verdict.
-HANG_GUARD = 45
+from procio_scripts import run_script
 
 SCRIPT = """
 import os
@@ -122,26 +115,9 @@ anyio.run(main, backend="trio")
 TASKS = ["forwarder", "output pipe", "exit watch", "reaper", "idle timer"]
 
 
-def _run(tmp_path: Path, where: str) -> list[str]:
-    script = tmp_path / "script.py"
-    script.write_text(SCRIPT)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(HERE), *sys.path])
-    completed = subprocess.run(
-        [sys.executable, str(script), where],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        timeout=HANG_GUARD,
-        check=False,
-    )
-    assert completed.returncode == 0, completed.stderr.decode()[-3000:]
-    return completed.stdout.decode().splitlines()
-
-
 @pytest.mark.parametrize("where", TASKS)
 def test_a_ctrl_c_in_a_background_task_reaches_the_main_task(tmp_path: Path, where: str) -> None:
-    assert _run(tmp_path, where) == [
+    assert run_script(tmp_path, SCRIPT, where) == [
         "interrupts 1",
         "armed []",
         "last",
@@ -155,7 +131,7 @@ def test_a_ctrl_c_while_the_pool_closes_its_workers_comes_out_bare_once_all_are_
 ) -> None:
     # Not an exception group (which ``except KeyboardInterrupt`` does not catch), and
     # not before every worker has been reaped.
-    assert _run(tmp_path, "closing") == [
+    assert run_script(tmp_path, SCRIPT, "closing") == [
         "workers 2",
         "interrupted while closing",
         "armed []",

@@ -7,7 +7,6 @@ Each test names the behaviour it proves; the worker side of each lives in
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import threading
 from collections import Counter
@@ -20,6 +19,7 @@ import anyio
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from procio_scripts import run_script
 from procio_workers import (
     BrokenWorkerProcess,
     MapResults,
@@ -479,20 +479,7 @@ def test_a_real_sigint_on_trio_reaches_the_iterating_task(tmp_path: Path, kind: 
     # when it arrives. It must come out of the iteration, never out of a background task
     # of the pool (which would end the pool's block with an exception group), and the
     # program that catches it gets correct results from the next map and stream.
-    script = tmp_path / "script.py"
-    script.write_text(TRIO_SIGINT)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), *sys.path])
-    completed = subprocess.run(
-        [sys.executable, str(script), kind],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        timeout=HANG_GUARD,
-        check=False,
-    )
-    assert completed.returncode == 0, completed.stderr.decode()[-3000:]
-    assert completed.stdout.decode().splitlines() == [
+    assert run_script(tmp_path, TRIO_SIGINT, kind) == [
         *["interrupted 0", "1 4 7 10 13", "0 1 2 3"] * 3,
         "0",
     ]

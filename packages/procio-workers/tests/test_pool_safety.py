@@ -6,7 +6,6 @@ import itertools
 import logging
 import os
 import random
-import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
+from procio_scripts import run_script
 from procio_workers import BrokenWorkerProcess, SerializationError, WorkerPool, to_process
 from procio_workers._process_backend import ProcessWorker
 from procio_workers.abc import Launcher, Worker, WorkerBackend
@@ -26,23 +26,6 @@ else:
     import procio_workers_testfuncs as funcs
 
 HERE = Path(__file__).resolve().parent
-
-
-def _run_script(tmp_path: Path, code: str, *args: str) -> str:
-    script = tmp_path / "script.py"
-    script.write_text(code)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(HERE), *sys.path])
-    completed = subprocess.run(
-        [sys.executable, str(script), *args],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        timeout=60,
-        check=False,
-    )
-    assert completed.returncode == 0, completed.stderr.decode()
-    return completed.stdout.decode()
 
 
 async def _wait_for(path: Path) -> None:
@@ -216,8 +199,8 @@ anyio.run(main, backend="trio")
 def test_a_real_sigint_on_trio_does_not_shift_results(tmp_path: Path) -> None:
     # On Trio a SIGINT reaches the main task as a KeyboardInterrupt wherever it waits,
     # shielded or not; a program may catch it and go on.
-    out = _run_script(tmp_path, TRIO_SIGINT)
-    assert out.split() == ["interrupted", "second", "third"]
+    out = run_script(tmp_path, TRIO_SIGINT)
+    assert out == ["interrupted", "second", "third"]
 
 
 # -- 2. every call is a checkpoint ------------------------------------------------------
@@ -548,7 +531,7 @@ asyncio.run(host_main())
 
 
 def test_trio_as_a_guest_on_asyncio_takes_its_workers_when_its_run_ends(tmp_path: Path) -> None:
-    out = _run_script(tmp_path, GUEST).split()
+    out = run_script(tmp_path, GUEST)[0].split()
     assert out[0] != str(os.getpid())
     assert out[1] == "False", "the worker outlived the Trio run that used it"
 
