@@ -124,6 +124,26 @@ def interrupt_parent_on(item: tuple[int, int]) -> int:
     return 10 * value
 
 
+def interrupt_parent_once_closing(item: tuple[int, str]) -> int:
+    """For a folder *where*: say the call started, wait for the parent's ``closing``, SIGINT it.
+
+    The value 0 answers at once. The signal comes a moment after ``closing`` appears,
+    while the parent waits for this very call; the call then answers a little later.
+    """
+    value, where = item
+    if value:
+        folder = Path(where)
+        (folder / "started.part").write_text("")
+        (folder / "started.part").replace(folder / "started")
+        deadline = time.monotonic() + 30
+        while not (folder / "closing").exists() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        time.sleep(0.2)
+        os.kill(os.getppid(), signal.SIGINT)
+        time.sleep(0.2)
+    return value
+
+
 def square_and_pid(item: int) -> tuple[int, int]:
     time.sleep(0.001)
     return item * item, os.getpid()
