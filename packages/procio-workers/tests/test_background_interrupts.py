@@ -15,9 +15,14 @@ process's own signal handling: no test raises the KeyboardInterrupt itself.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-from procio_scripts import run_script
+
+if TYPE_CHECKING:
+    from tests.procio_scripts import run_script
+else:
+    from procio_scripts import run_script
 
 SCRIPT = """
 import os

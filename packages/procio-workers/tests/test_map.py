@@ -19,7 +19,6 @@ import anyio
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from procio_scripts import run_script
 from procio_workers import (
     BrokenWorkerProcess,
     MapResults,
@@ -31,6 +30,7 @@ from procio_workers._process_backend import ProcessWorker
 
 if TYPE_CHECKING:
     from tests.procio_held_start import HeldStart
+    from tests.procio_scripts import run_script
 
     from tests import procio_map_testfuncs as mfuncs
     from tests import procio_workers_testfuncs as funcs
@@ -38,6 +38,7 @@ else:
     import procio_map_testfuncs as mfuncs
     import procio_workers_testfuncs as funcs
     from procio_held_start import HeldStart
+    from procio_scripts import run_script
 
 pytestmark = pytest.mark.anyio
 

@@ -13,17 +13,19 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
-from procio_scripts import run_script
 from procio_workers import BrokenWorkerProcess, SerializationError, WorkerPool, to_process
 from procio_workers._process_backend import ProcessWorker
 from procio_workers.abc import Launcher, Worker, WorkerBackend
 
 if TYPE_CHECKING:
+    from tests.procio_scripts import run_script
+
     from tests import procio_pool_testfuncs as pfuncs
     from tests import procio_workers_testfuncs as funcs
 else:
     import procio_pool_testfuncs as pfuncs
     import procio_workers_testfuncs as funcs
+    from procio_scripts import run_script
 
 HERE = Path(__file__).resolve().parent
 
