@@ -124,24 +124,37 @@ def interrupt_parent_on(item: tuple[int, int]) -> int:
     return 10 * value
 
 
-def interrupt_parent_once_closing(item: tuple[int, str]) -> int:
-    """For a folder *where*: say the call started, wait for the parent's ``closing``, SIGINT it.
+def _interrupt_parent_once_closing(where: str) -> None:
+    """Say the call started, wait for the parent's ``closing`` in *where*, SIGINT it.
 
-    The value 0 answers at once. The signal comes a moment after ``closing`` appears,
-    while the parent waits for this very call; the call then answers a little later.
+    The signal comes a moment after ``closing`` appears, while the parent waits for this
+    very call; the call then goes on a little longer.
     """
+    folder = Path(where)
+    (folder / "started.part").write_text("")
+    (folder / "started.part").replace(folder / "started")
+    deadline = time.monotonic() + 30
+    while not (folder / "closing").exists() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    time.sleep(0.2)
+    os.kill(os.getppid(), signal.SIGINT)
+    time.sleep(0.2)
+
+
+def interrupt_parent_once_closing(item: tuple[int, str]) -> int:
+    """The value 0 answers at once; any other, after :func:`_interrupt_parent_once_closing`."""
     value, where = item
     if value:
-        folder = Path(where)
-        (folder / "started.part").write_text("")
-        (folder / "started.part").replace(folder / "started")
-        deadline = time.monotonic() + 30
-        while not (folder / "closing").exists() and time.monotonic() < deadline:
-            time.sleep(0.005)
-        time.sleep(0.2)
-        os.kill(os.getppid(), signal.SIGINT)
-        time.sleep(0.2)
+        _interrupt_parent_once_closing(where)
     return value
+
+
+def interrupt_parent_once_closing_between_items(where: str) -> Iterator[int]:
+    """Yield 0, then :func:`_interrupt_parent_once_closing` before the next item."""
+    yield 0
+    _interrupt_parent_once_closing(where)
+    yield 1
+    yield 2
 
 
 def square_and_pid(item: int) -> tuple[int, int]:

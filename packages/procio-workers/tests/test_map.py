@@ -487,6 +487,7 @@ def test_a_real_sigint_on_trio_reaches_the_iterating_task(tmp_path: Path, kind: 
 
 
 TRIO_SIGINT_WHILE_CLOSING = """
+import sys
 from pathlib import Path
 
 import anyio
@@ -504,14 +505,17 @@ async def announced_aclose(self):
 
 _mapping._Core.aclose = announced_aclose
 
-async def main():
+def results(pool, kind):
     here = str(Path.cwd())
+    if kind == "map":
+        return pool.map(mfuncs.interrupt_parent_once_closing, [(0, here), (1, here)], chunksize=1)
+    return pool.stream(mfuncs.interrupt_parent_once_closing_between_items, here)
+
+async def main(kind):
     async with WorkerPool(max_workers=1) as pool:
         try:
-            async with pool.map(
-                mfuncs.interrupt_parent_once_closing, [(0, here), (1, here)], chunksize=1
-            ) as results:
-                async for value in results:
+            async with results(pool, kind) as values:
+                async for value in values:
                     print("got", value)
                     while not Path("started").exists():
                         await anyio.sleep(0.005)
@@ -521,17 +525,19 @@ async def main():
         print(await pool.run_sync(funcs.echo, "next"))
         print("busy", pool.statistics().busy)
 
-anyio.run(main, backend="trio")
+anyio.run(main, sys.argv[1], backend="trio")
 """
 
 
-def test_a_real_sigint_on_trio_while_a_map_closes_waits_for_its_running_call(
-    tmp_path: Path,
+@pytest.mark.parametrize("kind", ["map", "stream"])
+def test_a_real_sigint_on_trio_while_results_close_waits_for_the_running_work(
+    tmp_path: Path, kind: str
 ) -> None:
-    # Leaving a map waits for the call its worker runs. On Trio a Ctrl-C reaches the main
-    # task even in that shielded wait; it must come out only once the call has ended, so
-    # that the block which catches it finds no worker still held by the map.
-    assert run_script(tmp_path, TRIO_SIGINT_WHILE_CLOSING) == [
+    # Leaving a map waits for the call its worker runs (a stream, for its generator to
+    # reach its next item). On Trio a Ctrl-C reaches the main task even in that shielded
+    # wait; it must come out only once the work has ended, so that the block which
+    # catches it finds no worker still held.
+    assert run_script(tmp_path, TRIO_SIGINT_WHILE_CLOSING, kind) == [
         "got 0",
         "interrupted 0",
         "next",
