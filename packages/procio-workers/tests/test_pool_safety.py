@@ -27,8 +27,6 @@ else:
     import procio_workers_testfuncs as funcs
     from procio_scripts import run_script
 
-HERE = Path(__file__).resolve().parent
-
 
 async def _wait_for(path: Path) -> None:
     with anyio.fail_after(30):

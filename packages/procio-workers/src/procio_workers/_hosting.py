@@ -17,7 +17,7 @@ import logging
 import sys
 import types
 from collections.abc import Awaitable, Callable, Generator
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from anyio.lowlevel import cancel_shielded_checkpoint, checkpoint_if_cancelled
 
@@ -70,6 +70,28 @@ def interrupts_go_to_main_task(func: _Func) -> _Func:
         return func
     protected: _Func = trio.lowlevel.enable_ki_protection(func)
     return protected
+
+
+class _Event(Protocol):
+    async def wait(self) -> None: ...
+
+
+async def wait_through_interrupts(event: _Event) -> KeyboardInterrupt | None:
+    """Wait until *event* is set, even through a Ctrl-C; return the last one that came.
+
+    For waits the caller shields because the work waited for must end first (a worker
+    reaped, a map's lane done). On Trio a KeyboardInterrupt reaches the main task even
+    in a shielded wait: the wait goes on to its end all the same, and the caller raises
+    the interrupt once it has finished what it closes, as it came.
+    """
+    interrupt: KeyboardInterrupt | None = None
+    while True:
+        try:
+            await event.wait()
+        except KeyboardInterrupt as exc:
+            interrupt = exc
+        else:
+            return interrupt
 
 
 def spawn_loop_task(func: Callable[[], Awaitable[None]]) -> None:

@@ -36,6 +36,7 @@ from anyio.lowlevel import cancel_shielded_checkpoint
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._errors import BatchError
+from ._hosting import wait_through_interrupts
 
 if TYPE_CHECKING:
     from typing import Protocol
@@ -341,14 +342,8 @@ class _Core(Generic[T]):
         interrupt: KeyboardInterrupt | None = None
         if self._started:
             with CancelScope(shield=True):
-                while True:  # one wait, as before, unless interrupted
-                    try:
-                        await self._done.wait()
-                        break
-                    except KeyboardInterrupt as exc:
-                        # On Trio a Ctrl-C reaches the main task even in a shielded
-                        # wait: the work still ends first, then the interrupt goes on.
-                        interrupt = exc
+                # The work ends first, even if a Ctrl-C comes meanwhile (on Trio).
+                interrupt = await wait_through_interrupts(self._done)
         self._receive.close()
         if interrupt is not None:
             raise interrupt

@@ -34,7 +34,13 @@ from procio_process._run import lone_interrupt
 
 from . import _wire
 from ._errors import BatchError, BrokenWorkerProcess, SerializationError
-from ._hosting import checkpoint_halves, interrupts_go_to_main_task, logger, loop_clock
+from ._hosting import (
+    checkpoint_halves,
+    interrupts_go_to_main_task,
+    logger,
+    loop_clock,
+    wait_through_interrupts,
+)
 from ._mapping import MapResults, StreamResults, _MapCore, _StreamCore
 from ._process_backend import OutputHandler, ProcessBackend
 from ._registry import resolve_launcher, resolve_serializer
@@ -440,10 +446,7 @@ class WorkerPool:
                 # One event for every task closing the pool at the same time.
                 if self._starts_done is None or self._starts_done.is_set():
                     self._starts_done = anyio.Event()
-                try:
-                    await self._starts_done.wait()
-                except KeyboardInterrupt as exc:
-                    interrupt = exc
+                interrupt = await wait_through_interrupts(self._starts_done) or interrupt
         self._closed_event.set()
         if interrupt is not None:
             raise interrupt
