@@ -3,17 +3,26 @@
 The first map of a function starts at chunks of 1 and grows them from measured chunk
 times. A later map of the same function over an input with a length starts at the
 size that the last measurement gives (still capped by the length), instead of going
-through that ramp again; an input without a length still starts at 1.
+through that growth again: its first two chunks alone are a third and two thirds of
+that size, when the size holds enough work; an input without a length still starts at
+1.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import math
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
 from procio_workers import WorkerPool
-from procio_workers._mapping import MAX_AUTO_CHUNK, TARGET_CHUNK_SECONDS
+from procio_workers import _mapping as mapping_module
+from procio_workers._mapping import (
+    MAX_AUTO_CHUNK,
+    RAMP_MIN_SECONDS,
+    RAMP_SHARES,
+    TARGET_CHUNK_SECONDS,
+)
 
 if TYPE_CHECKING:
     from tests import procio_map_testfuncs as mfuncs
@@ -43,6 +52,29 @@ def size_for(per_item: float) -> int:
     return max(1, min(MAX_AUTO_CHUNK, int(TARGET_CHUNK_SECONDS / per_item)))
 
 
+def first_size_for(per_item: float) -> int:
+    """The first chunk of a map that starts at the size *per_item* gives (no length cap)."""
+    size = size_for(per_item)
+    if size * per_item >= RAMP_MIN_SECONDS:
+        size = math.ceil(size * RAMP_SHARES[0])
+    return size
+
+
+@pytest.fixture
+def chunk_sizes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The sizes of the chunks that maps take from their inputs, in the order taken."""
+    sizes: list[int] = []
+    number = mapping_module._MapCore._number
+
+    def counted(core: Any, items: list[Any]) -> Any:
+        if items:
+            sizes.append(len(items))
+        return number(core, items)
+
+    monkeypatch.setattr(mapping_module._MapCore, "_number", counted)
+    return sizes
+
+
 async def take(pool: WorkerPool, count: int) -> list[int]:
     got: list[int] = []
     async with pool.map(mfuncs.triple_plus_one, ENDLESS) as results:
@@ -60,7 +92,7 @@ async def test_a_second_map_starts_at_the_measured_size() -> None:
             per_item = pool._per_item_estimate(mfuncs.triple_plus_one)
             assert per_item is not None
             async with pool.map(mfuncs.triple_plus_one, ENDLESS) as results:
-                assert results.chunksize == size_for(per_item)
+                assert results.chunksize == first_size_for(per_item)
                 # and it goes on from there, with the results in order
                 got = []
                 async for value in results:
@@ -117,3 +149,48 @@ async def test_a_function_that_cannot_be_remembered_is_not() -> None:
         assert pool._per_item_estimate(func) is None
         async with pool.map(func, ENDLESS) as results:
             assert results.chunksize == 1
+
+
+async def test_the_first_chunks_ramp_up_to_a_remembered_size(chunk_sizes: list[int]) -> None:
+    # 1 µs an item: 10,000 items a chunk (10 ms of work, far above RAMP_MIN_SECONDS),
+    # under the cap of 90,000 / (2 * 2). The first chunk is a third of that, so the
+    # first results come after a third of the wait; the second two thirds.
+    items = list(range(90_000))
+    async with WorkerPool(max_workers=2) as pool:
+        pool._keep_per_item_estimate(mfuncs.triple_plus_one, 1e-6)
+        with anyio.fail_after(HANG_GUARD):
+            async with pool.map(mfuncs.triple_plus_one, items) as results:
+                assert results.chunksize == math.ceil(10_000 * RAMP_SHARES[0])
+                got = [y async for y in results]
+    assert got == [3 * x + 1 for x in items]
+    assert chunk_sizes[:2] == [3334, 6667]
+    assert sum(chunk_sizes) == len(items)
+
+
+async def test_chunks_of_little_work_do_not_ramp(chunk_sizes: list[int]) -> None:
+    # 10 ns an item: 10,000 items hold 0.1 ms of work, less than two more chunks cost.
+    items = list(range(90_000))
+    async with WorkerPool(max_workers=2) as pool:
+        pool._keep_per_item_estimate(mfuncs.triple_plus_one, 1e-8)
+        with anyio.fail_after(HANG_GUARD):
+            async with pool.map(mfuncs.triple_plus_one, items) as results:
+                got = [y async for y in results]
+    assert got == [3 * x + 1 for x in items]
+    assert chunk_sizes[:2] == [10_000, 10_000]
+
+
+async def test_a_map_on_fewer_lanes_cuts_its_input_for_the_lanes_it_runs(
+    chunk_sizes: list[int],
+) -> None:
+    # One lane runs of two: two chunks for it and one for the lane it may start, so
+    # 120 items go in chunks of 40 (not 30: two for each of both lanes).
+    items = list(range(120))
+    async with WorkerPool(max_workers=2) as pool:
+        pool._keep_per_item_estimate(mfuncs.triple_plus_one, 1e-9)
+        pool._keep_lanes_estimate(mfuncs.triple_plus_one, 1)
+        with anyio.fail_after(HANG_GUARD):
+            async with pool.map(mfuncs.triple_plus_one, items) as results:
+                assert (results.running_lanes, results.lanes) == (1, 2)
+                got = [y async for y in results]
+    assert got == [3 * x + 1 for x in items]
+    assert chunk_sizes == [40, 40, 40]
