@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
 import anyio
@@ -64,8 +64,8 @@ def _no_cpu_waits_but_faked_ones(monkeypatch: pytest.MonkeyPatch) -> None:
     """
     real = pool_module._cpu_seconds
 
-    def never_waited(pid: int | str | None) -> tuple[float, float] | None:
-        got = real(pid)
+    def never_waited(pid: int | str | None, fd: int = -1) -> tuple[float, float] | None:
+        got = real(pid, fd)
         return None if got is None else (got[0], 0.0)
 
     monkeypatch.setattr(pool_module, "_cpu_seconds", never_waited)
@@ -83,8 +83,8 @@ def _wait_all_along(
     real = pool_module._cpu_seconds
     clock = time.perf_counter  # the pool's clock
 
-    def waited_all_along(pid: int | str | None) -> tuple[float, float] | None:
-        got = real(pid)
+    def waited_all_along(pid: int | str | None, fd: int = -1) -> tuple[float, float] | None:
+        got = real(pid, fd)
         return got if got is None or not who(pid) else (got[0], clock())
 
     monkeypatch.setattr(pool_module, "_cpu_seconds", waited_all_along)
@@ -326,7 +326,7 @@ async def test_workers_whose_cpu_time_is_unknown_keep_every_lane(
 ) -> None:
     # Without the workers' CPU time (a system or a backend that does not tell), there is
     # nothing to go by: every map runs every lane, as the first one does.
-    monkeypatch.setattr(pool_module, "_cpu_seconds", lambda pid: None)
+    monkeypatch.setattr(pool_module, "_cpu_seconds", lambda pid, fd=-1: None)
     async with WorkerPool(max_workers=2) as pool:
         with anyio.fail_after(HANG_GUARD):
             await _settle_on_one_lane(pool)
@@ -367,3 +367,55 @@ async def test_answer_arrived_with_descriptors_above_1023() -> None:
         for fd in fillers:
             os.close(fd)
         resource_module.setrlimit(resource_module.RLIMIT_NOFILE, (soft, hard))
+
+
+def _open_cpu_time_files() -> int:
+    """How many ``schedstat`` files of /proc this process holds open."""
+    count = 0
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{name}")
+        except OSError:
+            continue  # closed meanwhile (the listing's own descriptor)
+        count += target.endswith("/schedstat")
+    return count
+
+
+async def drain(results: AsyncIterator[object]) -> None:
+    async for _ in results:
+        pass
+
+
+@measured_here
+async def test_a_lane_holds_its_cpu_time_files_only_while_it_holds_a_worker() -> None:
+    # Read at every answer, the worker's and the loop's CPU times come from files held
+    # open while the lane holds its worker (two per lane), and closed with it: after a
+    # map that ran to its end, one left by break, one cancelled, and one whose worker
+    # died under it.
+    from procio_workers import BrokenWorkerProcess
+
+    async with WorkerPool(max_workers=2) as pool:
+        with anyio.fail_after(HANG_GUARD):
+            async with pool.map(mfuncs.sleep_then_pid, [0.01] * 40) as results:
+                held = []
+                async for _ in results:
+                    held.append(_open_cpu_time_files())
+            assert _open_cpu_time_files() == 0
+            # Every result until the last chunks came with both lanes holding a worker.
+            assert max(held) == 4, held
+            async with pool.map(mfuncs.sleep_then_pid, [0.01] * 40) as results:
+                async for _ in results:
+                    break
+            assert _open_cpu_time_files() == 0
+            with anyio.move_on_after(0.05):
+                async with pool.map(mfuncs.sleep_then_pid, [0.01] * 40) as results:
+                    async for _ in results:
+                        pass
+            assert _open_cpu_time_files() == 0
+            killed = pool.map(mfuncs.kill_self_on, [(x, 7) for x in range(40)])
+            async with killed:
+                with pytest.raises(BrokenWorkerProcess):
+                    await drain(killed)
+            assert _open_cpu_time_files() == 0
+            assert await pool.run_sync(mfuncs.triple_plus_one, 2) == 7
+    assert _open_cpu_time_files() == 0

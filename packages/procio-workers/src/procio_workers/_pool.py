@@ -113,17 +113,25 @@ class _Slot:
         self.reaped: anyio.Event | None = None
 
 
-def _cpu_seconds(pid: int | str | None) -> tuple[float, float] | None:
+def _cpu_seconds(pid: int | str | None, fd: int = -1) -> tuple[float, float] | None:
     """Seconds process *pid* has run on a CPU, and has waited for one.
 
     Where the system tells: Linux's ``/proc/<pid>/schedstat``, in nanoseconds. *pid*
-    may be :data:`THIS_THREAD`, for the calling thread.
+    may be :data:`THIS_THREAD`, for the calling thread. *fd*, if given, is that file held
+    open (see :func:`_open_schedstat`): read again from its start, without the opening
+    and closing that cost more than the read (a few microseconds each, several times per
+    chunk of a map).
     """
     if pid is None or not _SCHEDSTAT:
         return None
-    try:
-        fd = os.open(f"/proc/{pid}/schedstat", os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
+    if fd >= 0:
+        try:
+            ran, waited = os.pread(fd, 64, 0).split()[:2]
+            return int(ran) / 1e9, int(waited) / 1e9
+        except (OSError, ValueError):
+            return None
+    fd = _open_schedstat(pid)
+    if fd < 0:
         return None
     try:
         ran, waited = os.read(fd, 64).split()[:2]
@@ -132,6 +140,19 @@ def _cpu_seconds(pid: int | str | None) -> tuple[float, float] | None:
         return None
     finally:
         os.close(fd)
+
+
+def _open_schedstat(pid: int | str | None) -> int:
+    """A descriptor of ``/proc/<pid>/schedstat``, or -1 where there is none to open.
+
+    Opened for the thread itself with :data:`THIS_THREAD`, it stays that thread's.
+    """
+    if pid is None or not _SCHEDSTAT:
+        return -1
+    try:
+        return os.open(f"/proc/{pid}/schedstat", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return -1
 
 
 def _recall(memory: weakref.WeakKeyDictionary[Any, _V], func: Callable[..., object]) -> _V | None:
@@ -1144,6 +1165,8 @@ class _ChunkRunner:
         self._share_at: tuple[float, float] | None = None
         self._loop_at: tuple[float, float] | None = None
         self._share_since = 0.0
+        # The files those are read from, held open with the worker (-1: not open).
+        self._worker_stat = self._loop_stat = -1
         self._stepped_back = False  # see step_back
 
     def answer_arrived(self) -> bool:
@@ -1157,8 +1180,12 @@ class _ChunkRunner:
     def _took(self, slot: _Slot) -> None:
         """*slot* is now held by this lane: note its worker's CPU time."""
         if self.worker_seconds is not None:
-            self._cpu_at = self._share_at = _cpu_seconds(slot.worker.pid)
-            self._loop_at = _cpu_seconds(THIS_THREAD)
+            # Held open while the lane holds the worker (closed by _close_stats).
+            self._close_stats()
+            self._worker_stat = _open_schedstat(slot.worker.pid)
+            self._loop_stat = _open_schedstat(THIS_THREAD)
+            self._cpu_at = self._share_at = _cpu_seconds(slot.worker.pid, self._worker_stat)
+            self._loop_at = _cpu_seconds(THIS_THREAD, self._loop_stat)
             self._share_since = time.perf_counter()
             if self._cpu_at is None:
                 self.worker_seconds = None
@@ -1167,13 +1194,24 @@ class _ChunkRunner:
         """*slot* leaves this lane: count what its worker's CPU time grew by."""
         at, self._cpu_at = self._cpu_at, None
         self._share_at = self._loop_at = None
-        if at is None or self.worker_seconds is None:
-            return
-        now = _cpu_seconds(slot.worker.pid)
-        if now is None:
-            self.worker_seconds = None
-        else:
-            self.worker_seconds += max(0.0, now[0] - at[0])
+        try:
+            if at is None or self.worker_seconds is None:
+                return
+            now = _cpu_seconds(slot.worker.pid, self._worker_stat)
+            if now is None:
+                self.worker_seconds = None
+            else:
+                self.worker_seconds += max(0.0, now[0] - at[0])
+        finally:
+            self._close_stats()
+
+    def _close_stats(self) -> None:
+        """Close the files of the held worker's and this thread's CPU times, if open."""
+        worker, loop = self._worker_stat, self._loop_stat
+        self._worker_stat = self._loop_stat = -1
+        for fd in (worker, loop):
+            if fd >= 0:
+                os.close(fd)
 
     def step_back(self) -> None:
         """Take no more chunks: the worker, once handed back, goes to the back of the line.
@@ -1194,8 +1232,8 @@ class _ChunkRunner:
         if slot is None or worker_at is None or loop_at is None:
             return None
         since, self._share_since = self._share_since, time.perf_counter()
-        worker_now = self._share_at = _cpu_seconds(slot.worker.pid)
-        loop_now = self._loop_at = _cpu_seconds(THIS_THREAD)
+        worker_now = self._share_at = _cpu_seconds(slot.worker.pid, self._worker_stat)
+        loop_now = self._loop_at = _cpu_seconds(THIS_THREAD, self._loop_stat)
         passed = self._share_since - since
         if worker_now is None or loop_now is None or passed <= 0:
             return None
@@ -1453,6 +1491,7 @@ class _ChunkRunner:
             self._pool._failures += 1  # (a worker found dead first is retried)
         if slot is not None:
             self.worker_seconds = self._cpu_at = self._share_at = None  # (it may be gone)
+            self._close_stats()
             slot.tasks += self._ran
             self._ran = 0
             error = self._pool._failed(slot, exc)
