@@ -152,31 +152,41 @@ async def test_a_function_that_cannot_be_remembered_is_not() -> None:
             assert results.chunksize == 1
 
 
+async def map_remembered(
+    items: list[int], per_item: float, lanes: int | None = None
+) -> tuple[int, int]:
+    """Map ``triple_plus_one`` over *items* in a new pool of 2 workers that remembers
+    *per_item* seconds an item (and *lanes*, if given) for it, and check the results.
+
+    Returns the size the map announced for its first chunk, and the lanes it ran.
+    """
+    func = mfuncs.triple_plus_one
+    async with WorkerPool(max_workers=2) as pool:
+        pool._keep_per_item_estimate(func, per_item)
+        if lanes is not None:
+            pool._keep_lanes_estimate(func, lanes)
+        with anyio.fail_after(HANG_GUARD):
+            async with pool.map(func, items) as results:
+                first, running = results.chunksize, results.running_lanes
+                got = [y async for y in results]
+    assert got == [3 * x + 1 for x in items]
+    return first, running
+
+
 async def test_the_first_chunks_ramp_up_to_a_remembered_size(chunk_sizes: list[int]) -> None:
     # 1 µs an item: 10,000 items a chunk (10 ms of work, far above RAMP_MIN_SECONDS),
     # under the cap of 90,000 / (2 * 2). The first chunk is a third of that, so the
     # first results come after a third of the wait; the second two thirds.
     items = list(range(90_000))
-    async with WorkerPool(max_workers=2) as pool:
-        pool._keep_per_item_estimate(mfuncs.triple_plus_one, 1e-6)
-        with anyio.fail_after(HANG_GUARD):
-            async with pool.map(mfuncs.triple_plus_one, items) as results:
-                assert results.chunksize == math.ceil(10_000 * RAMP_SHARES[0])
-                got = [y async for y in results]
-    assert got == [3 * x + 1 for x in items]
+    first, _ = await map_remembered(items, 1e-6)
+    assert first == math.ceil(10_000 * RAMP_SHARES[0])
     assert chunk_sizes[:2] == [3334, 6667]
     assert sum(chunk_sizes) == len(items)
 
 
 async def test_chunks_of_little_work_do_not_ramp(chunk_sizes: list[int]) -> None:
     # 10 ns an item: 10,000 items hold 0.1 ms of work, less than two more chunks cost.
-    items = list(range(90_000))
-    async with WorkerPool(max_workers=2) as pool:
-        pool._keep_per_item_estimate(mfuncs.triple_plus_one, 1e-8)
-        with anyio.fail_after(HANG_GUARD):
-            async with pool.map(mfuncs.triple_plus_one, items) as results:
-                got = [y async for y in results]
-    assert got == [3 * x + 1 for x in items]
+    await map_remembered(list(range(90_000)), 1e-8)
     assert chunk_sizes[:2] == [10_000, 10_000]
 
 
@@ -195,13 +205,6 @@ async def test_a_map_on_fewer_lanes_cuts_its_input_for_the_lanes_it_runs(
         return None if got is None else (got[0], 0.0)
 
     monkeypatch.setattr(pool_module, "_cpu_seconds", never_waited)
-    items = list(range(120))
-    async with WorkerPool(max_workers=2) as pool:
-        pool._keep_per_item_estimate(mfuncs.triple_plus_one, 1e-9)
-        pool._keep_lanes_estimate(mfuncs.triple_plus_one, 1)
-        with anyio.fail_after(HANG_GUARD):
-            async with pool.map(mfuncs.triple_plus_one, items) as results:
-                assert (results.running_lanes, results.lanes) == (1, 2)
-                got = [y async for y in results]
-    assert got == [3 * x + 1 for x in items]
+    _, running = await map_remembered(list(range(120)), 1e-9, lanes=1)
+    assert running == 1
     assert chunk_sizes == [40, 40, 40]
