@@ -124,22 +124,19 @@ def _cpu_seconds(pid: int | str | None, fd: int = -1) -> tuple[float, float] | N
     """
     if pid is None or not _SCHEDSTAT:
         return None
-    if fd >= 0:
-        try:
-            ran, waited = os.pread(fd, 64, 0).split()[:2]
-            return int(ran) / 1e9, int(waited) / 1e9
-        except (OSError, ValueError):
+    held = fd >= 0
+    if not held:
+        fd = _open_schedstat(pid)
+        if fd < 0:
             return None
-    fd = _open_schedstat(pid)
-    if fd < 0:
-        return None
     try:
-        ran, waited = os.read(fd, 64).split()[:2]
+        ran, waited = os.pread(fd, 64, 0).split()[:2]
         return int(ran) / 1e9, int(waited) / 1e9
     except (OSError, ValueError):
         return None
     finally:
-        os.close(fd)
+        if not held:
+            os.close(fd)
 
 
 def _open_schedstat(pid: int | str | None) -> int:
@@ -1194,16 +1191,13 @@ class _ChunkRunner:
         """*slot* leaves this lane: count what its worker's CPU time grew by."""
         at, self._cpu_at = self._cpu_at, None
         self._share_at = self._loop_at = None
-        try:
-            if at is None or self.worker_seconds is None:
-                return
+        if at is not None and self.worker_seconds is not None:
             now = _cpu_seconds(slot.worker.pid, self._worker_stat)
             if now is None:
                 self.worker_seconds = None
             else:
                 self.worker_seconds += max(0.0, now[0] - at[0])
-        finally:
-            self._close_stats()
+        self._close_stats()
 
     def _close_stats(self) -> None:
         """Close the files of the held worker's and this thread's CPU times, if open."""
