@@ -65,3 +65,22 @@ async def pool() -> AsyncIterator[WorkerPool]:
     """A pool of two workers, open for the test."""
     async with WorkerPool(max_workers=2) as opened:
         yield opened
+
+
+@pytest.fixture
+def no_cpu_waits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hide how long the workers and the loop really waited for a CPU.
+
+    Beside other tests (or on a busy machine) they wait now and then, and a map then
+    rightly starts its other lanes; a test that counts on one lane would fail for what
+    the machine did. A test of such waits fakes them on top of this.
+    """
+    from procio_workers import _pool
+
+    real = _pool._cpu_seconds
+
+    def never_waited(pid: int | str | None, fd: int = -1) -> tuple[float, float] | None:
+        got = real(pid, fd)
+        return None if got is None else (got[0], 0.0)
+
+    monkeypatch.setattr(_pool, "_cpu_seconds", never_waited)

@@ -17,7 +17,6 @@ import anyio
 import pytest
 from procio_workers import WorkerPool
 from procio_workers import _mapping as mapping_module
-from procio_workers import _pool as pool_module
 from procio_workers._mapping import (
     MAX_AUTO_CHUNK,
     RAMP_MIN_SECONDS,
@@ -191,20 +190,13 @@ async def test_chunks_of_little_work_do_not_ramp(chunk_sizes: list[int]) -> None
 
 
 async def test_a_map_on_fewer_lanes_cuts_its_input_for_the_lanes_it_runs(
-    chunk_sizes: list[int], monkeypatch: pytest.MonkeyPatch
+    chunk_sizes: list[int], no_cpu_waits: None
 ) -> None:
     # One lane runs of two: two chunks for it and one for the lane it may start, so
     # 120 items go in chunks of 40 (not 30: two for each of both lanes).
     # The machine's real waits for a CPU are hidden: on a busy machine they would
     # rightly start the second lane at the first answer, and the chunks cut after it
     # would count two lanes.
-    real = pool_module._cpu_seconds
-
-    def never_waited(pid: int | str | None, fd: int = -1) -> tuple[float, float] | None:
-        got = real(pid, fd)
-        return None if got is None else (got[0], 0.0)
-
-    monkeypatch.setattr(pool_module, "_cpu_seconds", never_waited)
     _, running = await map_remembered(list(range(120)), 1e-9, lanes=1)
     assert running == 1
     assert chunk_sizes == [40, 40, 40]

@@ -37,7 +37,9 @@ if TYPE_CHECKING:
 else:
     import procio_map_testfuncs as mfuncs
 
-pytestmark = pytest.mark.anyio
+# The machine's real waits for a CPU are hidden from every test here (see no_cpu_waits in
+# conftest): the tests of such waits fake them on top of that.
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("no_cpu_waits")]
 
 #: Turns a hang into a failure; no test relies on it for its verdict.
 HANG_GUARD = 45
@@ -52,23 +54,6 @@ measured_here = pytest.mark.skipif(
     not sys.platform.startswith("linux"),
     reason="the workers' CPU time is read from Linux's /proc/<pid>/schedstat",
 )
-
-
-@pytest.fixture(autouse=True)
-def _no_cpu_waits_but_faked_ones(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Hide how long the workers and the loop really waited for a CPU.
-
-    Beside other tests (or on a busy machine) they wait now and then, and a map then
-    rightly starts its other lanes; the tests that count on one lane would fail for
-    what the machine did. The tests of such waits fake them on top of this.
-    """
-    real = pool_module._cpu_seconds
-
-    def never_waited(pid: int | str | None, fd: int = -1) -> tuple[float, float] | None:
-        got = real(pid, fd)
-        return None if got is None else (got[0], 0.0)
-
-    monkeypatch.setattr(pool_module, "_cpu_seconds", never_waited)
 
 
 def _workers(pid: int | str | None) -> bool:
