@@ -180,6 +180,19 @@ def sized_items(sizes: list[int]) -> Iterator[bytes]:
         yield bytes([n % 256]) * size
 
 
+def sleep_wait_or_release(item: float | tuple[str, str]) -> object:
+    """A number: sleep that long, return the pid. ("wait", path): return whether *path*
+    came to exist within 10 s. ("release", path): create *path*, return the pid.
+    """
+    if not isinstance(item, tuple):
+        return sleep_then_pid(item)
+    role, path = item
+    if role == "wait":
+        return _wait_for(path, 10.0)
+    Path(path).touch()
+    return os.getpid()
+
+
 def _wait_for(path: str, give_up: float) -> bool:
     """Wait until *path* exists; ``False`` if it did not within *give_up* seconds."""
     deadline = time.monotonic() + give_up

@@ -18,6 +18,7 @@ import os
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio
@@ -76,13 +77,13 @@ def _wait_all_along(
 
 
 async def _slow_caller_map(
-    pool: WorkerPool, count: int, func: Callable[[float], int] = mfuncs.sleep_then_pid
-) -> tuple[set[int], int]:
+    pool: WorkerPool, count: int, func: Callable[[float], object] = mfuncs.sleep_then_pid
+) -> tuple[set[object], int]:
     """Map instant calls of *func* (0 seconds each) with a caller slower than any worker.
 
     Returns the pids that ran them and the lanes the map started with.
     """
-    pids: set[int] = set()
+    pids: set[object] = set()
     async with pool.map(func, [0.0] * count) as results:
         started = results.running_lanes
         async for pid in results:
@@ -92,7 +93,7 @@ async def _slow_caller_map(
 
 
 async def _settle_on_one_lane(
-    pool: WorkerPool, func: Callable[[float], int] = mfuncs.sleep_then_pid
+    pool: WorkerPool, func: Callable[[float], object] = mfuncs.sleep_then_pid
 ) -> None:
     """Two maps of *func* with a slow caller: the first also pays for the workers' first
     import of the function's module, which the second does not; after it, one lane is
@@ -144,6 +145,42 @@ async def test_a_map_adds_its_lanes_when_the_caller_waits() -> None:
                 grown = results.running_lanes
     assert grown == 2
     assert len(pids) == 2, "slow items left a worker idle: the map never added a lane"
+
+
+@measured_here
+async def test_a_map_adds_its_lanes_while_its_input_lasts() -> None:
+    # The last map measured the function far faster than it now is (a tiny time per
+    # item: the first chunks are cut to the full share of the input, not ramped). The
+    # first answer finds the function 50 ms an item, and the next chunk must be cut by
+    # that, not by the last map's estimate weighed as thousands of items: cut by the
+    # estimate, it takes all the rest of the input, and the lane the caller starts when
+    # it waits finds none.
+    async with WorkerPool(max_workers=2) as pool:
+        with anyio.fail_after(HANG_GUARD):
+            await _settle_on_one_lane(pool)
+            pool._keep_per_item_estimate(mfuncs.sleep_then_pid, 1e-6)
+            async with pool.map(mfuncs.sleep_then_pid, [0.05] * 12) as results:
+                assert results.running_lanes == 1
+                pids = {pid async for pid in results}
+    assert len(pids) == 2, "the lane was added once every item was taken"
+
+
+@measured_here
+async def test_a_caller_kept_waiting_by_its_lane_gets_the_others_while_it_waits(
+    tmp_path: Path,
+) -> None:
+    # The lane's second item waits until the fourth has run, which only another lane
+    # can run (the third is queued on the lane's own worker). Lanes added only once the
+    # awaited answer comes would come too late: the item would give up waiting.
+    released = str(tmp_path / "released")
+    items: list[object] = [0.0, ("wait", released), 0.0, ("release", released)]
+    async with WorkerPool(max_workers=2) as pool:
+        with anyio.fail_after(HANG_GUARD):
+            await _settle_on_one_lane(pool, mfuncs.sleep_wait_or_release)
+            async with pool.map(mfuncs.sleep_wait_or_release, items, chunksize=1) as results:
+                assert results.running_lanes == 1
+                got = [result async for result in results]
+    assert got[1] is True, "the caller waited for its one lane, and no other lane started"
 
 
 @measured_here

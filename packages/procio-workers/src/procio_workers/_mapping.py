@@ -286,10 +286,12 @@ class _Core(Generic[T]):
                 self._closed = True
                 self._receive.close()
                 raise error
-            starving = self._may_starve() and not self._receive.statistics().current_buffer_used
-            before = perf_counter() if starving else 0.0
+            limit = None if self._receive.statistics().current_buffer_used else self._starve_limit()
             try:
-                event = await self._receive.receive()
+                if limit is None:
+                    event = await self._receive.receive()
+                else:
+                    event = await self._receive_or_starve(limit)
             except EndOfStream:
                 self._closed = True
                 self._receive.close()
@@ -303,8 +305,6 @@ class _Core(Generic[T]):
                 self._check_complete()
                 self._finished(thread_time() - self._began_cpu)
                 raise StopAsyncIteration from None
-            if starving:
-                self._starved(before - self._handed, perf_counter() - before)
             if self._take(event):
                 # Lanes waited for these results to be taken (an ordered map's window):
                 # they start their next chunks now, before the caller goes through
@@ -324,12 +324,24 @@ class _Core(Generic[T]):
         *cpu*: the CPU seconds this thread spent since the work started.
         """
 
-    def _may_starve(self) -> bool:
-        """Whether the caller, about to wait, may be waiting for too few lanes."""
-        return False
+    def _starve_limit(self) -> float | None:
+        """How long the caller, about to wait, may wait before it waits for too few lanes.
 
-    def _starved(self, busy: float, waited: float) -> None:
-        """The caller waited *waited* seconds, after *busy* seconds with the last results."""
+        ``None``: no limit (whatever the wait, more lanes would not shorten it).
+        """
+        return None
+
+    def _starved(self) -> None:
+        """The caller has waited longer than :meth:`_starve_limit` allowed, and waits on."""
+
+    async def _receive_or_starve(self, limit: float) -> Any:
+        # Told while the wait lasts, not once it ends: lanes started then still find
+        # input to share. (An event sent as the deadline passes is not lost: the
+        # receive is cancelled only while it waits, not once an event has reached it.)
+        with anyio.move_on_after(limit):
+            return await self._receive.receive()
+        self._starved()
+        return await self._receive.receive()
 
     def _stop(self) -> None:
         """Cancel the driver's work: what has not started is dropped."""
@@ -506,7 +518,10 @@ class _MapCore(_Core[T]):
             per_item = pool._per_item_estimate(func)
             if per_item is not None:
                 self._size_for(per_item)
-                self._items = float(self.chunksize)
+                # Weighed as one chunk of the size this map will cut: a first chunk
+                # that finds the function far slower than the last map did (on other
+                # data, say) then sets the size for the next, not a tenth of it.
+                self._items = float(self._capped_size())
                 self._work = per_item * self._items
         self.submitted = 0
         self.completed = 0
@@ -532,6 +547,18 @@ class _MapCore(_Core[T]):
     def _next_size(self) -> int:
         if self._fixed is not None:
             return self._fixed
+        size = self._capped_size()
+        numbered, per_item = self._numbered, self._per_item
+        if (
+            numbered < len(RAMP_SHARES)
+            and per_item is not None
+            and size * per_item >= RAMP_MIN_SECONDS
+        ):
+            size = math.ceil(size * RAMP_SHARES[numbered])
+        return max(1, size)
+
+    def _capped_size(self) -> int:
+        """The automatic size, within the cap of an input of known length."""
         size = self.chunksize
         if self.total is not None:
             # By the lanes that run, and a chunk's share for each lane that may start
@@ -542,13 +569,6 @@ class _MapCore(_Core[T]):
             running = max(1, self.running_lanes)
             shares = CHUNKS_PER_WORKER * running + (self.lanes - running)
             size = min(size, math.ceil(self.total / shares))
-        numbered, per_item = self._numbered, self._per_item
-        if (
-            numbered < len(RAMP_SHARES)
-            and per_item is not None
-            and size * per_item >= RAMP_MIN_SECONDS
-        ):
-            size = math.ceil(size * RAMP_SHARES[numbered])
         return max(1, size)
 
     def _measured(self, count: int, seconds: float) -> None:
@@ -600,6 +620,13 @@ class _MapCore(_Core[T]):
                 # has stopped.
                 self._lane_group = None
 
+    def _starve_limit(self) -> float | None:
+        if not self._may_starve():
+            return None
+        # Far longer than the caller spent on the last results: the lanes fall far
+        # behind it.
+        return LANE_WAIT_RATIO * (perf_counter() - self._handed)
+
     def _may_starve(self) -> bool:
         # Only with lanes to add, once the first chunk has come (the wait for it is the
         # start, whatever the lanes), while input remains, and while every running lane
@@ -613,22 +640,33 @@ class _MapCore(_Core[T]):
             or self.running_lanes >= self.lanes
             or not self._accepted
             or self._held
-            or self._exhausted
+            or not self._input_left()
             or self._halted
             or self._numbered - self._accepted < self.running_lanes
             or any(runner.answer_arrived() for runner in self._runners)
         )
 
-    def _starved(self, busy: float, waited: float) -> None:
-        if waited >= LANE_WAIT_RATIO * busy:
+    def _starved(self) -> None:
+        # (The input may have run out, or the map stopped, while the caller waited: a
+        # lane started then would find nothing to take.)
+        if self._input_left() and not self._halted:
             self._add_lanes()
+
+    def _input_left(self) -> bool:
+        """Whether items may remain to be taken.
+
+        An input of known length has none once that many were taken, before a take
+        finds it at its end. (A list grown meanwhile still gives the items added: only
+        lanes are not started for them.)
+        """
+        return not self._exhausted and (self.total is None or self._taken < self.total)
 
     def _took_turns(self, runner: _Lane) -> bool:
         """Whether *runner*'s worker and the event loop took turns on one CPU.
 
         Measured since the lane's last answer: there, every lane runs faster than fewer.
         """
-        if self.running_lanes >= self.lanes or self._lane_group is None or self._exhausted:
+        if self.running_lanes >= self.lanes or self._lane_group is None or not self._input_left():
             return False
         share = runner.waited_share()
         return share is not None and share >= TURNS_SHARE
