@@ -15,6 +15,7 @@ every lane for a while. The first map of a function uses every lane.
 from __future__ import annotations
 
 import os
+import random
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING
 import anyio
 import pytest
 from procio_workers import WorkerPool
+from procio_workers import _mapping as mapping_module
 from procio_workers import _pool as pool_module
 from procio_workers._channel import CAN_COUNT_UNREAD
 from procio_workers._process_backend import ProcessBackend, ProcessWorker
@@ -181,6 +183,32 @@ async def test_a_caller_kept_waiting_by_its_lane_gets_the_others_while_it_waits(
                 assert results.running_lanes == 1
                 got = [result async for result in results]
     assert got[1] is True, "the caller waited for its one lane, and no other lane started"
+
+
+async def test_no_result_is_lost_when_a_wait_for_lanes_runs_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The caller's wait for results is cut short at every turn, by deadlines of up to
+    # 0.2 ms, while answers arrive at random times: a result that reached the wait just
+    # as its deadline passed must not be dropped, in order or not, whatever the chunks.
+    rng = random.Random(1729)
+    monkeypatch.setattr(mapping_module._MapCore, "_starve_limit", lambda _: rng.uniform(0, 0.0002))
+    async with WorkerPool(max_workers=2) as pool:
+        with anyio.fail_after(HANG_GUARD):
+            for _ in range(60):
+                values = list(range(rng.randint(1, 40)))
+                items = [(rng.uniform(0, 0.0005), value) for value in values]
+                ordered = rng.random() < 0.5
+                chunksize = rng.choice([None, 1, 3])
+                got: list[object] = []
+                async with pool.map(
+                    mfuncs.sleep_then_echo, items, ordered=ordered, chunksize=chunksize
+                ) as results:
+                    async for value in results:
+                        got.append(value)
+                        if rng.random() < 0.3:
+                            await anyio.sleep(rng.uniform(0, 0.0003))
+                assert (got if ordered else sorted(got)) == values  # type: ignore[type-var]
 
 
 @measured_here
