@@ -286,7 +286,10 @@ class _Core(Generic[T]):
                 self._closed = True
                 self._receive.close()
                 raise error
-            limit = None if self._receive.statistics().current_buffer_used else self._starve_limit()
+            # (Asked first: most waits have no limit, and skip the look at the buffer.)
+            limit = self._starve_limit()
+            if limit is not None and self._receive.statistics().current_buffer_used:
+                limit = None  # an event is there: the receive does not wait
             try:
                 if limit is None:
                     event = await self._receive.receive()
