@@ -1177,8 +1177,8 @@ class _ChunkRunner:
     def _took(self, slot: _Slot) -> None:
         """*slot* is now held by this lane: note its worker's CPU time."""
         if self.worker_seconds is not None:
-            # Held open while the lane holds the worker (closed by _close_stats).
-            self._close_stats()
+            # Held open while the lane holds the worker: _gave_up and _lose, one of
+            # which ends every hold, close them.
             self._worker_stat = _open_schedstat(slot.worker.pid)
             self._loop_stat = _open_schedstat(THIS_THREAD)
             self._cpu_at = self._share_at = _cpu_seconds(slot.worker.pid, self._worker_stat)
