@@ -137,34 +137,25 @@ async def test_busy_workers_keep_every_lane() -> None:
 
 
 @measured_here
-async def test_a_map_adds_its_lanes_when_the_caller_waits() -> None:
+@pytest.mark.parametrize("remembered", [None, 1e-6], ids=["as-measured", "far-faster"])
+async def test_a_map_adds_its_lanes_when_the_caller_waits(remembered: float | None) -> None:
+    # far-faster: the last map measured the function far faster than it now is (a tiny
+    # time per item: the first chunks are cut to the full share of the input, not
+    # ramped). The first answer finds the function 50 ms an item, and the next chunk
+    # must be cut by that, not by the last map's estimate weighed as thousands of items:
+    # cut by the estimate, it takes all the rest of the input, and the lane the caller
+    # starts when it waits finds none.
     async with WorkerPool(max_workers=2) as pool:
         with anyio.fail_after(HANG_GUARD):
             await _settle_on_one_lane(pool)
+            if remembered is not None:
+                pool._keep_per_item_estimate(mfuncs.sleep_then_pid, remembered)
             async with pool.map(mfuncs.sleep_then_pid, [0.05] * 12) as results:
                 assert results.running_lanes == 1
                 pids = {pid async for pid in results}
                 grown = results.running_lanes
     assert grown == 2
-    assert len(pids) == 2, "slow items left a worker idle: the map never added a lane"
-
-
-@measured_here
-async def test_a_map_adds_its_lanes_while_its_input_lasts() -> None:
-    # The last map measured the function far faster than it now is (a tiny time per
-    # item: the first chunks are cut to the full share of the input, not ramped). The
-    # first answer finds the function 50 ms an item, and the next chunk must be cut by
-    # that, not by the last map's estimate weighed as thousands of items: cut by the
-    # estimate, it takes all the rest of the input, and the lane the caller starts when
-    # it waits finds none.
-    async with WorkerPool(max_workers=2) as pool:
-        with anyio.fail_after(HANG_GUARD):
-            await _settle_on_one_lane(pool)
-            pool._keep_per_item_estimate(mfuncs.sleep_then_pid, 1e-6)
-            async with pool.map(mfuncs.sleep_then_pid, [0.05] * 12) as results:
-                assert results.running_lanes == 1
-                pids = {pid async for pid in results}
-    assert len(pids) == 2, "the lane was added once every item was taken"
+    assert len(pids) == 2, "slow items left a worker idle: the lane came after the input"
 
 
 @measured_here
