@@ -15,9 +15,11 @@ from procio_workers import BrokenWorkerProcess, PoolStatistics, WorkerPool
 if TYPE_CHECKING:
     from tests.procio_held_start import HeldStart
 
+    from tests import procio_map_testfuncs as mfuncs
     from tests import procio_pool_testfuncs as pfuncs
     from tests import procio_workers_testfuncs as funcs
 else:
+    import procio_map_testfuncs as mfuncs
     import procio_pool_testfuncs as pfuncs
     import procio_workers_testfuncs as funcs
     from procio_held_start import HeldStart
@@ -112,6 +114,34 @@ async def test_max_workers_bounds_concurrent_workers() -> None:
         assert figures.started == 2
         assert peak <= 2
         assert figures.calls == 6
+
+
+@pytest.mark.parametrize("waiter", ["run_sync", "map", "stream"])
+async def test_a_worker_handed_to_a_waiting_call_is_not_taken_by_another(waiter: str) -> None:
+    # The worker of a call that ends is owed to the call (or the map's or stream's
+    # lane) waiting for it. The task whose call ended goes on at once, with no turn of
+    # the event loop, to call again: it must wait its turn, not take the owed worker
+    # (a pool that let it would start a second worker under max_workers=1).
+    async with WorkerPool(max_workers=1, prestart=1) as pool:
+
+        async def call_twice() -> None:
+            await pool.run_sync(funcs.sleep_and_pid, 0.3)
+            await pool.run_sync(funcs.sleep_and_pid, 0)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(call_twice)
+            while not pool.statistics().busy:  # noqa: ASYNC110 - no event for this
+                await anyio.sleep(0.01)
+            # The first call runs: this one waits for its worker.
+            if waiter == "run_sync":
+                await pool.run_sync(funcs.sleep_and_pid, 0)
+            elif waiter == "map":
+                assert len([pid async for pid in pool.map(funcs.sleep_and_pid, [0, 0])]) == 2
+            else:
+                assert [i async for i in pool.stream(mfuncs.count_up, 3)] == [0, 1, 2]
+        figures = pool.statistics()
+        assert figures.started == 1
+        assert figures.workers == 1
 
 
 async def test_the_idle_timer_retires_workers_without_another_call() -> None:

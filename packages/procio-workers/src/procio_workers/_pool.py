@@ -44,6 +44,7 @@ from ._hosting import (
 from ._mapping import MapResults, StreamResults, _MapCore, _StreamCore
 from ._process_backend import OutputHandler, ProcessBackend
 from ._registry import resolve_launcher, resolve_serializer
+from ._tokens import Tokens
 from .abc import PENDING, Launcher, Serializer, Worker, WorkerBackend
 
 if sys.version_info >= (3, 11):
@@ -317,7 +318,8 @@ class WorkerPool:
         self.max_tasks_per_worker = max_tasks_per_worker
         self.prestart = min(prestart, self.max_workers)
         self.backend = backend
-        self._limiter: CapacityLimiter | None = CapacityLimiter(self.max_workers)
+        # Not an anyio CapacityLimiter: see _tokens.py.
+        self._tokens: Tokens | None = Tokens(self.max_workers)
         self._slots: set[_Slot] = set()
         self._retiring: set[_Slot] = set()  # dropped, still being closed
         # Killed during a call and not reaped yet: counted busy (see PoolStatistics).
@@ -354,7 +356,7 @@ class WorkerPool:
 
     def _unbounded(self) -> None:
         """Let the caller's limiter alone decide (the default pool of ``to_process``)."""
-        self._limiter = None
+        self._tokens = None
         self.max_workers = sys.maxsize
 
     # -- lifetime ------------------------------------------------------------------
@@ -801,21 +803,28 @@ class WorkerPool:
         run: Callable[[_Slot, Any, bool], Awaitable[T_Retval]],
     ) -> T_Retval:
         """Run *request* with *run* on a worker, within the limits, retrying as needed."""
-        held: list[CapacityLimiter] = []
+        tokens = self._tokens
+        held_limiter = held_token = False
         try:
-            for each in (limiter, self._limiter):
-                if each is not None:
-                    # A free token is taken without a trip through the event loop.
-                    # Looked at first: on Trio, anyio 4.10 lets trio's own WouldBlock
-                    # out of acquire_nowait(), which no except clause here could name.
-                    # (On asyncio a token can look free while a waiter is owed it.)
-                    try:
-                        if each.available_tokens < 1:
-                            raise anyio.WouldBlock
-                        each.acquire_nowait()
-                    except anyio.WouldBlock:
-                        await each.acquire()
-                    held.append(each)
+            if limiter is not None:
+                # The caller's limiter (to_process's default one, or a limiter
+                # given to run_sync). A free token is taken without a trip through
+                # the event loop. Looked at first: on Trio, anyio 4.10 lets trio's
+                # own WouldBlock out of acquire_nowait(), which no except clause here
+                # could name. (Before anyio 4.14.2, on asyncio, a token owed to a
+                # woken waiter could be taken here too: see _tokens.py. The pool's
+                # own tokens, below, bound its workers all the same.)
+                try:
+                    if limiter.available_tokens < 1:
+                        raise anyio.WouldBlock
+                    limiter.acquire_nowait()
+                except anyio.WouldBlock:
+                    await limiter.acquire()
+                held_limiter = True
+            if tokens is not None:
+                if not tokens.take_nowait():
+                    await tokens.take()
+                held_token = True
             # Each attempt that fails before the call reached its worker (it had died
             # while idle) discards that worker, so a few attempts always suffice.
             attempts = min(self.max_workers + 1, _MAX_ATTEMPTS)
@@ -828,8 +837,12 @@ class WorkerPool:
                         raise
             raise AssertionError("unreachable")  # pragma: no cover - the loop returns
         finally:
-            for each in reversed(held):
-                each.release()
+            if held_token:
+                assert tokens is not None
+                tokens.release()
+            if held_limiter:
+                assert limiter is not None
+                limiter.release()
 
     async def _acquire(self, options: Mapping[str, Any]) -> _Slot:
         if not options:
@@ -1137,7 +1150,7 @@ class _ChunkRunner:
         self._cancellable = cancellable
         self._split = split
         self._slot: _Slot | None = None
-        self._token = False  # one of the pool limiter's tokens is held
+        self._token = False  # one of the pool's tokens is held
         self._plain = False  # the workers of this pool cannot pipeline
         self._ran = 0  # chunks answered on the held worker
         self._sent: deque[tuple[Any, int]] = deque()  # (tag, item count), oldest first
@@ -1253,8 +1266,8 @@ class _ChunkRunner:
         limit = self._pool.max_tasks_per_worker
         if limit is not None and slot.tasks + self._ran + queued + 1 > limit:
             return True
-        limiter = self._pool._limiter
-        return limiter is not None and limiter.statistics().tasks_waiting > 0
+        tokens = self._pool._tokens
+        return tokens is not None and tokens.waiting > 0
 
     def _prepare(self, worker: Worker, items: list[Any]) -> Any:
         """The request of the chunk *items* for *worker*."""
@@ -1472,9 +1485,9 @@ class _ChunkRunner:
     def _release_token(self) -> None:
         if self._token:
             self._token = False
-            limiter = self._pool._limiter
-            if limiter is not None:
-                limiter.release()
+            tokens = self._pool._tokens
+            if tokens is not None:
+                tokens.release()
 
     def _lose(self, exc: BaseException) -> None:
         """The held worker raised *exc* while not answering: the pool decides its fate."""
@@ -1497,16 +1510,12 @@ class _ChunkRunner:
         self._release_token()
 
     async def _open(self) -> None:
-        """Take a token of the pool's limiter and a worker."""
+        """Take one of the pool's tokens and a worker."""
         pool = self._pool
-        limiter = pool._limiter
-        if limiter is not None and not self._token:
-            try:
-                if limiter.available_tokens < 1:
-                    raise anyio.WouldBlock
-                limiter.acquire_nowait()
-            except anyio.WouldBlock:
-                await limiter.acquire()
+        tokens = pool._tokens
+        if tokens is not None and not self._token:
+            if not tokens.take_nowait():
+                await tokens.take()
             self._token = True
         try:
             slot = await pool._acquire({})
