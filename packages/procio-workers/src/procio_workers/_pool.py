@@ -803,8 +803,9 @@ class WorkerPool:
         run: Callable[[_Slot, Any, bool], Awaitable[T_Retval]],
     ) -> T_Retval:
         """Run *request* with *run* on a worker, within the limits, retrying as needed."""
-        tokens = self._tokens
-        held_limiter = held_token = False
+        # What this call holds, given back in the finally clause.
+        held_limiter: CapacityLimiter | None = None
+        held_tokens: Tokens | None = None
         try:
             if limiter is not None:
                 # The caller's limiter (to_process's default one, or a limiter
@@ -820,11 +821,12 @@ class WorkerPool:
                     limiter.acquire_nowait()
                 except anyio.WouldBlock:
                     await limiter.acquire()
-                held_limiter = True
+                held_limiter = limiter
+            tokens = self._tokens
             if tokens is not None:
                 if not tokens.take_nowait():
                     await tokens.take()
-                held_token = True
+                held_tokens = tokens
             # Each attempt that fails before the call reached its worker (it had died
             # while idle) discards that worker, so a few attempts always suffice.
             attempts = min(self.max_workers + 1, _MAX_ATTEMPTS)
@@ -837,12 +839,10 @@ class WorkerPool:
                         raise
             raise AssertionError("unreachable")  # pragma: no cover - the loop returns
         finally:
-            if held_token:
-                assert tokens is not None
-                tokens.release()
-            if held_limiter:
-                assert limiter is not None
-                limiter.release()
+            if held_tokens is not None:
+                held_tokens.release()
+            if held_limiter is not None:
+                held_limiter.release()
 
     async def _acquire(self, options: Mapping[str, Any]) -> _Slot:
         if not options:
