@@ -166,7 +166,26 @@ async def _ready_results(results: list[int]) -> AsyncIterator[int]:
         yield result
 
 
+class _ReadyResults:
+    """Results at hand, each handed out by a coroutine of ``__anext__``."""
+
+    def __init__(self, results: list[int]) -> None:
+        self._at_hand = iter(results)
+
+    def __aiter__(self) -> _ReadyResults:
+        return self
+
+    async def __anext__(self) -> int:
+        for result in self._at_hand:
+            return result
+        raise StopAsyncIteration
+
+
 async def _async_for_bound(results: list[int]) -> list[int]:
+    # Stepped as procio's results are on this Python: an async generator before 3.12,
+    # a coroutine of ``__anext__`` from 3.12 on (each the cheaper there).
+    if sys.version_info >= (3, 12):
+        return [y async for y in _ReadyResults(results)]
     return [y async for y in _ready_results(results)]
 
 

@@ -165,6 +165,9 @@ LANE_WAIT_RATIO = 4
 TURNS_SHARE = 0.5
 #: How many items an async source may be read ahead of the chunks that take them.
 SOURCE_READ_AHEAD = 1024
+#: Whether ``async for`` over results steps their ``__anext__`` (from Python 3.12 on)
+#: rather than an async generator (before it): whichever costs less per item there.
+_ASYNC_FOR_STEPS_ANEXT = sys.version_info >= (3, 12)
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:
@@ -1125,11 +1128,18 @@ class _Handle(Generic[T]):
         await self._core.aclose()
 
     def __aiter__(self) -> AsyncIterator[T]:
-        # ``async for`` steps an async generator's own iterator, in C, for less than
-        # what a call of the ``async def __anext__`` below costs (a coroutine made and
-        # run per item): the generator hands out the same results, from the same
-        # buffer, with the same checkpoint per refill. Calling ``__anext__`` on this
-        # object stays possible, and the two may be mixed.
+        # Before Python 3.12, ``async for`` steps an async generator's own iterator, in
+        # C, for less than what a call of the ``async def __anext__`` below costs (a
+        # coroutine made and run per item): the generator hands out the same results,
+        # from the same buffer, with the same checkpoint per refill. Calling
+        # ``__anext__`` on this object stays possible, and the two may be mixed. From
+        # 3.12 on it is the other way round: a step of an async generator costs about
+        # half as much again as a coroutine of ``__anext__`` (measured per item with
+        # the results at hand on 3.12 and 3.13; a map of 20,000 tiny calls on two
+        # workers ran about a fifth faster with ``__anext__`` there, and about a fifth
+        # slower on 3.11), so ``async for`` steps this object itself.
+        if _ASYNC_FOR_STEPS_ANEXT:
+            return self
         return _iterate(self)
 
     async def __anext__(self) -> T:
