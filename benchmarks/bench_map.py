@@ -1,6 +1,6 @@
 """Many tasks: procio's ``WorkerPool.map`` and ``WorkerPool.stream`` beside other pools.
 
-    python benchmarks/bench_map.py [--quick] [--json PATH]
+    python benchmarks/bench_map.py [--quick] [--json PATH] [--map-tiny-only]
 
 Every contender keeps two workers. Each pool or executor is created and warmed (one
 untimed run of the very sample it is timed on) before anything is timed, for every
@@ -21,8 +21,11 @@ Figures (section ``many-tasks``):
   ``to_process.run_sync``, one task per item in a task group, under a
   ``CapacityLimiter(2)``. Every contender's results are checked. Beside them, a bound
   that is no contender: the same 20,000 results, already in memory, stepped with
-  ``async for`` from an async generator, as a caller steps procio's; no async map can
-  hand out its results faster.
+  ``async for`` as a caller steps procio's on this Python (an async generator before
+  3.12, a coroutine of ``__anext__`` from 3.12 on); no async map can hand out its
+  results faster. With ``--map-tiny-only`` (for a second Python version) only these
+  rows are measured, as the figure ``map-tiny-pyX.Y``, with the contenders that
+  interpreter has installed.
 - ``cpu-bound``: 64 calls of a pure-Python loop that takes about 10 ms here (its count
   calibrated once at start, the same count for everyone): the elapsed time of procio's
   ``pool.map`` and of ``ProcessPoolExecutor.map`` (chunksize 1), beside the ideal: half
@@ -74,6 +77,7 @@ SECTION = "many-tasks"
 CPU_CALL_SECONDS = 0.010
 
 T = TypeVar("T")
+PY = f"{sys.version_info[0]}.{sys.version_info[1]}"
 
 
 # -- what the workers run ---------------------------------------------------------------
@@ -322,7 +326,9 @@ class BareProcesses:
             child.stdout.close()
 
 
-def map_tiny_rows(stack: contextlib.ExitStack, loop: Loop, repeats: int, items: int) -> list[Row]:
+def map_tiny_rows(
+    stack: contextlib.ExitStack, loop: Loop, repeats: int, items: int, figure: str = "map-tiny"
+) -> list[Row]:
     xs = list(range(items))
     expected = [x + 1 for x in xs]
     chunksize = max(1, items // (4 * WORKERS))
@@ -370,9 +376,11 @@ def map_tiny_rows(stack: contextlib.ExitStack, loop: Loop, repeats: int, items: 
     roles[bound_name] = "floor-2"
 
     title = f"map of {items:,} calls f(x) = x + 1, 2 workers"
+    if figure != "map-tiny":
+        title += f", Python {PY}"
     rows = {
         name: Row(
-            "map-tiny",
+            figure,
             title,
             SECTION,
             name,
@@ -382,7 +390,16 @@ def map_tiny_rows(stack: contextlib.ExitStack, loop: Loop, repeats: int, items: 
         )
         for name in samples
     }
-    rows["procio (asyncio): pool.map"].note = MAP_NOTE
+    rows["procio (asyncio): pool.map"].note = (
+        MAP_NOTE
+        if figure == "map-tiny"
+        else (
+            f"The same map on Python {PY}, with the contenders installed in that "
+            "interpreter's environment. The bound is stepped as procio's results are "
+            "there (a coroutine of __anext__ from Python 3.12 on, an async generator "
+            "before). Ratio: as above."
+        )
+    )
     for name, sample in samples.items():  # warm up: workers started, code imported
         assert sample()[0] == expected, name
     fast = [name for name in samples if name not in slow]
@@ -489,13 +506,24 @@ def stream_rows(loop: Loop, repeats: int, items: int) -> list[Row]:
 
 
 def main() -> None:
-    args = parser(__doc__ or "").parse_args()
+    p = parser(__doc__ or "")
+    p.add_argument(
+        "--map-tiny-only",
+        action="store_true",
+        help="only the map of tiny calls, named for this Python (for a second version)",
+    )
+    args = p.parse_args()
     if args.quick:
         repeats, items, cpu_calls, stream_items = 2, 2_000, 8, 10_000
     else:
         repeats, items, cpu_calls, stream_items = 7, 20_000, 64, 100_000
-    count = calibrate_spin(CPU_CALL_SECONDS)
     rows: list[Row] = []
+    if args.map_tiny_only:
+        with contextlib.ExitStack() as stack:
+            rows += map_tiny_rows(stack, Loop(stack), repeats, items, f"map-tiny-py{PY}")
+        report(rows, args.json)
+        return
+    count = calibrate_spin(CPU_CALL_SECONDS)
     with contextlib.ExitStack() as stack:
         loop = Loop(stack)
         rows += map_tiny_rows(stack, loop, repeats, items)

@@ -120,7 +120,7 @@ BLOCKS: dict[str, tuple[str, ...]] = {
 # Blocks drawn as one table of several figures (row, contender, median, range, ratio),
 # each row's ratio taken to its figure's reference (see :func:`reference_row`).
 TABLE_BLOCKS: dict[str, tuple[str, ...]] = {
-    "many-tasks": ("map-tiny", "cpu-bound", "cpu-bound-parent", "stream"),
+    "many-tasks": ("map-tiny", "map-tiny-py*", "cpu-bound", "cpu-bound-parent", "stream"),
 }
 # Blocks that are not figure tables.
 SPECIAL_BLOCKS = ("machine", "targets", "all")

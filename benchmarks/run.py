@@ -10,10 +10,10 @@ Each ``bench_*.py`` runs in ``--processes`` fresh interpreters, one after the ot
 the contenders of a figure are sampled in interleaved rounds (see ``_harness``). The
 samples of all processes are joined, row by row, into the results file: every row
 with its samples, median, range and quartiles, the machine it ran on and how busy that
-was, and the targets evaluated. ``--also-python`` runs the sequential spawn rows again
-on another interpreter (one with procio and AnyIO installed), whose figures carry its
-version, and the subinterpreter rows (``bench_interpreters``, Python 3.13+), which no
-older interpreter can measure.
+was, and the targets evaluated. ``--also-python`` runs the sequential spawn rows and the
+map of tiny calls again on another interpreter (one with procio and AnyIO installed),
+whose figures carry its version, and the subinterpreter rows (``bench_interpreters``,
+Python 3.13+), which no older interpreter can measure.
 
 - ``--output PAGE`` (repeatable) rewrites the page's figure blocks from the results, as
   ``figures.py`` does; ``--chart`` draws the chart.
@@ -122,6 +122,11 @@ def measure(
                 ([python, str(HERE / "bench_process.py"), "--spawn-only"], f"spawn on {python}")
                 for python in pythons
             ]
+        if any(script.stem == "bench_map" for script in scripts):
+            jobs += [
+                ([python, str(HERE / "bench_map.py"), "--map-tiny-only"], f"map-tiny on {python}")
+                for python in pythons
+            ]
         for index, (command, label) in enumerate(jobs):
             for process in range(processes):
                 print(f"## {label}, process {process + 1} of {processes}", flush=True)
@@ -224,7 +229,10 @@ def main() -> int:
         action="append",
         default=[],
         metavar="PYTHON",
-        help="also run the spawn rows, and the subinterpreter rows (3.13+), on this interpreter",
+        help=(
+            "also run the spawn rows, the map of tiny calls and the subinterpreter rows"
+            " (3.13+) on this interpreter"
+        ),
     )
     p.add_argument("--results", type=Path, default=RESULTS, help="the results file to write")
     p.add_argument("--pyperf", type=Path, help="also write the samples as a pyperf suite")
