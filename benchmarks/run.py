@@ -63,6 +63,12 @@ GROUPS: dict[str, tuple[str, ...]] = {
 # Scripts that run only on a newer Python than the suite's own: on every interpreter
 # given (the suite's or an --also-python one) that is at least that version.
 NEWER_PYTHON: dict[str, tuple[int, int]] = {"bench_interpreters": (3, 13)}
+# Scripts that measure a part of their figures again on every --also-python
+# interpreter: the flag that selects that part, and its name in the log.
+ON_OTHER_PYTHONS: dict[str, tuple[str, str]] = {
+    "bench_process": ("--spawn-only", "spawn"),
+    "bench_map": ("--map-tiny-only", "map-tiny"),
+}
 
 
 def _version_info(python: str) -> tuple[int, ...]:
@@ -117,16 +123,13 @@ def measure(
                     flush=True,
                 )
             jobs += [([python, str(script)], f"{script.stem} on {python}") for python in able]
-        if any(script.stem == "bench_process" for script in scripts):
-            jobs += [
-                ([python, str(HERE / "bench_process.py"), "--spawn-only"], f"spawn on {python}")
-                for python in pythons
-            ]
-        if any(script.stem == "bench_map" for script in scripts):
-            jobs += [
-                ([python, str(HERE / "bench_map.py"), "--map-tiny-only"], f"map-tiny on {python}")
-                for python in pythons
-            ]
+        stems = {script.stem for script in scripts}
+        for stem, (flag, label) in ON_OTHER_PYTHONS.items():
+            if stem in stems:
+                jobs += [
+                    ([python, str(HERE / f"{stem}.py"), flag], f"{label} on {python}")
+                    for python in pythons
+                ]
         for index, (command, label) in enumerate(jobs):
             for process in range(processes):
                 print(f"## {label}, process {process + 1} of {processes}", flush=True)
